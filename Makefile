@@ -1,0 +1,42 @@
+# Developer entry points. `make test` is the whole suite (what CI runs); the
+# other targets run one part of it. Each installs what it needs first.
+SHELL := /bin/bash
+RUN := tests/tools/run-tests.sh
+
+.PHONY: help test lint sanity unit molecule setup images images-rebuild changelog build clean
+
+help:            ## list the targets
+	@grep -E '^[a-z-]+: +##' $(MAKEFILE_LIST) | sed -E 's/: +## /\t/' | expand -t 18
+
+test:            ## everything: lint, sanity, unit tests, every molecule scenario
+	$(RUN)
+
+lint:            ## ansible-lint, production profile
+	$(RUN) lint
+
+sanity:          ## ansible-test sanity on a temporary ansible_collections/selfhost/backup copy
+	$(RUN) sanity
+
+unit:            ## pytest unit tests with coverage of plugins/
+	$(RUN) unit
+
+molecule:        ## one scenario with SCENARIO=<name>, else all of them
+	MOLECULE_SCENARIO=$(SCENARIO) $(RUN) molecule
+
+setup:           ## packages, virtualenv, Docker engine and test images
+	tests/tools/setup-host.sh
+
+images:          ## build missing systemd test images
+	tests/tools/setup-host.sh images
+
+images-rebuild:  ## rebuild the systemd test images
+	tests/tools/setup-host.sh docker && tests/images/build-images.sh --rebuild
+
+changelog:       ## lint the changelog fragments
+	tests/tools/setup-host.sh venv && .venv/bin/antsibull-changelog lint
+
+build:           ## build the collection tarball
+	tests/tools/setup-host.sh venv && .venv/bin/ansible-galaxy collection build --force
+
+clean:           ## remove caches and build outputs (keeps the venv and images)
+	rm -rf .cache tests/output selfhost-backup-*.tar.gz .pytest_cache .coverage
