@@ -9,7 +9,7 @@
 set -uo pipefail
 
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$top"
+cd "$top" || exit 1
 export VENV="${VENV:-$top/.venv}"
 export PATH="$VENV/bin:$PATH"
 # The collection under test, found by ansible through a symlink tree so that

@@ -29,6 +29,8 @@ setup_venv() {
     apt_install python3-venv
   fi
   command -v git >/dev/null || apt_install git
+  # ansible-test sanity skips its shellcheck test without it.
+  command -v shellcheck >/dev/null || apt_install shellcheck
   [ -x "$venv/bin/python" ] || { log "creating $venv"; "$python" -m venv "$venv"; }
   want=$(cat "$top/requirements.txt" "$top/requirements-test.txt" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -53,8 +55,8 @@ setup_docker() {
     log "starting dockerd in the background (log: /var/log/selfhost-backup-dockerd.log)"
     $sudo sh -c 'nohup dockerd >/var/log/selfhost-backup-dockerd.log 2>&1 &'
   fi
-  local i
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     docker_running && return 0
     sleep 1
   done

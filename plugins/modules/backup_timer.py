@@ -1,0 +1,484 @@
+#!/usr/bin/python
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backup_timer
+short_description: Install or remove a scheduled backup job (systemd service, timer and restore script)
+version_added: 0.1.0
+description:
+  - Installs or removes one named backup job on the target, the host side of the database backup contract.
+  - The job is C(<name>.service) (C(Type=oneshot)) started by C(<name>.timer), optionally a restore script on PATH,
+    and optionally one service and timer pair C(<name>-<suffix>) per maintenance job in O(extra_jobs).
+  - Every file is written to a temporary file in its target directory and atomically moved into place. Before any
+    unit is moved into place, all units of the job are copied under their real names into a temporary directory
+    and checked with C(systemd-analyze verify); when that fails nothing is changed.
+  - O(on_calendar) and each extra job's calendar are checked with C(systemd-analyze calendar).
+  - C(systemctl daemon-reload) runs only when a unit file was written or removed. Timers are enabled and started
+    only when they are not already enabled and active.
+  - The files and timers installed are recorded in a manifest, C(<state_dir>/<name>.json). O(state=absent) removes
+    everything the manifest lists, and O(state=present) removes what the manifest lists but is no longer wanted
+    (for example an extra job dropped from O(extra_jobs)).
+  - Unit files start with a comment saying that they are managed by this module. They never contain secrets;
+    secrets reach the service as files through O(credentials) (C(LoadCredential=)).
+author:
+  - selfhost.backup developers (!UNKNOWN)
+options:
+  name:
+    description:
+      - Name of the job and of its units, for example V(restic-backup-app).
+      - Letters, digits, V(_), V(.) and V(-), starting with a letter or digit.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) installs or updates the job, V(absent) stops its timers and removes every file it installed.
+    type: str
+    choices: [present, absent]
+    default: present
+  description:
+    description:
+      - C(Description=) of the service; the timer's is derived from it. Defaults to C(Backup job <name>).
+    type: str
+  user:
+    description:
+      - Unix user that runs the service (C(User=)). The user must exist when the timer fires.
+    type: str
+    default: root
+  exec_start:
+    description:
+      - The commands of the service, each one C(ExecStart=) line, run in order; the job fails at the first failure.
+      - Each command is an argv list, not a string. The first element must be an absolute path. The module quotes
+        every argument for systemd, doubles V(%) and V($), so each argument reaches the program verbatim and
+        systemd expands neither specifiers nor environment variables. Use V([/bin/sh, -c, "..."]) for a pipeline.
+      - Required when O(state=present).
+    type: list
+    elements: list
+  environment:
+    description:
+      - Non-secret environment variables of the service (C(Environment=)). Never put secrets here; use O(credentials).
+    type: dict
+    default: {}
+  credentials:
+    description:
+      - Files handed to the service with C(LoadCredential=<name>:<path>); the service reads them from
+        C($CREDENTIALS_DIRECTORY/<name>) even as a non-root O(user).
+      - Maps the credential name to an absolute path on the host (no whitespace or quotes). Only the path is
+        written into the unit, never the secret.
+    type: dict
+    default: {}
+  nice:
+    description:
+      - C(Nice=) of the service, from -20 to 19.
+    type: int
+  io_scheduling_class:
+    description:
+      - C(IOSchedulingClass=) of the service.
+    type: str
+    choices: [realtime, best-effort, idle]
+  io_scheduling_priority:
+    description:
+      - C(IOSchedulingPriority=) of the service, from 0 (highest) to 7 (lowest).
+    type: int
+  hardening:
+    description:
+      - Adds systemd sandboxing that stays compatible with a job that dumps a database through a local socket or
+        the network and writes to a repository.
+      - C(ProtectSystem=strict) makes the whole file system read-only except O(read_write_paths) and
+        O(cache_directory); C(ProtectHome=read-only), C(PrivateTmp=yes) (so a database socket in C(/tmp) is not
+        reachable), C(PrivateDevices=yes), C(NoNewPrivileges=yes) (no C(sudo) in the commands),
+        C(ProtectKernelTunables=), C(ProtectKernelModules=), C(ProtectKernelLogs=), C(ProtectControlGroups=),
+        C(ProtectClock=), C(ProtectHostname=), C(RestrictSUIDSGID=), C(RestrictRealtime=), C(RestrictNamespaces=),
+        C(LockPersonality=), C(SystemCallArchitectures=native),
+        C(RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK) and C(UMask=0077).
+    type: bool
+    default: true
+  read_write_paths:
+    description:
+      - Absolute paths the service may write to when O(hardening=true) (C(ReadWritePaths=)), for example a local
+        repository. A leading V(-) ignores a path that does not exist; otherwise it must exist when the job runs.
+    type: list
+    elements: str
+    default: []
+  cache_directory:
+    description:
+      - C(CacheDirectory=) of the service, relative to C(/var/cache). systemd creates it owned by O(user), keeps it
+        writable under O(hardening) and sets C($CACHE_DIRECTORY).
+    type: str
+  after:
+    description:
+      - Units the service starts after (C(After=)), for example V(postgresql.service).
+    type: list
+    elements: str
+    default: []
+  wants:
+    description:
+      - Units the service wants (C(Wants=)), for example V(network-online.target).
+    type: list
+    elements: str
+    default: []
+  on_calendar:
+    description:
+      - C(OnCalendar=) of the main timer; any expression C(systemd-analyze calendar) accepts.
+    type: str
+    default: daily
+  persistent:
+    description:
+      - C(Persistent=) of every timer of the job, to catch up a run missed while the host was off.
+    type: bool
+    default: true
+  randomized_delay_sec:
+    description:
+      - C(RandomizedDelaySec=) of every timer of the job, in seconds.
+    type: int
+    default: 0
+  timer_enabled:
+    description:
+      - Whether the timers are enabled and started (V(true)) or stopped and disabled (V(false)).
+    type: bool
+    default: true
+  restore_script:
+    description:
+      - A restore script installed as O(script_dir)/O(restore_script.name) with mode C(0755), owned by root.
+    type: dict
+    suboptions:
+      name:
+        description:
+          - File name of the script, a command name without slash, for example V(restic-restore-app).
+        type: str
+        required: true
+      content:
+        description:
+          - Full content of the script, including its C(#!) line. It must not contain secrets.
+        type: str
+        required: true
+  extra_jobs:
+    description:
+      - Maintenance jobs (check, prune) rendered as C(<name>-<suffix>.service) and C(<name>-<suffix>.timer).
+      - They share the main job's O(environment), O(credentials), scheduling, O(hardening), O(read_write_paths),
+        O(cache_directory), O(after), O(wants), O(persistent) and O(randomized_delay_sec).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      suffix:
+        description:
+          - Suffix of the units' names, for example V(check) or V(prune).
+        type: str
+        required: true
+      exec_start:
+        description:
+          - Commands of the service, in the same argv form as the main O(exec_start).
+        type: list
+        elements: list
+        required: true
+      on_calendar:
+        description:
+          - C(OnCalendar=) of this job's timer.
+        type: str
+        required: true
+      description:
+        description:
+          - C(Description=) of this job's service. Defaults to the main description followed by the suffix.
+        type: str
+      user:
+        description:
+          - User of this job's service. Defaults to O(user).
+        type: str
+  unit_dir:
+    description:
+      - Directory of the unit files.
+    type: path
+    default: /etc/systemd/system
+  script_dir:
+    description:
+      - Directory of the restore script; it should be on PATH.
+    type: path
+    default: /usr/local/bin
+  state_dir:
+    description:
+      - Directory of the job manifests (C(<name>.json)), which list the files and timers installed. It is removed
+        when the last job is removed and it is empty.
+    type: path
+    default: /var/lib/selfhost-backup
+  daemon_reload:
+    description:
+      - Run C(systemctl daemon-reload) after a unit file was written or removed.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    description: Reports what would change without writing files or running mutating systemctl commands.
+    support: full
+    details:
+      - C(systemd-analyze verify) is skipped in check mode, because the programs of O(exec_start) may not be
+        installed yet. Calendar expressions are still checked.
+  diff_mode:
+    description: Returns the before and after content of every file that changes.
+    support: full
+  idempotent:
+    description: A second run with the same options reports no change.
+    support: full
+  platform:
+    description: Targets with systemd.
+    support: full
+    platforms: posix
+notes:
+  - Requires systemd (C(systemctl), C(systemd-analyze)) on the target.
+seealso:
+  - module: selfhost.backup.databasebackup_contract
+  - name: systemd.exec
+    description: Execution environment configuration, including the sandboxing options.
+    link: https://www.freedesktop.org/software/systemd/man/latest/systemd.exec.html
+"""
+
+EXAMPLES = r"""
+- name: Install the restic backup job of instance app
+  selfhost.backup.backup_timer:
+    name: restic-backup-app
+    description: restic backup of app
+    user: postgres
+    after: [postgresql.service]
+    exec_start:
+      - [/usr/local/libexec/selfhost-backup/restic-backup, app]
+    environment:
+      RESTIC_REPOSITORY: /srv/backup/app
+      RESTIC_PASSWORD_FILE: /run/credentials/restic-backup-app.service/passphrase
+    credentials:
+      passphrase: /etc/selfhost-backup/restic-app.pass
+    read_write_paths: [/srv/backup/app]
+    cache_directory: restic-app
+    nice: 10
+    io_scheduling_class: idle
+    on_calendar: "*-*-* 02:30:00"
+    randomized_delay_sec: 900
+    restore_script:
+      name: restic-restore-app
+      content: "{{ lookup('ansible.builtin.template', 'restic-restore.sh.j2') }}"
+    extra_jobs:
+      - suffix: check
+        on_calendar: weekly
+        exec_start:
+          - [/usr/bin/restic, check, --read-data-subset=5%]
+  register: job
+# job.backup_service == "restic-backup-app.service", job.restore_script == "restic-restore-app"
+
+- name: Remove the job, its extra jobs and its restore script
+  selfhost.backup.backup_timer:
+    name: restic-backup-app
+    state: absent
+"""
+
+RETURN = r"""
+backup_service:
+  description: The service that backs up now (C(systemctl start --wait <it>)); the contract result's C(backup_service).
+  returned: always
+  type: str
+  sample: restic-backup-app.service
+restore_script:
+  description: Name of the installed restore script, the contract result's C(restore_script); null without one.
+  returned: always
+  type: str
+  sample: restic-restore-app
+files:
+  description:
+    - With O(state=present), every file of the job. With O(state=absent), the files removed (or to remove in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - /etc/systemd/system/restic-backup-app.service
+    - /etc/systemd/system/restic-backup-app.timer
+    - /usr/local/bin/restic-restore-app
+timers:
+  description: The timers of the job (O(state=present)) or the timers stopped and disabled (O(state=absent)).
+  returned: always
+  type: list
+  elements: str
+  sample: [restic-backup-app.timer, restic-backup-app-check.timer]
+diff:
+  description: Before and after content of each file that changes.
+  returned: when diff mode is enabled
+  type: list
+  elements: dict
+  contains:
+    before_header:
+      description: Path of the file.
+      type: str
+    after_header:
+      description: Path of the file.
+      type: str
+    before:
+      description: Content before, empty for a new file.
+      type: str
+    after:
+      description: Content after, empty for a removed file.
+      type: str
+"""
+
+import os
+import typing as t
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_files as files
+from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JobSpecError, build_job, removal_candidates
+from ansible_collections.selfhost.backup.plugins.module_utils._job_files import CommandRunner, JobFilesError, Systemctl
+
+EXTRA_JOB_SPEC = {
+    'suffix': {'type': 'str', 'required': True},
+    'exec_start': {'type': 'list', 'elements': 'list', 'required': True},
+    'on_calendar': {'type': 'str', 'required': True},
+    'description': {'type': 'str'},
+    'user': {'type': 'str'},
+}
+
+ARGUMENT_SPEC = {
+    'name': {'type': 'str', 'required': True},
+    'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
+    'description': {'type': 'str'},
+    'user': {'type': 'str', 'default': 'root'},
+    'exec_start': {'type': 'list', 'elements': 'list'},
+    'environment': {'type': 'dict', 'default': {}},
+    'credentials': {'type': 'dict', 'default': {}},
+    'nice': {'type': 'int'},
+    'io_scheduling_class': {'type': 'str', 'choices': ['realtime', 'best-effort', 'idle']},
+    'io_scheduling_priority': {'type': 'int'},
+    'hardening': {'type': 'bool', 'default': True},
+    'read_write_paths': {'type': 'list', 'elements': 'str', 'default': []},
+    'cache_directory': {'type': 'str'},
+    'after': {'type': 'list', 'elements': 'str', 'default': []},
+    'wants': {'type': 'list', 'elements': 'str', 'default': []},
+    'on_calendar': {'type': 'str', 'default': 'daily'},
+    'persistent': {'type': 'bool', 'default': True},
+    'randomized_delay_sec': {'type': 'int', 'default': 0},
+    'timer_enabled': {'type': 'bool', 'default': True},
+    'restore_script': {'type': 'dict', 'options': {
+        'name': {'type': 'str', 'required': True},
+        'content': {'type': 'str', 'required': True},
+    }},
+    'extra_jobs': {'type': 'list', 'elements': 'dict', 'default': [], 'options': EXTRA_JOB_SPEC},
+    'unit_dir': {'type': 'path', 'default': '/etc/systemd/system'},
+    'script_dir': {'type': 'path', 'default': '/usr/local/bin'},
+    'state_dir': {'type': 'path', 'default': '/var/lib/selfhost-backup'},
+    'daemon_reload': {'type': 'bool', 'default': True},
+}
+
+
+class BackupJob:
+    """One run of the module: decide, then (outside check mode) act."""
+
+    def __init__(self, module: AnsibleModule, runner: t.Any) -> None:
+        self.module = module
+        self.params = module.params
+        self.runner = runner
+        self.systemctl = Systemctl(runner)
+        self.manifest = files.manifest_path(self.params['state_dir'], self.params['name'])
+        self.changed = False
+
+    def present(self) -> dict[str, t.Any]:
+        job = build_job(self.params)
+        for expression in job.calendars:
+            files.check_calendar(self.runner, expression)
+        installed = files.read_manifest(self.manifest)
+        the_plan = files.plan(job.files, installed['files'])
+        manifest_text = files.render_manifest(job.name, [item.path for item in job.files], job.timers)
+        needed = bool(the_plan.writes or the_plan.removals) or files.read_text(self.manifest) != manifest_text
+        if needed and not self.module.check_mode:
+            if the_plan.changes_units:
+                files.verify_units(self.runner, job.units, self.module.tmpdir)
+            dropped = [timer for timer in installed['timers'] if timer not in job.timers]
+            self._apply(the_plan, dropped, installed, job, manifest_text)
+        self.changed = needed
+        self._set_timers(job.timers)
+        return self._result([item.path for item in job.files], job.timers, the_plan, job.files, job.restore_script)
+
+    def _apply(self, the_plan: files.Plan, dropped: list[str], installed: dict[str, t.Any], job: t.Any, manifest_text: str) -> None:
+        # From here on the host changes, also if a step below fails.
+        self.changed = True
+        # Record the union first: if anything below fails, a later state=absent still finds every file.
+        union = files.render_manifest(job.name, set(installed['files']) | {item.path for item in job.files},
+                                      set(installed['timers']) | set(job.timers))
+        files.write_atomic(self.module, files.DesiredFile(self.manifest, union, files.MANIFEST_MODE))
+        self._stop(dropped)
+        for item in the_plan.writes:
+            files.write_atomic(self.module, item)
+        for path in the_plan.removals:
+            files.remove(path)
+        files.write_atomic(self.module, files.DesiredFile(self.manifest, manifest_text, files.MANIFEST_MODE))
+        self._reload(the_plan.changes_units)
+
+    def absent(self) -> dict[str, t.Any]:
+        installed = files.read_manifest(self.manifest)
+        candidates, timers = removal_candidates(self.params, installed['files'], installed['timers'])
+        the_plan = files.plan([], candidates)
+        running = [timer for timer in timers if self.systemctl.is_enabled_or_active(timer)]
+        has_manifest = os.path.exists(self.manifest)
+        needed = bool(the_plan.removals or running or has_manifest)
+        if needed and not self.module.check_mode:
+            self.changed = True
+            for timer in running:
+                self.systemctl.disable_now(timer)
+            for path in the_plan.removals:
+                files.remove(path)
+            files.remove(self.manifest)
+            files.remove_dir_if_empty(self.params['state_dir'])
+            self._reload(the_plan.changes_units)
+        self.changed = needed
+        return self._result(the_plan.removals, running, the_plan, [], None)
+
+    def _stop(self, timers: list[str]) -> None:
+        for timer in timers:
+            if self.systemctl.is_enabled_or_active(timer):
+                self.systemctl.disable_now(timer)
+
+    def _reload(self, units_changed: bool) -> None:
+        if units_changed and self.params['daemon_reload']:
+            self.systemctl.daemon_reload()
+
+    def _set_timers(self, timers: t.Sequence[str]) -> None:
+        """Enable and start, or stop and disable, the timers; probes run in check mode too, actions do not."""
+        for timer in timers:
+            if self.params['timer_enabled']:
+                needed = not self.systemctl.is_running(timer)
+                action = self.systemctl.enable_now
+            else:
+                needed = self.systemctl.is_enabled_or_active(timer)
+                action = self.systemctl.disable_now
+            self.changed = self.changed or needed
+            if needed and not self.module.check_mode:
+                action(timer)
+
+    def _result(self, paths: t.Sequence[str], timers: t.Sequence[str], the_plan: files.Plan,
+                desired: t.Sequence[files.DesiredFile], restore_script: str | None) -> dict[str, t.Any]:
+        result = {
+            'changed': self.changed,
+            'backup_service': f'{self.params["name"]}.service',
+            'restore_script': restore_script,
+            'files': list(paths),
+            'timers': list(timers),
+        }
+        if self.module._diff:
+            result['diff'] = files.diffs(the_plan, desired)
+        return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_if=[('state', 'present', ['exec_start'])],
+        supports_check_mode=True,
+    )
+    job = BackupJob(module, CommandRunner(module))
+    try:
+        result = job.present() if module.params['state'] == 'present' else job.absent()
+    except (JobSpecError, JobFilesError, OSError) as exc:
+        module.fail_json(msg=str(exc), changed=job.changed)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,429 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The module end to end against a temporary root; the command runner is the only thing stubbed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.selfhost.backup.plugins.module_utils._systemd_units import MANAGED_HEADER
+from ansible_collections.selfhost.backup.plugins.modules import backup_timer
+
+MUTATING = ('enable', 'disable', 'daemon-reload', 'start', 'stop', 'restart')
+
+
+class ModuleExit(Exception):
+    def __init__(self, result):
+        super().__init__(result)
+        self.result = result
+
+
+class ModuleFail(Exception):
+    def __init__(self, result):
+        super().__init__(result)
+        self.result = result
+
+
+class FakeSystemd:
+    """Answers like systemctl / systemd-analyze and remembers which timers are enabled and active."""
+
+    def __init__(self, verify_rc=0, bad_calendars=()):
+        self.verify_rc = verify_rc
+        self.bad_calendars = set(bad_calendars)
+        self.calls = []
+        self.enabled = set()
+        self.active = set()
+        self.verified = {}
+
+    def run(self, argv):
+        self.calls.append(list(argv))
+        if argv[:2] == ['systemd-analyze', 'calendar']:
+            return (1, '', 'Failed to parse calendar specification') if argv[2] in self.bad_calendars else (0, 'Normalized form: x', '')
+        if argv[:2] == ['systemd-analyze', 'verify']:
+            return self._verify(argv[2:])
+        return self._systemctl(argv[1], argv[-1])
+
+    def _verify(self, paths):
+        for path in paths:
+            with open(path, encoding='utf-8') as handle:
+                self.verified[os.path.basename(path)] = handle.read()
+        if self.verify_rc:
+            return self.verify_rc, '', f'{paths[0]}:9: Unknown key name in section [Service]'
+        return 0, '', ''
+
+    def _systemctl(self, command, unit):
+        states = {'is-enabled': self.enabled, 'is-active': self.active}
+        if command in states:
+            return (0 if unit in states[command] else 1), '', ''
+        if command == 'enable':
+            self.enabled.add(unit)
+            self.active.add(unit)
+        elif command == 'disable':
+            self.enabled.discard(unit)
+            self.active.discard(unit)
+        return 0, '', ''
+
+    def mutating(self):
+        return [call for call in self.calls if call[0] == 'systemctl' and call[1] in MUTATING]
+
+    def verify_calls(self):
+        return [call for call in self.calls if call[:2] == ['systemd-analyze', 'verify']]
+
+
+@pytest.fixture
+def systemd(monkeypatch):
+    fake = FakeSystemd()
+    monkeypatch.setattr(backup_timer, 'CommandRunner', lambda module: fake)
+    return fake
+
+
+@pytest.fixture(autouse=True)
+def module_exits(monkeypatch):
+    def exit_json(self, **result):
+        raise ModuleExit(result)
+
+    def fail_json(self, msg, **result):
+        raise ModuleFail(dict(result, msg=msg, failed=True))
+
+    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path
+
+
+def job_args(root, **changes):
+    args = {
+        'name': 'restic-backup-app',
+        'user': 'postgres',
+        'exec_start': [['/usr/bin/restic', 'backup', '--stdin-from-command', '--', '/bin/sh', '-c', 'pg_dumpall']],
+        'environment': {'RESTIC_REPOSITORY': '/srv/backup/app'},
+        'credentials': {'passphrase': '/etc/selfhost-backup/app.pass'},
+        'after': ['postgresql.service'],
+        'on_calendar': '*-*-* 02:30:00',
+        'restore_script': {'name': 'restic-restore-app', 'content': '#!/bin/sh\nexec restic "$@"\n'},
+        'extra_jobs': [{'suffix': 'check', 'exec_start': [['/usr/bin/restic', 'check']], 'on_calendar': 'weekly'}],
+        'unit_dir': str(root / 'units'),
+        'script_dir': str(root / 'bin'),
+        'state_dir': str(root / 'state'),
+    }
+    args.update(changes)
+    return {key: value for key, value in args.items() if value is not OMIT}
+
+
+OMIT = object()
+
+
+def run(args, root, check=False, diff=False):
+    module_args = dict(args, _ansible_check_mode=check, _ansible_diff=diff, _ansible_remote_tmp=str(root / 'remote-tmp'))
+    with patch_module_args(module_args):
+        with pytest.raises(ModuleExit) as info:
+            backup_timer.main()
+    return info.value.result
+
+
+def unit(root, name):
+    return root / 'units' / name
+
+
+def tree(root):
+    """Every file under the managed directories, relative to root (the module's own temp dir excluded)."""
+    found = []
+    for top in ('units', 'bin', 'state'):
+        for dirpath, dummy, filenames in os.walk(root / top):
+            found += [os.path.relpath(os.path.join(dirpath, name), root) for name in filenames]
+    return sorted(found)
+
+
+ALL_FILES = [
+    'bin/restic-restore-app',
+    'state/restic-backup-app.json',
+    'units/restic-backup-app-check.service',
+    'units/restic-backup-app-check.timer',
+    'units/restic-backup-app.service',
+    'units/restic-backup-app.timer',
+]
+TIMERS = ['restic-backup-app.timer', 'restic-backup-app-check.timer']
+
+
+def test_install_writes_verifies_reloads_and_starts(root, systemd):
+    result = run(job_args(root), root)
+    assert result['changed'] is True
+    assert result['backup_service'] == 'restic-backup-app.service'
+    assert result['restore_script'] == 'restic-restore-app'
+    assert result['timers'] == TIMERS
+    assert sorted(os.path.relpath(path, root) for path in result['files']) == [f for f in ALL_FILES if not f.startswith('state')]
+    assert tree(root) == ALL_FILES
+    assert 'diff' not in result
+    service = unit(root, 'restic-backup-app.service').read_text()
+    assert service.startswith(MANAGED_HEADER + '\n')
+    assert 'ExecStart=/usr/bin/restic backup --stdin-from-command -- /bin/sh -c pg_dumpall\n' in service
+    assert 'LoadCredential=passphrase:/etc/selfhost-backup/app.pass\n' in service
+    assert 'After=postgresql.service\n' in service
+    check = unit(root, 'restic-backup-app-check.service').read_text()
+    assert 'ExecStart=/usr/bin/restic check\n' in check and 'User=postgres\n' in check
+    assert 'Environment=RESTIC_REPOSITORY=/srv/backup/app\n' in check
+    assert 'OnCalendar=weekly\n' in unit(root, 'restic-backup-app-check.timer').read_text()
+    assert stat.S_IMODE(os.stat(root / 'bin' / 'restic-restore-app').st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(unit(root, 'restic-backup-app.timer')).st_mode) == 0o644
+    # verified under the real names, with exactly the content that was then installed
+    assert sorted(systemd.verified) == sorted(os.path.basename(f) for f in ALL_FILES if f.startswith('units'))
+    assert systemd.verified['restic-backup-app.service'] == service
+    assert systemd.mutating() == [
+        ['systemctl', 'daemon-reload'],
+        ['systemctl', 'enable', '--now', 'restic-backup-app.timer'],
+        ['systemctl', 'enable', '--now', 'restic-backup-app-check.timer'],
+    ]
+    manifest = json.loads((root / 'state' / 'restic-backup-app.json').read_text())
+    assert manifest['timers'] == sorted(TIMERS)
+    assert manifest['files'] == sorted(result['files'])
+
+
+def test_calendars_are_checked_once_each(root, systemd):
+    run(job_args(root), root)
+    calendars = [call[2] for call in systemd.calls if call[:2] == ['systemd-analyze', 'calendar']]
+    assert calendars == ['*-*-* 02:30:00', 'weekly']
+
+
+def test_second_run_changes_nothing(root, systemd):
+    run(job_args(root), root)
+    systemd.calls.clear()
+    result = run(job_args(root), root)
+    assert result['changed'] is False
+    assert systemd.mutating() == []
+    assert systemd.verify_calls() == []
+
+
+def test_check_mode_reports_without_writing(root, systemd):
+    result = run(job_args(root), root, check=True, diff=True)
+    assert result['changed'] is True
+    assert tree(root) == []
+    assert systemd.mutating() == []
+    assert systemd.verify_calls() == []
+    assert [entry['after_header'] for entry in result['diff']] == sorted(result['files'], key=result['files'].index)
+    assert all(entry['before'] == '' and entry['after'] for entry in result['diff'])
+
+
+def test_check_mode_reports_a_stopped_timer(root, systemd):
+    run(job_args(root), root)
+    systemd.enabled.discard('restic-backup-app.timer')
+    systemd.calls.clear()
+    result = run(job_args(root), root, check=True)
+    assert result['changed'] is True
+    assert systemd.mutating() == []
+
+
+def test_diff_shows_only_the_changed_file(root, systemd):
+    run(job_args(root), root)
+    before = unit(root, 'restic-backup-app.timer').read_text()
+    systemd.calls.clear()
+    result = run(job_args(root, on_calendar='hourly'), root, diff=True)
+    after = unit(root, 'restic-backup-app.timer').read_text()
+    assert result['changed'] is True
+    assert result['diff'] == [{
+        'before_header': str(unit(root, 'restic-backup-app.timer')),
+        'after_header': str(unit(root, 'restic-backup-app.timer')),
+        'before': before,
+        'after': after,
+    }]
+    assert 'OnCalendar=hourly\n' in after
+    assert systemd.mutating() == [['systemctl', 'daemon-reload']]
+
+
+def test_failed_verification_writes_nothing(root, systemd):
+    systemd.verify_rc = 1
+    with pytest.raises(ModuleFail) as info:
+        run(job_args(root), root)
+    assert 'systemd-analyze verify rejected the units' in info.value.result['msg']
+    assert 'restic-backup-app.service:9: Unknown key' in info.value.result['msg']
+    assert str(root) not in info.value.result['msg']
+    assert info.value.result['changed'] is False
+    assert tree(root) == []
+    assert systemd.mutating() == []
+
+
+def test_failed_verification_keeps_the_installed_job(root, systemd):
+    run(job_args(root), root)
+    before = {path: (root / path).read_text() for path in ALL_FILES}
+    systemd.verify_rc = 1
+    systemd.calls.clear()
+    with pytest.raises(ModuleFail):
+        run(job_args(root, user='other', restore_script={'name': 'restic-restore-app', 'content': 'new'}), root)
+    assert {path: (root / path).read_text() for path in ALL_FILES} == before
+    assert systemd.mutating() == []
+
+
+def test_invalid_calendar_fails_before_anything(root, systemd):
+    systemd.bad_calendars.add('every tuesdayish')
+    with pytest.raises(ModuleFail) as info:
+        run(job_args(root, on_calendar='every tuesdayish'), root)
+    assert "OnCalendar='every tuesdayish' is not a valid systemd calendar expression" in info.value.result['msg']
+    assert tree(root) == []
+
+
+def test_dropped_extra_job_is_stopped_and_removed(root, systemd):
+    run(job_args(root), root)
+    systemd.calls.clear()
+    result = run(job_args(root, extra_jobs=[]), root, diff=True)
+    assert result['changed'] is True
+    assert tree(root) == [f for f in ALL_FILES if '-check.' not in f]
+    assert systemd.mutating() == [
+        ['systemctl', 'disable', '--now', 'restic-backup-app-check.timer'],
+        ['systemctl', 'daemon-reload'],
+    ]
+    removed = [entry for entry in result['diff'] if entry['after'] == '']
+    assert sorted(os.path.basename(entry['before_header']) for entry in removed) == [
+        'restic-backup-app-check.service', 'restic-backup-app-check.timer']
+    assert json.loads((root / 'state' / 'restic-backup-app.json').read_text())['timers'] == ['restic-backup-app.timer']
+
+
+def test_wrong_mode_of_the_script_is_fixed_without_reload(root, systemd):
+    run(job_args(root), root)
+    os.chmod(root / 'bin' / 'restic-restore-app', 0o700)
+    systemd.calls.clear()
+    result = run(job_args(root), root)
+    assert result['changed'] is True
+    assert stat.S_IMODE(os.stat(root / 'bin' / 'restic-restore-app').st_mode) == 0o755
+    assert systemd.mutating() == []
+    assert systemd.verify_calls() == []
+
+
+def test_hand_edited_unit_is_restored(root, systemd):
+    run(job_args(root), root)
+    path = unit(root, 'restic-backup-app.service')
+    original = path.read_text()
+    path.write_text(original.replace('User=postgres', 'User=root'))
+    systemd.calls.clear()
+    assert run(job_args(root), root)['changed'] is True
+    assert path.read_text() == original
+    assert systemd.mutating() == [['systemctl', 'daemon-reload']]
+
+
+def test_daemon_reload_can_be_disabled(root, systemd):
+    run(job_args(root, daemon_reload=False), root)
+    assert ['systemctl', 'daemon-reload'] not in systemd.calls
+
+
+def test_timer_disabled(root, systemd):
+    run(job_args(root), root)
+    systemd.calls.clear()
+    result = run(job_args(root, timer_enabled=False), root)
+    assert result['changed'] is True
+    assert systemd.mutating() == [
+        ['systemctl', 'disable', '--now', 'restic-backup-app.timer'],
+        ['systemctl', 'disable', '--now', 'restic-backup-app-check.timer'],
+    ]
+    systemd.calls.clear()
+    assert run(job_args(root, timer_enabled=False), root)['changed'] is False
+
+
+def test_job_without_restore_script(root, systemd):
+    result = run(job_args(root, restore_script=None, extra_jobs=[]), root)
+    assert result['restore_script'] is None
+    assert tree(root) == ['state/restic-backup-app.json', 'units/restic-backup-app.service', 'units/restic-backup-app.timer']
+
+
+def test_absent_removes_everything(root, systemd):
+    run(job_args(root), root)
+    (root / 'state' / 'other-job.json').write_text('{}')
+    systemd.calls.clear()
+    result = run({'name': 'restic-backup-app', 'state': 'absent', 'unit_dir': str(root / 'units'),
+                  'script_dir': str(root / 'bin'), 'state_dir': str(root / 'state')}, root, diff=True)
+    assert result['changed'] is True
+    assert tree(root) == ['state/other-job.json']
+    assert sorted(result['timers']) == sorted(TIMERS)
+    assert len(result['diff']) == 5 and all(entry['after'] == '' for entry in result['diff'])
+    assert sorted(systemd.mutating()) == sorted([
+        ['systemctl', 'disable', '--now', 'restic-backup-app.timer'],
+        ['systemctl', 'disable', '--now', 'restic-backup-app-check.timer'],
+        ['systemctl', 'daemon-reload'],
+    ])
+
+
+def test_absent_twice_and_state_dir_cleanup(root, systemd):
+    run(job_args(root), root)
+    absent = job_args(root, state='absent')
+    assert run(absent, root)['changed'] is True
+    assert not (root / 'state').exists()
+    systemd.calls.clear()
+    assert run(absent, root)['changed'] is False
+    assert systemd.mutating() == []
+
+
+def test_absent_in_check_mode_keeps_files(root, systemd):
+    run(job_args(root), root)
+    systemd.calls.clear()
+    result = run(job_args(root, state='absent'), root, check=True)
+    assert result['changed'] is True
+    assert tree(root) == ALL_FILES
+    assert systemd.mutating() == []
+
+
+def test_absent_without_manifest_removes_only_the_main_pair(root, systemd):
+    (root / 'units').mkdir()
+    for name in ('restic-backup-app.service', 'restic-backup-app.timer', 'restic-backup-app-offsite.service'):
+        unit(root, name).write_text('x')
+    result = run(job_args(root, state='absent'), root)
+    assert result['changed'] is True
+    assert tree(root) == ['units/restic-backup-app-offsite.service']
+
+
+def test_corrupt_manifest_fails(root, systemd):
+    (root / 'state').mkdir()
+    (root / 'state' / 'restic-backup-app.json').write_text('[1, 2')
+    with pytest.raises(ModuleFail) as info:
+        run(job_args(root), root)
+    assert 'is not readable JSON' in info.value.result['msg']
+
+
+@pytest.mark.parametrize('changes, words', [
+    ({'name': '../evil'}, "name '../evil' does not match"),
+    ({'name': '-dash'}, 'does not match'),
+    ({'user': 'Root'}, "user 'Root' does not match"),
+    ({'exec_start': [['restic', 'backup']]}, 'exec_start[0][0] must be an absolute path'),
+    ({'exec_start': [[]]}, 'exec_start[0] must be a non-empty list of strings'),
+    ({'exec_start': [['/bin/echo', 5]]}, 'must be a non-empty list of strings'),
+    ({'exec_start': []}, 'exec_start needs at least one command'),
+    ({'environment': {'BAD-NAME': 'x'}}, "environment variable 'BAD-NAME'"),
+    ({'credentials': {'pass': 'relative/path'}}, "path of credential 'pass'"),
+    ({'credentials': {'pass': '/with space'}}, "path of credential 'pass'"),
+    ({'credentials': {'a:b': '/x'}}, "credential name 'a:b'"),
+    ({'nice': 20}, 'nice must be between -20 and 19'),
+    ({'io_scheduling_priority': 8}, 'io_scheduling_priority must be between 0 and 7'),
+    ({'randomized_delay_sec': -1}, 'randomized_delay_sec must not be negative'),
+    ({'read_write_paths': ['srv/backup']}, 'read_write_paths must be absolute paths'),
+    ({'after': ['postgresql service']}, 'after unit'),
+    ({'restore_script': {'name': 'bin/restore', 'content': 'x'}}, "restore_script.name 'bin/restore'"),
+    ({'description': 'two\nlines'}, 'description must be a single line'),
+    ({'extra_jobs': [{'suffix': 'check', 'exec_start': [['/bin/true']], 'on_calendar': 'weekly'}] * 2}, "suffix 'check' is used twice"),
+    ({'extra_jobs': [{'suffix': 'a/b', 'exec_start': [['/bin/true']], 'on_calendar': 'weekly'}]}, "extra_jobs suffix 'a/b'"),
+    ({'extra_jobs': [{'suffix': 'x', 'exec_start': [['true']], 'on_calendar': 'weekly'}]}, 'extra_jobs[x].exec_start[0][0]'),
+    ({'extra_jobs': [{'suffix': 'x', 'exec_start': [['/bin/true']], 'on_calendar': 'weekly', 'user': 'A'}]}, "user 'A'"),
+    ({'exec_start': OMIT}, 'state is present but all of the following are missing: exec_start'),
+])
+def test_invalid_options_fail_without_writing(root, systemd, changes, words):
+    with pytest.raises(ModuleFail) as info:
+        run(job_args(root, **changes), root)
+    assert words in info.value.result['msg']
+    assert tree(root) == []
+    assert systemd.mutating() == []
+
+
+def test_extra_job_overrides(root, systemd):
+    extra = {'suffix': 'prune', 'exec_start': [['/usr/bin/restic', 'forget', '--prune']], 'on_calendar': 'Sun 04:00',
+             'description': 'prune app', 'user': 'root'}
+    run(job_args(root, extra_jobs=[extra], nice=5, io_scheduling_class='best-effort', io_scheduling_priority=4), root)
+    text = unit(root, 'restic-backup-app-prune.service').read_text()
+    assert 'Description=prune app\n' in text and 'User=root\n' in text and 'Nice=5\n' in text
+    assert 'Description=Timer of prune app\n' in unit(root, 'restic-backup-app-prune.timer').read_text()
