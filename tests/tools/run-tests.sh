@@ -26,7 +26,7 @@ stages=("$@")
 [ "${#stages[@]}" -gt 0 ] || stages=(lint sanity unit molecule)
 
 stage_lint() {
-  ansible-lint --offline --profile production
+  ansible-lint --offline --profile production && antsibull-changelog lint
 }
 
 stage_sanity() {
