@@ -179,8 +179,14 @@ def _unknown_keys(error: t.Any) -> list[str]:
 
 
 def _explain(error: t.Any) -> str:
-    """Word one error for a human; the value is hidden where the schema marks it ``writeOnly`` (secrets)."""
+    """Word one error for a human; the value is hidden where the schema marks it ``writeOnly`` (secrets).
+
+    A subschema's own ``x-violation`` text, when it has one, replaces jsonschema's message.
+    """
     keyword = error.validator
+    if isinstance(error.schema, dict) and isinstance(error.schema.get('x-violation'), str):
+        # A schema may word its own rule (e.g. two keys that exclude each other), never quoting the value.
+        return error.schema['x-violation']
     if isinstance(error.schema, dict) and error.schema.get('writeOnly'):
         return 'invalid value (hidden: the schema marks it writeOnly)'
     if keyword == 'maxLength':

@@ -277,3 +277,28 @@ def test_missing_jsonschema_is_a_clear_error(monkeypatch):
 def test_format_path():
     assert _contract.format_path('', ['a', 0, 'b c']) == "a[0]['b c']"
     assert _contract.format_path('x.request', []) == 'x.request'
+
+
+def test_x_violation_words_the_rule_without_the_value():
+    schema = _contract.load_provider_schema('restic')
+    document = {'repository': {'path': '/srv/a', 'url': 'rest:http://u:url-secret@h/'}, 'passphrase': 'pw-secret',
+                'passphrase_file': '/etc/p', 'environment_secrets': {'AWS_KEY': 5}}
+    with pytest.raises(_contract.ContractViolation) as info:
+        _contract.validate_settings(document, schema, 'restic_instances.app')
+    text = str(info.value)
+    assert 'restic_instances.app.settings.passphrase_file: give either passphrase or passphrase_file, not both' in text
+    assert 'restic_instances.app.settings.repository.url: give either repository.path or repository.url' in text
+    assert 'restic_instances.app.settings.environment_secrets.AWS_KEY: invalid value (hidden' in text
+    assert 'pw-secret' not in text and 'url-secret' not in text
+
+
+def test_restic_settings_defaults_and_required():
+    schema = _contract.load_provider_schema('restic')
+    filled = _contract.validate_settings({'repository': {'url': 'sftp:u@h:/r'}, 'passphrase_file': '/etc/p'}, schema)
+    assert filled['enable'] is True and filled['lock_wait'] == 0
+    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 0, 'persistent': True}
+    assert filled['restore'] == {'stop_units': []}
+    with pytest.raises(_contract.ContractViolation) as info:
+        _contract.validate_settings({'repository': {}}, schema)
+    assert info.value.violations == ['settings.passphrase: is required (rule: required)',
+                                     'settings.repository.path: is required (rule: required)']

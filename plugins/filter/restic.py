@@ -1,0 +1,79 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Turn a validated restic instance into the options of selfhost.backup.backup_timer (and its secret files).
+
+The logic is in module_utils/_restic.py and module_utils/_provider.py; these filters only adapt it to Jinja.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
+
+
+def _plan(contract: t.Mapping[str, t.Any], instance: str, version: str, host: str, binary: str) -> _restic.Plan:
+    if not isinstance(contract, t.Mapping) or 'request' not in contract or 'settings' not in contract:
+        raise AnsibleFilterError('restic filters need the result of selfhost.backup.databasebackup_contract '
+                                 '(a dict with request and settings)')
+    try:
+        return _restic.plan(instance, contract['request'], contract['settings'], version, host, binary)
+    except (_restic.ResticError, _provider.ProviderError, KeyError) as exc:
+        raise AnsibleFilterError(f'restic instance {instance}: {exc}') from exc
+
+
+def _job(contract: t.Mapping[str, t.Any], instance: str, version: str, host: str, binary: str) -> dict[str, t.Any]:
+    the_plan = _plan(contract, instance, version, host, binary)
+    return {
+        'enable': bool(contract['settings'].get('enable', True)),
+        'timer': the_plan.timer,
+        'credentials': the_plan.credentials,
+        'env_files': the_plan.env_files,
+        'local_path': the_plan.local_path,
+        'secrets_dir': the_plan.layout.secrets_dir,
+        'user': contract['request']['user'],
+        'result': {'backup_service': the_plan.layout.backup_service,
+                   'restore_script': the_plan.layout.restore_script},
+    }
+
+
+def _contracts(contracts: t.Any) -> t.Mapping[str, t.Any]:
+    if not isinstance(contracts, t.Mapping):
+        raise AnsibleFilterError('restic filters need a dict: instance name -> result of databasebackup_contract')
+    return contracts
+
+
+def restic_jobs(contracts: t.Mapping[str, t.Any], version: str, host: str,
+                binary: str = _restic.DEFAULT_BINARY) -> dict[str, dict[str, t.Any]]:
+    """Per instance, what the role needs on the host, without a secret: backup_timer options and paths."""
+    return {name: _job(contract, name, version, host, binary) for name, contract in sorted(_contracts(contracts).items())}
+
+
+def restic_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
+    """The secret files of the enabled instances, to write root-only: [{dest, content}]. Only in no_log tasks."""
+    files = []
+    for name, contract in sorted(_contracts(contracts).items()):
+        if contract.get('settings', {}).get('enable', True):
+            the_plan = _plan(contract, name, '0.0.0', 'unused', _restic.DEFAULT_BINARY)
+            files += [{'dest': dest, 'content': content} for dest, content in the_plan.secret_files]
+    return files
+
+
+def restic_stale_instances(manifests: t.Sequence[str], wanted: t.Iterable[str]) -> list[str]:
+    """Instances with a backup_timer manifest on the host that are not among the wanted ones."""
+    found = (_provider.job_name_of_manifest(_restic.PROVIDER, path) for path in manifests)
+    wanted_set = set(wanted)
+    return sorted({name for name in found if name is not None and name not in wanted_set})
+
+
+class FilterModule:
+    def filters(self) -> dict[str, t.Callable[..., t.Any]]:
+        return {
+            'restic_jobs': restic_jobs,
+            'restic_secret_files': restic_secret_files,
+            'restic_stale_instances': restic_stale_instances,
+        }

@@ -1,0 +1,369 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""The provider-neutral half of a backup provider (restic, borg): names, secrets layout, job script, job options.
+
+A provider module (``_restic.py``, later ``_borg.py``) only adds what is specific to its tool: the shell
+functions ``provider_snapshots``, ``provider_dump <snapshot>``, ``provider_backup`` (and optional maintenance
+functions such as ``provider_check``), the credentials it needs and the command line flags. Everything else is
+here, once: where secrets live on the host, how they reach the job (``LoadCredential=``), how the tool runs as the
+request's user whoever calls the script, ``stop_units``, ``pipefail`` and the options of
+``selfhost.backup.backup_timer``. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+import shlex
+import typing as t
+
+SECRETS_ROOT = '/etc/selfhost-backup'
+SCRIPT_DIR = '/usr/local/bin'
+STATE_DIR = '/var/lib/selfhost-backup'
+INSTANCE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+ENV_NAME = re.compile(r'^[A-Z_][A-Z0-9_]*$')
+# Credential names of secret environment variables: env.<NAME>; the script exports them inside the job only.
+ENV_CREDENTIAL_PREFIX = 'env.'
+
+
+class ProviderError(ValueError):
+    """An instance cannot be turned into a safe job."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Names and paths of one instance of one provider on the host."""
+
+    provider: str
+    instance: str
+
+    def __post_init__(self) -> None:
+        if not INSTANCE_NAME.match(self.instance):
+            raise ProviderError(f'instance name {self.instance!r} does not match {INSTANCE_NAME.pattern!r}')
+
+    @property
+    def job_name(self) -> str:
+        return f'{self.provider}-backup-{self.instance}'
+
+    @property
+    def backup_service(self) -> str:
+        return f'{self.job_name}.service'
+
+    @property
+    def restore_script(self) -> str:
+        return f'{self.provider}-restore-{self.instance}'
+
+    @property
+    def script_path(self) -> str:
+        return posixpath.join(SCRIPT_DIR, self.restore_script)
+
+    @property
+    def secrets_dir(self) -> str:
+        """Root-only (0700) directory of this instance's secret files (each 0600)."""
+        return posixpath.join(SECRETS_ROOT, self.provider, self.instance)
+
+    def secret_path(self, credential: str) -> str:
+        return posixpath.join(self.secrets_dir, credential)
+
+
+def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
+    """The instance a backup_timer manifest (``<provider>-backup-<instance>.json``) belongs to, else None."""
+    base = posixpath.basename(manifest_file)
+    prefix = f'{provider}-backup-'
+    if not base.startswith(prefix) or not base.endswith('.json'):
+        return None
+    instance = base[len(prefix):-len('.json')]
+    return instance if INSTANCE_NAME.match(instance) else None
+
+
+def env_credential(name: str) -> str:
+    if not ENV_NAME.match(name):
+        raise ProviderError(f'environment variable name {name!r} does not match {ENV_NAME.pattern!r}')
+    return f'{ENV_CREDENTIAL_PREFIX}{name}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Secrets:
+    """Which secret files an instance has: credential name -> host path, and what the role must write there."""
+
+    credentials: dict[str, str]
+    env_names: tuple[str, ...]
+    files: tuple[tuple[str, str], ...]  # (host path, content) written root-only by the role; holds secrets
+
+
+def secrets(layout: Layout, passphrase: str | None, passphrase_file: str | None,
+            environment_secrets: t.Mapping[str, str]) -> Secrets:
+    """The passphrase (inline value or an existing file) and secret environment variables of one instance."""
+    if (passphrase is None) == (passphrase_file is None):
+        raise ProviderError('give exactly one of passphrase and passphrase_file')
+    credentials: dict[str, str] = {}
+    files: list[tuple[str, str]] = []
+    if passphrase is not None:
+        credentials['passphrase'] = layout.secret_path('passphrase')
+        files.append((credentials['passphrase'], passphrase))
+    else:
+        credentials['passphrase'] = t.cast(str, passphrase_file)
+    names = tuple(sorted(environment_secrets))
+    for name in names:
+        credential = env_credential(name)
+        credentials[credential] = layout.secret_path(credential)
+        files.append((credentials[credential], str(environment_secrets[name])))
+    return Secrets(credentials=credentials, env_names=names, files=tuple(files))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptSpec:
+    """One instance's job script: the restore script on PATH, whose internal subcommands the units run."""
+
+    layout: Layout
+    user: str
+    backup_name: str
+    backup_cmd: str
+    restore_cmd: str
+    credentials: dict[str, str]
+    env_names: tuple[str, ...]
+    stop_units: tuple[str, ...]
+    functions: str  # the provider's shell functions (provider_snapshots, provider_dump, provider_backup, ...)
+    maintenance: tuple[str, ...] = ('backup',)  # subcommands only the units run: provider_<name>
+    snapshot_pattern: str = '^[0-9a-f]{8,64}$'
+    snapshot_word: str = 'snapshot'
+    notes: tuple[str, ...] = ()
+
+
+def _bash_array(values: t.Iterable[str]) -> str:
+    return '(' + ' '.join(shlex.quote(value) for value in values) + ')'
+
+
+def _secret_cases(credentials: t.Mapping[str, str]) -> str:
+    return '\n'.join(
+        f'    {shlex.quote(name)}) printf \'%s\\n\' {shlex.quote(path)} ;;' for name, path in sorted(credentials.items())
+    )
+
+
+SCRIPT_TEMPLATE = r'''#!/bin/bash
+# Managed by Ansible (selfhost.backup): local changes will be overwritten.
+# @@SCRIPT@@: restore script of @@PROVIDER@@ instance @@INSTANCE@@. It holds no secret; see --help.
+set -euo pipefail
+umask 077
+
+readonly SCRIPT=@@Q_SCRIPT@@
+readonly INSTANCE=@@Q_INSTANCE@@
+readonly BACKUP_SERVICE=@@Q_SERVICE@@
+readonly JOB_USER=@@Q_USER@@
+readonly BACKUP_CMD=@@Q_BACKUP_CMD@@
+readonly RESTORE_CMD=@@Q_RESTORE_CMD@@
+readonly STOP_UNITS=@@STOP_UNITS@@
+readonly ENV_SECRETS=@@ENV_SECRETS@@
+readonly SNAPSHOT_PATTERN=@@Q_PATTERN@@
+
+usage() {
+  cat <<'EOF'
+usage: @@SCRIPT@@ snapshots          list the @@WORD@@s of instance @@INSTANCE@@
+       @@SCRIPT@@ restore latest     restore the newest @@WORD@@ of this instance
+       @@SCRIPT@@ restore <@@WORD@@>   restore one @@WORD@@ (as listed by "snapshots")
+       @@SCRIPT@@ --help
+
+Run it as root. The backup tool and the restore command run as the user @@USER@@.
+A restore streams the dump "@@BACKUP_NAME@@" into the request's restore command and exits non-zero
+when either fails.@@STOP_HELP@@
+
+Back up now: systemctl start --wait @@SERVICE@@
+(@@MAINTENANCE@@ are run by the systemd units only.)@@NOTES@@
+EOF
+}
+
+fail() {
+  printf '%s: %s\n' "$SCRIPT" "$*" >&2
+  exit 1
+}
+
+usage_error() {
+  usage >&2
+  exit 2
+}
+
+# Inside the units systemd hands the secrets over in $CREDENTIALS_DIRECTORY (LoadCredential=).
+in_unit() {
+  [ -n "${CREDENTIALS_DIRECTORY:-}" ]
+}
+
+# Path of a secret: the unit's credential, or (root, interactively) the root-only file it is loaded from.
+secret() {
+  if in_unit; then
+    printf '%s/%s\n' "$CREDENTIALS_DIRECTORY" "$1"
+    return
+  fi
+  case "$1" in
+@@SECRET_CASES@@
+    *) fail "unknown secret $1" ;;
+  esac
+}
+
+# Export the secret environment variables; call it in a subshell so that they reach only the tool.
+export_secrets() {
+  local name value
+  for name in "${ENV_SECRETS[@]}"; do
+    value="$(cat "$(secret "env.$name")")"
+    export "$name=$value"
+  done
+}
+
+# Run a program as the request's user whoever calls the script: no root-owned files in the repository.
+as_user() {
+  if [ "$(id -un)" = "$JOB_USER" ]; then
+    "$@"
+    return
+  fi
+  [ "$(id -u)" -eq 0 ] || fail "run this as root"
+  setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
+}
+
+stop_units() {
+  local unit
+  for unit in "${STOP_UNITS[@]}"; do
+    printf '%s: stopping %s\n' "$SCRIPT" "$unit" >&2
+    systemctl stop "$unit"
+  done
+}
+
+# EXIT trap of a restore: start the stopped units again, also when the restore failed; keep a failure.
+start_units() {
+  local rc=$? unit
+  for unit in "${STOP_UNITS[@]}"; do
+    printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2
+    systemctl start "$unit" || rc=1
+  done
+  exit "$rc"
+}
+
+restore() {
+  local snapshot="$1"
+  if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
+    fail "not a @@WORD@@: '$snapshot' (give latest or a @@WORD@@ listed by '$SCRIPT snapshots')"
+  fi
+  trap start_units EXIT
+  stop_units
+  provider_dump "$snapshot" | as_user /bin/sh -c "$RESTORE_CMD"
+  printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
+}
+
+# ---- @@PROVIDER@@ ----
+@@FUNCTIONS@@
+# ---- main ----
+case "${1:-}" in
+  -h | --help | help)
+    usage
+    ;;
+  snapshots)
+    [ "$#" -eq 1 ] || usage_error
+    in_unit || [ "$(id -u)" -eq 0 ] || fail "run this as root"
+    provider_snapshots
+    ;;
+  restore)
+    [ "$#" -eq 2 ] || usage_error
+    in_unit || [ "$(id -u)" -eq 0 ] || fail "run this as root"
+    restore "$2"
+    ;;
+@@MAINTENANCE_CASES@@
+  *)
+    usage_error
+    ;;
+esac
+'''
+
+
+def render_script(spec: ScriptSpec) -> str:
+    """The job script of one instance: restore script on PATH, backup and maintenance steps of its units."""
+    layout = spec.layout
+    for name in spec.maintenance:
+        if not re.match(r'^[a-z][a-z0-9_]*$', name) or name in ('snapshots', 'restore', 'help'):
+            raise ProviderError(f'maintenance subcommand {name!r} is not a plain name of its own')
+    maintenance_cases = '\n'.join(
+        f'  {name})\n'
+        f'    [ "$#" -eq 1 ] || usage_error\n'
+        f'    in_unit || fail "{name} runs inside the units: systemctl start --wait $BACKUP_SERVICE"\n'
+        f'    provider_{name}\n'
+        f'    ;;'
+        for name in spec.maintenance
+    )
+    stop_help = (
+        f'\nBefore a restore it stops {", ".join(spec.stop_units)} and starts them again afterwards, also on failure.'
+        if spec.stop_units else ''
+    )
+    notes = ''.join(f'\n{note}' for note in spec.notes)
+    replacements = {
+        '@@Q_SCRIPT@@': shlex.quote(layout.restore_script),
+        '@@Q_INSTANCE@@': shlex.quote(layout.instance),
+        '@@Q_SERVICE@@': shlex.quote(layout.backup_service),
+        '@@Q_USER@@': shlex.quote(spec.user),
+        '@@Q_BACKUP_CMD@@': shlex.quote(spec.backup_cmd),
+        '@@Q_RESTORE_CMD@@': shlex.quote(spec.restore_cmd),
+        '@@Q_PATTERN@@': shlex.quote(spec.snapshot_pattern),
+        '@@STOP_UNITS@@': _bash_array(spec.stop_units),
+        '@@ENV_SECRETS@@': _bash_array(spec.env_names),
+        '@@SECRET_CASES@@': _secret_cases(spec.credentials),
+        '@@MAINTENANCE_CASES@@': maintenance_cases,
+        '@@FUNCTIONS@@': spec.functions.rstrip('\n'),
+        '@@MAINTENANCE@@': ', '.join(spec.maintenance),
+        '@@STOP_HELP@@': stop_help,
+        '@@NOTES@@': notes,
+        '@@SCRIPT@@': layout.restore_script,
+        '@@PROVIDER@@': layout.provider,
+        '@@INSTANCE@@': layout.instance,
+        '@@SERVICE@@': layout.backup_service,
+        '@@USER@@': spec.user,
+        '@@BACKUP_NAME@@': spec.backup_name,
+        '@@WORD@@': spec.snapshot_word,
+    }
+    # One pass: a value that happens to contain a marker is never substituted again.
+    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], SCRIPT_TEMPLATE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    on_calendar: str = 'daily'
+    randomized_delay_sec: int = 0
+    persistent: bool = True
+
+
+def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Sequence[str] = (),
+                extra_jobs: t.Sequence[tuple[str, str]] = (), nice: int | None = None,
+                io_scheduling_class: str | None = None, wants: t.Sequence[str] = ()) -> dict[str, t.Any]:
+    """Options of selfhost.backup.backup_timer for one instance; they hold paths, never secrets.
+
+    ``extra_jobs`` are (maintenance subcommand, OnCalendar) pairs, each its own timer and service.
+    The units run the script through /bin/bash so that systemd-analyze verify passes before it is installed.
+    """
+    layout = spec.layout
+    options: dict[str, t.Any] = {
+        'name': layout.job_name,
+        'state': 'present',
+        'description': f'{layout.provider} backup of instance {layout.instance}',
+        'user': spec.user,
+        'exec_start': [['/bin/bash', layout.script_path, 'backup']],
+        'environment': {},
+        'credentials': dict(spec.credentials),
+        'cache_directory': layout.job_name,
+        'read_write_paths': list(read_write_paths),
+        'wants': list(wants),
+        'after': list(wants),
+        'on_calendar': schedule.on_calendar,
+        'randomized_delay_sec': schedule.randomized_delay_sec,
+        'persistent': schedule.persistent,
+        'restore_script': {'name': layout.restore_script, 'content': render_script(spec)},
+        'extra_jobs': [
+            {'suffix': name, 'on_calendar': calendar, 'exec_start': [['/bin/bash', layout.script_path, name]],
+             'description': f'{layout.provider} {name} of instance {layout.instance}'}
+            for name, calendar in extra_jobs
+        ],
+    }
+    if nice is not None:
+        options['nice'] = nice
+    if io_scheduling_class is not None:
+        options['io_scheduling_class'] = io_scheduling_class
+    return options

@@ -1,0 +1,323 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""restic command lines, in one place, and the restic instance plan built from a validated contract instance.
+
+Pure functions, no I/O. The version of the installed restic decides the command lines:
+``--stdin-from-command`` from 0.17 (a failed dump creates no snapshot), the legacy pipe before it (the job
+script forgets the snapshot a failed dump produced); ``--retry-lock`` from 0.16.
+The passphrase never appears in a command line: the units use ``RESTIC_PASSWORD_FILE`` in
+``$CREDENTIALS_DIRECTORY``; run interactively, restic reads it on stdin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import typing as t
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider
+
+PROVIDER = 'restic'
+DEFAULT_BINARY = '/usr/bin/restic'
+PINNED_BINARY = '/usr/local/bin/restic'
+TAG_PREFIX = 'selfhost-backup:'
+STDIN_FROM_COMMAND = (0, 17, 0)
+RETRY_LOCK = (0, 16, 0)
+KEEP_FLAGS = ('last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly')
+# Secret environment variables the role sets itself; a user's environment_secrets must not override them.
+RESERVED_ENV = ('RESTIC_REPOSITORY', 'RESTIC_REPOSITORY_FILE', 'RESTIC_PASSWORD', 'RESTIC_PASSWORD_FILE',
+                'RESTIC_PASSWORD_COMMAND', 'RESTIC_CACHE_DIR')
+_VERSION = re.compile(r'(?:^|restic )(\d+)\.(\d+)\.(\d+)')
+
+Version = t.Tuple[int, int, int]
+
+
+class ResticError(ValueError):
+    """Input that cannot become a safe restic job, or a restic answer that cannot be understood."""
+
+
+def parse_version(text: str) -> Version:
+    """The version from ``restic version`` output, e.g. ``restic 0.14.0 compiled with go1.19.8 on linux/amd64``."""
+    match = _VERSION.search(text or '')
+    if not match:
+        raise ResticError(f'cannot read a restic version from {text!r}')
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def supports_stdin_from_command(version: Version) -> bool:
+    return version >= STDIN_FROM_COMMAND
+
+
+def supports_retry_lock(version: Version) -> bool:
+    return version >= RETRY_LOCK
+
+
+def tag(instance: str) -> str:
+    """The tag that makes listing, ``latest`` and retention per instance in a shared repository."""
+    return f'{TAG_PREFIX}{instance}'
+
+
+def stdin_path(backup_name: str) -> str:
+    """Path of the dump inside a snapshot: restic stores stdin as /<--stdin-filename>."""
+    return f'/{backup_name}'
+
+
+def global_args(version: Version, lock_wait: int = 0, upload_kib: int | None = None,
+                download_kib: int | None = None) -> list[str]:
+    args = []
+    if lock_wait and supports_retry_lock(version):
+        args += ['--retry-lock', f'{lock_wait}s']
+    if upload_kib:
+        args += ['--limit-upload', str(upload_kib)]
+    if download_kib:
+        args += ['--limit-download', str(download_kib)]
+    return args
+
+
+def backup_args(version: Version, instance: str, backup_name: str, host: str) -> list[str]:
+    """``restic backup`` reading the dump: from the command itself (>= 0.17) or from stdin (legacy pipe)."""
+    common = ['--stdin-filename', backup_name, '--tag', tag(instance), '--host', host]
+    if supports_stdin_from_command(version):
+        return ['backup', '--stdin-from-command'] + common + ['--']
+    return ['backup', '--json', '--stdin'] + common
+
+
+def forget_args(instance: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
+    """``restic forget --prune`` for this instance's tag only; None without any keep rule (keep everything)."""
+    args = []
+    for period in KEEP_FLAGS:
+        value = retention.get(f'keep_{period}')
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ResticError(f'retention.keep_{period} must be a positive integer, got {value!r}')
+            args += [f'--keep-{period}', str(value)]
+    if retention.get('keep_within'):
+        args += ['--keep-within', str(retention['keep_within'])]
+    if not args:
+        return None
+    return ['forget', '--tag', tag(instance), '--group-by', 'tags'] + args + ['--prune']
+
+
+def forget_snapshot_args(snapshot: str) -> list[str]:
+    return ['forget', snapshot]
+
+
+def check_args(read_data_subset: str | None = None) -> list[str]:
+    return ['check'] + ([f'--read-data-subset={read_data_subset}'] if read_data_subset else [])
+
+
+def snapshots_args(instance: str) -> list[str]:
+    return ['snapshots', '--tag', tag(instance)]
+
+
+def dump_latest_args(instance: str, backup_name: str) -> list[str]:
+    path = stdin_path(backup_name)
+    return ['dump', '--tag', tag(instance), '--path', path, 'latest', path]
+
+
+def dump_args(snapshot: str, backup_name: str) -> list[str]:
+    return ['dump', snapshot, stdin_path(backup_name)]
+
+
+def init_args() -> list[str]:
+    return ['init']
+
+
+def probe_args() -> list[str]:
+    return ['cat', 'config']
+
+
+# restic < 0.17 exits 1 for a missing repository; 0.17+ exits 10. Both print one of these.
+_MISSING = ('unable to open config file', 'Is there a repository at the following location?', 'repository does not exist')
+
+
+def probe_state(rc: int, stderr: str) -> str:
+    """``present`` or ``absent`` from the result of ``restic cat config``; anything else is an error."""
+    if rc == 0:
+        return 'present'
+    if rc == 10 or any(text in (stderr or '') for text in _MISSING):
+        return 'absent'
+    raise ResticError(f'restic cannot open the repository (rc={rc}): {(stderr or "").strip()}')
+
+
+def _sh(args: t.Sequence[str]) -> str:
+    return ' '.join(shlex.quote(arg) for arg in args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Commands:
+    """Everything the job script needs to know about restic for one instance."""
+
+    binary: str
+    version: Version
+    instance: str
+    backup_name: str
+    host: str
+    global_args: tuple[str, ...] = ()
+    retention: tuple[str, ...] | None = None
+    check: tuple[str, ...] | None = None
+
+
+LEGACY_BACKUP = r'''# restic < 0.17: the dump is piped in. restic stores whatever arrived, so a failed dump is detected here
+# (PIPESTATUS) and the snapshot it produced, read from the --json summary, is forgotten: latest never picks it.
+provider_backup() {
+  local out snapshot dump_rc restic_rc
+  out="$(mktemp)"
+  set +e
+  /bin/sh -c "$BACKUP_CMD" | restic_ @@BACKUP@@ >"$out"
+  dump_rc="${PIPESTATUS[0]}" restic_rc="${PIPESTATUS[1]}"
+  set -e
+  snapshot="$(sed -n 's/.*"snapshot_id":"\([0-9a-f]\{8,\}\)".*/\1/p' "$out" | tail -n 1)"
+  grep '"message_type":"summary"' "$out" || true
+  rm -f "$out"
+  if [ "$dump_rc" -ne 0 ] || [ "$restic_rc" -ne 0 ]; then
+    if [ -n "$snapshot" ]; then
+      printf '%s: forgetting snapshot %s of the failed backup\n' "$SCRIPT" "$snapshot" >&2
+      restic_ forget "$snapshot" >&2 || fail "could not forget snapshot $snapshot: forget it by hand"
+    fi
+    fail "backup failed (backup_cmd exit $dump_rc, restic exit $restic_rc): no snapshot kept"
+  fi
+  provider_retention
+}
+'''
+
+MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself: a failed dump creates no snapshot and restic fails.
+provider_backup() {
+  restic_ @@BACKUP@@ /bin/sh -c "$BACKUP_CMD" || fail "backup failed: no snapshot kept"
+  provider_retention
+}
+'''
+
+FUNCTIONS = r'''readonly RESTIC=@@BINARY@@
+readonly RESTIC_ARGS=@@GLOBAL@@
+
+# restic as the request's user. In a unit: RESTIC_PASSWORD_FILE in $CREDENTIALS_DIRECTORY and the unit's cache.
+# Interactively (root): the passphrase on restic's stdin, opened by root; no cache. Never on a command line.
+restic_() (
+  export_secrets
+  if in_unit; then
+    export RESTIC_PASSWORD_FILE="$CREDENTIALS_DIRECTORY/passphrase"
+    exec "$RESTIC" "${RESTIC_ARGS[@]}" --cache-dir "${CACHE_DIRECTORY:?}" "$@"
+  fi
+  as_user "$RESTIC" "${RESTIC_ARGS[@]}" --no-cache "$@" <"$(secret passphrase)"
+)
+
+provider_snapshots() {
+  restic_ @@SNAPSHOTS@@
+}
+
+provider_dump() {
+  if [ "$1" = latest ]; then
+    restic_ --quiet @@DUMP_LATEST@@
+  else
+    restic_ --quiet dump "$1" @@DUMP_PATH@@
+  fi
+}
+
+provider_retention() {
+@@RETENTION@@
+}
+@@CHECK@@
+@@BACKUP_FUNCTION@@'''
+
+
+def shell_functions(commands: Commands) -> str:
+    """The restic half of the job script (see _provider.SCRIPT_TEMPLATE for the other half)."""
+    backup = _sh(backup_args(commands.version, commands.instance, commands.backup_name, commands.host))
+    template = MODERN_BACKUP if supports_stdin_from_command(commands.version) else LEGACY_BACKUP
+    retention = (
+        f'  restic_ {_sh(commands.retention)}' if commands.retention
+        else '  : # no retention rule: every snapshot is kept'
+    )
+    check = f'\nprovider_check() {{\n  restic_ {_sh(commands.check)}\n}}\n' if commands.check else ''
+    replacements = {
+        '@@BINARY@@': shlex.quote(commands.binary),
+        '@@GLOBAL@@': '(' + _sh(commands.global_args) + ')',
+        '@@SNAPSHOTS@@': _sh(snapshots_args(commands.instance)),
+        '@@DUMP_LATEST@@': _sh(dump_latest_args(commands.instance, commands.backup_name)),
+        '@@DUMP_PATH@@': shlex.quote(stdin_path(commands.backup_name)),
+        '@@RETENTION@@': retention,
+        '@@CHECK@@': check,
+        '@@BACKUP_FUNCTION@@': template.replace('@@BACKUP@@', backup),
+    }
+    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], FUNCTIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """One restic instance: backup_timer options (no secret) and the secret files the role writes."""
+
+    layout: _provider.Layout
+    timer: dict[str, t.Any]
+    secret_files: tuple[tuple[str, str], ...]
+    credentials: dict[str, str]
+    env_files: dict[str, str]
+    local_path: str | None
+
+
+def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
+         host: str, binary: str = DEFAULT_BINARY) -> Plan:
+    """Turn a validated instance (request and settings with the schema's defaults) into a restic job."""
+    the_version = parse_version(version) if isinstance(version, str) else tuple(version)
+    layout = _provider.Layout(PROVIDER, instance)
+    repository = settings['repository']
+    local_path = repository.get('path')
+    environment_secrets = dict(settings.get('environment_secrets') or {})
+    for name in environment_secrets:
+        if name in RESERVED_ENV:
+            raise ResticError(f'environment_secrets.{name} is set by the role itself; use repository/passphrase')
+    # The repository goes through the secrets too: a URL may hold credentials (rest:https://user:pass@host/).
+    environment_secrets['RESTIC_REPOSITORY'] = local_path or repository['url']
+    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets)
+    limits = settings.get('limits') or {}
+    check = settings.get('check') or {}
+    commands = Commands(
+        binary=binary,
+        version=t.cast(Version, the_version),
+        instance=instance,
+        backup_name=request['backup_name'],
+        host=settings.get('host') or host,
+        global_args=tuple(global_args(t.cast(Version, the_version), settings.get('lock_wait') or 0,
+                                      limits.get('upload_kib'), limits.get('download_kib'))),
+        retention=_tuple_or_none(forget_args(instance, settings.get('retention') or {})),
+        check=tuple(check_args(check.get('read_data_subset'))) if check.get('enabled') else None,
+    )
+    maintenance = ('backup', 'check') if commands.check else ('backup',)
+    spec = _provider.ScriptSpec(
+        layout=layout,
+        user=request['user'],
+        backup_name=request['backup_name'],
+        backup_cmd=request['backup_cmd'],
+        restore_cmd=request['restore_cmd'],
+        credentials=secrets.credentials,
+        env_names=secrets.env_names,
+        stop_units=tuple((settings.get('restore') or {}).get('stop_units') or ()),
+        functions=shell_functions(commands),
+        maintenance=maintenance,
+        notes=(f'Snapshots carry the tag {tag(instance)}; restic {".".join(map(str, the_version))}, '
+               f'{"--stdin-from-command" if supports_stdin_from_command(commands.version) else "legacy pipe"}.',),
+    )
+    schedule = settings.get('schedule') or {}
+    timer = _provider.job_options(
+        spec,
+        _provider.Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
+                           randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
+                           persistent=schedule.get('persistent', True)),
+        read_write_paths=[local_path] if local_path else [],
+        extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if commands.check else [],
+        nice=limits.get('nice'),
+        io_scheduling_class=limits.get('ionice_class'),
+        wants=[] if local_path else ['network-online.target'],
+    )
+    env_files = {name: secrets.credentials[_provider.env_credential(name)] for name in secrets.env_names}
+    return Plan(layout=layout, timer=timer, secret_files=secrets.files, credentials=secrets.credentials,
+                env_files=env_files, local_path=local_path)
+
+
+def _tuple_or_none(args: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(args) if args is not None else None

@@ -1,0 +1,188 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""restic command lines and the instance plan: pure functions, checked as data."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
+
+REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -f -'}
+SECRET = 'passphrase-value-123'
+
+
+def settings(**changes):
+    base = {
+        'enable': True, 'repository': {'path': '/srv/backup/app'}, 'passphrase': SECRET, 'environment_secrets': {},
+        'schedule': {'on_calendar': 'daily', 'randomized_delay_sec': 0, 'persistent': True}, 'retention': {},
+        'check': {'enabled': False, 'on_calendar': 'weekly'}, 'limits': {}, 'lock_wait': 0,
+        'restore': {'stop_units': []},
+    }
+    base.update(changes)
+    return base
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('restic 0.14.0 compiled with go1.19.8 on linux/amd64', (0, 14, 0)),
+    ('restic 0.18.0 compiled with go1.24.4 on linux/amd64\n', (0, 18, 0)),
+    ('0.17.3', (0, 17, 3)),
+])
+def test_parse_version(text, expected):
+    assert _restic.parse_version(text) == expected
+
+
+@pytest.mark.parametrize('text', ['', 'borg 1.2.4', None, 'restic version unknown'])
+def test_parse_version_refuses_garbage(text):
+    with pytest.raises(_restic.ResticError):
+        _restic.parse_version(text)
+
+
+@pytest.mark.parametrize('version, modern, retry', [
+    ((0, 14, 0), False, False), ((0, 16, 0), False, True), ((0, 16, 4), False, True),
+    ((0, 17, 0), True, True), ((0, 18, 0), True, True), ((1, 0, 0), True, True),
+])
+def test_feature_gates(version, modern, retry):
+    assert _restic.supports_stdin_from_command(version) is modern
+    assert _restic.supports_retry_lock(version) is retry
+
+
+def test_backup_args_modern_reads_the_command_itself():
+    assert _restic.backup_args((0, 18, 0), 'app', 'db.sql', 'h1') == [
+        'backup', '--stdin-from-command', '--stdin-filename', 'db.sql', '--tag', 'selfhost-backup:app',
+        '--host', 'h1', '--']
+
+
+def test_backup_args_legacy_reads_stdin_and_reports_json():
+    assert _restic.backup_args((0, 14, 0), 'app', 'db.sql', 'h1') == [
+        'backup', '--json', '--stdin', '--stdin-filename', 'db.sql', '--tag', 'selfhost-backup:app', '--host', 'h1']
+
+
+@pytest.mark.parametrize('version, lock_wait, up, down, expected', [
+    ((0, 14, 0), 60, None, None, []),
+    ((0, 16, 0), 60, None, None, ['--retry-lock', '60s']),
+    ((0, 18, 0), 0, 100, 200, ['--limit-upload', '100', '--limit-download', '200']),
+])
+def test_global_args(version, lock_wait, up, down, expected):
+    assert _restic.global_args(version, lock_wait, up, down) == expected
+
+
+def test_forget_args_are_scoped_to_the_instance_tag():
+    args = _restic.forget_args('app', {'keep_last': 3, 'keep_daily': 7, 'keep_within': '30d'})
+    assert args == ['forget', '--tag', 'selfhost-backup:app', '--group-by', 'tags', '--keep-last', '3',
+                    '--keep-daily', '7', '--keep-within', '30d', '--prune']
+
+
+def test_forget_args_without_rules_keep_everything():
+    assert _restic.forget_args('app', {}) is None
+
+
+@pytest.mark.parametrize('value', [0, -1, True, '3'])
+def test_forget_args_refuse_bad_counts(value):
+    with pytest.raises(_restic.ResticError, match='keep_daily'):
+        _restic.forget_args('app', {'keep_daily': value})
+
+
+def test_other_command_lines():
+    assert _restic.check_args() == ['check']
+    assert _restic.check_args('5%') == ['check', '--read-data-subset=5%']
+    assert _restic.snapshots_args('app') == ['snapshots', '--tag', 'selfhost-backup:app']
+    assert _restic.dump_latest_args('app', 'db.sql') == [
+        'dump', '--tag', 'selfhost-backup:app', '--path', '/db.sql', 'latest', '/db.sql']
+    assert _restic.dump_args('0123abcd', 'db.sql') == ['dump', '0123abcd', '/db.sql']
+    assert _restic.forget_snapshot_args('0123abcd') == ['forget', '0123abcd']
+    assert _restic.init_args() == ['init']
+    assert _restic.probe_args() == ['cat', 'config']
+
+
+@pytest.mark.parametrize('rc, stderr, state', [
+    (0, '', 'present'),
+    (10, 'Fatal: repository does not exist', 'absent'),
+    (1, 'Fatal: unable to open config file: stat /r/config: no such file or directory\n'
+        'Is there a repository at the following location?', 'absent'),
+])
+def test_probe_state(rc, stderr, state):
+    assert _restic.probe_state(rc, stderr) == state
+
+
+@pytest.mark.parametrize('rc, stderr', [(1, 'Fatal: wrong password or no key found'), (124, ''), (12, None)])
+def test_probe_state_never_initialises_over_an_error(rc, stderr):
+    with pytest.raises(_restic.ResticError, match='cannot open'):
+        _restic.probe_state(rc, stderr)
+
+
+def test_plan_legacy_local_repository():
+    plan = _restic.plan('app', REQUEST, settings(), 'restic 0.14.0 compiled', 'db1')
+    timer = plan.timer
+    script = timer['restore_script']['content']
+    assert timer['name'] == 'restic-backup-app'
+    assert timer['user'] == 'postgres'
+    assert timer['exec_start'] == [['/bin/bash', '/usr/local/bin/restic-restore-app', 'backup']]
+    assert timer['read_write_paths'] == ['/srv/backup/app']
+    assert timer['wants'] == [] and timer['extra_jobs'] == []
+    assert timer['credentials'] == {
+        'passphrase': '/etc/selfhost-backup/restic/app/passphrase',
+        'env.RESTIC_REPOSITORY': '/etc/selfhost-backup/restic/app/env.RESTIC_REPOSITORY',
+    }
+    assert 'PIPESTATUS' in script and '--stdin-from-command' not in script
+    assert '--host db1' in script and '--tag selfhost-backup:app' in script
+    assert SECRET not in str(timer)
+    assert plan.local_path == '/srv/backup/app'
+    assert dict(plan.secret_files) == {
+        '/etc/selfhost-backup/restic/app/passphrase': SECRET,
+        '/etc/selfhost-backup/restic/app/env.RESTIC_REPOSITORY': '/srv/backup/app',
+    }
+
+
+def test_plan_modern_remote_with_everything():
+    url = 'rest:http://backup:restpw@server:8000/app/'
+    plan = _restic.plan('app', REQUEST, settings(
+        repository={'url': url}, host='named', environment_secrets={'AWS_SECRET_ACCESS_KEY': 'aws-secret'},
+        retention={'keep_last': 2}, check={'enabled': True, 'on_calendar': 'Sun 04:00', 'read_data_subset': '5%'},
+        limits={'nice': 5, 'ionice_class': 'idle', 'upload_kib': 10}, lock_wait=30,
+        restore={'stop_units': ['app.service']},
+        schedule={'on_calendar': 'hourly', 'randomized_delay_sec': 9, 'persistent': False},
+    ), (0, 18, 0), 'db1', binary='/usr/local/bin/restic')
+    timer = plan.timer
+    script = timer['restore_script']['content']
+    assert '--stdin-from-command' in script and 'PIPESTATUS' not in script
+    assert "readonly RESTIC=/usr/local/bin/restic" in script
+    assert "readonly RESTIC_ARGS=(--retry-lock 30s --limit-upload 10)" in script
+    assert 'restic_ forget --tag selfhost-backup:app --group-by tags --keep-last 2 --prune' in script
+    assert 'restic_ check --read-data-subset=5%' in script
+    assert 'readonly STOP_UNITS=(app.service)' in script
+    assert '--host named' in script
+    assert timer['extra_jobs'] == [{
+        'suffix': 'check', 'on_calendar': 'Sun 04:00',
+        'exec_start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'check']],
+        'description': 'restic check of instance app'}]
+    assert timer['wants'] == ['network-online.target'] == timer['after']
+    assert timer['read_write_paths'] == []
+    assert (timer['nice'], timer['io_scheduling_class']) == (5, 'idle')
+    assert (timer['on_calendar'], timer['randomized_delay_sec'], timer['persistent']) == ('hourly', 9, False)
+    for secret in (url, 'restpw', 'aws-secret', SECRET):
+        assert secret not in str(timer)
+    assert plan.env_files == {
+        'AWS_SECRET_ACCESS_KEY': '/etc/selfhost-backup/restic/app/env.AWS_SECRET_ACCESS_KEY',
+        'RESTIC_REPOSITORY': '/etc/selfhost-backup/restic/app/env.RESTIC_REPOSITORY',
+    }
+    assert plan.local_path is None
+
+
+def test_plan_with_passphrase_file_writes_no_passphrase():
+    plan = _restic.plan('app', REQUEST, settings(passphrase=None, passphrase_file='/etc/app.pass'), '0.14.0', 'h')
+    assert plan.credentials['passphrase'] == '/etc/app.pass'
+    assert [dest for dest, dummy in plan.secret_files] == ['/etc/selfhost-backup/restic/app/env.RESTIC_REPOSITORY']
+
+
+@pytest.mark.parametrize('name', ['RESTIC_PASSWORD', 'RESTIC_REPOSITORY', 'RESTIC_PASSWORD_COMMAND'])
+def test_plan_refuses_reserved_environment(name):
+    with pytest.raises(_restic.ResticError, match=name):
+        _restic.plan('app', REQUEST, settings(environment_secrets={name: 'x'}), '0.18.0', 'h')
+
+
+def test_plan_refuses_a_bad_instance_name():
+    with pytest.raises(_provider.ProviderError, match='instance name'):
+        _restic.plan('../x', REQUEST, settings(), '0.18.0', 'h')

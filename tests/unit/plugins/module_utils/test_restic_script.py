@@ -1,0 +1,133 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The rendered restic job script run by bash against a fake restic: failed dumps, restores, secrets."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
+
+FAKE_RESTIC = r'''#!/bin/bash
+# Records its arguments and the secrets it got, keeps the last stdin as "the repository".
+store="$FAKE_STORE"
+pw="${RESTIC_PASSWORD_FILE:+$(cat "$RESTIC_PASSWORD_FILE")}"
+[ -n "$pw" ] || { [ -t 0 ] || read -r pw; }
+printf '%s|pw=%s|repo=%s\n' "$*" "$pw" "${RESTIC_REPOSITORY:-}" >>"$store/log"
+args=" $* "
+case "$args" in
+  *" backup "*"--stdin-from-command"*)
+    cmd=("${@}"); while [ "${cmd[0]}" != -- ]; do cmd=("${cmd[@]:1}"); done; cmd=("${cmd[@]:1}")
+    "${cmd[@]}" >"$store/incoming" || exit 1
+    mv "$store/incoming" "$store/data"; echo "snapshot 1111aaaa saved" ;;
+  *" backup "*"--stdin "*)
+    cat >"$store/data"
+    printf '{"message_type":"summary","snapshot_id":"2222bbbb2222bbbb"}\n' ;;
+  *" dump "*) cat "$store/data" ;;
+  *" snapshots "*) echo "1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql" ;;
+  *) ;;
+esac
+'''
+
+
+@pytest.fixture
+def world(tmp_path):
+    store = tmp_path / 'store'
+    store.mkdir()
+    fake = tmp_path / 'restic'
+    fake.write_text(FAKE_RESTIC)
+    fake.chmod(0o755)
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    (creds / 'passphrase').write_text('pw-secret')
+    (creds / 'env.RESTIC_REPOSITORY').write_text('/srv/repo')
+    return tmp_path
+
+
+def script(world, version, backup_cmd='printf dump-data', restore_cmd=None):
+    commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
+                                host='h1', retention=tuple(_restic.forget_args('app', {'keep_last': 2})))
+    spec = _provider.ScriptSpec(
+        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
+        restore_cmd=restore_cmd or f'cat > {world}/restored',
+        credentials={'passphrase': str(world / 'creds' / 'passphrase'),
+                     'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
+        env_names=('RESTIC_REPOSITORY',), stop_units=(), functions=_restic.shell_functions(commands),
+    )
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    return path
+
+
+def run(world, path, *args, unit=True):
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store')}
+    if unit:
+        env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
+    return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def log(world):
+    return (world / 'store' / 'log').read_text().splitlines()
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_backup_then_restore_round_trip(world, version):
+    path = script(world, version)
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    backup_line = next(line for line in log(world) if ' backup ' in f' {line}')
+    assert '--tag selfhost-backup:app' in backup_line and '--cache-dir' in backup_line
+    assert backup_line.endswith('|pw=pw-secret|repo=/srv/repo')
+    assert any(' forget --tag selfhost-backup:app' in line and '--prune' in line for line in log(world))
+    if os.geteuid() == 0:
+        # Interactively: root reads the secret files, restic gets the passphrase on stdin, not in argv.
+        restored = run(world, path, 'restore', 'latest', unit=False)
+        assert restored.returncode == 0, restored.stderr
+        assert (world / 'restored').read_text() == 'dump-data'
+        dump_line = next(line for line in log(world) if ' dump ' in line)
+        assert '--no-cache' in dump_line and '--quiet dump --tag selfhost-backup:app --path /db.sql latest' in dump_line
+        assert dump_line.endswith('|pw=pw-secret|repo=/srv/repo')
+        assert 'pw-secret' not in dump_line.split('|')[0]
+
+
+def test_legacy_failed_dump_forgets_its_snapshot(world):
+    path = script(world, (0, 14, 0), backup_cmd='printf partial; exit 3')
+    result = run(world, path, 'backup')
+    assert result.returncode != 0
+    assert 'backup_cmd exit 3' in result.stderr
+    assert any(' forget 2222bbbb2222bbbb|' in line for line in log(world))
+    assert not any('--prune' in line for line in log(world))
+
+
+def test_modern_failed_dump_fails_without_snapshot(world):
+    path = script(world, (0, 18, 0), backup_cmd='printf partial; exit 3')
+    result = run(world, path, 'backup')
+    assert result.returncode != 0
+    assert not (world / 'store' / 'data').exists()
+    assert not any(' forget ' in line for line in log(world))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_failed_restore_command_fails_the_script(world):
+    path = script(world, (0, 18, 0), restore_cmd='cat >/dev/null; exit 4')
+    assert run(world, path, 'backup').returncode == 0
+    assert run(world, path, 'restore', 'latest', unit=False).returncode != 0
+    assert run(world, path, 'restore', 'not-an-id', unit=False).returncode != 0
+
+
+def test_backup_only_inside_the_unit(world):
+    result = run(world, script(world, (0, 18, 0)), 'backup', unit=False)
+    assert result.returncode != 0 and 'systemctl start --wait restic-backup-app.service' in result.stderr
+
+
+def test_snapshots_lists_the_instance(world):
+    result = run(world, script(world, (0, 18, 0)), 'snapshots')
+    assert result.returncode == 0 and '1111aaaa' in result.stdout
+    assert 'snapshots --tag selfhost-backup:app' in log(world)[-1]

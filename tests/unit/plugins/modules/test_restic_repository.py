@@ -1,0 +1,125 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""restic_repository: probe, then init only when missing; the command runner is the only thing stubbed."""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.selfhost.backup.plugins.modules import restic_repository
+
+SECRET = 'repo-passphrase-42'
+
+
+class ModuleExit(Exception):
+    def __init__(self, result):
+        super().__init__(result)
+        self.result = result
+
+
+@pytest.fixture(autouse=True)
+def module_exits(monkeypatch):
+    def exit_json(self, **result):
+        raise ModuleExit(dict(result, failed=False))
+
+    def fail_json(self, msg, **result):
+        raise ModuleExit(dict(result, msg=msg, failed=True))
+
+    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+
+
+class FakeRestic:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, argv, data=None, environ_update=None, cwd=None, **kwargs):
+        self.calls.append({'argv': argv, 'data': data, 'env': environ_update})
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / 'pass').write_text(SECRET + '\n')
+    (tmp_path / 'repo').write_text('/srv/backup/app')
+    return tmp_path
+
+
+def run(monkeypatch, files, answers, check=False, **params):
+    fake = FakeRestic(answers)
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
+    args = dict(password_file=str(files / 'pass'), environment_files={'RESTIC_REPOSITORY': str(files / 'repo')},
+                user=getpass.getuser(), _ansible_check_mode=check)
+    args.update(params)
+    with patch_module_args(args):
+        with pytest.raises(ModuleExit) as info:
+            restic_repository.main()
+    return info.value.result, fake.calls
+
+
+def test_existing_repository_is_left_alone(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [(0, '{}', '')])
+    assert result == {'changed': False, 'initialized': False, 'failed': False}
+    call = calls[0]
+    assert call['argv'][:2] == ['timeout', '120']
+    assert call['argv'][2:] == ['/usr/bin/restic', '--no-cache', '--quiet', 'cat', 'config']
+    # The passphrase goes to stdin, the repository to the environment: never to argv.
+    assert call['data'] == SECRET
+    assert call['env']['RESTIC_REPOSITORY'] == '/srv/backup/app'
+    assert SECRET not in ' '.join(call['argv'])
+
+
+def test_missing_repository_is_initialised(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [(10, '', 'Fatal: repository does not exist'), (0, 'created', '')])
+    assert result['changed'] is True and result['initialized'] is True
+    assert calls[1]['argv'][-1] == 'init'
+
+
+def test_check_mode_only_probes(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [(1, '', 'Is there a repository at the following location?')], check=True)
+    assert result['changed'] is True
+    assert len(calls) == 1
+
+
+def test_wrong_password_is_an_error_not_an_init(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [(1, '', 'Fatal: wrong password or no key found')])
+    assert result['failed'] is True and 'wrong password' in result['msg']
+    assert len(calls) == 1
+
+
+def test_failed_init_is_reported(monkeypatch, files):
+    result, dummy = run(monkeypatch, files, [(10, '', ''), (1, '', 'Fatal: create repository failed')])
+    assert result['failed'] is True and 'restic init failed' in result['msg']
+
+
+def test_repository_option_and_other_user(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [(0, '', '')], environment_files={}, repository='/srv/x', user='nobody')
+    assert calls[0]['env']['RESTIC_REPOSITORY'] == '/srv/x'
+    if os.geteuid() != 65534:
+        assert calls[0]['argv'][2] == 'setpriv' and '--init-groups' in calls[0]['argv']
+
+
+@pytest.mark.parametrize('params, message', [
+    ({'environment_files': {}}, 'RESTIC_REPOSITORY'),
+    ({'user': 'no-such-user-here'}, 'does not exist'),
+    ({'password_file': '/nonexistent/pass'}, 'cannot read the passphrase'),
+])
+def test_input_errors(monkeypatch, files, params, message):
+    result, calls = run(monkeypatch, files, [], **params)
+    assert result['failed'] is True and message in result['msg']
+    assert calls == []
+
+
+def test_check_mode_before_the_secrets_exist(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [], check=True, password_file=str(files / 'not-yet'))
+    assert result['changed'] is True and result['initialized'] is True
+    assert calls == []
