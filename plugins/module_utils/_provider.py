@@ -7,7 +7,7 @@
 """The provider-neutral half of a backup provider (restic, borg): names, secrets layout, job script, job options.
 
 A provider module (``_restic.py``, later ``_borg.py``) only adds what is specific to its tool: the shell
-functions ``provider_snapshots``, ``provider_dump <snapshot>``, ``provider_backup`` (and optional maintenance
+functions ``provider_snapshots``, ``provider_has_snapshot <snapshot>``, ``provider_dump <snapshot>``, ``provider_backup`` (and optional maintenance
 functions such as ``provider_check``), the credentials it needs and the command line flags. Everything else is
 here, once: where secrets live on the host, how they reach the job (``LoadCredential=``), how the tool runs as the
 request's user whoever calls the script, ``stop_units``, ``pipefail`` and the options of
@@ -128,7 +128,7 @@ class ScriptSpec:
     credentials: dict[str, str]
     env_names: tuple[str, ...]
     stop_units: tuple[str, ...]
-    functions: str  # the provider's shell functions (provider_snapshots, provider_dump, provider_backup, ...)
+    functions: str  # the provider's shell functions (provider_snapshots, provider_has_snapshot, provider_dump, provider_backup, ...)
     maintenance: tuple[str, ...] = ('backup',)  # subcommands only the units run: provider_<name>
     snapshot_pattern: str = '^[0-9a-f]{8,64}$'
     snapshot_word: str = 'snapshot'
@@ -220,7 +220,9 @@ as_user() {
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "run this as root"
-  setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
+  # The user's own HOME, USER and LOGNAME: tools such as psql read their dotfiles from there, not root's.
+  HOME="$(getent passwd "$JOB_USER" | cut -d: -f6)" USER="$JOB_USER" LOGNAME="$JOB_USER" \
+    setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
 }
 
 stop_units() {
@@ -246,6 +248,9 @@ restore() {
   if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
     fail "not a @@WORD@@: '$snapshot' (give latest or a @@WORD@@ listed by '$SCRIPT snapshots')"
   fi
+  # Before anything stops or the restore command starts: a wrong id leaves the database untouched.
+  provider_has_snapshot "$snapshot" \
+    || fail "no @@WORD@@ '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
   trap start_units EXIT
   stop_units
   provider_dump "$snapshot" | as_user /bin/sh -c "$RESTORE_CMD"

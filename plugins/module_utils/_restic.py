@@ -115,6 +115,11 @@ def snapshots_args(instance: str) -> list[str]:
     return ['snapshots', '--tag', tag(instance)]
 
 
+def owned_snapshots_args(instance: str) -> list[str]:
+    """This instance's snapshots as JSON: the full ids, to check that an id given to restore is one of them."""
+    return ['snapshots', '--json', '--tag', tag(instance)]
+
+
 def dump_latest_args(instance: str, backup_name: str) -> list[str]:
     path = stdin_path(backup_name)
     return ['dump', '--tag', tag(instance), '--path', path, 'latest', path]
@@ -219,6 +224,18 @@ provider_dump() {
   fi
 }
 
+# Whether "latest" or the id $1 (hex, checked by the caller) is a snapshot of THIS instance: in a shared
+# repository an id may name another instance's snapshot.
+provider_has_snapshot() {
+  local owned
+  owned="$(restic_ --quiet @@OWNED@@)" || fail "cannot list the snapshots of this instance"
+  if [ "$1" = latest ]; then
+    [[ "$owned" == *'"id":"'* ]]
+  else
+    [[ "$owned" == *"\"id\":\"$1"* ]]
+  fi
+}
+
 provider_retention() {
 @@RETENTION@@
 }
@@ -241,6 +258,7 @@ def shell_functions(commands: Commands) -> str:
         '@@SNAPSHOTS@@': _sh(snapshots_args(commands.instance)),
         '@@DUMP_LATEST@@': _sh(dump_latest_args(commands.instance, commands.backup_name)),
         '@@DUMP_PATH@@': shlex.quote(stdin_path(commands.backup_name)),
+        '@@OWNED@@': _sh(owned_snapshots_args(commands.instance)),
         '@@RETENTION@@': retention,
         '@@CHECK@@': check,
         '@@BACKUP_FUNCTION@@': template.replace('@@BACKUP@@', backup),

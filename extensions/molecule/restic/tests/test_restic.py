@@ -145,8 +145,11 @@ def test_failed_dump_keeps_no_snapshot(host):
 
 
 def test_failed_restore_fails_and_restarts_units(host):
+    write(host, "app.txt", "untouched\n")
     result = restore(host, "local", "0123abcd")
     assert result.rc != 0
+    # A snapshot that does not exist: the restore command never ran.
+    assert read(host, "app.txt") == "untouched\n"
     assert host.service("restic-test-app.service").is_running
     assert restore(host, "local", "../etc").rc != 0
 
@@ -198,6 +201,12 @@ def test_shared_repository_latest_per_instance(host):
     # Listing is per instance too: each sees only its own snapshots.
     assert len(snapshots(host, "shared_a")) == count_a + 2
     assert len(snapshots(host, "shared_b")) == count_b + 1
+    # An id of the other instance in the same repository is refused, and nothing is restored.
+    foreign = snapshots(host, "shared_b")[-1]
+    refused = restore(host, "shared_a", foreign)
+    assert refused.rc != 0
+    assert f"no snapshot '{foreign}' of instance shared_a" in refused.stderr
+    assert read(host, "app.txt") == "shared a two\n"
     assert host.file("/srv/restic/shared/config").user == "dbuser"
 
 

@@ -30,6 +30,7 @@ case "$args" in
     cat >"$store/data"
     printf '{"message_type":"summary","snapshot_id":"2222bbbb2222bbbb"}\n' ;;
   *" dump "*) cat "$store/data" ;;
+  *" snapshots --json "*) printf '[{"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
   *" snapshots "*) echo "1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql" ;;
   *) ;;
 esac
@@ -131,3 +132,21 @@ def test_snapshots_lists_the_instance(world):
     result = run(world, script(world, (0, 18, 0)), 'snapshots')
     assert result.returncode == 0 and '1111aaaa' in result.stdout
     assert 'snapshots --tag selfhost-backup:app' in log(world)[-1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_restore_by_id_only_of_this_instance(world):
+    path = script(world, (0, 18, 0))
+    assert run(world, path, 'backup').returncode == 0
+    own = run(world, path, 'restore', '1111aaaa', unit=False)
+    assert own.returncode == 0, own.stderr
+    assert (world / 'restored').read_text() == 'dump-data'
+    assert any('snapshots --json --tag selfhost-backup:app' in line for line in log(world))
+    (world / 'restored').unlink()
+    # A well-formed id that is not among this instance's snapshots (another instance's, say): the
+    # restore command never starts, so the database is untouched.
+    other = run(world, path, 'restore', '3333cccc', unit=False)
+    assert other.returncode != 0
+    assert "no snapshot '3333cccc' of instance app" in other.stderr
+    assert not (world / 'restored').exists()
+    assert not any(' dump 3333cccc' in line for line in log(world))
