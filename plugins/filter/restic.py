@@ -63,17 +63,9 @@ def restic_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]
     return files
 
 
-def restic_stale_instances(manifests: t.Sequence[str], wanted: t.Iterable[str]) -> list[str]:
-    """Instances with a backup_timer manifest on the host that are not among the wanted ones."""
-    found = (_provider.job_name_of_manifest(_restic.PROVIDER, path) for path in manifests)
-    wanted_set = set(wanted)
-    return sorted({name for name in found if name is not None and name not in wanted_set})
-
-
 class FilterModule:
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {
             'restic_jobs': restic_jobs,
             'restic_secret_files': restic_secret_files,
-            'restic_stale_instances': restic_stale_instances,
         }

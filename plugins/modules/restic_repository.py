@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: restic_repository
 short_description: Initialise a restic repository when it does not exist yet, as a given user
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Probes the repository with C(restic cat config) and runs C(restic init) only when it is missing.
   - restic runs as O(user) (through C(setpriv)), so a local repository and its lock files belong to that user.

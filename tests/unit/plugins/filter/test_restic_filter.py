@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The role's filters: jobs without secrets, secret files only for enabled instances, stale instances."""
+"""The role's filters: jobs without secrets, secret files only for enabled instances."""
 
 from __future__ import annotations
 
@@ -39,12 +39,6 @@ def test_secret_files_only_for_enabled_instances():
     assert not any('/old/' in item['dest'] for item in files)
 
 
-def test_stale_instances():
-    manifests = ['/var/lib/selfhost-backup/restic-backup-app.json', '/var/lib/selfhost-backup/restic-backup-gone.json',
-                 '/var/lib/selfhost-backup/borg-backup-x.json']
-    assert restic_filter.restic_stale_instances(manifests, ['app']) == ['gone']
-
-
 @pytest.mark.parametrize('contracts', [[], {'app': {'request': REQUEST}}, {'../x': contract()},
                                        {'app': contract(environment_secrets={'RESTIC_PASSWORD': 'x'})}])
 def test_errors_become_filter_errors(contracts):
@@ -54,5 +48,5 @@ def test_errors_become_filter_errors(contracts):
 
 def test_filters_are_registered():
     filters = restic_filter.FilterModule().filters()
-    assert set(filters) == {'restic_jobs', 'restic_secret_files', 'restic_stale_instances'}
+    assert set(filters) == {'restic_jobs', 'restic_secret_files'}
     assert _restic.DEFAULT_BINARY == '/usr/bin/restic'
