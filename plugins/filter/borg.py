@@ -1,0 +1,99 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Turn a validated borg instance into the options of selfhost.backup.backup_timer (and its secret files).
+
+The logic is in module_utils/_borg.py and module_utils/_provider.py; these filters only adapt it to Jinja.
+"""
+
+from __future__ import annotations
+
+import base64
+import typing as t
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
+
+
+def _plan(contract: t.Mapping[str, t.Any], instance: str, version: str, binary: str) -> _borg.Plan:
+    if not isinstance(contract, t.Mapping) or 'request' not in contract or 'settings' not in contract:
+        raise AnsibleFilterError('borg filters need the result of selfhost.backup.databasebackup_contract '
+                                 '(a dict with request and settings)')
+    try:
+        return _borg.plan(instance, contract['request'], contract['settings'], version, binary)
+    except (_borg.BorgError, _provider.ProviderError, KeyError) as exc:
+        raise AnsibleFilterError(f'borg_instances.{instance}.settings: {exc}') from exc
+
+
+def _job(contract: t.Mapping[str, t.Any], instance: str, version: str, binary: str) -> dict[str, t.Any]:
+    the_plan = _plan(contract, instance, version, binary)
+    return {
+        'enable': bool(contract['settings'].get('enable', True)),
+        'timer': the_plan.timer,
+        'credentials': the_plan.credentials,
+        'local_path': the_plan.local_path,
+        'secrets_dir': the_plan.layout.secrets_dir,
+        'user': contract['request']['user'],
+        'ssh_key': the_plan.ssh_key,
+        'ssh_key_comment': f'{the_plan.layout.job_name}',
+        'known_hosts': the_plan.known_hosts,
+        'known_hosts_file': the_plan.credentials.get('known_hosts'),
+        'serve_path': the_plan.serve_path,
+        'result': {'backup_service': the_plan.layout.backup_service,
+                   'restore_script': the_plan.layout.restore_script},
+    }
+
+
+def _contracts(contracts: t.Any) -> t.Mapping[str, t.Any]:
+    if not isinstance(contracts, t.Mapping):
+        raise AnsibleFilterError('borg filters need a dict: instance name -> result of databasebackup_contract')
+    return contracts
+
+
+def borg_jobs(contracts: t.Mapping[str, t.Any], version: str, binary: str = _borg.DEFAULT_BINARY) -> dict[str, dict[str, t.Any]]:
+    """Per instance, what the role needs on the host, without a secret: backup_timer options, paths, SSH."""
+    return {name: _job(contract, name, version, binary) for name, contract in sorted(_contracts(contracts).items())}
+
+
+def borg_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
+    """The secret files of the enabled instances, to write root-only: [{dest, content}]. Only in no_log tasks."""
+    files = []
+    for name, contract in sorted(_contracts(contracts).items()):
+        if contract.get('settings', {}).get('enable', True):
+            the_plan = _plan(contract, name, '1.2.0', _borg.DEFAULT_BINARY)
+            files += [{'dest': dest, 'content': content} for dest, content in the_plan.secret_files]
+    return files
+
+
+def borg_authorized_keys(public_key: str, path: str, append_only: bool = True) -> str:
+    """The authorized_keys line of the server for one job's public key."""
+    return _borg.authorized_keys_line(public_key, path, append_only)
+
+
+def borg_ssh_keys(slurped: t.Sequence[t.Mapping[str, t.Any]], jobs: t.Mapping[str, t.Any]) -> dict[str, dict[str, str]]:
+    """Per instance with a remote repository: its public key, the server path and the authorized_keys line.
+
+    ``slurped`` are the results of ``ansible.builtin.slurp`` looped over ``jobs | dict2items`` (``item.key``).
+    """
+    keys = {}
+    for result in slurped or []:
+        if 'content' not in result:
+            continue  # check mode on a fresh host: the key does not exist yet
+        name = result['item']['key']
+        public_key = base64.b64decode(result['content']).decode('ascii').strip()
+        serve_path = jobs[name]['serve_path']
+        keys[name] = {'public_key': public_key, 'serve_path': serve_path,
+                      'authorized_keys': _borg.authorized_keys_line(public_key, serve_path)}
+    return keys
+
+
+class FilterModule:
+    def filters(self) -> dict[str, t.Callable[..., t.Any]]:
+        return {
+            'borg_jobs': borg_jobs,
+            'borg_secret_files': borg_secret_files,
+            'borg_authorized_keys': borg_authorized_keys,
+            'borg_ssh_keys': borg_ssh_keys,
+        }

@@ -1,0 +1,465 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""borg command lines, in one place, and the borg instance plan built from a validated contract instance.
+
+Pure functions, no I/O. The job script is ``_provider.SCRIPT_TEMPLATE``; this module adds the borg half:
+the shell functions ``provider_snapshots``, ``provider_has_snapshot``, ``provider_dump``, ``provider_backup`` and ``provider_check``.
+
+- borg >= 1.2 is required: ``borg create --content-from-command`` (a failed dump creates no archive and the
+  unit fails), ``--glob-archives``, ``borg compact`` and ``--upload-ratelimit`` all come with 1.2. Debian 12
+  ships 1.2.4 and Debian 13 1.4.0; both get the same command lines.
+- Archives are named ``<instance>-<UTC timestamp with microseconds>``. The glob that selects an instance's
+  archives pins the timestamp's shape (``:`` at a fixed place, and an instance name never holds a ``:``), so
+  the archives of instance ``app-2`` never match ``app``'s glob: listing, ``latest`` and pruning stay per
+  instance in a shared repository.
+- Exit codes: the script exports ``BORG_EXIT_CODES=legacy`` (borg 1.4 would otherwise return 3-99 for errors
+  and 100-127 for warnings; borg 1.2 ignores the variable), so borg exits 0 (success), 1 (warning), 2 (error)
+  or 128+N (killed by signal N). ``create``, ``prune`` and ``compact`` count a warning as success (it is
+  logged); every other command (``extract``, ``list``, ``check``, ``init``) fails on any non-zero exit:
+  ``extract`` warns when the dump is not in the archive and ``check`` warns when it finds damage.
+- Secrets never appear in a command line: ``BORG_PASSCOMMAND`` reads the passphrase from
+  ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``); the SSH key and the pinned host key come the same way and
+  reach ssh through ``BORG_RSH``. Run interactively (root), the script copies them into a private temporary
+  directory owned by the request's user, removed when borg exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import typing as t
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider
+
+PROVIDER = 'borg'
+DEFAULT_BINARY = '/usr/bin/borg'
+MIN_VERSION = (1, 2, 0)
+MODERN_EXIT_CODES = (1, 4, 0)  # from here borg knows BORG_EXIT_CODES=modern (default legacy in 1.4)
+DEFAULT_ENCRYPTION = 'repokey-blake2'
+DEFAULT_COMPRESSION = 'zstd,3'
+KEEP_FLAGS = ('last', 'secondly', 'minutely', 'hourly', 'daily', 'weekly', 'monthly', 'yearly')
+# Where borg keeps its cache and its security database (BORG_BASE_DIR): the job's CacheDirectory=, so that
+# the units and an interactive restore share it and it belongs to the request's user.
+CACHE_ROOT = '/var/cache'
+# Exit codes of borg in the legacy scheme.
+RC_SUCCESS, RC_WARNING, RC_ERROR = 0, 1, 2
+# Commands for which a warning (rc 1) still counts as success.
+WARNING_OK = frozenset({'create', 'prune', 'compact'})
+ARCHIVE_TIMESTAMP = '{utcnow:%Y-%m-%dT%H:%M:%S.%f}'
+_TIMESTAMP_GLOB = '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].*'
+_TIMESTAMP_RE = '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{6}'
+_VERSION = re.compile(r'(?:^|borg(?:-linux\S*)? )(\d+)\.(\d+)\.(\d+)')
+_SSH_URL = re.compile(r'^ssh://(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/\S*)$')
+
+Version = t.Tuple[int, int, int]
+
+
+class BorgError(ValueError):
+    """Input that cannot become a safe borg job, or a borg answer that cannot be understood."""
+
+
+def parse_version(text: str) -> Version:
+    """The version from ``borg --version`` output, e.g. ``borg 1.2.4``."""
+    match = _VERSION.search((text or '').strip())
+    if not match:
+        raise BorgError(f'cannot read a borg version from {text!r}')
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def require_supported(version: Version) -> None:
+    if tuple(version) < MIN_VERSION:
+        raise BorgError(f'borg {".".join(map(str, version))} is too old: the jobs need borg >= 1.2 '
+                        '(create --content-from-command, --glob-archives, compact)')
+
+
+def knows_modern_exit_codes(version: Version) -> bool:
+    return tuple(version) >= MODERN_EXIT_CODES
+
+
+def succeeded(command: str, rc: int) -> bool:
+    """The exit-code policy of the job script (see the module docstring), in Python for the tests and docs."""
+    return rc == RC_SUCCESS or (rc == RC_WARNING and command in WARNING_OK)
+
+
+def archive_prefix(instance: str) -> str:
+    return f'{instance}-'
+
+
+def archive_template(instance: str) -> str:
+    """``borg create``'s archive name: unique, sortable, and recognisably this instance's."""
+    return f'{archive_prefix(instance)}{ARCHIVE_TIMESTAMP}'
+
+
+def archive_glob(instance: str) -> str:
+    """``--glob-archives`` of this instance only. Instance names hold no glob character ([A-Za-z0-9_.-])."""
+    _provider.Layout(PROVIDER, instance)
+    return f'{archive_prefix(instance)}{_TIMESTAMP_GLOB}'
+
+
+def archive_pattern(instance: str) -> str:
+    """POSIX ERE (bash ``=~``) of an archive name of this instance, to check ``restore <archive>``."""
+    _provider.Layout(PROVIDER, instance)
+    return '^' + instance.replace('.', '[.]') + '-' + _TIMESTAMP_RE + '$'
+
+
+def global_args(lock_wait: int = 0, upload_ratelimit: int | None = None) -> list[str]:
+    args = ['--lock-wait', str(int(lock_wait))]
+    if upload_ratelimit:
+        args += ['--upload-ratelimit', str(int(upload_ratelimit))]
+    return args
+
+
+def create_args(version: Version, instance: str, backup_name: str, compression: str = DEFAULT_COMPRESSION) -> list[str]:
+    """``borg create`` running the dump itself; the command (``/bin/sh -c "$BACKUP_CMD"``) follows ``--``."""
+    require_supported(version)
+    return ['create', '--compression', compression, '--content-from-command', '--stdin-name', backup_name,
+            f'::{archive_template(instance)}', '--']
+
+
+def init_args(encryption: str = DEFAULT_ENCRYPTION) -> list[str]:
+    return ['init', '--encryption', encryption]
+
+
+def list_args(instance: str) -> list[str]:
+    return ['list', '--glob-archives', archive_glob(instance)]
+
+
+def names_args(instance: str) -> list[str]:
+    """The names of this instance's archives, one a line (checkpoints hidden)."""
+    return ['list', '--short', '--glob-archives', archive_glob(instance)]
+
+
+def latest_args(instance: str) -> list[str]:
+    """The newest archive of this instance (checkpoints are hidden by ``borg list`` since 1.2)."""
+    return ['list', '--short', '--last', '1', '--glob-archives', archive_glob(instance)]
+
+
+def extract_args(archive: str, backup_name: str) -> list[str]:
+    return ['extract', '--stdout', f'::{archive}', backup_name]
+
+
+def prune_args(instance: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
+    """``borg prune`` of this instance's archives only; None without any keep rule (keep everything)."""
+    args = []
+    for period in KEEP_FLAGS:
+        value = retention.get(f'keep_{period}')
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BorgError(f'retention.keep_{period} must be a positive integer, got {value!r}')
+            args += [f'--keep-{period}', str(value)]
+    if retention.get('keep_within'):
+        args += ['--keep-within', str(retention['keep_within'])]
+    if not args:
+        return None
+    return ['prune', '--glob-archives', archive_glob(instance)] + args
+
+
+def compact_args() -> list[str]:
+    return ['compact']
+
+
+def check_args(verify_data: bool = False, max_duration: int | None = None) -> list[str]:
+    """``borg check``; ``--max-duration`` is a partial repository-only check, exclusive with ``--verify-data``."""
+    if verify_data and max_duration:
+        raise BorgError('check.verify_data and check.max_duration exclude each other (borg check)')
+    if max_duration:
+        return ['check', '--repository-only', '--max-duration', str(int(max_duration))]
+    return ['check'] + (['--verify-data'] if verify_data else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class SshUrl:
+    user: str
+    host: str
+    port: int | None
+    path: str
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How ssh names this server in known_hosts: ``host`` on port 22, else ``[host]:port``."""
+        return self.host if self.port in (None, 22) else f'[{self.host}]:{self.port}'
+
+    @property
+    def serve_path(self) -> str:
+        """The path ``borg serve --restrict-to-path`` sees: absolute, or relative to the home (``/~/`` or ``/./``)."""
+        for home in ('/~/', '/./'):
+            if self.path.startswith(home):
+                return self.path[len(home):]
+        return self.path
+
+
+def parse_ssh_url(url: str) -> SshUrl:
+    match = _SSH_URL.match(url or '')
+    if not match:
+        raise BorgError(f'repository.url {url!r} is not ssh://user@host[:port]/path')
+    port = int(match.group('port')) if match.group('port') else None
+    if port is not None and not 0 < port < 65536:
+        raise BorgError(f'repository.url {url!r}: port {port} is out of range')
+    return SshUrl(match.group('user'), match.group('host'), port, match.group('path'))
+
+
+def names_server(known_hosts: str, name: str) -> bool:
+    """Whether a known_hosts text has a line for ``name``; hashed lines (``|1|...``) cannot be read, so they count."""
+    for line in known_hosts.splitlines():
+        fields = line.split()
+        if fields and (fields[0].startswith('|1|') or name in fields[0].split(',')):
+            return True
+    return False
+
+
+def authorized_keys_line(public_key: str, path: str, append_only: bool = True) -> str:
+    """The server side of a remote repository: this job's key may only run borg serve on its path."""
+    command = ['borg', 'serve', '--restrict-to-path', path] + (['--append-only'] if append_only else [])
+    return f'command="{_sh(command)}",restrict {public_key.strip()}'
+
+
+def _sh(args: t.Sequence[str]) -> str:
+    return ' '.join(shlex.quote(str(arg)) for arg in args)
+
+
+def rsh(directory: str) -> str:
+    """``BORG_RSH``: the job's key and the pinned host key only; an unknown or changed host key fails."""
+    return _sh(['ssh', '-F', 'none', '-i', f'{directory}/ssh_key', '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
+                '-o', f'UserKnownHostsFile={directory}/known_hosts', '-o', 'GlobalKnownHostsFile=/dev/null',
+                '-o', 'StrictHostKeyChecking=yes', '-o', 'UpdateHostKeys=no'])
+
+
+@dataclasses.dataclass(frozen=True)
+class Commands:
+    """Everything the job script needs to know about borg for one instance."""
+
+    binary: str
+    version: Version
+    instance: str
+    backup_name: str
+    repository: str
+    cache_dir: str
+    remote: bool = False
+    encryption: str = DEFAULT_ENCRYPTION
+    compression: str = DEFAULT_COMPRESSION
+    global_args: tuple[str, ...] = ('--lock-wait', '0')
+    retention: tuple[str, ...] | None = None
+    check: tuple[str, ...] | None = None
+
+
+FUNCTIONS = r'''readonly BORG=@@BINARY@@
+readonly BORG_REPOSITORY=@@REPOSITORY@@
+readonly BORG_ARGS=@@GLOBAL@@
+readonly BORG_HOME=@@CACHE@@
+readonly BORG_REMOTE=@@REMOTE@@
+readonly BORG_STDIN_NAME=@@STDIN_NAME@@
+readonly ARCHIVES=@@GLOB@@
+
+# borg as the request's user; its exit code unchanged. In a unit the secrets are in $CREDENTIALS_DIRECTORY.
+# Interactively (root) they are copied into a private directory the request's user owns, removed on exit.
+# The secrets reach borg and ssh as file paths (BORG_PASSCOMMAND, BORG_RSH), never on a command line.
+borg_() (
+  if in_unit; then
+    dir="$CREDENTIALS_DIRECTORY"
+  else
+    dir="$(mktemp -d /run/borg-restore.XXXXXXXX)"
+    trap 'rm -rf -- "$dir"' EXIT
+    cp -- "$(secret passphrase)" "$dir/passphrase"
+    if [ -n "$BORG_REMOTE" ]; then
+      cp -- "$(secret ssh_key)" "$dir/ssh_key"
+      cp -- "$(secret known_hosts)" "$dir/known_hosts"
+    fi
+    chown -R -- "$JOB_USER" "$dir"
+    [ -d "$BORG_HOME" ] || install -d -m 0700 -o "$JOB_USER" -g "$(id -g "$JOB_USER")" -- "$BORG_HOME"
+  fi
+  export BORG_REPO="$BORG_REPOSITORY" BORG_BASE_DIR="$BORG_HOME" HOME="$BORG_HOME" BORG_EXIT_CODES=legacy
+  export BORG_PASSCOMMAND="cat $dir/passphrase"
+  if [ -n "$BORG_REMOTE" ]; then
+    export BORG_RSH=@@RSH@@
+  fi
+  as_user "$BORG" "${BORG_ARGS[@]}" "$@"
+)
+
+# Exit-code policy for the commands that write: a warning (1) is logged and counts as success;
+# errors (2) and signals (128+N) fail. BORG_EXIT_CODES=legacy keeps borg 1.4 to these codes.
+borg_warning_ok() {
+  local rc=0
+  borg_ "$@" || rc=$?
+  if [ "$rc" -eq 1 ]; then
+    printf '%s: borg %s finished with a warning (exit 1): counted as success\n' "$SCRIPT" "$1" >&2
+    return 0
+  fi
+  return "$rc"
+}
+
+provider_snapshots() {
+  borg_ @@LIST@@
+}
+
+# Whether this instance has that archive (latest: any archive); the restore checks it before anything stops.
+provider_has_snapshot() {
+  local names
+  names="$(borg_ @@NAMES@@)" || fail "cannot list the archives of this instance"
+  if [ "$1" = latest ]; then
+    [ -n "$names" ]
+  else
+    grep -qxF -- "$1" <<<"$names"
+  fi
+}
+
+# Every non-zero exit fails here: borg extract warns (1) when the dump is not in the archive.
+provider_dump() {
+  local archive="$1"
+  if [ "$archive" = latest ]; then
+    archive="$(borg_ @@LATEST@@)"
+    [ -n "$archive" ] || fail "instance $INSTANCE has no archive yet"
+  fi
+  borg_ extract --stdout "::$archive" "$BORG_STDIN_NAME"
+}
+
+# Create the repository when it is missing (first backup; a remote server knows the job's key only after
+# the role ran). "already exists" is the normal answer.
+provider_init() {
+  local out rc=0
+  out="$(borg_ @@INIT@@ 2>&1)" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    printf '%s: initialised the repository (encryption %s)\n' "$SCRIPT" @@ENCRYPTION@@ >&2
+    return 0
+  fi
+  case "$out" in
+    *"already exists"*) return 0 ;;
+  esac
+  printf '%s\n' "$out" >&2
+  fail "cannot initialise the repository (borg init exit $rc)"
+}
+
+provider_retention() {
+@@RETENTION@@
+}
+@@CHECK@@
+# borg runs the dump itself: when it fails, borg creates no archive and exits 2, and the unit fails.
+provider_backup() {
+  provider_init
+  borg_warning_ok @@CREATE@@ /bin/sh -c "$BACKUP_CMD" || fail "backup failed: no archive created"
+  provider_retention
+}'''
+
+
+def shell_functions(commands: Commands) -> str:
+    """The borg half of the job script (see _provider.SCRIPT_TEMPLATE for the other half)."""
+    if commands.retention:
+        retention = (f'  borg_warning_ok {_sh(commands.retention)} || fail "borg prune failed"\n'
+                     f'  borg_warning_ok {_sh(compact_args())} || fail "borg compact failed"')
+    else:
+        retention = '  : # no retention rule: every archive is kept'
+    check = f'\nprovider_check() {{\n  borg_ {_sh(commands.check)}\n}}\n' if commands.check else ''
+    replacements = {
+        '@@BINARY@@': shlex.quote(commands.binary),
+        '@@REPOSITORY@@': shlex.quote(commands.repository),
+        '@@GLOBAL@@': '(' + _sh(commands.global_args) + ')',
+        '@@CACHE@@': shlex.quote(commands.cache_dir),
+        '@@REMOTE@@': 'yes' if commands.remote else "''",
+        '@@STDIN_NAME@@': shlex.quote(commands.backup_name),
+        '@@GLOB@@': shlex.quote(archive_glob(commands.instance)),
+        '@@RSH@@': '"' + rsh('$dir') + '"',
+        '@@LIST@@': _sh(list_args(commands.instance)),
+        '@@LATEST@@': _sh(latest_args(commands.instance)),
+        '@@NAMES@@': _sh(names_args(commands.instance)),
+        '@@INIT@@': _sh(init_args(commands.encryption)),
+        '@@ENCRYPTION@@': shlex.quote(commands.encryption),
+        '@@RETENTION@@': retention,
+        '@@CHECK@@': check,
+        '@@CREATE@@': _sh(create_args(commands.version, commands.instance, commands.backup_name, commands.compression)),
+    }
+    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], FUNCTIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """One borg instance: backup_timer options (no secret), the secret files the role writes, SSH details."""
+
+    layout: _provider.Layout
+    timer: dict[str, t.Any]
+    secret_files: tuple[tuple[str, str], ...]
+    credentials: dict[str, str]
+    local_path: str | None
+    ssh_key: str | None
+    known_hosts: str | None
+    serve_path: str | None
+
+
+def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
+         binary: str = DEFAULT_BINARY) -> Plan:
+    """Turn a validated instance (request and settings with the schema's defaults) into a borg job."""
+    the_version = t.cast(Version, parse_version(version) if isinstance(version, str) else tuple(version))
+    layout = _provider.Layout(PROVIDER, instance)
+    repository = settings['repository']
+    local_path = repository.get('path')
+    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), {})
+    credentials = dict(secrets.credentials)
+    ssh_key = known_hosts = serve_path = None
+    if not local_path:
+        url = parse_ssh_url(repository.get('url', ''))
+        known_hosts = (settings.get('ssh') or {}).get('known_hosts')
+        if not known_hosts:
+            raise BorgError('a remote repository needs ssh.known_hosts, the server\'s host key line(s)')
+        if not names_server(known_hosts, url.known_hosts_name):
+            raise BorgError(f'ssh.known_hosts does not name the server {url.known_hosts_name} of repository.url '
+                            '(on another port than 22 a line starts with [host]:port)')
+        known_hosts = known_hosts.rstrip('\n') + '\n'
+        ssh_key = layout.secret_path('ssh_key')
+        credentials['ssh_key'] = ssh_key
+        credentials['known_hosts'] = layout.secret_path('known_hosts')
+        serve_path = url.serve_path
+    limits = settings.get('limits') or {}
+    check = settings.get('check') or {}
+    retention = settings.get('retention') or {}
+    commands = Commands(
+        binary=binary,
+        version=the_version,
+        instance=instance,
+        backup_name=request['backup_name'],
+        repository=local_path or repository['url'],
+        cache_dir=f'{CACHE_ROOT}/{layout.job_name}',
+        remote=not local_path,
+        encryption=settings.get('encryption', DEFAULT_ENCRYPTION),
+        compression=settings.get('compression', DEFAULT_COMPRESSION),
+        global_args=tuple(global_args(settings.get('lock_wait', 0), limits.get('upload_ratelimit'))),
+        retention=_tuple_or_none(prune_args(instance, retention)),
+        check=tuple(check_args(bool(check.get('verify_data')), check.get('max_duration'))) if check.get('enabled') else None,
+    )
+    shell = shell_functions(commands)  # refuses borg < 1.2
+    spec = _provider.ScriptSpec(
+        layout=layout,
+        user=request['user'],
+        backup_name=request['backup_name'],
+        backup_cmd=request['backup_cmd'],
+        restore_cmd=request['restore_cmd'],
+        credentials=credentials,
+        env_names=(),
+        stop_units=tuple((settings.get('restore') or {}).get('stop_units') or ()),
+        functions=shell,
+        maintenance=('backup', 'check') if commands.check else ('backup',),
+        snapshot_pattern=archive_pattern(instance),
+        snapshot_word='archive',
+        notes=(f'Archives are named {archive_prefix(instance)}<UTC time>; borg {".".join(map(str, the_version))}, '
+               'BORG_EXIT_CODES=legacy: a warning (exit 1) of create/prune/compact counts as success.',),
+    )
+    schedule = settings.get('schedule') or {}
+    timer = _provider.job_options(
+        spec,
+        _provider.Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
+                           randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
+                           persistent=schedule.get('persistent', True)),
+        read_write_paths=[local_path] if local_path else [],
+        extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if commands.check else [],
+        nice=limits.get('nice'),
+        io_scheduling_class=limits.get('ionice_class'),
+        wants=[] if local_path else ['network-online.target'],
+    )
+    return Plan(layout=layout, timer=timer, secret_files=secrets.files, credentials=credentials,
+                local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)
+
+
+def _tuple_or_none(args: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(args) if args is not None else None

@@ -1,0 +1,243 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""borg command lines per version, archive names and globs, the instance plan, the SSH helpers."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
+
+REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
+KNOWN = 'backup.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3x'
+B12, B14 = (1, 2, 4), (1, 4, 0)
+
+
+def settings(**changes):
+    values = {'enable': True, 'repository': {'path': '/srv/borg/app'}, 'passphrase': 'pw-123',
+              'encryption': 'repokey-blake2', 'compression': 'zstd,3', 'lock_wait': 300,
+              'schedule': {'on_calendar': 'daily', 'randomized_delay_sec': 0, 'persistent': True},
+              'retention': {}, 'check': {'enabled': False, 'on_calendar': 'weekly', 'verify_data': False},
+              'limits': {}, 'restore': {'stop_units': []}}
+    values.update(changes)
+    return values
+
+
+@pytest.mark.parametrize('text, version', [
+    ('borg 1.2.4', (1, 2, 4)),
+    ('borg 1.4.0\n', (1, 4, 0)),
+    ('borg-linux64 1.2.8', (1, 2, 8)),
+    ('1.4.1', (1, 4, 1)),
+])
+def test_parse_version(text, version):
+    assert _borg.parse_version(text) == version
+
+
+@pytest.mark.parametrize('text', ['', 'borg', None, 'restic 0.14.0 compiled'])
+def test_parse_version_refuses_garbage(text):
+    with pytest.raises(_borg.BorgError):
+        _borg.parse_version(text)
+
+
+@pytest.mark.parametrize('version', [B12, B14])
+def test_create_uses_content_from_command_on_1_2_and_1_4(version):
+    args = _borg.create_args(version, 'app', 'db.sql')
+    assert args == ['create', '--compression', 'zstd,3', '--content-from-command', '--stdin-name', 'db.sql',
+                    '::app-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
+
+
+@pytest.mark.parametrize('version', [(1, 1, 18), (1, 0, 0), (0, 30, 0)])
+def test_borg_older_than_1_2_is_refused(version):
+    with pytest.raises(_borg.BorgError, match='>= 1.2'):
+        _borg.create_args(version, 'app', 'db.sql')
+    with pytest.raises(_borg.BorgError):
+        _borg.plan('app', REQUEST, settings(), version)
+
+
+def test_modern_exit_codes_exist_from_1_4():
+    assert not _borg.knows_modern_exit_codes(B12)
+    assert _borg.knows_modern_exit_codes(B14)
+
+
+@pytest.mark.parametrize('command, rc, ok', [
+    ('create', 0, True), ('create', 1, True), ('create', 2, False), ('create', 130, False),
+    ('prune', 1, True), ('compact', 1, True),
+    # borg 1.4's modern codes never reach the policy (BORG_EXIT_CODES=legacy); were they to, they fail.
+    ('create', 100, False), ('create', 13, False),
+    ('extract', 1, False), ('check', 1, False), ('list', 1, False), ('init', 1, False), ('extract', 0, True),
+])
+def test_exit_code_policy(command, rc, ok):
+    assert _borg.succeeded(command, rc) is ok
+
+
+def test_archive_names_glob_and_pattern_are_per_instance():
+    names = {
+        'app': 'app-2026-11-27T23:09:24.405405',
+        'app-2': 'app-2-2026-11-27T23:09:25.020020',
+        'app-2026-11-27T10': 'app-2026-11-27T10-2026-11-27T23:09:25.020020',
+        'app.x': 'app.x-2026-11-27T23:09:25.020020',
+    }
+    for instance, name in names.items():
+        glob = _borg.archive_glob(instance)
+        pattern = _borg.archive_pattern(instance)
+        for other, other_name in names.items():
+            assert fnmatch.fnmatchcase(other_name, glob) == (other == instance), (glob, other_name)
+            assert bool(re.search(pattern, other_name)) == (other == instance), (pattern, other_name)
+    assert not re.search(_borg.archive_pattern('app'), 'app-2026-11-27T23:09:24.405405.checkpoint')
+    assert not re.search(_borg.archive_pattern('app'), 'appx2026-11-27T23:09:24.405405')
+    assert _borg.archive_template('app') == 'app-{utcnow:%Y-%m-%dT%H:%M:%S.%f}'
+
+
+@pytest.mark.parametrize('instance', ['../x', 'a*', 'a b', ''])
+def test_glob_refuses_bad_instance_names(instance):
+    with pytest.raises(_provider.ProviderError):
+        _borg.archive_glob(instance)
+
+
+def test_list_latest_extract_init():
+    glob = _borg.archive_glob('app')
+    assert _borg.list_args('app') == ['list', '--glob-archives', glob]
+    assert _borg.names_args('app') == ['list', '--short', '--glob-archives', glob]
+    assert _borg.latest_args('app') == ['list', '--short', '--last', '1', '--glob-archives', glob]
+    assert _borg.extract_args('app-x', 'db.sql') == ['extract', '--stdout', '::app-x', 'db.sql']
+    assert _borg.init_args() == ['init', '--encryption', 'repokey-blake2']
+    assert _borg.init_args('authenticated') == ['init', '--encryption', 'authenticated']
+    assert _borg.compact_args() == ['compact']
+
+
+def test_prune_is_scoped_to_the_instance():
+    args = _borg.prune_args('app', {'keep_daily': 7, 'keep_weekly': 4, 'keep_within': '2d', 'keep_last': None})
+    assert args == ['prune', '--glob-archives', _borg.archive_glob('app'), '--keep-daily', '7', '--keep-weekly', '4',
+                    '--keep-within', '2d']
+    assert _borg.prune_args('app', {}) is None
+
+
+@pytest.mark.parametrize('value', [0, -1, True, '3'])
+def test_prune_refuses_bad_keep_values(value):
+    with pytest.raises(_borg.BorgError):
+        _borg.prune_args('app', {'keep_daily': value})
+
+
+def test_check_args():
+    assert _borg.check_args() == ['check']
+    assert _borg.check_args(verify_data=True) == ['check', '--verify-data']
+    assert _borg.check_args(max_duration=600) == ['check', '--repository-only', '--max-duration', '600']
+    with pytest.raises(_borg.BorgError):
+        _borg.check_args(True, 600)
+
+
+def test_global_args():
+    assert _borg.global_args() == ['--lock-wait', '0']
+    assert _borg.global_args(300, 512) == ['--lock-wait', '300', '--upload-ratelimit', '512']
+
+
+@pytest.mark.parametrize('url, parsed, known, serve', [
+    ('ssh://borg@backup.example/srv/borg/app', ('borg', 'backup.example', None, '/srv/borg/app'), 'backup.example', '/srv/borg/app'),
+    ('ssh://borg@backup.example:2222/./app', ('borg', 'backup.example', 2222, '/./app'), '[backup.example]:2222', 'app'),
+    ('ssh://b@h:22/~/r', ('b', 'h', 22, '/~/r'), 'h', 'r'),
+])
+def test_parse_ssh_url(url, parsed, known, serve):
+    result = _borg.parse_ssh_url(url)
+    assert (result.user, result.host, result.port, result.path) == parsed
+    assert result.known_hosts_name == known
+    assert result.serve_path == serve
+
+
+@pytest.mark.parametrize('url', ['sftp://b@h/x', 'ssh://h/x', 'ssh://b@h:99999/x', 'ssh://b@h', '', 'ssh://b@h/x y'])
+def test_parse_ssh_url_refuses(url):
+    with pytest.raises(_borg.BorgError):
+        _borg.parse_ssh_url(url)
+
+
+def test_authorized_keys_line():
+    line = _borg.authorized_keys_line('ssh-ed25519 AAAA borg-backup-app\n', '/srv/borg/app')
+    assert line == 'command="borg serve --restrict-to-path /srv/borg/app --append-only",restrict ssh-ed25519 AAAA borg-backup-app'
+    assert '--append-only' not in _borg.authorized_keys_line('k', '/x', append_only=False)
+
+
+def test_rsh_pins_the_host_key_and_uses_only_the_job_key():
+    rsh = _borg.rsh('/run/credentials/x')
+    assert '-i /run/credentials/x/ssh_key' in rsh
+    assert 'UserKnownHostsFile=/run/credentials/x/known_hosts' in rsh
+    assert 'StrictHostKeyChecking=yes' in rsh and 'IdentitiesOnly=yes' in rsh and 'BatchMode=yes' in rsh
+    assert 'StrictHostKeyChecking=no' not in rsh
+
+
+def test_plan_local_repository():
+    plan = _borg.plan('app', REQUEST, settings(), 'borg 1.2.4')
+    timer = plan.timer
+    assert timer['name'] == 'borg-backup-app'
+    assert timer['user'] == 'postgres'
+    assert timer['credentials'] == {'passphrase': '/etc/selfhost-backup/borg/app/passphrase'}
+    assert timer['read_write_paths'] == ['/srv/borg/app']
+    assert timer['cache_directory'] == 'borg-backup-app'
+    assert timer['wants'] == [] and timer['extra_jobs'] == []
+    assert timer['restore_script']['name'] == 'borg-restore-app'
+    assert plan.secret_files == (('/etc/selfhost-backup/borg/app/passphrase', 'pw-123'),)
+    assert plan.local_path == '/srv/borg/app' and plan.ssh_key is None and plan.known_hosts is None
+    script = timer['restore_script']['content']
+    assert 'pw-123' not in str(timer)
+    assert "readonly BORG_REPOSITORY=/srv/borg/app" in script
+    assert "readonly BORG_HOME=/var/cache/borg-backup-app" in script
+    assert 'BORG_EXIT_CODES=legacy' in script
+    assert '--content-from-command --stdin-name db.sql' in script
+    assert "readonly BORG_ARGS=(--lock-wait 300)" in script
+    assert 'no retention rule' in script
+    assert 'provider_check' not in script
+
+
+def test_plan_remote_repository_with_everything():
+    plan = _borg.plan('off.site', REQUEST, settings(
+        repository={'url': 'ssh://borg@backup.example:2222/srv/borg/app'}, passphrase=None,
+        passphrase_file='/root/borg.pass', ssh={'known_hosts': f'[backup.example]:2222 {KNOWN[15:]}'},
+        retention={'keep_daily': 7}, check={'enabled': True, 'on_calendar': 'monthly', 'max_duration': 600},
+        limits={'upload_ratelimit': 1000, 'nice': 10, 'ionice_class': 'idle'}, compression='lz4',
+        encryption='repokey', restore={'stop_units': ['app.service']}), (1, 4, 0))
+    timer = plan.timer
+    assert timer['credentials'] == {'passphrase': '/root/borg.pass',
+                                    'ssh_key': '/etc/selfhost-backup/borg/off.site/ssh_key',
+                                    'known_hosts': '/etc/selfhost-backup/borg/off.site/known_hosts'}
+    assert plan.secret_files == ()
+    assert plan.ssh_key == '/etc/selfhost-backup/borg/off.site/ssh_key'
+    assert plan.known_hosts.endswith('\n') and plan.serve_path == '/srv/borg/app'
+    assert timer['wants'] == ['network-online.target'] and timer['read_write_paths'] == []
+    assert timer['nice'] == 10 and timer['io_scheduling_class'] == 'idle'
+    assert timer['extra_jobs'][0]['suffix'] == 'check' and timer['extra_jobs'][0]['on_calendar'] == 'monthly'
+    script = timer['restore_script']['content']
+    assert "readonly BORG_REPOSITORY=ssh://borg@backup.example:2222/srv/borg/app" in script
+    assert 'readonly BORG_REMOTE=yes' in script
+    assert '--upload-ratelimit 1000' in script and '--compression lz4' in script
+    assert 'init --encryption repokey' in script
+    assert f"prune --glob-archives '{_borg.archive_glob('off.site')}' --keep-daily 7" in script
+    assert 'compact' in script
+    assert 'check --repository-only --max-duration 600' in script
+    assert 'StrictHostKeyChecking=yes' in script and 'StrictHostKeyChecking=no' not in script
+    assert 'app.service' in script
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'repository': {'url': 'ssh://borg@h/x'}, 'ssh': {}}, 'known_hosts'),
+    ({'repository': {'url': 'ssh://borg@h:2222/x'}, 'ssh': {'known_hosts': 'h ssh-ed25519 AAAA'}}, r'\[h\]:2222'),
+    ({'repository': {'url': 'sftp://borg@h/x'}, 'ssh': {'known_hosts': 'h ssh-ed25519 AAAA'}}, 'ssh://'),
+])
+def test_plan_refuses_bad_remote_settings(changes, message):
+    with pytest.raises(_borg.BorgError, match=message):
+        _borg.plan('app', REQUEST, settings(**changes), B12)
+
+
+@pytest.mark.parametrize('text, name, found', [
+    ('h ssh-ed25519 AAAA', 'h', True),
+    ('other,h ssh-ed25519 AAAA\n', 'h', True),
+    ('hh ssh-ed25519 AAAA', 'h', False),
+    ('[h]:2222 ssh-ed25519 AAAA', 'h', False),
+    ('[h]:2222 ssh-ed25519 AAAA', '[h]:2222', True),
+    ('|1|abc=|def= ssh-ed25519 AAAA', 'h', True),
+    ('', 'h', False),
+])
+def test_names_server(text, name, found):
+    assert _borg.names_server(text, name) is found

@@ -1,0 +1,233 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The rendered borg job script run by bash against a fake borg: exit-code policy, failed dumps, restores, secrets."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
+
+# Records its arguments and environment, keeps the last dump as "the repository". FAKE_RC_<command> sets the exit
+# code of a command; FAKE_MODERN_RC is returned instead when BORG_EXIT_CODES is not legacy (as borg 1.4 would).
+FAKE_BORG = r'''#!/bin/bash
+store="$FAKE_STORE"
+pw="$(sh -c "$BORG_PASSCOMMAND")"
+while [ "${1#--}" != "$1" ]; do shift 2; done   # global options (--lock-wait N, --upload-ratelimit N)
+cmd="$1"
+printf '%s|%s|pw=%s|codes=%s|repo=%s|rsh=%s|base=%s|passcommand=%s\n' "$cmd" "$*" "$pw" "${BORG_EXIT_CODES:-}" \
+  "$BORG_REPO" "${BORG_RSH:-}" "$BORG_BASE_DIR" "$BORG_PASSCOMMAND" >>"$store/log"
+if [ "${BORG_EXIT_CODES:-}" != legacy ] && [ -n "${FAKE_MODERN_RC:-}" ]; then exit "$FAKE_MODERN_RC"; fi
+rc_var="FAKE_RC_$cmd"; rc="${!rc_var:-0}"
+case "$cmd" in
+  init) [ -e "$store/repo" ] && { echo "A repository already exists at $BORG_REPO." >&2; exit 2; }
+        [ "$rc" -eq 0 ] && touch "$store/repo" ;;
+  create)
+    args=("$@"); while [ "${args[0]}" != -- ]; do args=("${args[@]:1}"); done; args=("${args[@]:1}")
+    "${args[@]}" >"$store/incoming" || { echo "Command '${args[0]}' exited" >&2; exit 2; }
+    [ "$rc" -le 1 ] && mv "$store/incoming" "$store/data" ;;
+  list)
+    case " $* " in
+      *" --last 1 "*) [ -e "$store/data" ] && echo app-2026-01-02T03:04:05.123456 ;;
+      *" --short "*) [ -e "$store/data" ] && printf '%s\n' app-2026-01-01T00:00:00.000000 app-2026-01-02T03:04:05.123456 ;;
+      *) echo "app-2026-01-01T00:00:00.000000  Thu, 2026-01-01" ;;
+    esac ;;
+  extract) [ "$rc" -eq 0 ] && cat "$store/data" ;;
+esac
+exit "$rc"
+'''
+
+
+@pytest.fixture
+def world(tmp_path):
+    store = tmp_path / 'store'
+    store.mkdir()
+    fake = tmp_path / 'borg'
+    fake.write_text(FAKE_BORG)
+    fake.chmod(0o755)
+    creds = tmp_path / 'creds'
+    creds.mkdir()
+    (creds / 'passphrase').write_text('pw-secret')
+    (creds / 'ssh_key').write_text('KEY')
+    (creds / 'known_hosts').write_text('h ssh-ed25519 AAAA\n')
+    return tmp_path
+
+
+def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False):
+    commands = _borg.Commands(
+        binary=str(world / 'borg'), version=(1, 4, 0), instance='app', backup_name='db.sql',
+        repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
+        global_args=tuple(_borg.global_args(30)),
+        retention=tuple(_borg.prune_args('app', {'keep_last': 2} if retention else {'keep_daily': 1})),
+        check=tuple(_borg.check_args()) if check else None)
+    credentials = {'passphrase': str(world / 'creds' / 'passphrase')}
+    if remote:
+        credentials.update(ssh_key=str(world / 'creds' / 'ssh_key'), known_hosts=str(world / 'creds' / 'known_hosts'))
+    spec = _provider.ScriptSpec(
+        layout=_provider.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
+        restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
+        functions=_borg.shell_functions(commands), maintenance=('backup', 'check') if check else ('backup',),
+        snapshot_pattern=_borg.archive_pattern('app'), snapshot_word='archive')
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    return path
+
+
+def run(world, path, *args, unit=True, **env_changes):
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'BORG_EXIT_CODES': 'modern'}
+    if unit:
+        env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
+    env.update(env_changes)
+    return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def log(world):
+    return [line.split('|') for line in (world / 'store' / 'log').read_text().splitlines()]
+
+
+def commands_run(world):
+    return [entry[0] for entry in log(world)]
+
+
+def test_backup_inits_creates_prunes_and_compacts(world):
+    result = run(world, script(world), 'backup')
+    assert result.returncode == 0, result.stderr
+    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
+    assert (world / 'store' / 'data').read_text() == 'dump-data'
+    for entry in log(world):
+        # The secret reaches borg through BORG_PASSCOMMAND only; BORG_EXIT_CODES=legacy overrides the caller's.
+        assert entry[2] == 'pw=pw-secret' and entry[3] == 'codes=legacy' and entry[4] == 'repo=/srv/app'
+        assert entry[5] == 'rsh=' and entry[6] == f'base={world}/cache'
+        assert entry[7] == f'passcommand=cat {world}/creds/passphrase'
+        assert 'pw-secret' not in entry[1]
+    create = log(world)[1][1]
+    assert '--content-from-command --stdin-name db.sql ::app-{utcnow:%Y-%m-%dT%H:%M:%S.%f} -- /bin/sh -c' in create
+    assert log(world)[2][1].startswith(f"prune --glob-archives {_borg.archive_glob('app')} --keep-last 2")
+    # A second backup: "already exists" from init is fine.
+    result = run(world, script(world), 'backup')
+    assert result.returncode == 0, result.stderr
+
+
+def test_failed_dump_fails_the_backup_and_keeps_no_archive(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    result = run(world, script(world, backup_cmd='printf partial; exit 3'), 'backup')
+    assert result.returncode != 0
+    assert 'backup failed: no archive created' in result.stderr
+    assert (world / 'store' / 'data').read_text() == 'dump-data'
+    assert commands_run(world)[-1] == 'create'  # no prune after a failed backup
+
+
+@pytest.mark.parametrize('command, rc, ok', [
+    ('create', 1, True), ('create', 2, False), ('create', 137, False),
+    ('prune', 1, True), ('prune', 2, False), ('compact', 1, True), ('compact', 2, False),
+])
+def test_exit_code_policy_of_the_backup(world, command, rc, ok):
+    result = run(world, script(world), 'backup', **{f'FAKE_RC_{command}': str(rc)})
+    assert (result.returncode == 0) is ok, result.stderr
+    assert _borg.succeeded(command, rc) is ok
+    if ok:
+        assert f'borg {command} finished with a warning (exit 1): counted as success' in result.stderr
+
+
+def test_borg_1_4_modern_codes_are_switched_off(world):
+    # A borg that would answer with a modern warning code (107) unless BORG_EXIT_CODES=legacy: never seen.
+    result = run(world, script(world), 'backup', FAKE_MODERN_RC='107')
+    assert result.returncode == 0, result.stderr
+
+
+def test_init_error_fails_the_backup(world):
+    result = run(world, script(world), 'backup', FAKE_RC_init='2')
+    assert result.returncode != 0
+    assert 'cannot initialise the repository' in result.stderr
+    assert commands_run(world) == ['init']
+
+
+def test_restore_latest_and_by_name(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    result = run(world, script(world), 'restore', 'latest')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'restored').read_text() == 'dump-data'
+    names, latest, extract = log(world)[-3:]
+    assert names[1] == f"list --short --glob-archives {_borg.archive_glob('app')}"
+    assert latest[1] == f"list --short --last 1 --glob-archives {_borg.archive_glob('app')}"
+    assert extract[1] == 'extract --stdout ::app-2026-01-02T03:04:05.123456 db.sql'
+    result = run(world, script(world), 'restore', 'app-2026-01-01T00:00:00.000000')
+    assert result.returncode == 0, result.stderr
+    assert log(world)[-1][1] == 'extract --stdout ::app-2026-01-01T00:00:00.000000 db.sql'
+
+
+def test_restore_of_a_missing_archive_fails_before_the_restore_command_runs(world):
+    (world / 'restored').write_text('untouched')
+    result = run(world, script(world), 'restore', 'latest')  # no backup yet: no archive at all
+    assert result.returncode != 0 and "no archive 'latest' of instance app" in result.stderr
+    assert run(world, script(world), 'backup').returncode == 0
+    result = run(world, script(world), 'restore', 'app-2000-01-01T00:00:00.000000')
+    assert result.returncode != 0 and 'no archive' in result.stderr
+    assert commands_run(world)[-1] == 'list'  # nothing extracted
+    assert (world / 'restored').read_text() == 'untouched'
+    result = run(world, script(world), 'restore', 'latest', FAKE_RC_list='2')
+    assert result.returncode != 0 and 'cannot list the archives' in result.stderr
+    assert (world / 'restored').read_text() == 'untouched'
+
+
+@pytest.mark.parametrize('archive', ['other-2026-01-02T03:04:05.123456', '../x', 'app-2026', '1111aaaa'])
+def test_restore_refuses_archives_of_other_instances(world, archive):
+    result = run(world, script(world), 'restore', archive)
+    assert result.returncode != 0
+    assert 'not a archive' in result.stderr or 'not an archive' in result.stderr
+
+
+@pytest.mark.parametrize('changes', [{'FAKE_RC_extract': '1'}, {'FAKE_RC_extract': '2'}])
+def test_restore_fails_on_any_extract_warning_or_error(world, changes):
+    assert run(world, script(world), 'backup').returncode == 0
+    result = run(world, script(world), 'restore', 'latest', **changes)
+    assert result.returncode != 0
+
+
+def test_restore_fails_when_the_restore_command_fails(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    assert run(world, script(world, restore_cmd='cat >/dev/null; exit 4'), 'restore', 'latest').returncode != 0
+
+
+def test_remote_uses_the_job_key_and_the_pinned_host_key(world):
+    assert run(world, script(world, remote=True), 'backup').returncode == 0
+    rsh = log(world)[0][5]
+    assert f"-i '{world}/creds/ssh_key'" in rsh or f'-i {world}/creds/ssh_key' in rsh
+    assert f'UserKnownHostsFile={world}/creds/known_hosts' in rsh
+    assert 'StrictHostKeyChecking=yes' in rsh
+
+
+def test_check_is_strict(world):
+    path = script(world, check=True)
+    assert run(world, path, 'check').returncode == 0
+    assert run(world, path, 'check', FAKE_RC_check='1').returncode != 0
+    assert commands_run(world) == ['check', 'check']
+
+
+def test_snapshots_lists_this_instance(world):
+    result = run(world, script(world), 'snapshots')
+    assert result.returncode == 0
+    assert log(world)[0][1] == f"list --glob-archives {_borg.archive_glob('app')}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='an interactive restore runs as root')
+@pytest.mark.parametrize('remote', [False, True])
+def test_interactive_restore_copies_secrets_privately_and_removes_them(world, remote):
+    before = set(os.listdir('/run'))
+    assert run(world, script(world, remote=remote), 'backup').returncode == 0
+    result = run(world, script(world, remote=remote), 'restore', 'latest', unit=False)
+    assert result.returncode == 0, result.stderr
+    assert (world / 'restored').read_text() == 'dump-data'
+    entry = log(world)[-1]
+    assert entry[2] == 'pw=pw-secret' and entry[7].startswith('passcommand=cat /run/borg-restore.')
+    if remote:
+        assert '/run/borg-restore.' in entry[5] and 'StrictHostKeyChecking=yes' in entry[5]
+    assert set(os.listdir('/run')) == before  # the temporary copy is gone
+    assert (world / 'cache').is_dir()
