@@ -29,20 +29,13 @@ def _plan(contract: t.Mapping[str, t.Any], instance: str, version: str, binary: 
 
 def _job(contract: t.Mapping[str, t.Any], instance: str, version: str, binary: str) -> dict[str, t.Any]:
     the_plan = _plan(contract, instance, version, binary)
-    return {
-        'enable': bool(contract['settings'].get('enable', True)),
-        'timer': the_plan.timer,
-        'credentials': the_plan.credentials,
-        'local_path': the_plan.local_path,
-        'secrets_dir': the_plan.layout.secrets_dir,
-        'user': contract['request']['user'],
+    job = _provider.job_facts(the_plan.layout, contract, the_plan.timer, the_plan.credentials, the_plan.local_path)
+    return job | {
         'ssh_key': the_plan.ssh_key,
-        'ssh_key_comment': f'{the_plan.layout.job_name}',
+        'ssh_key_comment': the_plan.layout.job_name,
         'known_hosts': the_plan.known_hosts,
         'known_hosts_file': the_plan.credentials.get('known_hosts'),
         'serve_path': the_plan.serve_path,
-        'result': {'backup_service': the_plan.layout.backup_service,
-                   'restore_script': the_plan.layout.restore_script},
     }
 
 

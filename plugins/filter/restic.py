@@ -28,17 +28,9 @@ def _plan(contract: t.Mapping[str, t.Any], instance: str, version: str, host: st
 
 def _job(contract: t.Mapping[str, t.Any], instance: str, version: str, host: str, binary: str) -> dict[str, t.Any]:
     the_plan = _plan(contract, instance, version, host, binary)
-    return {
-        'enable': bool(contract['settings'].get('enable', True)),
-        'timer': the_plan.timer,
-        'credentials': the_plan.credentials,
-        'env_files': the_plan.env_files,
-        'local_path': the_plan.local_path,
-        'secrets_dir': the_plan.layout.secrets_dir,
-        'user': contract['request']['user'],
-        'result': {'backup_service': the_plan.layout.backup_service,
-                   'restore_script': the_plan.layout.restore_script},
-    }
+    job = _provider.job_facts(the_plan.layout, contract, the_plan.timer, the_plan.credentials, the_plan.local_path)
+    job['env_files'] = the_plan.env_files
+    return job
 
 
 def _contracts(contracts: t.Any) -> t.Mapping[str, t.Any]:

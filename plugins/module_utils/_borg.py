@@ -145,15 +145,7 @@ def extract_args(archive: str, backup_name: str) -> list[str]:
 
 def prune_args(instance: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``borg prune`` of this instance's archives only; None without any keep rule (keep everything)."""
-    args = []
-    for period in KEEP_FLAGS:
-        value = retention.get(f'keep_{period}')
-        if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise BorgError(f'retention.keep_{period} must be a positive integer, got {value!r}')
-            args += [f'--keep-{period}', str(value)]
-    if retention.get('keep_within'):
-        args += ['--keep-within', str(retention['keep_within'])]
+    args = _provider.retention_flags(retention, KEEP_FLAGS)
     if not args:
         return None
     return ['prune', '--glob-archives', archive_glob(instance)] + args
@@ -371,18 +363,13 @@ def shell_functions(commands: Commands) -> str:
         '@@CHECK@@': check,
         '@@CREATE@@': _sh(create_args(commands.version, commands.instance, commands.backup_name, commands.compression)),
     }
-    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], FUNCTIONS)
+    return _provider.fill_template(FUNCTIONS, replacements)
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
-    """One borg instance: backup_timer options (no secret), the secret files the role writes, SSH details."""
+class Plan(_provider.Plan):
+    """One borg instance, with the SSH details of a remote repository (all None for a local one)."""
 
-    layout: _provider.Layout
-    timer: dict[str, t.Any]
-    secret_files: tuple[tuple[str, str], ...]
-    credentials: dict[str, str]
-    local_path: str | None
     ssh_key: str | None
     known_hosts: str | None
     serve_path: str | None

@@ -81,6 +81,53 @@ def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
     return instance if INSTANCE_NAME.match(instance) else None
 
 
+def fill_template(template: str, replacements: t.Mapping[str, str]) -> str:
+    """Replace every ``@@NAME@@`` marker in one pass, so that a value containing a marker is never replaced
+    again; a marker without a replacement is a bug and raises KeyError."""
+    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], template)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What every provider plans for one instance: backup_timer options (no secret), the secret files the role
+    writes root-only, the credentials the units load, and the local repository to create (if any)."""
+
+    layout: Layout
+    timer: dict[str, t.Any]
+    secret_files: tuple[tuple[str, str], ...]
+    credentials: dict[str, str]
+    local_path: str | None
+
+
+def job_facts(layout: Layout, contract: t.Mapping[str, t.Any], timer: t.Mapping[str, t.Any],
+              credentials: t.Mapping[str, str], local_path: str | None) -> dict[str, t.Any]:
+    """What the shared role steps (roles/provider_common) need of one instance on the host; no secret in it."""
+    return {
+        'enable': bool(contract['settings'].get('enable', True)),
+        'timer': dict(timer),
+        'credentials': dict(credentials),
+        'local_path': local_path,
+        'secrets_dir': layout.secrets_dir,
+        'user': contract['request']['user'],
+        'result': {'backup_service': layout.backup_service, 'restore_script': layout.restore_script},
+    }
+
+
+def retention_flags(retention: t.Mapping[str, t.Any], periods: t.Sequence[str]) -> list[str]:
+    """``--keep-<period> N`` for each period rule given, then ``--keep-within``: the flags restic forget and
+    borg prune share. Empty without any rule, which means keep everything."""
+    args: list[str] = []
+    for period in periods:
+        value = retention.get(f'keep_{period}')
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ProviderError(f'retention.keep_{period} must be a positive integer, got {value!r}')
+            args += [f'--keep-{period}', str(value)]
+    if retention.get('keep_within'):
+        args += ['--keep-within', str(retention['keep_within'])]
+    return args
+
+
 def env_credential(name: str) -> str:
     if not ENV_NAME.match(name):
         raise ProviderError(f'environment variable name {name!r} does not match {ENV_NAME.pattern!r}')
@@ -326,7 +373,7 @@ def render_script(spec: ScriptSpec) -> str:
         '@@WORD@@': spec.snapshot_word,
     }
     # One pass: a value that happens to contain a marker is never substituted again.
-    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], SCRIPT_TEMPLATE)
+    return fill_template(SCRIPT_TEMPLATE, replacements)
 
 
 @dataclasses.dataclass(frozen=True)

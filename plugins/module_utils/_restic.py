@@ -89,15 +89,7 @@ def backup_args(version: Version, instance: str, backup_name: str, host: str) ->
 
 def forget_args(instance: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``restic forget --prune`` for this instance's tag only; None without any keep rule (keep everything)."""
-    args = []
-    for period in KEEP_FLAGS:
-        value = retention.get(f'keep_{period}')
-        if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ResticError(f'retention.keep_{period} must be a positive integer, got {value!r}')
-            args += [f'--keep-{period}', str(value)]
-    if retention.get('keep_within'):
-        args += ['--keep-within', str(retention['keep_within'])]
+    args = _provider.retention_flags(retention, KEEP_FLAGS)
     if not args:
         return None
     return ['forget', '--tag', tag(instance), '--group-by', 'tags'] + args + ['--prune']
@@ -263,19 +255,14 @@ def shell_functions(commands: Commands) -> str:
         '@@CHECK@@': check,
         '@@BACKUP_FUNCTION@@': template.replace('@@BACKUP@@', backup),
     }
-    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], FUNCTIONS)
+    return _provider.fill_template(FUNCTIONS, replacements)
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
-    """One restic instance: backup_timer options (no secret) and the secret files the role writes."""
+class Plan(_provider.Plan):
+    """One restic instance; ``env_files`` maps backend variables to their secret files, for restic_repository."""
 
-    layout: _provider.Layout
-    timer: dict[str, t.Any]
-    secret_files: tuple[tuple[str, str], ...]
-    credentials: dict[str, str]
     env_files: dict[str, str]
-    local_path: str | None
 
 
 def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,

@@ -119,7 +119,7 @@ def test_prune_is_scoped_to_the_instance():
 
 @pytest.mark.parametrize('value', [0, -1, True, '3'])
 def test_prune_refuses_bad_keep_values(value):
-    with pytest.raises(_borg.BorgError):
+    with pytest.raises(_provider.ProviderError, match="keep_daily"):
         _borg.prune_args('app', {'keep_daily': value})
 
 

@@ -81,7 +81,7 @@ def test_forget_args_without_rules_keep_everything():
 
 @pytest.mark.parametrize('value', [0, -1, True, '3'])
 def test_forget_args_refuse_bad_counts(value):
-    with pytest.raises(_restic.ResticError, match='keep_daily'):
+    with pytest.raises(_provider.ProviderError, match="keep_daily"):
         _restic.forget_args('app', {'keep_daily': value})
 
 
