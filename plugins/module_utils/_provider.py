@@ -293,7 +293,7 @@ start_units() {
 restore() {
   local snapshot="$1"
   if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
-    fail "not a @@WORD@@: '$snapshot' (give latest or a @@WORD@@ listed by '$SCRIPT snapshots')"
+    fail "not a valid @@WORD@@: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
   fi
   # Before anything stops or the restore command starts: a wrong id leaves the database untouched.
   provider_has_snapshot "$snapshot" \

@@ -181,7 +181,7 @@ def test_restore_of_a_missing_archive_fails_before_the_restore_command_runs(worl
 def test_restore_refuses_archives_of_other_instances(world, archive):
     result = run(world, script(world), 'restore', archive)
     assert result.returncode != 0
-    assert 'not a archive' in result.stderr or 'not an archive' in result.stderr
+    assert 'not a valid archive:' in result.stderr
 
 
 @pytest.mark.parametrize('changes', [{'FAKE_RC_extract': '1'}, {'FAKE_RC_extract': '2'}])
