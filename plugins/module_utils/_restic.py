@@ -62,6 +62,13 @@ def tag(instance: str) -> str:
     return f'{TAG_PREFIX}{instance}'
 
 
+def scope_args(instance: str, host: str) -> list[str]:
+    """Snapshots of this instance on this host only. Tag and host together: a repository may be shared by
+    several instances and by several hosts running an instance of the same name (one offsite repository for a
+    group of hosts), and latest, listing and retention must never pick another host's dump."""
+    return ['--tag', tag(instance), '--host', host]
+
+
 def stdin_path(backup_name: str) -> str:
     """Path of the dump inside a snapshot: restic stores stdin as /<--stdin-filename>."""
     return f'/{backup_name}'
@@ -83,16 +90,16 @@ def backup_args(version: Version, instance: str, backup_name: str, host: str) ->
     """``restic backup`` reading the dump: from the command itself (>= 0.17) or from stdin (legacy pipe)."""
     common = ['--stdin-filename', backup_name, '--tag', tag(instance), '--host', host]
     if supports_stdin_from_command(version):
-        return ['backup', '--stdin-from-command'] + common + ['--']
+        return ['backup', '--json', '--stdin-from-command'] + common + ['--']
     return ['backup', '--json', '--stdin'] + common
 
 
-def forget_args(instance: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
+def forget_args(instance: str, host: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``restic forget --prune`` for this instance's tag only; None without any keep rule (keep everything)."""
     args = _provider.retention_flags(retention, KEEP_FLAGS)
     if not args:
         return None
-    return ['forget', '--tag', tag(instance), '--group-by', 'tags'] + args + ['--prune']
+    return ['forget'] + scope_args(instance, host) + ['--group-by', 'host,tags'] + args + ['--prune']
 
 
 def forget_snapshot_args(snapshot: str) -> list[str]:
@@ -103,18 +110,18 @@ def check_args(read_data_subset: str | None = None) -> list[str]:
     return ['check'] + ([f'--read-data-subset={read_data_subset}'] if read_data_subset else [])
 
 
-def snapshots_args(instance: str) -> list[str]:
-    return ['snapshots', '--tag', tag(instance)]
+def snapshots_args(instance: str, host: str) -> list[str]:
+    return ['snapshots'] + scope_args(instance, host)
 
 
-def owned_snapshots_args(instance: str) -> list[str]:
+def owned_snapshots_args(instance: str, host: str) -> list[str]:
     """This instance's snapshots as JSON: the full ids, to check that an id given to restore is one of them."""
-    return ['snapshots', '--json', '--tag', tag(instance)]
+    return ['snapshots', '--json'] + scope_args(instance, host)
 
 
-def dump_latest_args(instance: str, backup_name: str) -> list[str]:
+def dump_latest_args(instance: str, host: str, backup_name: str) -> list[str]:
     path = stdin_path(backup_name)
-    return ['dump', '--tag', tag(instance), '--path', path, 'latest', path]
+    return ['dump'] + scope_args(instance, host) + ['--path', path, 'latest', path]
 
 
 def dump_args(snapshot: str, backup_name: str) -> list[str]:
@@ -160,38 +167,63 @@ class Commands:
     check: tuple[str, ...] | None = None
 
 
-LEGACY_BACKUP = r'''# restic < 0.17: the dump is piped in. restic stores whatever arrived, so a failed dump is detected here
-# (PIPESTATUS) and the snapshot it produced, read from the --json summary, is forgotten: latest never picks it.
+LEGACY_BACKUP = r'''# restic < 0.17: the dump is piped in and restic stores whatever arrived, so a failed dump is detected here
+# (PIPESTATUS); finish_backup then forgets the snapshot it produced.
 provider_backup() {
-  local out snapshot dump_rc restic_rc
+  local out dump_rc restic_rc
   out="$(mktemp)"
   set +e
   /bin/sh -c "$BACKUP_CMD" | restic_ @@BACKUP@@ >"$out"
   dump_rc="${PIPESTATUS[0]}" restic_rc="${PIPESTATUS[1]}"
   set -e
+  finish_backup "$out" "$dump_rc" "$restic_rc"
+}
+'''
+
+MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself and fails when it fails. It may still have saved a snapshot (an empty
+# dump makes it exit 3 after saving one); finish_backup forgets it.
+provider_backup() {
+  local out restic_rc
+  out="$(mktemp)"
+  set +e
+  restic_ @@BACKUP@@ /bin/sh -c "$BACKUP_CMD" >"$out"
+  restic_rc=$?
+  set -e
+  finish_backup "$out" 0 "$restic_rc"
+}
+'''
+
+# Shared by both backup paths: a failed backup never leaves a snapshot that latest could pick.
+FINISH_BACKUP = r'''# $1: restic's --json output, $2: the dump's exit status, $3: restic's.
+finish_backup() {
+  local out="$1" dump_rc="$2" restic_rc="$3" snapshot
   snapshot="$(sed -n 's/.*"snapshot_id":"\([0-9a-f]\{8,\}\)".*/\1/p' "$out" | tail -n 1)"
   grep '"message_type":"summary"' "$out" || true
   rm -f "$out"
   if [ "$dump_rc" -ne 0 ] || [ "$restic_rc" -ne 0 ]; then
-    if [ -n "$snapshot" ]; then
-      printf '%s: forgetting snapshot %s of the failed backup\n' "$SCRIPT" "$snapshot" >&2
-      restic_ forget "$snapshot" >&2 || fail "could not forget snapshot $snapshot: forget it by hand"
-    fi
+    [ -z "$snapshot" ] || forget_failed_snapshot "$snapshot"
     fail "backup failed (backup_cmd exit $dump_rc, restic exit $restic_rc): no snapshot kept"
   fi
   provider_retention
 }
-'''
 
-MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself: a failed dump creates no snapshot and restic fails.
-provider_backup() {
-  restic_ @@BACKUP@@ /bin/sh -c "$BACKUP_CMD" || fail "backup failed: no snapshot kept"
-  provider_retention
+# Another job (a check, a prune, another instance) may hold the repository's exclusive lock, and restic < 0.16
+# cannot wait for it: retry for a while rather than leave the failed snapshot as latest.
+forget_failed_snapshot() {
+  local snapshot="$1" try
+  printf '%s: forgetting snapshot %s of the failed backup\n' "$SCRIPT" "$snapshot" >&2
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    restic_ forget "$snapshot" >&2 && return 0
+    printf '%s: forget failed (try %s); retrying\n' "$SCRIPT" "$try" >&2
+    sleep "$FORGET_RETRY_SECONDS"
+  done
+  fail "could not forget snapshot $snapshot of a failed backup: forget it by hand (restic forget $snapshot)"
 }
 '''
 
 FUNCTIONS = r'''readonly RESTIC=@@BINARY@@
 readonly RESTIC_ARGS=@@GLOBAL@@
+readonly FORGET_RETRY_SECONDS="${SELFHOST_BACKUP_FORGET_RETRY_SECONDS:-30}"
 
 # restic as the request's user. In a unit: RESTIC_PASSWORD_FILE in $CREDENTIALS_DIRECTORY and the unit's cache.
 # Interactively (root): the passphrase on restic's stdin, opened by root; no cache. Never on a command line.
@@ -232,7 +264,8 @@ provider_retention() {
 @@RETENTION@@
 }
 @@CHECK@@
-@@BACKUP_FUNCTION@@'''
+@@BACKUP_FUNCTION@@
+@@FINISH_BACKUP@@'''
 
 
 def shell_functions(commands: Commands) -> str:
@@ -247,13 +280,14 @@ def shell_functions(commands: Commands) -> str:
     replacements = {
         '@@BINARY@@': shlex.quote(commands.binary),
         '@@GLOBAL@@': '(' + _sh(commands.global_args) + ')',
-        '@@SNAPSHOTS@@': _sh(snapshots_args(commands.instance)),
-        '@@DUMP_LATEST@@': _sh(dump_latest_args(commands.instance, commands.backup_name)),
+        '@@SNAPSHOTS@@': _sh(snapshots_args(commands.instance, commands.host)),
+        '@@DUMP_LATEST@@': _sh(dump_latest_args(commands.instance, commands.host, commands.backup_name)),
         '@@DUMP_PATH@@': shlex.quote(stdin_path(commands.backup_name)),
-        '@@OWNED@@': _sh(owned_snapshots_args(commands.instance)),
+        '@@OWNED@@': _sh(owned_snapshots_args(commands.instance, commands.host)),
         '@@RETENTION@@': retention,
         '@@CHECK@@': check,
         '@@BACKUP_FUNCTION@@': template.replace('@@BACKUP@@', backup),
+        '@@FINISH_BACKUP@@': FINISH_BACKUP,
     }
     return _provider.fill_template(FUNCTIONS, replacements)
 
@@ -281,15 +315,16 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets)
     limits = settings.get('limits') or {}
     check = settings.get('check') or {}
+    job_host = settings.get('host') or host
     commands = Commands(
         binary=binary,
         version=t.cast(Version, the_version),
         instance=instance,
         backup_name=request['backup_name'],
-        host=settings.get('host') or host,
+        host=job_host,
         global_args=tuple(global_args(t.cast(Version, the_version), settings.get('lock_wait') or 0,
                                       limits.get('upload_kib'), limits.get('download_kib'))),
-        retention=_tuple_or_none(forget_args(instance, settings.get('retention') or {})),
+        retention=_tuple_or_none(forget_args(instance, job_host, settings.get('retention') or {})),
         check=tuple(check_args(check.get('read_data_subset'))) if check.get('enabled') else None,
     )
     maintenance = ('backup', 'check') if commands.check else ('backup',)

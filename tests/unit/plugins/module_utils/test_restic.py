@@ -51,7 +51,7 @@ def test_feature_gates(version, modern, retry):
 
 def test_backup_args_modern_reads_the_command_itself():
     assert _restic.backup_args((0, 18, 0), 'app', 'db.sql', 'h1') == [
-        'backup', '--stdin-from-command', '--stdin-filename', 'db.sql', '--tag', 'selfhost-backup:app',
+        'backup', '--json', '--stdin-from-command', '--stdin-filename', 'db.sql', '--tag', 'selfhost-backup:app',
         '--host', 'h1', '--']
 
 
@@ -70,27 +70,29 @@ def test_global_args(version, lock_wait, up, down, expected):
 
 
 def test_forget_args_are_scoped_to_the_instance_tag():
-    args = _restic.forget_args('app', {'keep_last': 3, 'keep_daily': 7, 'keep_within': '30d'})
-    assert args == ['forget', '--tag', 'selfhost-backup:app', '--group-by', 'tags', '--keep-last', '3',
+    args = _restic.forget_args('app', 'h1', {'keep_last': 3, 'keep_daily': 7, 'keep_within': '30d'})
+    assert args == ['forget', '--tag', 'selfhost-backup:app', '--host', 'h1', '--group-by', 'host,tags', '--keep-last', '3',
                     '--keep-daily', '7', '--keep-within', '30d', '--prune']
 
 
 def test_forget_args_without_rules_keep_everything():
-    assert _restic.forget_args('app', {}) is None
+    assert _restic.forget_args('app', 'h1', {}) is None
 
 
 @pytest.mark.parametrize('value', [0, -1, True, '3'])
 def test_forget_args_refuse_bad_counts(value):
     with pytest.raises(_provider.ProviderError, match="keep_daily"):
-        _restic.forget_args('app', {'keep_daily': value})
+        _restic.forget_args('app', 'h1', {'keep_daily': value})
 
 
 def test_other_command_lines():
     assert _restic.check_args() == ['check']
     assert _restic.check_args('5%') == ['check', '--read-data-subset=5%']
-    assert _restic.snapshots_args('app') == ['snapshots', '--tag', 'selfhost-backup:app']
-    assert _restic.dump_latest_args('app', 'db.sql') == [
-        'dump', '--tag', 'selfhost-backup:app', '--path', '/db.sql', 'latest', '/db.sql']
+    assert _restic.snapshots_args('app', 'h1') == ['snapshots', '--tag', 'selfhost-backup:app', '--host', 'h1']
+    assert _restic.owned_snapshots_args('app', 'h1') == [
+        'snapshots', '--json', '--tag', 'selfhost-backup:app', '--host', 'h1']
+    assert _restic.dump_latest_args('app', 'h1', 'db.sql') == [
+        'dump', '--tag', 'selfhost-backup:app', '--host', 'h1', '--path', '/db.sql', 'latest', '/db.sql']
     assert _restic.dump_args('0123abcd', 'db.sql') == ['dump', '0123abcd', '/db.sql']
     assert _restic.forget_snapshot_args('0123abcd') == ['forget', '0123abcd']
     assert _restic.init_args() == ['init']
@@ -150,7 +152,7 @@ def test_plan_modern_remote_with_everything():
     assert '--stdin-from-command' in script and 'PIPESTATUS' not in script
     assert "readonly RESTIC=/usr/local/bin/restic" in script
     assert "readonly RESTIC_ARGS=(--retry-lock 30s --limit-upload 10)" in script
-    assert 'restic_ forget --tag selfhost-backup:app --group-by tags --keep-last 2 --prune' in script
+    assert 'restic_ forget --tag selfhost-backup:app --host named --group-by host,tags --keep-last 2 --prune' in script
     assert 'restic_ check --read-data-subset=5%' in script
     assert 'readonly STOP_UNITS=(app.service)' in script
     assert '--host named' in script

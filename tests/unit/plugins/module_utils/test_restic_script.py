@@ -25,7 +25,16 @@ case "$args" in
   *" backup "*"--stdin-from-command"*)
     cmd=("${@}"); while [ "${cmd[0]}" != -- ]; do cmd=("${cmd[@]:1}"); done; cmd=("${cmd[@]:1}")
     "${cmd[@]}" >"$store/incoming" || exit 1
-    mv "$store/incoming" "$store/data"; echo "snapshot 1111aaaa saved" ;;
+    if [ ! -s "$store/incoming" ]; then
+      # Like restic 0.17+: an empty dump still saves a snapshot, then exits 3.
+      printf '{"message_type":"summary","snapshot_id":"4444dddd4444dddd"}\n'; exit 3
+    fi
+    mv "$store/incoming" "$store/data"
+    printf '{"message_type":"summary","snapshot_id":"1111aaaa1111aaaa"}\n' ;;
+  *" forget "*)
+    # FAKE_FORGET_FAILURES: how many forgets fail first (another job holding the lock).
+    failures="$(cat "$store/forget-failures" 2>/dev/null || echo "${FAKE_FORGET_FAILURES:-0}")"
+    if [ "$failures" -gt 0 ]; then echo $((failures - 1)) >"$store/forget-failures"; echo "repository is already locked" >&2; exit 1; fi ;;
   *" backup "*"--stdin "*)
     cat >"$store/data"
     printf '{"message_type":"summary","snapshot_id":"2222bbbb2222bbbb"}\n' ;;
@@ -53,7 +62,7 @@ def world(tmp_path):
 
 def script(world, version, backup_cmd='printf dump-data', restore_cmd=None):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
-                                host='h1', retention=tuple(_restic.forget_args('app', {'keep_last': 2})))
+                                host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
     spec = _provider.ScriptSpec(
         layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored',
@@ -66,8 +75,9 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None):
     return path
 
 
-def run(world, path, *args, unit=True):
-    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store')}
+def run(world, path, *args, unit=True, **extra_env):
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'SELFHOST_BACKUP_FORGET_RETRY_SECONDS': '0',
+           **extra_env}
     if unit:
         env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
     return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
@@ -93,7 +103,7 @@ def test_backup_then_restore_round_trip(world, version):
         assert restored.returncode == 0, restored.stderr
         assert (world / 'restored').read_text() == 'dump-data'
         dump_line = next(line for line in log(world) if ' dump ' in line)
-        assert '--no-cache' in dump_line and '--quiet dump --tag selfhost-backup:app --path /db.sql latest' in dump_line
+        assert '--no-cache' in dump_line and '--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest' in dump_line
         assert dump_line.endswith('|pw=pw-secret|repo=/srv/repo')
         assert 'pw-secret' not in dump_line.split('|')[0]
 
@@ -150,3 +160,27 @@ def test_restore_by_id_only_of_this_instance(world):
     assert "no snapshot '3333cccc' of instance app" in other.stderr
     assert not (world / 'restored').exists()
     assert not any(' dump 3333cccc' in line for line in log(world))
+
+
+def test_modern_empty_dump_forgets_the_snapshot_restic_saved(world):
+    path = script(world, (0, 18, 0), backup_cmd='true')
+    result = run(world, path, 'backup')
+    assert result.returncode != 0
+    assert 'restic exit 3' in result.stderr
+    assert any(' forget 4444dddd4444dddd|' in line for line in log(world))
+    assert not any('--prune' in line for line in log(world))
+
+
+def test_forget_of_a_failed_snapshot_waits_for_the_lock(world):
+    path = script(world, (0, 14, 0), backup_cmd='printf partial; exit 3')
+    result = run(world, path, 'backup', FAKE_FORGET_FAILURES='2')
+    assert result.returncode != 0
+    assert result.stderr.count('forget failed (try') == 2
+    assert sum(' forget 2222bbbb2222bbbb|' in line for line in log(world)) == 3
+
+
+def test_forget_that_never_succeeds_says_so(world):
+    path = script(world, (0, 14, 0), backup_cmd='printf partial; exit 3')
+    result = run(world, path, 'backup', FAKE_FORGET_FAILURES='99')
+    assert result.returncode != 0
+    assert 'could not forget snapshot 2222bbbb2222bbbb' in result.stderr
