@@ -264,7 +264,7 @@ borg_() (
     chown -R -- "$JOB_USER" "$dir"
     [ -d "$BORG_HOME" ] || install -d -m 0700 -o "$JOB_USER" -g "$(id -g "$JOB_USER")" -- "$BORG_HOME"
   fi
-  export BORG_REPO="$BORG_REPOSITORY" BORG_BASE_DIR="$BORG_HOME" HOME="$BORG_HOME" BORG_EXIT_CODES=legacy
+  export BORG_REPO="$BORG_REPOSITORY" BORG_BASE_DIR="$BORG_HOME" BORG_EXIT_CODES=legacy
   export BORG_PASSCOMMAND="cat $dir/passphrase"
   if [ -n "$BORG_REMOTE" ]; then
     export BORG_RSH=@@RSH@@
