@@ -19,7 +19,7 @@ description:
   - Missing keys are filled from the C(default) keywords of the schema.
   - >-
     On failure every violation is reported at once, one per line, as C(<path>: <message> (rule: <keyword>)), for
-    example C(request.backup_name: '../x' does not match '^[A-Za-z0-9_-][A-Za-z0-9._-]*$' (rule: pattern)).
+    example C(request.backup_name: '../x' does not match '^[A-Za-z0-9_][A-Za-z0-9._-]*$' (rule: pattern)).
   - The request schema is C(plugins/plugin_utils/schemas/databasebackup_request.json). A provider in this collection
     registers the schema of its settings as C(plugins/plugin_utils/schemas/settings/<provider>.json).
   - Settings values that a schema marks C(writeOnly) (secrets) are never shown in violation messages.

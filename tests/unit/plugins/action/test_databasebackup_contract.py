@@ -89,7 +89,7 @@ def test_every_violation_of_request_and_settings_at_once(settings_dir):
     assert result['failed'] is True and result['changed'] is False
     assert result['violations'] == [
         "restic_instances.app.request.backup_cmd: is required (rule: required)",
-        "restic_instances.app.request.backup_name: '../x' does not match '^[A-Za-z0-9_-][A-Za-z0-9._-]*$' (rule: pattern)",
+        "restic_instances.app.request.backup_name: '../x' does not match '^[A-Za-z0-9_][A-Za-z0-9._-]*$' (rule: pattern)",
         "restic_instances.app.settings.bogus: unknown key (rule: additionalProperties)",
         "restic_instances.app.settings.keep_daily: 'seven' is not of type 'integer' (rule: type)",
     ]

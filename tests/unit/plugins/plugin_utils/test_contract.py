@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 VALID = {'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -v ON_ERROR_STOP=1 postgres'}
-NAME_PATTERN = "'^[A-Za-z0-9_-][A-Za-z0-9._-]*$'"
+NAME_PATTERN = "'^[A-Za-z0-9_][A-Za-z0-9._-]*$'"
 USER_PATTERN = "'^[a-z_][a-z0-9_-]*[$]?$'"
 
 
@@ -67,6 +67,7 @@ INVALID = [
     ('bool-restore-cmd', request(restore_cmd=True), 'request.restore_cmd', 'type', "True is not of type 'string'"),
     ('name-traversal', request(backup_name='../x'), 'request.backup_name', 'pattern', f"'../x' does not match {NAME_PATTERN}"),
     ('name-hidden', request(backup_name='.hidden'), 'request.backup_name', 'pattern', "'.hidden' does not match"),
+    ('name-option', request(backup_name='-x.sql'), 'request.backup_name', 'pattern', "'-x.sql' does not match"),
     ('name-slash', request(backup_name='a/b'), 'request.backup_name', 'pattern', "'a/b' does not match"),
     ('name-absolute', request(backup_name='/etc/passwd'), 'request.backup_name', 'pattern', 'does not match'),
     ('name-empty', request(backup_name=''), 'request.backup_name', 'pattern', "'' does not match"),
@@ -295,7 +296,7 @@ def test_x_violation_words_the_rule_without_the_value():
 def test_restic_settings_defaults_and_required():
     schema = _contract.load_provider_schema('restic')
     filled = _contract.validate_settings({'repository': {'url': 'sftp:u@h:/r'}, 'passphrase_file': '/etc/p'}, schema)
-    assert filled['enable'] is True and filled['lock_wait'] == 0
+    assert filled['enable'] is True and filled['lock_wait'] == 300
     assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 0, 'persistent': True}
     assert filled['restore'] == {'stop_units': []}
     with pytest.raises(_contract.ContractViolation) as info:
