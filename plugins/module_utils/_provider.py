@@ -272,10 +272,15 @@ as_user() {
     setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
 }
 
+# Only the units that were running are stopped, and so started again afterwards: a restore never starts a
+# service the administrator had stopped.
+STOPPED_UNITS=()
 stop_units() {
   local unit
   for unit in "${STOP_UNITS[@]}"; do
+    systemctl is-active --quiet "$unit" || continue
     printf '%s: stopping %s\n' "$SCRIPT" "$unit" >&2
+    STOPPED_UNITS+=("$unit")
     systemctl stop "$unit"
   done
 }
@@ -283,7 +288,7 @@ stop_units() {
 # EXIT trap of a restore: start the stopped units again, also when the restore failed; keep a failure.
 start_units() {
   local rc=$? unit
-  for unit in "${STOP_UNITS[@]}"; do
+  for unit in "${STOPPED_UNITS[@]}"; do
     printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2
     systemctl start "$unit" || rc=1
   done

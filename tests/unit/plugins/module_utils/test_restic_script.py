@@ -184,3 +184,32 @@ def test_forget_that_never_succeeds_says_so(world):
     result = run(world, path, 'backup', FAKE_FORGET_FAILURES='99')
     assert result.returncode != 0
     assert 'could not forget snapshot 2222bbbb2222bbbb' in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_restore_restarts_only_the_units_it_stopped(world):
+    fake_systemctl = world / 'bin' / 'systemctl'
+    fake_systemctl.parent.mkdir()
+    # running.service is active, idle.service is not; every call is recorded.
+    fake_systemctl.write_text(
+        '#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
+        'if [ "$1" = is-active ]; then [ "${!#}" = running.service ]; fi\n')
+    fake_systemctl.chmod(0o755)
+    commands = _restic.Commands(binary=str(world / 'restic'), version=(0, 18, 0), instance='app', backup_name='db.sql',
+                                host='h1')
+    spec = _provider.ScriptSpec(
+        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
+        backup_cmd='printf dump-data', restore_cmd=f'cat > {world}/restored',
+        credentials={'passphrase': str(world / 'creds' / 'passphrase'),
+                     'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
+        env_names=('RESTIC_REPOSITORY',), stop_units=('running.service', 'idle.service'),
+        functions=_restic.shell_functions(commands),
+    )
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    assert run(world, path, 'backup').returncode == 0
+    restored = run(world, path, 'restore', 'latest', unit=False, PATH=f"{world / 'bin'}:{os.environ['PATH']}")
+    assert restored.returncode == 0, restored.stderr
+    calls = (world / 'store' / 'systemctl').read_text().splitlines()
+    assert 'stop running.service' in calls and 'start running.service' in calls
+    assert 'stop idle.service' not in calls and 'start idle.service' not in calls
