@@ -412,7 +412,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         encryption=settings.get('encryption', DEFAULT_ENCRYPTION),
         compression=settings.get('compression', DEFAULT_COMPRESSION),
         global_args=tuple(global_args(settings.get('lock_wait', 0), limits.get('upload_ratelimit'))),
-        retention=_tuple_or_none(prune_args(instance, retention)),
+        retention=_provider.tuple_or_none(prune_args(instance, retention)),
         check=tuple(check_args(bool(check.get('verify_data')), check.get('max_duration'))) if check.get('enabled') else None,
     )
     shell = shell_functions(commands)  # refuses borg < 1.2
@@ -424,7 +424,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         restore_cmd=request['restore_cmd'],
         credentials=credentials,
         env_names=(),
-        stop_units=tuple((settings.get('restore') or {}).get('stop_units') or ()),
+        stop_units=_provider.stop_units(settings),
         functions=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
         snapshot_pattern=archive_pattern(instance),
@@ -432,21 +432,6 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         notes=(f'Archives are named {archive_prefix(instance)}<UTC time>; borg {".".join(map(str, the_version))}, '
                'BORG_EXIT_CODES=legacy: a warning (exit 1) of create/prune/compact counts as success.',),
     )
-    schedule = settings.get('schedule') or {}
-    timer = _provider.job_options(
-        spec,
-        _provider.Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
-                           randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
-                           persistent=schedule.get('persistent', True)),
-        read_write_paths=[local_path] if local_path else [],
-        extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if commands.check else [],
-        nice=limits.get('nice'),
-        io_scheduling_class=limits.get('ionice_class'),
-        wants=[] if local_path else ['network-online.target'],
-    )
+    timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
     return Plan(layout=layout, timer=timer, secret_files=secrets.files, credentials=credentials,
                 local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)
-
-
-def _tuple_or_none(args: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(args) if args is not None else None

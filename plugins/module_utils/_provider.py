@@ -388,6 +388,36 @@ class Schedule:
     persistent: bool = True
 
 
+def tuple_or_none(args: t.Sequence[str] | None) -> tuple[str, ...] | None:
+    """A command line for a frozen dataclass; None (no such step, e.g. no retention rule) stays None."""
+    return tuple(args) if args is not None else None
+
+
+def stop_units(settings: t.Mapping[str, t.Any]) -> tuple[str, ...]:
+    """The units a restore stops first (``settings.restore.stop_units``), as the script spec wants them."""
+    return tuple((settings.get('restore') or {}).get('stop_units') or ())
+
+
+def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any], local_path: str | None,
+                              check_enabled: bool) -> dict[str, t.Any]:
+    """job_options from the settings every provider shares: schedule, limits, check calendar, repository kind."""
+    schedule = settings.get('schedule') or {}
+    limits = settings.get('limits') or {}
+    check = settings.get('check') or {}
+    return job_options(
+        spec,
+        Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
+                 randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
+                 persistent=schedule.get('persistent', True)),
+        read_write_paths=[local_path] if local_path else [],
+        extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if check_enabled else [],
+        nice=limits.get('nice'),
+        io_scheduling_class=limits.get('ionice_class'),
+        # A remote repository needs the network up before the job runs.
+        wants=[] if local_path else ['network-online.target'],
+    )
+
+
 def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Sequence[str] = (),
                 extra_jobs: t.Sequence[tuple[str, str]] = (), nice: int | None = None,
                 io_scheduling_class: str | None = None, wants: t.Sequence[str] = ()) -> dict[str, t.Any]:

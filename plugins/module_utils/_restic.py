@@ -324,7 +324,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         host=job_host,
         global_args=tuple(global_args(t.cast(Version, the_version), settings.get('lock_wait') or 0,
                                       limits.get('upload_kib'), limits.get('download_kib'))),
-        retention=_tuple_or_none(forget_args(instance, job_host, settings.get('retention') or {})),
+        retention=_provider.tuple_or_none(forget_args(instance, job_host, settings.get('retention') or {})),
         check=tuple(check_args(check.get('read_data_subset'))) if check.get('enabled') else None,
     )
     maintenance = ('backup', 'check') if commands.check else ('backup',)
@@ -336,28 +336,13 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         restore_cmd=request['restore_cmd'],
         credentials=secrets.credentials,
         env_names=secrets.env_names,
-        stop_units=tuple((settings.get('restore') or {}).get('stop_units') or ()),
+        stop_units=_provider.stop_units(settings),
         functions=shell_functions(commands),
         maintenance=maintenance,
         notes=(f'Snapshots carry the tag {tag(instance)}; restic {".".join(map(str, the_version))}, '
                f'{"--stdin-from-command" if supports_stdin_from_command(commands.version) else "legacy pipe"}.',),
     )
-    schedule = settings.get('schedule') or {}
-    timer = _provider.job_options(
-        spec,
-        _provider.Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
-                           randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
-                           persistent=schedule.get('persistent', True)),
-        read_write_paths=[local_path] if local_path else [],
-        extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if commands.check else [],
-        nice=limits.get('nice'),
-        io_scheduling_class=limits.get('ionice_class'),
-        wants=[] if local_path else ['network-online.target'],
-    )
+    timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
     env_files = {name: secrets.credentials[_provider.env_credential(name)] for name in secrets.env_names}
     return Plan(layout=layout, timer=timer, secret_files=secrets.files, credentials=secrets.credentials,
                 env_files=env_files, local_path=local_path)
-
-
-def _tuple_or_none(args: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(args) if args is not None else None
