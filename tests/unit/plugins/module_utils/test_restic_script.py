@@ -60,7 +60,7 @@ def world(tmp_path):
     return tmp_path
 
 
-def script(world, version, backup_cmd='printf dump-data', restore_cmd=None):
+def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=()):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
     spec = _provider.ScriptSpec(
@@ -68,7 +68,7 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None):
         restore_cmd=restore_cmd or f'cat > {world}/restored',
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
-        env_names=('RESTIC_REPOSITORY',), stop_units=(), functions=_restic.shell_functions(commands),
+        env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, functions=_restic.shell_functions(commands),
     )
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
@@ -195,18 +195,7 @@ def test_restore_restarts_only_the_units_it_stopped(world):
         '#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
         'if [ "$1" = is-active ]; then [ "${!#}" = running.service ]; fi\n')
     fake_systemctl.chmod(0o755)
-    commands = _restic.Commands(binary=str(world / 'restic'), version=(0, 18, 0), instance='app', backup_name='db.sql',
-                                host='h1')
-    spec = _provider.ScriptSpec(
-        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
-        backup_cmd='printf dump-data', restore_cmd=f'cat > {world}/restored',
-        credentials={'passphrase': str(world / 'creds' / 'passphrase'),
-                     'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
-        env_names=('RESTIC_REPOSITORY',), stop_units=('running.service', 'idle.service'),
-        functions=_restic.shell_functions(commands),
-    )
-    path = world / 'job'
-    path.write_text(_provider.render_script(spec))
+    path = script(world, (0, 18, 0), stop_units=('running.service', 'idle.service'))
     assert run(world, path, 'backup').returncode == 0
     restored = run(world, path, 'restore', 'latest', unit=False, PATH=f"{world / 'bin'}:{os.environ['PATH']}")
     assert restored.returncode == 0, restored.stderr
