@@ -17,18 +17,18 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
 
 
-def _plan(contract: t.Mapping[str, t.Any], instance: str, version: str, binary: str) -> _borg.Plan:
+def _plan(contract: t.Mapping[str, t.Any], instance: str, version: str, host: str, binary: str) -> _borg.Plan:
     if not isinstance(contract, t.Mapping) or 'request' not in contract or 'settings' not in contract:
         raise AnsibleFilterError('borg filters need the result of selfhost.backup.databasebackup_contract '
                                  '(a dict with request and settings)')
     try:
-        return _borg.plan(instance, contract['request'], contract['settings'], version, binary)
+        return _borg.plan(instance, contract['request'], contract['settings'], version, host, binary)
     except (_borg.BorgError, _provider.ProviderError, KeyError) as exc:
         raise AnsibleFilterError(f'borg_instances.{instance}.settings: {exc}') from exc
 
 
-def _job(contract: t.Mapping[str, t.Any], instance: str, version: str, binary: str) -> dict[str, t.Any]:
-    the_plan = _plan(contract, instance, version, binary)
+def _job(contract: t.Mapping[str, t.Any], instance: str, version: str, host: str, binary: str) -> dict[str, t.Any]:
+    the_plan = _plan(contract, instance, version, host, binary)
     job = _provider.job_facts(the_plan.layout, contract, the_plan.timer, the_plan.credentials, the_plan.local_path)
     return job | {
         'ssh_key': the_plan.ssh_key,
@@ -45,9 +45,10 @@ def _contracts(contracts: t.Any) -> t.Mapping[str, t.Any]:
     return contracts
 
 
-def borg_jobs(contracts: t.Mapping[str, t.Any], version: str, binary: str = _borg.DEFAULT_BINARY) -> dict[str, dict[str, t.Any]]:
+def borg_jobs(contracts: t.Mapping[str, t.Any], version: str, host: str,
+              binary: str = _borg.DEFAULT_BINARY) -> dict[str, dict[str, t.Any]]:
     """Per instance, what the role needs on the host, without a secret: backup_timer options, paths, SSH."""
-    return {name: _job(contract, name, version, binary) for name, contract in sorted(_contracts(contracts).items())}
+    return {name: _job(contract, name, version, host, binary) for name, contract in sorted(_contracts(contracts).items())}
 
 
 def borg_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
@@ -55,7 +56,7 @@ def borg_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
     files = []
     for name, contract in sorted(_contracts(contracts).items()):
         if contract.get('settings', {}).get('enable', True):
-            the_plan = _plan(contract, name, '1.2.0', _borg.DEFAULT_BINARY)
+            the_plan = _plan(contract, name, '1.2.0', 'unused', _borg.DEFAULT_BINARY)
             files += [{'dest': dest, 'content': content} for dest, content in the_plan.secret_files]
     return files
 

@@ -12,10 +12,14 @@ the shell functions ``provider_snapshots``, ``provider_has_snapshot``, ``provide
 - borg >= 1.2 is required: ``borg create --content-from-command`` (a failed dump creates no archive and the
   unit fails), ``--glob-archives``, ``borg compact`` and ``--upload-ratelimit`` all come with 1.2. Debian 12
   ships 1.2.4 and Debian 13 1.4.0; both get the same command lines.
-- Archives are named ``<instance>-<UTC timestamp with microseconds>``. The glob that selects an instance's
-  archives pins the timestamp's shape (``:`` at a fixed place, and an instance name never holds a ``:``), so
-  the archives of instance ``app-2`` never match ``app``'s glob: listing, ``latest`` and pruning stay per
-  instance in a shared repository.
+- Archives are named ``<instance>@<host>-<UTC timestamp with microseconds>``. Neither an instance name nor a
+  host name holds an ``@`` or a ``:``, and the glob that selects an instance's archives pins the timestamp's
+  shape (``:`` at a fixed place), so instance ``app`` never matches ``app-2``'s archives, nor host ``db1``
+  those of ``db1-old``: listing, ``latest`` and pruning stay per instance and per host in a repository that
+  several instances or several hosts share.
+- The job initialises the repository once: on the first backup (a remote server knows the job's key only
+  after the role ran), recording the repository in a marker file in the job's cache directory. Once that
+  marker names the repository, a vanished repository fails the backup instead of being created again empty.
 - Exit codes: the script exports ``BORG_EXIT_CODES=legacy`` (borg 1.4 would otherwise return 3-99 for errors
   and 100-127 for warnings; borg 1.2 ignores the variable), so borg exits 0 (success), 1 (warning), 2 (error)
   or 128+N (killed by signal N). ``create``, ``prune`` and ``compact`` count a warning as success (it is
@@ -51,8 +55,11 @@ RC_SUCCESS, RC_WARNING, RC_ERROR = 0, 1, 2
 # Commands for which a warning (rc 1) still counts as success.
 WARNING_OK = frozenset({'create', 'prune', 'compact'})
 ARCHIVE_TIMESTAMP = '{utcnow:%Y-%m-%dT%H:%M:%S.%f}'
+# The marker of an initialised repository, in the job's BORG_BASE_DIR (see provider_init in FUNCTIONS).
+INIT_MARKER = 'selfhost-backup-initialised'
 _TIMESTAMP_GLOB = '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].*'
 _TIMESTAMP_RE = '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{6}'
+_HOST = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$')
 _VERSION = re.compile(r'(?:^|borg(?:-linux\S*)? )(\d+)\.(\d+)\.(\d+)')
 _SSH_URL = re.compile(r'^ssh://(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/\S*)$')
 
@@ -86,25 +93,28 @@ def succeeded(command: str, rc: int) -> bool:
     return rc == RC_SUCCESS or (rc == RC_WARNING and command in WARNING_OK)
 
 
-def archive_prefix(instance: str) -> str:
-    return f'{instance}-'
-
-
-def archive_template(instance: str) -> str:
-    """``borg create``'s archive name: unique, sortable, and recognisably this instance's."""
-    return f'{archive_prefix(instance)}{ARCHIVE_TIMESTAMP}'
-
-
-def archive_glob(instance: str) -> str:
-    """``--glob-archives`` of this instance only. Instance names hold no glob character ([A-Za-z0-9_.-])."""
+def archive_prefix(instance: str, host: str) -> str:
+    """``<instance>@<host>-``; both names are checked, so neither holds an ``@``, a ``:`` or a glob character."""
     _provider.Layout(PROVIDER, instance)
-    return f'{archive_prefix(instance)}{_TIMESTAMP_GLOB}'
+    if not _HOST.match(host or ''):
+        raise BorgError(f'host {host!r} is not a host name ([A-Za-z0-9._-], starting with a letter or digit); '
+                        'set settings.host')
+    return f'{instance}@{host}-'
 
 
-def archive_pattern(instance: str) -> str:
-    """POSIX ERE (bash ``=~``) of an archive name of this instance, to check ``restore <archive>``."""
-    _provider.Layout(PROVIDER, instance)
-    return '^' + instance.replace('.', '[.]') + '-' + _TIMESTAMP_RE + '$'
+def archive_template(instance: str, host: str) -> str:
+    """``borg create``'s archive name: unique, sortable, and recognisably this instance's on this host."""
+    return f'{archive_prefix(instance, host)}{ARCHIVE_TIMESTAMP}'
+
+
+def archive_glob(instance: str, host: str) -> str:
+    """``--glob-archives`` of this instance on this host only."""
+    return f'{archive_prefix(instance, host)}{_TIMESTAMP_GLOB}'
+
+
+def archive_pattern(instance: str, host: str) -> str:
+    """POSIX ERE (bash ``=~``) of an archive name of this instance and host, to check ``restore <archive>``."""
+    return '^' + archive_prefix(instance, host).replace('.', '[.]') + _TIMESTAMP_RE + '$'
 
 
 def global_args(lock_wait: int = 0, upload_ratelimit: int | None = None) -> list[str]:
@@ -114,41 +124,42 @@ def global_args(lock_wait: int = 0, upload_ratelimit: int | None = None) -> list
     return args
 
 
-def create_args(version: Version, instance: str, backup_name: str, compression: str = DEFAULT_COMPRESSION) -> list[str]:
+def create_args(version: Version, instance: str, host: str, backup_name: str,
+                compression: str = DEFAULT_COMPRESSION) -> list[str]:
     """``borg create`` running the dump itself; the command (``/bin/sh -c "$BACKUP_CMD"``) follows ``--``."""
     require_supported(version)
     return ['create', '--compression', compression, '--content-from-command', '--stdin-name', backup_name,
-            f'::{archive_template(instance)}', '--']
+            f'::{archive_template(instance, host)}', '--']
 
 
 def init_args(encryption: str = DEFAULT_ENCRYPTION) -> list[str]:
     return ['init', '--encryption', encryption]
 
 
-def list_args(instance: str) -> list[str]:
-    return ['list', '--glob-archives', archive_glob(instance)]
+def list_args(instance: str, host: str) -> list[str]:
+    return ['list', '--glob-archives', archive_glob(instance, host)]
 
 
-def names_args(instance: str) -> list[str]:
+def names_args(instance: str, host: str) -> list[str]:
     """The names of this instance's archives, one a line (checkpoints hidden)."""
-    return ['list', '--short', '--glob-archives', archive_glob(instance)]
+    return ['list', '--short', '--glob-archives', archive_glob(instance, host)]
 
 
-def latest_args(instance: str) -> list[str]:
+def latest_args(instance: str, host: str) -> list[str]:
     """The newest archive of this instance (checkpoints are hidden by ``borg list`` since 1.2)."""
-    return ['list', '--short', '--last', '1', '--glob-archives', archive_glob(instance)]
+    return ['list', '--short', '--last', '1', '--glob-archives', archive_glob(instance, host)]
 
 
 def extract_args(archive: str, backup_name: str) -> list[str]:
     return ['extract', '--stdout', f'::{archive}', backup_name]
 
 
-def prune_args(instance: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
-    """``borg prune`` of this instance's archives only; None without any keep rule (keep everything)."""
+def prune_args(instance: str, host: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
+    """``borg prune`` of this instance's archives on this host only; None without any keep rule (keep all)."""
     args = _provider.retention_flags(retention, KEEP_FLAGS)
     if not args:
         return None
-    return ['prune', '--glob-archives', archive_glob(instance)] + args
+    return ['prune', '--glob-archives', archive_glob(instance, host)] + args
 
 
 def compact_args() -> list[str]:
@@ -228,6 +239,7 @@ class Commands:
     binary: str
     version: Version
     instance: str
+    host: str
     backup_name: str
     repository: str
     cache_dir: str
@@ -245,7 +257,7 @@ readonly BORG_ARGS=@@GLOBAL@@
 readonly BORG_HOME=@@CACHE@@
 readonly BORG_REMOTE=@@REMOTE@@
 readonly BORG_STDIN_NAME=@@STDIN_NAME@@
-readonly ARCHIVES=@@GLOB@@
+readonly INIT_MARKER="$BORG_HOME"/@@MARKER@@
 
 # borg as the request's user; its exit code unchanged. In a unit the secrets are in $CREDENTIALS_DIRECTORY.
 # Interactively (root) they are copied into a private directory the request's user owns, removed on exit.
@@ -309,20 +321,25 @@ provider_dump() {
   borg_ extract --stdout "::$archive" "$BORG_STDIN_NAME"
 }
 
-# Create the repository when it is missing (first backup; a remote server knows the job's key only after
-# the role ran). "already exists" is the normal answer.
+# Create the repository on the first backup only (a remote server knows the job's key only after the role
+# ran). The marker records which repository this job has seen: once it names this repository, a vanished
+# repository fails the backup ("does not exist") instead of silently starting again from an empty one.
 provider_init() {
   local out rc=0
+  if [ "$(cat -- "$INIT_MARKER" 2>/dev/null)" = "$BORG_REPOSITORY" ]; then
+    return 0
+  fi
   out="$(borg_ @@INIT@@ 2>&1)" || rc=$?
   if [ "$rc" -eq 0 ]; then
     printf '%s: initialised the repository (encryption %s)\n' "$SCRIPT" @@ENCRYPTION@@ >&2
-    return 0
+  else
+    case "$out" in
+      *"already exists"*) ;;
+      *) printf '%s\n' "$out" >&2
+         fail "cannot initialise the repository (borg init exit $rc)" ;;
+    esac
   fi
-  case "$out" in
-    *"already exists"*) return 0 ;;
-  esac
-  printf '%s\n' "$out" >&2
-  fail "cannot initialise the repository (borg init exit $rc)"
+  printf '%s\n' "$BORG_REPOSITORY" > "$INIT_MARKER"
 }
 
 provider_retention() {
@@ -352,16 +369,17 @@ def shell_functions(commands: Commands) -> str:
         '@@CACHE@@': shlex.quote(commands.cache_dir),
         '@@REMOTE@@': 'yes' if commands.remote else "''",
         '@@STDIN_NAME@@': shlex.quote(commands.backup_name),
-        '@@GLOB@@': shlex.quote(archive_glob(commands.instance)),
+        '@@MARKER@@': shlex.quote(INIT_MARKER),
         '@@RSH@@': '"' + rsh('$dir') + '"',
-        '@@LIST@@': _sh(list_args(commands.instance)),
-        '@@LATEST@@': _sh(latest_args(commands.instance)),
-        '@@NAMES@@': _sh(names_args(commands.instance)),
+        '@@LIST@@': _sh(list_args(commands.instance, commands.host)),
+        '@@LATEST@@': _sh(latest_args(commands.instance, commands.host)),
+        '@@NAMES@@': _sh(names_args(commands.instance, commands.host)),
         '@@INIT@@': _sh(init_args(commands.encryption)),
         '@@ENCRYPTION@@': shlex.quote(commands.encryption),
         '@@RETENTION@@': retention,
         '@@CHECK@@': check,
-        '@@CREATE@@': _sh(create_args(commands.version, commands.instance, commands.backup_name, commands.compression)),
+        '@@CREATE@@': _sh(create_args(commands.version, commands.instance, commands.host, commands.backup_name,
+                                      commands.compression)),
     }
     return _provider.fill_template(FUNCTIONS, replacements)
 
@@ -376,7 +394,7 @@ class Plan(_provider.Plan):
 
 
 def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
-         binary: str = DEFAULT_BINARY) -> Plan:
+         host: str, binary: str = DEFAULT_BINARY) -> Plan:
     """Turn a validated instance (request and settings with the schema's defaults) into a borg job."""
     the_version = t.cast(Version, parse_version(version) if isinstance(version, str) else tuple(version))
     layout = _provider.Layout(PROVIDER, instance)
@@ -401,10 +419,12 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     limits = settings.get('limits') or {}
     check = settings.get('check') or {}
     retention = settings.get('retention') or {}
+    job_host = settings.get('host') or host
     commands = Commands(
         binary=binary,
         version=the_version,
         instance=instance,
+        host=job_host,
         backup_name=request['backup_name'],
         repository=local_path or repository['url'],
         cache_dir=f'{CACHE_ROOT}/{layout.job_name}',
@@ -412,7 +432,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         encryption=settings.get('encryption', DEFAULT_ENCRYPTION),
         compression=settings.get('compression', DEFAULT_COMPRESSION),
         global_args=tuple(global_args(settings.get('lock_wait', 0), limits.get('upload_ratelimit'))),
-        retention=_provider.tuple_or_none(prune_args(instance, retention)),
+        retention=_provider.tuple_or_none(prune_args(instance, job_host, retention)),
         check=tuple(check_args(bool(check.get('verify_data')), check.get('max_duration'))) if check.get('enabled') else None,
     )
     shell = shell_functions(commands)  # refuses borg < 1.2
@@ -427,9 +447,9 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         stop_units=_provider.stop_units(settings),
         functions=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
-        snapshot_pattern=archive_pattern(instance),
+        snapshot_pattern=archive_pattern(instance, job_host),
         snapshot_word='archive',
-        notes=(f'Archives are named {archive_prefix(instance)}<UTC time>; borg {".".join(map(str, the_version))}, '
+        notes=(f'Archives are named {archive_prefix(instance, job_host)}<UTC time>; borg {".".join(map(str, the_version))}, '
                'BORG_EXIT_CODES=legacy: a warning (exit 1) of create/prune/compact counts as success.',),
     )
     timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)

@@ -115,6 +115,42 @@ def test_first_backup_initialises_the_repository(host):
     backup_ok(host, "local")
     assert host.check_output("journalctl --no-pager -o cat -u borg-backup-local.service").count("initialised") == 1
     assert len(archives(host, "local")) == 2 and len(archives(host, "remote")) == 1
+    # The archives carry the instance and the host: <instance>@<inventory hostname>-<UTC time>.
+    assert all(name.startswith(f"local@{host.backend.get_hostname()}-") for name in archives(host, "local"))
+
+
+def _journal_count(host, instance: str, text: str) -> int:
+    return host.check_output(f"journalctl --no-pager -o cat -u borg-backup-{instance}.service").count(text)
+
+
+def test_a_vanished_local_repository_fails_and_is_not_created_again(host):
+    # As after a wiped disk: the directory is back (the role recreates it), the repository is gone.
+    host.check_output("mv /srv/borg/local /srv/borg/local.away && install -d -o dbuser -m 0700 /srv/borg/local")
+    try:
+        result = backup(host, "local")
+        assert result.rc != 0
+        assert host.run("systemctl is-failed borg-backup-local.service").stdout.strip() == "failed"
+        assert host.check_output("ls -A /srv/borg/local") == ""
+        assert _journal_count(host, "local", "initialised the repository") == 1
+        assert _journal_count(host, "local", "not a valid repository") >= 1
+    finally:
+        host.check_output("rm -rf /srv/borg/local && mv /srv/borg/local.away /srv/borg/local")
+    backup_ok(host, "local")
+
+
+def test_a_vanished_remote_repository_fails_and_is_not_created_again(host):
+    # As after a server that lost its data: the repository's path is gone on the server.
+    server = _server()
+    path = f"/srv/borg/{host.backend.get_hostname()}"
+    server.check_output(f"mv {path} {path}.away")
+    try:
+        result = backup(host, "remote")
+        assert result.rc != 0
+        assert not server.file(path).exists
+        assert _journal_count(host, "remote", "initialised the repository") == 1
+    finally:
+        server.check_output(f"rm -rf {path} && mv {path}.away {path}")
+    backup_ok(host, "remote")
 
 
 def test_round_trip_by_name_and_latest(host):
@@ -170,7 +206,7 @@ def test_failed_dump_keeps_no_archive(host):
 
 def test_failed_restore_fails_and_restarts_units(host):
     write(host, "app.txt", "untouched\n")
-    result = restore(host, "local", "local-2000-01-01T00:00:00.000000")
+    result = restore(host, "local", f"local@{host.backend.get_hostname()}-2000-01-01T00:00:00.000000")
     assert result.rc != 0 and "no archive" in result.stderr
     assert read(host, "app.txt") == "untouched\n"  # checked before the restore command ran
     assert host.service("borg-test-app.service").is_running
@@ -178,14 +214,51 @@ def test_failed_restore_fails_and_restarts_units(host):
     assert restore(host, "local", "shared_a-2000-01-01T00:00:00.000000").rc != 0
 
 
-def test_retention_keeps_the_last_three(host):
+def _local_borg(host, borg_args: str, stdin: str = "") -> str:
+    """borg on the local repository as the request's user (so it leaves no root-owned file there)."""
+    return host.check_output(
+        "d=$(mktemp -d /run/borg-test.XXXXXX) && cp /etc/selfhost-backup/borg/local/passphrase \"$d\" && "
+        "chown -R dbuser \"$d\" && printf %s " + shlex.quote(stdin) + " | setpriv --reuid=dbuser --regid=dbuser "
+        "--init-groups env BORG_BASE_DIR=/var/cache/borg-backup-local BORG_PASSCOMMAND=\"cat $d/passphrase\" "
+        f"borg {borg_args}; rc=$?; rm -rf \"$d\"; exit $rc")
+
+
+def _other_host_archive(host, content: str) -> str:
+    """An archive of instance local made by another host sharing the repository (named as its job would)."""
+    name = "local@other-host-" + host.check_output("date -u +%Y-%m-%dT%H:%M:%S.%6N")
+    _local_borg(host, f"create --stdin-name app.txt /srv/borg/local::{name} -", stdin=content)
+    return name
+
+
+def _all_archive_names(host) -> list[str]:
+    return _local_borg(host, "list --short /srv/borg/local").split()
+
+
+def test_retention_keeps_the_last_three_of_this_host_only(host):
+    older = _other_host_archive(host, "other host, older\n")
     newest = []
     for number in range(4):
         write(host, "app.txt", f"retention {number}\n")
         newest.append(backup_new(host, "local"))
     assert archives(host, "local") == newest[-3:]
+    # The other host's archive of the same instance is not this host's to prune.
+    assert older in _all_archive_names(host)
     assert restore(host, "local", "latest").rc == 0
     assert read(host, "app.txt") == "retention 3\n"
+
+
+def test_other_hosts_archives_are_never_listed_or_restored(host):
+    newer = _other_host_archive(host, "other host, newest in the repository\n")
+    assert newer in _all_archive_names(host)
+    assert newer not in archives(host, "local")
+    # latest is this host's newest archive, although the other host's is newer.
+    assert restore(host, "local", "latest").rc == 0
+    assert read(host, "app.txt") == "retention 3\n"
+    refused = restore(host, "local", newer)
+    assert refused.rc != 0 and "not a valid archive" in refused.stderr
+    assert read(host, "app.txt") == "retention 3\n"
+    # Everything in the repository still belongs to the request's user.
+    assert host.check_output("find /srv/borg/local ! -user dbuser | wc -l") == "0"
 
 
 def test_check_job_runs(host):
@@ -339,7 +412,7 @@ def test_bad_settings_fail_on_the_controller_and_change_nothing(host, scenario):
     run = _playbook(host, "bad_settings.yml")
     output = run.stdout + run.stderr
     assert run.returncode != 0, output
-    for field in ("passphrase_file", "retention.keep_daily", "colour", "encryption", "ssh"):
+    for field in ("passphrase_file", "retention.keep_daily", "colour", "encryption", "ssh", "host"):
         assert f"borg_instances.bad.settings.{field}" in output, output
     assert scenario["borg_test_passphrase"] not in output
     assert "changed=0" in output, output

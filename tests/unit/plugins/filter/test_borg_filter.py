@@ -23,7 +23,7 @@ def contract(enable=True, **settings):
 
 def test_jobs_hold_no_secret_and_name_the_result():
     remote = contract(repository={'url': 'ssh://borg@srv/srv/borg/r'}, ssh={'known_hosts': 'srv ssh-ed25519 AAAA'})
-    jobs = borg_filter.borg_jobs({'app': contract(), 'old': contract(enable=False), 'r': remote}, 'borg 1.2.4')
+    jobs = borg_filter.borg_jobs({'app': contract(), 'old': contract(enable=False), 'r': remote}, 'borg 1.2.4', 'db1')
     assert set(jobs) == {'app', 'old', 'r'}
     assert jobs['app']['enable'] is True and jobs['old']['enable'] is False
     assert jobs['app']['result'] == {'backup_service': 'borg-backup-app.service', 'restore_script': 'borg-restore-app'}
@@ -56,7 +56,7 @@ def test_authorized_keys():
 ])
 def test_errors_become_filter_errors(contracts, version):
     with pytest.raises(AnsibleFilterError):
-        borg_filter.borg_jobs(contracts, version)
+        borg_filter.borg_jobs(contracts, version, 'db1')
 
 
 def test_filters_are_registered():
@@ -71,3 +71,10 @@ def test_ssh_keys_from_slurped_public_keys():
         'public_key': 'ssh-ed25519 AAAA c', 'serve_path': '/srv/borg/r',
         'authorized_keys': 'command="borg serve --restrict-to-path /srv/borg/r --append-only",restrict ssh-ed25519 AAAA c'}}
     assert borg_filter.borg_ssh_keys(None, jobs) == {}
+
+
+@pytest.mark.parametrize('host', ['fe80::1', 'db 1', '-db', ''])
+def test_a_host_name_that_cannot_name_archives_is_refused(host):
+    with pytest.raises(AnsibleFilterError, match='settings.host'):
+        borg_filter.borg_jobs({'app': contract()}, 'borg 1.2.4', host)
+    assert borg_filter.borg_jobs({'app': contract(host='db1')}, 'borg 1.2.4', host)['app']['enable'] is True

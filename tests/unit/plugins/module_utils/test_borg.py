@@ -46,17 +46,17 @@ def test_parse_version_refuses_garbage(text):
 
 @pytest.mark.parametrize('version', [B12, B14])
 def test_create_uses_content_from_command_on_1_2_and_1_4(version):
-    args = _borg.create_args(version, 'app', 'db.sql')
+    args = _borg.create_args(version, 'app', 'db1', 'db.sql')
     assert args == ['create', '--compression', 'zstd,3', '--content-from-command', '--stdin-name', 'db.sql',
-                    '::app-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
+                    '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
 
 
 @pytest.mark.parametrize('version', [(1, 1, 18), (1, 0, 0), (0, 30, 0)])
 def test_borg_older_than_1_2_is_refused(version):
     with pytest.raises(_borg.BorgError, match='>= 1.2'):
-        _borg.create_args(version, 'app', 'db.sql')
+        _borg.create_args(version, 'app', 'db1', 'db.sql')
     with pytest.raises(_borg.BorgError):
-        _borg.plan('app', REQUEST, settings(), version)
+        _borg.plan('app', REQUEST, settings(), version, 'db1')
 
 
 def test_modern_exit_codes_exist_from_1_4():
@@ -75,35 +75,44 @@ def test_exit_code_policy(command, rc, ok):
     assert _borg.succeeded(command, rc) is ok
 
 
-def test_archive_names_glob_and_pattern_are_per_instance():
+def test_archive_names_glob_and_pattern_are_per_instance_and_host():
+    # (instance, host) -> an archive name of that pair: names that share prefixes on either side.
     names = {
-        'app': 'app-2026-11-27T23:09:24.405405',
-        'app-2': 'app-2-2026-11-27T23:09:25.020020',
-        'app-2026-11-27T10': 'app-2026-11-27T10-2026-11-27T23:09:25.020020',
-        'app.x': 'app.x-2026-11-27T23:09:25.020020',
+        ('app', 'db1'): 'app@db1-2026-11-27T23:09:24.405405',
+        ('app-2', 'db1'): 'app-2@db1-2026-11-27T23:09:25.020020',
+        ('app', 'db1-2'): 'app@db1-2-2026-11-27T23:09:25.020020',
+        ('app', 'db1-2026-11-27T10'): 'app@db1-2026-11-27T10-2026-11-27T23:09:25.020020',
+        ('app-2026-11-27T10', 'db1'): 'app-2026-11-27T10@db1-2026-11-27T23:09:25.020020',
+        ('app.x', 'db1.example'): 'app.x@db1.example-2026-11-27T23:09:25.020020',
+        ('app', 'db2'): 'app@db2-2026-11-27T23:09:25.020020',
     }
-    for instance, name in names.items():
-        glob = _borg.archive_glob(instance)
-        pattern = _borg.archive_pattern(instance)
+    for (instance, host), name in names.items():
+        glob = _borg.archive_glob(instance, host)
+        pattern = _borg.archive_pattern(instance, host)
         for other, other_name in names.items():
-            assert fnmatch.fnmatchcase(other_name, glob) == (other == instance), (glob, other_name)
-            assert bool(re.search(pattern, other_name)) == (other == instance), (pattern, other_name)
-    assert not re.search(_borg.archive_pattern('app'), 'app-2026-11-27T23:09:24.405405.checkpoint')
-    assert not re.search(_borg.archive_pattern('app'), 'appx2026-11-27T23:09:24.405405')
-    assert _borg.archive_template('app') == 'app-{utcnow:%Y-%m-%dT%H:%M:%S.%f}'
+            assert fnmatch.fnmatchcase(other_name, glob) == (other == (instance, host)), (glob, other_name)
+            assert bool(re.search(pattern, other_name)) == (other == (instance, host)), (pattern, other_name)
+    assert not re.search(_borg.archive_pattern('app', 'db1'), 'app@db1-2026-11-27T23:09:24.405405.checkpoint')
+    assert not re.search(_borg.archive_pattern('app', 'db1'), 'app@db1x2026-11-27T23:09:24.405405')
+    assert not re.search(_borg.archive_pattern('app', 'db.1'), 'app@dbx1-2026-11-27T23:09:24.405405')
+    # The names of before 0.1.0's host part are not this host's.
+    assert not re.search(_borg.archive_pattern('app', 'db1'), 'app-2026-11-27T23:09:24.405405')
+    assert _borg.archive_template('app', 'db1') == 'app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}'
 
 
-@pytest.mark.parametrize('instance', ['../x', 'a*', 'a b', ''])
-def test_glob_refuses_bad_instance_names(instance):
-    with pytest.raises(_provider.ProviderError):
-        _borg.archive_glob(instance)
+@pytest.mark.parametrize('instance, host', [('../x', 'h'), ('a*', 'h'), ('a b', 'h'), ('', 'h'), ('a@b', 'h'),
+                                            ('app', 'h@x'), ('app', 'h*'), ('app', '-h'), ('app', ''),
+                                            ('app', 'fe80::1'), ('app', 'h/x')])
+def test_glob_refuses_bad_instance_and_host_names(instance, host):
+    with pytest.raises((_provider.ProviderError, _borg.BorgError)):
+        _borg.archive_glob(instance, host)
 
 
 def test_list_latest_extract_init():
-    glob = _borg.archive_glob('app')
-    assert _borg.list_args('app') == ['list', '--glob-archives', glob]
-    assert _borg.names_args('app') == ['list', '--short', '--glob-archives', glob]
-    assert _borg.latest_args('app') == ['list', '--short', '--last', '1', '--glob-archives', glob]
+    glob = _borg.archive_glob('app', 'db1')
+    assert _borg.list_args('app', 'db1') == ['list', '--glob-archives', glob]
+    assert _borg.names_args('app', 'db1') == ['list', '--short', '--glob-archives', glob]
+    assert _borg.latest_args('app', 'db1') == ['list', '--short', '--last', '1', '--glob-archives', glob]
     assert _borg.extract_args('app-x', 'db.sql') == ['extract', '--stdout', '::app-x', 'db.sql']
     assert _borg.init_args() == ['init', '--encryption', 'repokey-blake2']
     assert _borg.init_args('authenticated') == ['init', '--encryption', 'authenticated']
@@ -111,16 +120,16 @@ def test_list_latest_extract_init():
 
 
 def test_prune_is_scoped_to_the_instance():
-    args = _borg.prune_args('app', {'keep_daily': 7, 'keep_weekly': 4, 'keep_within': '2d', 'keep_last': None})
-    assert args == ['prune', '--glob-archives', _borg.archive_glob('app'), '--keep-daily', '7', '--keep-weekly', '4',
-                    '--keep-within', '2d']
-    assert _borg.prune_args('app', {}) is None
+    args = _borg.prune_args('app', 'db1', {'keep_daily': 7, 'keep_weekly': 4, 'keep_within': '2d', 'keep_last': None})
+    assert args == ['prune', '--glob-archives', _borg.archive_glob('app', 'db1'), '--keep-daily', '7',
+                    '--keep-weekly', '4', '--keep-within', '2d']
+    assert _borg.prune_args('app', 'db1', {}) is None
 
 
 @pytest.mark.parametrize('value', [0, -1, True, '3'])
 def test_prune_refuses_bad_keep_values(value):
     with pytest.raises(_provider.ProviderError, match="keep_daily"):
-        _borg.prune_args('app', {'keep_daily': value})
+        _borg.prune_args('app', 'db1', {'keep_daily': value})
 
 
 def test_check_args():
@@ -169,7 +178,7 @@ def test_rsh_pins_the_host_key_and_uses_only_the_job_key():
 
 
 def test_plan_local_repository():
-    plan = _borg.plan('app', REQUEST, settings(), 'borg 1.2.4')
+    plan = _borg.plan('app', REQUEST, settings(), 'borg 1.2.4', 'db1')
     timer = plan.timer
     assert timer['name'] == 'borg-backup-app'
     assert timer['user'] == 'postgres'
@@ -197,7 +206,7 @@ def test_plan_remote_repository_with_everything():
         passphrase_file='/root/borg.pass', ssh={'known_hosts': f'[backup.example]:2222 {KNOWN[15:]}'},
         retention={'keep_daily': 7}, check={'enabled': True, 'on_calendar': 'monthly', 'max_duration': 600},
         limits={'upload_ratelimit': 1000, 'nice': 10, 'ionice_class': 'idle'}, compression='lz4',
-        encryption='repokey', restore={'stop_units': ['app.service']}), (1, 4, 0))
+        encryption='repokey', restore={'stop_units': ['app.service']}, host='db-renamed'), (1, 4, 0), 'db1')
     timer = plan.timer
     assert timer['credentials'] == {'passphrase': '/root/borg.pass',
                                     'ssh_key': '/etc/selfhost-backup/borg/off.site/ssh_key',
@@ -213,7 +222,8 @@ def test_plan_remote_repository_with_everything():
     assert 'readonly BORG_REMOTE=yes' in script
     assert '--upload-ratelimit 1000' in script and '--compression lz4' in script
     assert 'init --encryption repokey' in script
-    assert f"prune --glob-archives '{_borg.archive_glob('off.site')}' --keep-daily 7" in script
+    assert f"prune --glob-archives '{_borg.archive_glob('off.site', 'db-renamed')}' --keep-daily 7" in script
+    assert '::off.site@db-renamed-{utcnow' in script and '@db1' not in script
     assert 'compact' in script
     assert 'check --repository-only --max-duration 600' in script
     assert 'StrictHostKeyChecking=yes' in script and 'StrictHostKeyChecking=no' not in script
@@ -227,7 +237,7 @@ def test_plan_remote_repository_with_everything():
 ])
 def test_plan_refuses_bad_remote_settings(changes, message):
     with pytest.raises(_borg.BorgError, match=message):
-        _borg.plan('app', REQUEST, settings(**changes), B12)
+        _borg.plan('app', REQUEST, settings(**changes), B12, 'db1')
 
 
 @pytest.mark.parametrize('text, name, found', [

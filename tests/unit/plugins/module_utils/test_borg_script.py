@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -29,14 +30,15 @@ case "$cmd" in
   init) [ -e "$store/repo" ] && { echo "A repository already exists at $BORG_REPO." >&2; exit 2; }
         [ "$rc" -eq 0 ] && touch "$store/repo" ;;
   create)
+    [ -e "$store/repo" ] || { echo "Repository $BORG_REPO does not exist." >&2; exit 2; }
     args=("$@"); while [ "${args[0]}" != -- ]; do args=("${args[@]:1}"); done; args=("${args[@]:1}")
     "${args[@]}" >"$store/incoming" || { echo "Command '${args[0]}' exited" >&2; exit 2; }
     [ "$rc" -le 1 ] && mv "$store/incoming" "$store/data" ;;
   list)
     case " $* " in
-      *" --last 1 "*) [ -e "$store/data" ] && echo app-2026-01-02T03:04:05.123456 ;;
-      *" --short "*) [ -e "$store/data" ] && printf '%s\n' app-2026-01-01T00:00:00.000000 app-2026-01-02T03:04:05.123456 ;;
-      *) echo "app-2026-01-01T00:00:00.000000  Thu, 2026-01-01" ;;
+      *" --last 1 "*) [ -e "$store/data" ] && echo app@h1-2026-01-02T03:04:05.123456 ;;
+      *" --short "*) [ -e "$store/data" ] && printf '%s\n' app@h1-2026-01-01T00:00:00.000000 app@h1-2026-01-02T03:04:05.123456 ;;
+      *) echo "app@h1-2026-01-01T00:00:00.000000  Thu, 2026-01-01" ;;
     esac ;;
   extract) [ "$rc" -eq 0 ] && cat "$store/data" ;;
 esac
@@ -61,10 +63,10 @@ def world(tmp_path):
 
 def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False):
     commands = _borg.Commands(
-        binary=str(world / 'borg'), version=(1, 4, 0), instance='app', backup_name='db.sql',
+        binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
         global_args=tuple(_borg.global_args(30)),
-        retention=tuple(_borg.prune_args('app', {'keep_last': 2} if retention else {'keep_daily': 1})),
+        retention=tuple(_borg.prune_args('app', 'h1', {'keep_last': 2} if retention else {'keep_daily': 1})),
         check=tuple(_borg.check_args()) if check else None)
     credentials = {'passphrase': str(world / 'creds' / 'passphrase')}
     if remote:
@@ -73,7 +75,7 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
         layout=_provider.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
         functions=_borg.shell_functions(commands), maintenance=('backup', 'check') if check else ('backup',),
-        snapshot_pattern=_borg.archive_pattern('app'), snapshot_word='archive')
+        snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive')
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
     return path
@@ -82,6 +84,7 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
 def run(world, path, *args, unit=True, **env_changes):
     env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'BORG_EXIT_CODES': 'modern'}
     if unit:
+        (world / 'cache').mkdir(exist_ok=True)  # systemd creates the CacheDirectory= of the unit
         env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
     env.update(env_changes)
     return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
@@ -108,11 +111,41 @@ def test_backup_inits_creates_prunes_and_compacts(world):
         assert entry[7] == f'passcommand=cat {world}/creds/passphrase'
         assert 'pw-secret' not in entry[1]
     create = log(world)[1][1]
-    assert '--content-from-command --stdin-name db.sql ::app-{utcnow:%Y-%m-%dT%H:%M:%S.%f} -- /bin/sh -c' in create
-    assert log(world)[2][1].startswith(f"prune --glob-archives {_borg.archive_glob('app')} --keep-last 2")
-    # A second backup: "already exists" from init is fine.
+    assert '--content-from-command --stdin-name db.sql ::app@h1-{utcnow:%Y-%m-%dT%H:%M:%S.%f} -- /bin/sh -c' in create
+    assert log(world)[2][1].startswith(f"prune --glob-archives {_borg.archive_glob('app', 'h1')} --keep-last 2")
+    assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
+    # A second backup does not try to initialise again.
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
+    assert commands_run(world)[4:] == ['create', 'prune', 'compact']
+
+
+def test_a_vanished_repository_fails_the_backup_and_is_not_created_again(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    (world / 'store' / 'repo').unlink()  # the repository is gone (wiped disk, unmounted volume)
+    result = run(world, script(world), 'backup')
+    assert result.returncode != 0
+    assert 'does not exist' in result.stderr and 'backup failed' in result.stderr
+    assert commands_run(world)[4:] == ['create']
+    assert not (world / 'store' / 'repo').exists()
+
+
+def test_an_existing_repository_without_marker_is_adopted(world):
+    (world / 'store' / 'repo').touch()  # made by hand, or by this job before its cache was cleared
+    result = run(world, script(world), 'backup')
+    assert result.returncode == 0, result.stderr
+    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
+    assert 'initialised' not in result.stderr
+    assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
+
+
+def test_a_marker_of_another_repository_does_not_count(world):
+    (world / 'cache').mkdir()
+    (world / 'cache' / _borg.INIT_MARKER).write_text('/srv/old-place\n')
+    result = run(world, script(world), 'backup')
+    assert result.returncode == 0, result.stderr
+    assert commands_run(world)[0] == 'init' and 'initialised the repository' in result.stderr
+    assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
 
 
 def test_failed_dump_fails_the_backup_and_keeps_no_archive(world):
@@ -147,6 +180,7 @@ def test_init_error_fails_the_backup(world):
     assert result.returncode != 0
     assert 'cannot initialise the repository' in result.stderr
     assert commands_run(world) == ['init']
+    assert not (world / 'cache' / _borg.INIT_MARKER).exists()
 
 
 def test_restore_latest_and_by_name(world):
@@ -155,12 +189,12 @@ def test_restore_latest_and_by_name(world):
     assert result.returncode == 0, result.stderr
     assert (world / 'restored').read_text() == 'dump-data'
     names, latest, extract = log(world)[-3:]
-    assert names[1] == f"list --short --glob-archives {_borg.archive_glob('app')}"
-    assert latest[1] == f"list --short --last 1 --glob-archives {_borg.archive_glob('app')}"
-    assert extract[1] == 'extract --stdout ::app-2026-01-02T03:04:05.123456 db.sql'
-    result = run(world, script(world), 'restore', 'app-2026-01-01T00:00:00.000000')
+    assert names[1] == f"list --short --glob-archives {_borg.archive_glob('app', 'h1')}"
+    assert latest[1] == f"list --short --last 1 --glob-archives {_borg.archive_glob('app', 'h1')}"
+    assert extract[1] == 'extract --stdout ::app@h1-2026-01-02T03:04:05.123456 db.sql'
+    result = run(world, script(world), 'restore', 'app@h1-2026-01-01T00:00:00.000000')
     assert result.returncode == 0, result.stderr
-    assert log(world)[-1][1] == 'extract --stdout ::app-2026-01-01T00:00:00.000000 db.sql'
+    assert log(world)[-1][1] == 'extract --stdout ::app@h1-2026-01-01T00:00:00.000000 db.sql'
 
 
 def test_restore_of_a_missing_archive_fails_before_the_restore_command_runs(world):
@@ -168,7 +202,7 @@ def test_restore_of_a_missing_archive_fails_before_the_restore_command_runs(worl
     result = run(world, script(world), 'restore', 'latest')  # no backup yet: no archive at all
     assert result.returncode != 0 and "no archive 'latest' of instance app" in result.stderr
     assert run(world, script(world), 'backup').returncode == 0
-    result = run(world, script(world), 'restore', 'app-2000-01-01T00:00:00.000000')
+    result = run(world, script(world), 'restore', 'app@h1-2000-01-01T00:00:00.000000')
     assert result.returncode != 0 and 'no archive' in result.stderr
     assert commands_run(world)[-1] == 'list'  # nothing extracted
     assert (world / 'restored').read_text() == 'untouched'
@@ -177,7 +211,8 @@ def test_restore_of_a_missing_archive_fails_before_the_restore_command_runs(worl
     assert (world / 'restored').read_text() == 'untouched'
 
 
-@pytest.mark.parametrize('archive', ['other-2026-01-02T03:04:05.123456', '../x', 'app-2026', '1111aaaa'])
+@pytest.mark.parametrize('archive', ['other@h1-2026-01-02T03:04:05.123456', 'app@h2-2026-01-02T03:04:05.123456',
+                                     'app-2026-01-02T03:04:05.123456', '../x', 'app@h1-2026', '1111aaaa'])
 def test_restore_refuses_archives_of_other_instances(world, archive):
     result = run(world, script(world), 'restore', archive)
     assert result.returncode != 0
@@ -214,7 +249,7 @@ def test_check_is_strict(world):
 def test_snapshots_lists_this_instance(world):
     result = run(world, script(world), 'snapshots')
     assert result.returncode == 0
-    assert log(world)[0][1] == f"list --glob-archives {_borg.archive_glob('app')}"
+    assert log(world)[0][1] == f"list --glob-archives {_borg.archive_glob('app', 'h1')}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='an interactive restore runs as root')
@@ -222,6 +257,7 @@ def test_snapshots_lists_this_instance(world):
 def test_interactive_restore_copies_secrets_privately_and_removes_them(world, remote):
     before = set(os.listdir('/run'))
     assert run(world, script(world, remote=remote), 'backup').returncode == 0
+    shutil.rmtree(world / 'cache')  # a restore creates it for the request's user when the unit never ran
     result = run(world, script(world, remote=remote), 'restore', 'latest', unit=False)
     assert result.returncode == 0, result.stderr
     assert (world / 'restored').read_text() == 'dump-data'
