@@ -3,10 +3,16 @@
 SHELL := /bin/bash
 RUN := tests/tools/run-tests.sh
 
-.PHONY: help test lint sanity unit molecule setup images images-rebuild changelog build clean
+.PHONY: help demo demo-clean test lint sanity unit molecule setup images images-rebuild changelog build clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+: +##' $(MAKEFILE_LIST) | sed -E 's/: +## /\t/' | expand -t 18
+
+demo:            ## the demo: site.yml on a local systemd container, then a backup and restore drill
+	playbooks/demo/demo.sh up
+
+demo-clean:      ## remove the demo container and its repositories
+	playbooks/demo/demo.sh down
 
 test:            ## everything: lint, sanity, unit tests, every molecule scenario
 	$(RUN)

@@ -22,6 +22,14 @@ def provider_stale_instances(manifests: t.Sequence[str], provider: str, wanted: 
     return sorted({name for name in found if name is not None and name not in wanted_set})
 
 
+def provider_shared_repositories(jobs: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """Local repositories shared by instances of different users (see _provider.local_repositories_shared_by_users)."""
+    if not isinstance(jobs, t.Mapping):
+        raise AnsibleFilterError('provider_shared_repositories needs the provider jobs: instance name -> job')
+    return _provider.local_repositories_shared_by_users(jobs)
+
+
 class FilterModule:
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
-        return {'provider_stale_instances': provider_stale_instances}
+        return {'provider_stale_instances': provider_stale_instances,
+                'provider_shared_repositories': provider_shared_repositories}

@@ -81,6 +81,20 @@ def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
     return instance if INSTANCE_NAME.match(instance) else None
 
 
+def local_repositories_shared_by_users(jobs: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """Local repositories that enabled instances with different users share, one description each.
+
+    ``jobs`` maps instance names to the provider's job facts (``enable``, ``local_path``, ``user``). A local
+    repository belongs to the request's user, so it can serve one user only.
+    """
+    users_by_path: dict[str, dict[str, str]] = {}
+    for name, job in sorted(jobs.items()):
+        if job.get('enable', True) and job.get('local_path'):
+            users_by_path.setdefault(job['local_path'], {})[name] = job['user']
+    return [f'{path}: ' + ', '.join(f'{name} (user {user})' for name, user in instances.items())
+            for path, instances in sorted(users_by_path.items()) if len(set(instances.values())) > 1]
+
+
 def fill_template(template: str, replacements: t.Mapping[str, str]) -> str:
     """Replace every ``@@NAME@@`` marker in one pass, so that a value containing a marker is never replaced
     again; a marker without a replacement is a bug and raises KeyError."""
@@ -409,7 +423,7 @@ def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any],
         Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
                  randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
                  persistent=schedule.get('persistent', True)),
-        read_write_paths=[local_path] if local_path else [],
+        read_write_paths=([local_path] if local_path else []) + list(settings.get('writable_paths') or []),
         extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if check_enabled else [],
         nice=limits.get('nice'),
         io_scheduling_class=limits.get('ionice_class'),

@@ -15,10 +15,8 @@ export PATH="$VENV/bin:$PATH"
 # The collection under test, found by ansible through a symlink tree so that
 # FQCNs (selfhost.backup.*) resolve to this checkout. community.docker and the
 # other PyPI collections are found in the venv's site-packages.
-collections="$top/.cache/collections"
-mkdir -p "$collections/ansible_collections/selfhost"
-ln -sfn "$top" "$collections/ansible_collections/selfhost/backup"
-export ANSIBLE_COLLECTIONS_PATH="$collections"
+"$top/tests/tools/setup-host.sh" collections
+export ANSIBLE_COLLECTIONS_PATH="$top/.cache/collections"
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
 export PY_COLORS=0
 

@@ -2,7 +2,8 @@
 # Prepare this machine for the tests and the demo: Debian packages, the Python
 # virtualenv, a running Docker engine and the systemd test images.
 #
-# usage: tests/tools/setup-host.sh [venv] [docker] [images]   (default: all three)
+# usage: tests/tools/setup-host.sh [venv] [docker] [images] [collections]   (default: all four)
+# IMAGE_SUITES="trixie" limits the images step to those Debian suites (default: bookworm trixie).
 # Run as root (or with passwordless sudo) on Debian 12 or newer.
 set -euo pipefail
 
@@ -65,16 +66,25 @@ setup_docker() {
 }
 
 setup_images() {
-  "$top/tests/images/build-images.sh"
+  "$top/tests/images/build-images.sh" "${IMAGE_SUITES[@]}"
+}
+
+# ansible finds this checkout as selfhost.backup through a symlink tree in .cache/collections (export
+# ANSIBLE_COLLECTIONS_PATH to it); community.docker and the other PyPI collections are in the venv.
+setup_collections() {
+  mkdir -p "$top/.cache/collections/ansible_collections/selfhost"
+  ln -sfn "$top" "$top/.cache/collections/ansible_collections/selfhost/backup"
 }
 
 steps=("$@")
-[ "${#steps[@]}" -gt 0 ] || steps=(venv docker images)
+[ "${#steps[@]}" -gt 0 ] || steps=(venv docker images collections)
+read -r -a IMAGE_SUITES <<<"${IMAGE_SUITES:-bookworm trixie}"
 for step in "${steps[@]}"; do
   case "$step" in
     venv) setup_venv ;;
     docker) setup_docker ;;
     images) setup_docker; setup_images ;;
+    collections) setup_collections ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
   esac
 done

@@ -38,4 +38,24 @@ def test_provider_name_is_required(provider):
 
 
 def test_filter_is_registered():
-    assert set(provider_filter.FilterModule().filters()) == {'provider_stale_instances'}
+    assert set(provider_filter.FilterModule().filters()) == {'provider_stale_instances', 'provider_shared_repositories'}
+
+
+def _job(path, user, enable=True):
+    return {'enable': enable, 'local_path': path, 'user': user}
+
+
+def test_shared_repositories_of_different_users_are_named():
+    jobs = {
+        'pg': _job('/srv/r', 'postgres'), 'maria': _job('/srv/r', 'mysql'),       # shared by two users
+        'pg2': _job('/srv/p', 'postgres'), 'pg3': _job('/srv/p', 'postgres'),      # one user: fine
+        'off': _job('/srv/q', 'mysql', enable=False), 'q': _job('/srv/q', 'postgres'),  # disabled does not count
+        'remote': _job(None, 'mysql'),
+    }
+    assert provider_filter.provider_shared_repositories(jobs) == ['/srv/r: maria (user mysql), pg (user postgres)']
+    assert provider_filter.provider_shared_repositories({}) == []
+
+
+def test_shared_repositories_needs_a_dict():
+    with pytest.raises(AnsibleFilterError):
+        provider_filter.provider_shared_repositories(['x'])

@@ -251,3 +251,11 @@ def test_plan_refuses_bad_remote_settings(changes, message):
 ])
 def test_names_server(text, name, found):
     assert _borg.names_server(text, name) is found
+
+
+def test_writable_paths_join_the_repository_in_read_write_paths():
+    plan = _borg.plan('app', REQUEST, settings(writable_paths=['/var/lib/app']), B14, 'db1')
+    assert plan.timer['read_write_paths'] == ['/srv/borg/app', '/var/lib/app']
+    remote = _borg.plan('app', REQUEST, settings(repository={'url': 'ssh://borg@backup.example/x'}, ssh={'known_hosts': KNOWN},
+                                                 writable_paths=['/var/lib/app']), B14, 'db1')
+    assert remote.timer['read_write_paths'] == ['/var/lib/app']

@@ -95,6 +95,10 @@ def test_invalid_settings_name_every_field_and_hide_secrets():
      'settings.restore.stop_units[0]:'),
     ({'repository': {'path': '/srv/b'}, 'passphrase': 'pw', 'ssh': {'known_hosts': KNOWN_HOSTS, 'key': 'x'}},
      'settings.ssh.key: unknown key'),
+    ({'repository': {'path': '/srv/b'}, 'passphrase': 'pw', 'writable_paths': ['relative/dir']},
+     'settings.writable_paths[0]:'),
+    ({'repository': {'path': '/srv/b'}, 'passphrase': 'pw', 'writable_paths': ['/a b']},
+     'settings.writable_paths[0]:'),
 ])
 def test_invalid_settings(settings, where):
     assert any(f'{NAME}.{where}' in violation for violation in violations(settings)), violations(settings)

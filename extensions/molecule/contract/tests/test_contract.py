@@ -1,0 +1,199 @@
+"""The generic contract test: every requester x provider pair through the same round trip on real hosts.
+
+Per pair: write fixture rows with tricky values, back up (1 snapshot); change them, back up (2); destroy the
+database; restore the 2nd by id (exactly state 2), the 1st by id (exactly state 1), latest (state 2); a
+failing dump leaves the snapshot count unchanged; a truncated dump fed to the restore command exits non-zero
+(and leaves the database as it was where the restore is atomic). Values are compared, not counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from conftest import SCENARIO_DIR, VARS, Box
+from dialects import STATE_1, STATE_2, Dialect, MariaDB, PostgresCluster, PostgresDatabase, SQLite, expected
+
+DIALECTS: dict[str, Dialect] = {
+    dialect.instance: dialect
+    for dialect in (PostgresCluster(), PostgresDatabase(), MariaDB(),
+                    SQLite(VARS["contract_test_sqlite_path"], VARS["contract_test_sqlite_user"]))
+}
+# The snapshot ids in each provider's listing, oldest first.
+SNAPSHOT_IDS = {
+    "restic": re.compile(r"^([0-9a-f]{8})\s", re.M),
+    "borg": re.compile(r"^(\S+@\S+-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6})\s", re.M),
+}
+CASES = [(release, instance, provider)
+         for release, instances in VARS["contract_test_requesters"].items()
+         for instance in instances
+         for provider in ("restic", "borg")]
+
+
+def snapshots(box: Box, provider: str, instance: str) -> list[str]:
+    return SNAPSHOT_IDS[provider].findall(box.ok(f"{provider}-restore-{instance} snapshots"))
+
+
+def backup(box: Box, provider: str, instance: str):
+    return box.run(f"systemctl start --wait {provider}-backup-{instance}.service")
+
+
+def backup_ok(box: Box, provider: str, instance: str) -> None:
+    result = backup(box, provider, instance)
+    assert result.returncode == 0, box.journal(f"{provider}-backup-{instance}.service")
+
+
+def restore(box: Box, provider: str, instance: str, which: str) -> None:
+    result = box.run(f"{provider}-restore-{instance} restore {shlex.quote(which)}")
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+
+
+def request_of(box: Box, instance: str) -> dict:
+    return json.loads(box.ok(f"cat {VARS['contract_test_requests_file']}"))[instance]
+
+
+def as_user(request: dict, command: str) -> str:
+    return f"cd / && runuser -u {request['user']} -- sh -c {shlex.quote(command)}"
+
+
+@pytest.mark.parametrize("release, instance, provider", CASES, ids=["-".join(case) for case in CASES])
+def test_round_trip(release: str, instance: str, provider: str):
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS[instance]
+    # Each pair has a repository of its own, so the first backup makes the first snapshot.
+    dialect.write(box, STATE_1)
+    assert dialect.read(box) == expected(STATE_1)
+    backup_ok(box, provider, instance)
+    first = snapshots(box, provider, instance)
+    assert len(first) == 1
+
+    dialect.write(box, STATE_2)
+    backup_ok(box, provider, instance)
+    both = snapshots(box, provider, instance)
+    assert len(both) == 2 and both[0] == first[0]
+
+    dialect.destroy(box)
+    with pytest.raises((AssertionError, ValueError)):
+        dialect.read(box)  # really gone
+
+    restore(box, provider, instance, both[1])
+    assert dialect.read(box) == expected(STATE_2)
+    restore(box, provider, instance, both[0])
+    assert dialect.read(box) == expected(STATE_1)
+    restore(box, provider, instance, "latest")
+    assert dialect.read(box) == expected(STATE_2)
+
+    # A failing dump: the unit fails and no snapshot is added.
+    dialect.break_dump(box)
+    try:
+        assert backup(box, provider, instance).returncode != 0
+    finally:
+        dialect.repair(box)
+    assert snapshots(box, provider, instance) == both
+    assert dialect.read(box) == expected(STATE_2)
+
+
+@pytest.mark.parametrize("release, instance", sorted({case[:2] for case in CASES}),
+                         ids=lambda value: value)
+def test_truncated_dump_fails_the_restore(release: str, instance: str):
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS[instance]
+    request = request_of(box, instance)
+    dialect.write(box, STATE_2)
+    dump = box.run(as_user(request, request["backup_cmd"]))
+    assert dump.returncode == 0, dump.stderr.decode()
+    assert len(dump.stdout) > 500_000  # the large value is in it
+    for cut in (len(dump.stdout) // 2, len(dump.stdout) - 40):
+        result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout[:cut])
+        assert result.returncode != 0, (cut, result.stderr.decode()[-2000:])
+        if dialect.atomic_restore:
+            assert dialect.read(box) == expected(STATE_2)
+    # The whole dump restores.
+    result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert dialect.read(box) == expected(STATE_2)
+
+
+def _host_state(box: Box) -> str:
+    return box.ok("ls -la --time-style=full-iso /srv/restic /etc/systemd/system /usr/local/bin /var/lib/selfhost-backup "
+                  "/etc/selfhost-backup/restic; systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort")
+
+
+def test_one_local_repository_for_two_users_is_refused_and_changes_nothing():
+    box = Box("contract-debian12")
+    before = _host_state(box)
+    run = subprocess.run(
+        ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", "contract-debian12",
+         str(SCENARIO_DIR / "shared_repository.yml")], capture_output=True, text=True, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "/srv/restic/shared-by-two: as_nobody (user nobody), as_postgres (user postgres)" in output, output
+    assert "changed=0" in output, output
+    assert VARS["contract_test_passphrase"] not in output
+    assert _host_state(box) == before
+
+
+BAD_REQUESTERS = [
+    ("postgresql", {"postgresql_databasebackup_user": "nobody"}, "PostgreSQL is not reachable as nobody"),
+    ("postgresql", {"postgresql_databasebackup_databases": ["fixture", "nope"]}, "nope not found in the cluster"),
+    ("postgresql", {"postgresql_databasebackup_databases": ["bad name"]}, "postgresql_databasebackup_databases: every name"),
+    ("mariadb", {"mariadb_databasebackup_user": "nobody"}, "MariaDB is not reachable as nobody"),
+    ("mariadb", {"mariadb_databasebackup_databases": ["nope"]}, "nope not found"),
+    ("mariadb", {"mariadb_databasebackup_option_file": "/etc/passwd"}, "must be an absolute path without"),
+    ("sqlite", {"sqlite_databasebackup_paths": ["/var/lib/app/missing.db"]}, "/var/lib/app/missing.db is not a regular file"),
+    ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "user": "nobody"}]},
+     "nobody cannot read /var/lib/app/fixture.db"),
+    ("sqlite", {"sqlite_databasebackup_paths": ["relative.db"]}, "is not an absolute path"),
+]
+
+
+def _requester_state(box: Box) -> str:
+    return box.ok("ls -la --time-style=full-iso /usr/local/libexec/selfhost-backup /usr/local/bin /etc/systemd/system "
+                  "/var/lib/app")
+
+
+@pytest.mark.parametrize("role, extra_vars, message", BAD_REQUESTERS, ids=[f"{case[0]}-{next(iter(case[1]))}-{index}"
+                         for index, case in enumerate(BAD_REQUESTERS)])
+def test_bad_requester_input_fails_clearly_and_changes_nothing(role: str, extra_vars: dict, message: str):
+    box = Box("contract-debian13")
+    before = _requester_state(box)
+    run = subprocess.run(
+        ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", "contract-debian13",
+         "-e", f"contract_bad_role={role}", "-e", json.dumps(extra_vars), str(SCENARIO_DIR / "bad_requester.yml")],
+        capture_output=True, text=True, check=False)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert message in " ".join(output.split()), output
+    assert "changed=0" in output, output
+    assert _requester_state(box) == before
+
+
+def test_sqlite_dump_is_one_snapshot_while_a_writer_goes_on():
+    """Every write inserts one row into each of two tables in one transaction: a dump that is not one read
+    transaction sees more rows in the table it reads last."""
+    box = Box("contract-debian13")
+    path = shlex.quote(VARS["contract_test_sqlite_path"])
+    sqlite = f"cd / && runuser -u {VARS['contract_test_sqlite_user']} -- sqlite3 -bail -batch -cmd '.timeout 10000' {path}"
+    box.ok(sqlite, b"PRAGMA journal_mode=WAL; DROP TABLE IF EXISTS a; DROP TABLE IF EXISTS b;"
+                   b"CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT);")
+    writer = ("end=$((SECONDS + 25)); while [ $SECONDS -lt $end ]; do "
+              f"{sqlite} \"BEGIN IMMEDIATE; INSERT INTO a(v) VALUES (hex(randomblob(2000))); "
+              "INSERT INTO b(v) VALUES (hex(randomblob(2000))); COMMIT;\" || exit 1; done")
+    box.ok(f"nohup bash -c {shlex.quote(writer)} >/tmp/writer.log 2>&1 & echo $! >/tmp/writer.pid")
+    try:
+        box.ok("sleep 3")
+        backup_ok(box, "restic", "sqlite")
+    finally:
+        box.run("while kill -0 $(cat /tmp/writer.pid) 2>/dev/null; do sleep 0.5; done")
+    assert box.ok("cat /tmp/writer.log").strip() == ""
+    written = int(box.ok(f"{sqlite} 'SELECT count(*) FROM a'"))
+    restore(box, "restic", "sqlite", "latest")
+    a, b = box.ok(f"{sqlite} 'SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)'").strip().split("|")
+    assert int(a) == int(b) > 0, (a, b)
+    assert int(a) < written  # the writer went on after the snapshot: it was taken while writes went on
+    assert box.ok(f"{sqlite} 'PRAGMA integrity_check'").strip() == "ok"
