@@ -157,11 +157,39 @@ class Secrets:
     files: tuple[tuple[str, str], ...]  # (host path, content) written root-only by the role; holds secrets
 
 
+# Variables of the shell, the dynamic loader and systemd that a secret must not replace: exported into the
+# tool's environment they would change what runs (PATH, LD_PRELOAD, BASH_ENV) or where it reads and writes.
+SHELL_VARIABLES = frozenset({
+    'PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'IFS', 'PWD', 'OLDPWD', 'ENV', 'BASH_ENV', 'CDPATH', 'GLOBIGNORE',
+    'SHELLOPTS', 'BASHOPTS', 'PS4', 'TMPDIR', 'CREDENTIALS_DIRECTORY', 'CACHE_DIRECTORY', 'RUNTIME_DIRECTORY',
+    'STATE_DIRECTORY', 'INVOCATION_ID', 'JOURNAL_STREAM', 'NOTIFY_SOCKET',
+})
+RESERVED_PREFIXES = ('BASH_', 'LD_', 'SELFHOST_BACKUP_')
+
+
+def script_variables(script: str) -> frozenset[str]:
+    """The variables a job script sets readonly (``readonly NAME=``): a secret of that name would break it."""
+    return frozenset(re.findall(r'^readonly ([A-Za-z_][A-Za-z0-9_]*)=', script, re.M))
+
+
+def check_environment_names(names: t.Iterable[str], provider_functions: str = '') -> None:
+    """Refuse secret environment variables that the shell, the loader or the job script own."""
+    taken = SHELL_VARIABLES | script_variables(SCRIPT_TEMPLATE) | script_variables(provider_functions)
+    for name in sorted(names):
+        if name in taken or name.startswith(RESERVED_PREFIXES):
+            raise ProviderError(f'environment_secrets.{name}: the name is taken by the shell or the job script; '
+                                'it cannot hold a secret')
+
+
 def secrets(layout: Layout, passphrase: str | None, passphrase_file: str | None,
-            environment_secrets: t.Mapping[str, str]) -> Secrets:
-    """The passphrase (inline value or an existing file) and secret environment variables of one instance."""
+            environment_secrets: t.Mapping[str, str], provider_functions: str = '') -> Secrets:
+    """The passphrase (inline value or an existing file) and secret environment variables of one instance.
+
+    ``provider_functions`` is the provider's half of the job script, whose readonly variables are taken too.
+    """
     if (passphrase is None) == (passphrase_file is None):
         raise ProviderError('give exactly one of passphrase and passphrase_file')
+    check_environment_names(environment_secrets, provider_functions)
     credentials: dict[str, str] = {}
     files: list[tuple[str, str]] = []
     if passphrase is not None:
@@ -421,10 +449,10 @@ def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any],
     return job_options(
         spec,
         Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
-                 randomized_delay_sec=schedule.get('randomized_delay_sec', 0),
+                 randomized_delay_sec=schedule.get('randomized_delay_sec', 3600),
                  persistent=schedule.get('persistent', True)),
         read_write_paths=([local_path] if local_path else []) + list(settings.get('writable_paths') or []),
-        extra_jobs=[('check', check.get('on_calendar', 'weekly'))] if check_enabled else [],
+        extra_jobs=[('check', check.get('on_calendar', 'Sun *-*-* 04:00:00'))] if check_enabled else [],
         nice=limits.get('nice'),
         io_scheduling_class=limits.get('ionice_class'),
         # A remote repository needs the network up before the job runs.

@@ -312,7 +312,8 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
             raise ResticError(f'environment_secrets.{name} is set by the role itself; use repository/passphrase')
     # The repository goes through the secrets too: a URL may hold credentials (rest:https://user:pass@host/).
     environment_secrets['RESTIC_REPOSITORY'] = local_path or repository['url']
-    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets)
+    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets,
+                                FUNCTIONS)
     limits = settings.get('limits') or {}
     check = settings.get('check') or {}
     job_host = settings.get('host') or host

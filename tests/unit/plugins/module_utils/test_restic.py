@@ -188,3 +188,10 @@ def test_plan_refuses_reserved_environment(name):
 def test_plan_refuses_a_bad_instance_name():
     with pytest.raises(_provider.ProviderError, match='instance name'):
         _restic.plan('../x', REQUEST, settings(), '0.18.0', 'h')
+
+
+@pytest.mark.parametrize('name', ['PATH', 'LD_PRELOAD', 'BASH_ENV', 'HOME', 'JOB_USER', 'BACKUP_CMD', 'RESTIC_ARGS',
+                                  'SCRIPT', 'CREDENTIALS_DIRECTORY', 'SELFHOST_BACKUP_FORGET_RETRY_SECONDS'])
+def test_environment_secrets_may_not_take_the_names_of_the_shell_or_the_script(name):
+    with pytest.raises(_provider.ProviderError, match=f'environment_secrets.{name}: the name is taken'):
+        _restic.plan('app', REQUEST, settings(environment_secrets={name: 'x'}), (0, 18, 0), 'db1')

@@ -35,8 +35,8 @@ def test_defaults_are_filled_in():
     assert result['encryption'] == 'repokey-blake2'
     assert result['compression'] == 'zstd,3'
     assert result['lock_wait'] == 300
-    assert result['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 0, 'persistent': True}
-    assert result['check'] == {'enabled': False, 'on_calendar': 'weekly', 'verify_data': False}
+    assert result['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'persistent': True}
+    assert result['check'] == {'enabled': False, 'on_calendar': 'Sun *-*-* 04:00:00', 'verify_data': False}
     assert result['retention'] == {} and result['limits'] == {}
     assert result['restore'] == {'stop_units': []}
 
@@ -88,7 +88,7 @@ def test_invalid_settings_name_every_field_and_hide_secrets():
      'settings.repository.url:'),
     ({'repository': {'url': 'ssh://h/x'}, 'passphrase': 'pw', 'ssh': {'known_hosts': KNOWN_HOSTS}},
      'settings.repository.url:'),
-    ({'repository': {'path': '/srv/b'}, 'passphrase': ''}, 'settings.passphrase: invalid value (hidden'),
+    ({'repository': {'path': '/srv/b'}, 'passphrase': ''}, 'settings.passphrase: must not be empty'),
     ({'repository': {'path': '/srv/b'}, 'passphrase': 'pw', 'schedule': {'on_calendar': 'daily\nExecStart=/x'}},
      'settings.schedule.on_calendar:'),
     ({'repository': {'path': '/srv/b'}, 'passphrase': 'pw', 'restore': {'stop_units': ['a b']}},

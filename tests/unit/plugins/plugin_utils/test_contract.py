@@ -297,9 +297,21 @@ def test_restic_settings_defaults_and_required():
     schema = _contract.load_provider_schema('restic')
     filled = _contract.validate_settings({'repository': {'url': 'sftp:u@h:/r'}, 'passphrase_file': '/etc/p'}, schema)
     assert filled['enable'] is True and filled['lock_wait'] == 300
-    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 0, 'persistent': True}
+    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'persistent': True}
     assert filled['restore'] == {'stop_units': []}
     with pytest.raises(_contract.ContractViolation) as info:
         _contract.validate_settings({'repository': {}}, schema)
     assert info.value.violations == ['settings.passphrase: is required (rule: required)',
                                      'settings.repository.path: is required (rule: required)']
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+@pytest.mark.parametrize('passphrase', [' lead', 'trail ', 'two\nlines', '\t', ''])
+def test_passphrases_that_a_file_would_change_are_refused(provider, passphrase):
+    schema = _contract.load_provider_schema(provider)
+    with pytest.raises(_contract.ContractViolation) as info:
+        _contract.validate_settings({'repository': {'path': '/srv/r'}, 'passphrase': passphrase}, schema)
+    assert info.value.violations == [
+        'settings.passphrase: must not be empty, start or end with white space, or hold a line break (rule: pattern)']
+    schema_ok = _contract.validate_settings({'repository': {'path': '/srv/r'}, 'passphrase': 'in ner 🐢 ok'}, schema)
+    assert schema_ok['passphrase'] == 'in ner 🐢 ok'
