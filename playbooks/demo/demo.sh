@@ -19,7 +19,12 @@ up() {
 }
 
 down() {
-  if docker inspect "$CONTAINER" >/dev/null 2>&1; then
+  local names
+  names="$(docker ps --all --quiet --filter "name=^${CONTAINER}\$")" || {
+    echo "cannot ask the Docker engine for $CONTAINER (is it running, may this user use it?)" >&2
+    exit 1
+  }
+  if [ -n "$names" ]; then
     docker rm -f "$CONTAINER" >/dev/null
     echo "removed the container $CONTAINER with its database and repositories"
   else

@@ -143,6 +143,29 @@ def _pair(unit_dir: str, name: str, service: units.ServiceSpec, timer: units.Tim
         raise JobSpecError(str(exc)) from exc
 
 
+def _notify_service(params: dict[str, t.Any], name: str) -> units.ServiceSpec | None:
+    """The OnFailure= unit: a root service without timer that the failing services start.
+
+    Not sandboxed: the administrator's notification command may send mail, write a spool or call a tool.
+    """
+    notify = params.get('on_failure')
+    if not notify:
+        return None
+    return units.ServiceSpec(
+        description=notify.get('description') or f'Failure notification of {name}',
+        exec_start=_argv_list(notify.get('exec_start'), 'on_failure.exec_start'),
+        user='root',
+        hardening=False,
+    )
+
+
+def _service_file(unit_dir: str, name: str, service: units.ServiceSpec) -> DesiredFile:
+    try:
+        return DesiredFile(os.path.join(unit_dir, f'{name}.service'), units.render_service(service), UNIT_MODE)
+    except units.UnitSpecError as exc:
+        raise JobSpecError(str(exc)) from exc
+
+
 def _restore_script(params: dict[str, t.Any]) -> DesiredFile | None:
     script = params['restore_script']
     if script is None:
@@ -155,6 +178,9 @@ def build_job(params: dict[str, t.Any]) -> Job:
     """All files of the job: main service + timer, one pair per extra job, the optional restore script."""
     main = base_service(params)
     name, unit_dir = params['name'], params['unit_dir']
+    notify = _notify_service(params, name)
+    if notify is not None:
+        main = dataclasses.replace(main, on_failure=(f'{name}-notify.service',))
     files = _pair(unit_dir, name, main, _timer(name, main.description, params, params['on_calendar']))
     timers, calendars = [f'{name}.timer'], [params['on_calendar']]
     for extra in params['extra_jobs'] or []:
@@ -165,6 +191,8 @@ def build_job(params: dict[str, t.Any]) -> Job:
         files += _pair(unit_dir, extra_name, service, _timer(extra_name, service.description, params, extra['on_calendar']))
         timers.append(f'{extra_name}.timer')
         calendars.append(extra['on_calendar'])
+    if notify is not None:
+        files.append(_service_file(unit_dir, f'{name}-notify', notify))
     script = _restore_script(params)
     files += [script] if script else []
     return Job(name=name, files=tuple(files), timers=tuple(timers), calendars=tuple(dict.fromkeys(calendars)),

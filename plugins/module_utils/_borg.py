@@ -150,6 +150,11 @@ def latest_args(instance: str, host: str) -> list[str]:
     return ['list', '--short', '--last', '1', '--glob-archives', archive_glob(instance, host)]
 
 
+def newest_args(instance: str, host: str) -> list[str]:
+    """The newest archive of this instance, as JSON (its "time" is local time, ISO 8601)."""
+    return ['list', '--json', '--last', '1', '--glob-archives', archive_glob(instance, host)]
+
+
 def extract_args(archive: str, backup_name: str) -> list[str]:
     return ['extract', '--stdout', f'::{archive}', backup_name]
 
@@ -300,6 +305,12 @@ provider_snapshots() {
   borg_ @@LIST@@
 }
 
+provider_newest_time() {
+  local listed
+  listed="$(borg_ @@NEWEST@@)" || return 1
+  sed -n 's/.*"time": *"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1
+}
+
 # Whether this instance has that archive (latest: any archive); the restore checks it before anything stops.
 provider_has_snapshot() {
   local names
@@ -372,6 +383,7 @@ def shell_functions(commands: Commands) -> str:
         '@@MARKER@@': shlex.quote(INIT_MARKER),
         '@@RSH@@': '"' + rsh('$dir') + '"',
         '@@LIST@@': _sh(list_args(commands.instance, commands.host)),
+        '@@NEWEST@@': _sh(newest_args(commands.instance, commands.host)),
         '@@LATEST@@': _sh(latest_args(commands.instance, commands.host)),
         '@@NAMES@@': _sh(names_args(commands.instance, commands.host)),
         '@@INIT@@': _sh(init_args(commands.encryption)),
@@ -445,6 +457,8 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         credentials=credentials,
         env_names=(),
         stop_units=_provider.stop_units(settings),
+        notify_cmd=_provider.notify_command(settings),
+        late_after=_provider.late_after(settings),
         functions=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
         snapshot_pattern=archive_pattern(instance, job_host),

@@ -222,6 +222,8 @@ class ScriptSpec:
     snapshot_pattern: str = '^[0-9a-f]{8,64}$'
     snapshot_word: str = 'snapshot'
     notes: tuple[str, ...] = ()
+    notify_cmd: str = ''  # settings.monitoring.on_failure: run by the units' OnFailure= with the failed unit's log
+    late_after: int = 93600  # settings.monitoring.late_after: seconds after which selfhost-backup status says late
 
 
 def _bash_array(values: t.Iterable[str]) -> str:
@@ -249,6 +251,8 @@ readonly RESTORE_CMD=@@Q_RESTORE_CMD@@
 readonly STOP_UNITS=@@STOP_UNITS@@
 readonly ENV_SECRETS=@@ENV_SECRETS@@
 readonly SNAPSHOT_PATTERN=@@Q_PATTERN@@
+readonly NOTIFY_CMD=@@Q_NOTIFY_CMD@@
+readonly LATE_AFTER=@@LATE_AFTER@@
 
 usage() {
   cat <<'EOF'
@@ -351,6 +355,26 @@ restore() {
   printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
 }
 
+# OnFailure= of the units (<backup service>-notify.service, as root): the administrator's command gets the
+# failed unit's last log lines on stdin and what failed in SELFHOST_BACKUP_* variables. systemd names the
+# failed unit in MONITOR_UNIT (the backup or the check service).
+notify_failure() {
+  local unit="${MONITOR_UNIT:-$BACKUP_SERVICE}"
+  [ -n "$NOTIFY_CMD" ] || return 0
+  journalctl --no-pager -o short-iso -n 50 -u "$unit" \
+    | SELFHOST_BACKUP_PROVIDER=@@Q_PROVIDER@@ SELFHOST_BACKUP_INSTANCE="$INSTANCE" SELFHOST_BACKUP_UNIT="$unit" \
+      SELFHOST_BACKUP_RESULT="${MONITOR_SERVICE_RESULT:-failed}" SELFHOST_BACKUP_HOST="$(uname -n)" \
+      /bin/sh -c "$NOTIFY_CMD"
+}
+
+# For selfhost-backup status: when the newest @@WORD@@ of this instance was made (seconds since the epoch,
+# empty without one), and how old it may get before the instance counts as late.
+newest() {
+  local time
+  time="$(provider_newest_time)" || fail "cannot list the @@WORD@@s of this instance"
+  printf 'newest=%s late_after=%s\n' "${time:+$(date -d "$time" +%s)}" "$LATE_AFTER"
+}
+
 # ---- @@PROVIDER@@ ----
 @@FUNCTIONS@@
 # ---- main ----
@@ -369,6 +393,16 @@ case "${1:-}" in
     restore "$2"
     ;;
 @@MAINTENANCE_CASES@@
+  notify)
+    [ "$#" -eq 1 ] || usage_error
+    [ "$(id -u)" -eq 0 ] || fail "run this as root"
+    notify_failure
+    ;;
+  newest)
+    [ "$#" -eq 1 ] || usage_error
+    [ "$(id -u)" -eq 0 ] || fail "run this as root"
+    newest
+    ;;
   *)
     usage_error
     ;;
@@ -380,7 +414,7 @@ def render_script(spec: ScriptSpec) -> str:
     """The job script of one instance: restore script on PATH, backup and maintenance steps of its units."""
     layout = spec.layout
     for name in spec.maintenance:
-        if not re.match(r'^[a-z][a-z0-9_]*$', name) or name in ('snapshots', 'restore', 'help'):
+        if not re.match(r'^[a-z][a-z0-9_]*$', name) or name in ('snapshots', 'restore', 'help', 'notify', 'newest'):
             raise ProviderError(f'maintenance subcommand {name!r} is not a plain name of its own')
     maintenance_cases = '\n'.join(
         f'  {name})\n'
@@ -403,6 +437,9 @@ def render_script(spec: ScriptSpec) -> str:
         '@@Q_BACKUP_CMD@@': shlex.quote(spec.backup_cmd),
         '@@Q_RESTORE_CMD@@': shlex.quote(spec.restore_cmd),
         '@@Q_PATTERN@@': shlex.quote(spec.snapshot_pattern),
+        '@@Q_NOTIFY_CMD@@': shlex.quote(spec.notify_cmd),
+        '@@LATE_AFTER@@': str(int(spec.late_after)),
+        '@@Q_PROVIDER@@': shlex.quote(layout.provider),
         '@@STOP_UNITS@@': _bash_array(spec.stop_units),
         '@@ENV_SECRETS@@': _bash_array(spec.env_names),
         '@@SECRET_CASES@@': _secret_cases(spec.credentials),
@@ -438,6 +475,16 @@ def tuple_or_none(args: t.Sequence[str] | None) -> tuple[str, ...] | None:
 def stop_units(settings: t.Mapping[str, t.Any]) -> tuple[str, ...]:
     """The units a restore stops first (``settings.restore.stop_units``), as the script spec wants them."""
     return tuple((settings.get('restore') or {}).get('stop_units') or ())
+
+
+def notify_command(settings: t.Mapping[str, t.Any]) -> str:
+    """settings.monitoring.on_failure: the command the units' OnFailure= runs, or '' for none."""
+    return str((settings.get('monitoring') or {}).get('on_failure') or '')
+
+
+def late_after(settings: t.Mapping[str, t.Any]) -> int:
+    """settings.monitoring.late_after: seconds without a new snapshot before the instance is late (26 h)."""
+    return int((settings.get('monitoring') or {}).get('late_after') or 93600)
 
 
 def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any], local_path: str | None,
@@ -491,6 +538,11 @@ def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Seq
             for name, calendar in extra_jobs
         ],
     }
+    if spec.notify_cmd:
+        options['on_failure'] = {
+            'description': f'Failure notification of {layout.provider} instance {layout.instance}',
+            'exec_start': [['/bin/bash', layout.script_path, 'notify']],
+        }
     if nice is not None:
         options['nice'] = nice
     if io_scheduling_class is not None:

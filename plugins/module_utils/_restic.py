@@ -114,6 +114,11 @@ def snapshots_args(instance: str, host: str) -> list[str]:
     return ['snapshots'] + scope_args(instance, host)
 
 
+def newest_args(instance: str, host: str) -> list[str]:
+    """The newest snapshot of this instance on this host, as JSON (its "time" is RFC 3339)."""
+    return ['snapshots', '--json', '--latest', '1'] + scope_args(instance, host)
+
+
 def owned_snapshots_args(instance: str, host: str) -> list[str]:
     """This instance's snapshots as JSON: the full ids, to check that an id given to restore is one of them."""
     return ['snapshots', '--json'] + scope_args(instance, host)
@@ -240,6 +245,12 @@ provider_snapshots() {
   restic_ @@SNAPSHOTS@@
 }
 
+provider_newest_time() {
+  local listed
+  listed="$(restic_ --quiet @@NEWEST@@)" || return 1
+  sed -n 's/.*"time":"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1
+}
+
 provider_dump() {
   if [ "$1" = latest ]; then
     restic_ --quiet @@DUMP_LATEST@@
@@ -281,6 +292,7 @@ def shell_functions(commands: Commands) -> str:
         '@@BINARY@@': shlex.quote(commands.binary),
         '@@GLOBAL@@': '(' + _sh(commands.global_args) + ')',
         '@@SNAPSHOTS@@': _sh(snapshots_args(commands.instance, commands.host)),
+        '@@NEWEST@@': _sh(newest_args(commands.instance, commands.host)),
         '@@DUMP_LATEST@@': _sh(dump_latest_args(commands.instance, commands.host, commands.backup_name)),
         '@@DUMP_PATH@@': shlex.quote(stdin_path(commands.backup_name)),
         '@@OWNED@@': _sh(owned_snapshots_args(commands.instance, commands.host)),
@@ -338,6 +350,8 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         credentials=secrets.credentials,
         env_names=secrets.env_names,
         stop_units=_provider.stop_units(settings),
+        notify_cmd=_provider.notify_command(settings),
+        late_after=_provider.late_after(settings),
         functions=shell_functions(commands),
         maintenance=maintenance,
         notes=(f'Snapshots carry the tag {tag(instance)}; restic {".".join(map(str, the_version))}, '

@@ -64,6 +64,7 @@ class ServiceSpec:
     cache_directory: str | None = None
     after: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +119,12 @@ def _section(name: str, settings: t.Iterable[tuple[str, str]]) -> list[str]:
     return [f'[{name}]'] + [f'{key}={value}' for key, value in settings]
 
 
-def _unit_settings(description: str, after: t.Sequence[str] = (), wants: t.Sequence[str] = ()) -> list[tuple[str, str]]:
+def _unit_settings(description: str, after: t.Sequence[str] = (), wants: t.Sequence[str] = (),
+                   on_failure: t.Sequence[str] = ()) -> list[tuple[str, str]]:
     settings = [('Description', escape_specifiers(_check_single_line(description, 'description')))]
     settings += [('Wants', ' '.join(quote_word(unit) for unit in wants))] if wants else []
     settings += [('After', ' '.join(quote_word(unit) for unit in after))] if after else []
+    settings += [('OnFailure', ' '.join(quote_word(unit) for unit in on_failure))] if on_failure else []
     return settings
 
 
@@ -162,7 +165,7 @@ def render_service(spec: ServiceSpec) -> str:
         service.append(('CacheDirectory', quote_word(spec.cache_directory)))
     service += [('ExecStart', render_command(argv)) for argv in spec.exec_start]
     service += _scheduling_settings(spec) + _hardening_settings(spec)
-    lines = [MANAGED_HEADER] + _section('Unit', _unit_settings(spec.description, spec.after, spec.wants))
+    lines = [MANAGED_HEADER] + _section('Unit', _unit_settings(spec.description, spec.after, spec.wants, spec.on_failure))
     lines += [''] + _section('Service', service)
     return '\n'.join(lines) + '\n'
 

@@ -188,6 +188,24 @@ options:
         description:
           - User of this job's service. Defaults to O(user).
         type: str
+  on_failure:
+    description:
+      - A failure notification. When set, the module also writes C(<name>-notify.service), a root service
+        without timer and without sandbox, and adds C(OnFailure=<name>-notify.service) to the main service and
+        to every O(extra_jobs) service. systemd starts it when one of them fails and tells it which one in
+        C($MONITOR_UNIT) and how in C($MONITOR_SERVICE_RESULT).
+    type: dict
+    suboptions:
+      exec_start:
+        description:
+          - Commands of the notification service, in the same argv form as O(exec_start).
+        type: list
+        elements: list
+        required: true
+      description:
+        description:
+          - C(Description=) of the notification service.
+        type: str
   unit_dir:
     description:
       - Directory of the unit files.
@@ -336,6 +354,11 @@ EXTRA_JOB_SPEC = {
     'user': {'type': 'str'},
 }
 
+ON_FAILURE_SPEC = {
+    'exec_start': {'type': 'list', 'elements': 'list', 'required': True},
+    'description': {'type': 'str'},
+}
+
 ARGUMENT_SPEC = {
     'name': {'type': 'str', 'required': True},
     'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
@@ -361,6 +384,7 @@ ARGUMENT_SPEC = {
         'content': {'type': 'str', 'required': True},
     }},
     'extra_jobs': {'type': 'list', 'elements': 'dict', 'default': [], 'options': EXTRA_JOB_SPEC},
+    'on_failure': {'type': 'dict', 'options': ON_FAILURE_SPEC},
     'unit_dir': {'type': 'path', 'default': '/etc/systemd/system'},
     'script_dir': {'type': 'path', 'default': '/usr/local/bin'},
     'state_dir': {'type': 'path', 'default': '/var/lib/selfhost-backup'},

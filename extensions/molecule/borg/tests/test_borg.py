@@ -14,6 +14,7 @@ import subprocess
 import testinfra
 
 from conftest import SCENARIO_DIR
+from provider_checks import assert_failure_reported, assert_healthy, notified_path
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -183,18 +184,23 @@ def test_everything_belongs_to_the_request_user(host):
     assert host.run("ls -d /run/borg-restore.* 2>/dev/null").stdout == ""
 
 
+NOTIFIED = notified_path("borg", "local")
+
+
 def test_failed_dump_keeps_no_archive(host):
     write(host, "app.txt", "good content\n")
     backup_ok(host, "local")
+    assert_healthy(host, "borg", "local")
     before = archives(host, "local")
     write(host, "app.txt", "broken content\n")
-    host.check_output(f"touch {DATA}/fail-backup")
+    host.check_output(f"rm -f {NOTIFIED} && touch {DATA}/fail-backup")
     try:
         result = backup(host, "local")
     finally:
         host.check_output(f"rm -f {DATA}/fail-backup")
     assert result.rc != 0
     assert host.run("systemctl is-failed borg-backup-local.service").stdout.strip() == "failed"
+    assert_failure_reported(host, "borg", "local")
     assert archives(host, "local") == before
     # Not even a checkpoint archive.
     listed = host.check_output("BORG_PASSCOMMAND='cat /etc/selfhost-backup/borg/local/passphrase' "

@@ -81,9 +81,16 @@ class PostgresCluster(Dialect):
             return f"convert_from('\\x{_hex(value)}'::bytea, 'UTF8')"
         return f"'\\x{_hex(value)}'::bytea"
 
+    # One-column rows that, as COPY data lines, read exactly like the lines the restore's guard looks for.
+    LOOKALIKES = ("-- PostgreSQL database cluster dump complete", "--", "DROP ROLE IF EXISTS postgres;",
+                  "CREATE ROLE postgres;", "\\connect postgres")
+
     def write(self, box, rows):
-        sql = ["DROP TABLE IF EXISTS fixture;",
+        sql = ["DROP TABLE IF EXISTS fixture;", "DROP TABLE IF EXISTS lookalikes;",
+               "CREATE TABLE lookalikes (line text);",
                "CREATE TABLE fixture (id int PRIMARY KEY, txt text, bin bytea, num bigint);"]
+        sql += [f"INSERT INTO lookalikes VALUES (convert_from('\\x{_hex(line)}'::bytea, 'UTF8'));"
+                for line in self.LOOKALIKES]
         for i, txt, blob, num in rows:
             sql.append(f"INSERT INTO fixture VALUES ({i}, {self._value(txt, 'txt')}, {self._value(blob, 'bin')}, "
                        f"{'NULL' if num is None else num});")
@@ -92,7 +99,11 @@ class PostgresCluster(Dialect):
     def read(self, box):
         query = ("SELECT coalesce(json_agg(json_build_object('id', id, 'txt', txt, 'bin', encode(bin, 'hex'), "
                  "'num', num) ORDER BY id), '[]') FROM fixture;")
-        return json.loads(box.ok(f"cd / && {self.psql} -A -t", query.encode()))
+        rows = json.loads(box.ok(f"cd / && {self.psql} -A -t", query.encode()))
+        lookalikes = json.loads(box.ok(f"cd / && {self.psql} -A -t",
+                                       b"SELECT json_agg(line ORDER BY line) FROM lookalikes;"))
+        assert lookalikes == sorted(self.LOOKALIKES), lookalikes
+        return rows
 
     def destroy(self, box):
         box.ok("cd / && runuser -u postgres -- dropdb fixture")

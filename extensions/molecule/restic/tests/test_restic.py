@@ -12,6 +12,7 @@ import shlex
 import subprocess
 
 from conftest import SCENARIO_DIR
+from provider_checks import assert_failure_reported, assert_healthy, notified_path
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -127,18 +128,23 @@ def test_round_trip_by_id_and_latest(host):
     assert host.file(f"{DATA}/app.txt").user == "dbuser"
 
 
+NOTIFIED = notified_path("restic", "local")
+
+
 def test_failed_dump_keeps_no_snapshot(host):
     write(host, "app.txt", "good content\n")
     backup_ok(host, "local")
+    assert_healthy(host, "restic", "local")
     before = snapshots(host, "local")
     write(host, "app.txt", "broken content\n")
-    host.check_output(f"touch {DATA}/fail-backup")
+    host.check_output(f"rm -f {NOTIFIED} && touch {DATA}/fail-backup")
     try:
         result = backup(host, "local")
     finally:
         host.check_output(f"rm -f {DATA}/fail-backup")
     assert result.rc != 0
     assert host.run("systemctl is-failed restic-backup-local.service").stdout.strip() == "failed"
+    assert_failure_reported(host, "restic", "local")
     assert snapshots(host, "local") == before
     assert restore(host, "local", "latest").rc == 0
     assert read(host, "app.txt") == "good content\n"

@@ -61,7 +61,8 @@ def world(tmp_path):
     return tmp_path
 
 
-def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False):
+def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False,
+           notify_cmd=''):
     commands = _borg.Commands(
         binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
@@ -75,7 +76,7 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
         layout=_provider.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
         functions=_borg.shell_functions(commands), maintenance=('backup', 'check') if check else ('backup',),
-        snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive')
+        snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive', notify_cmd=notify_cmd)
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
     return path
@@ -267,3 +268,34 @@ def test_interactive_restore_copies_secrets_privately_and_removes_them(world, re
         assert '/run/borg-restore.' in entry[5] and 'StrictHostKeyChecking=yes' in entry[5]
     assert set(os.listdir('/run')) == before  # the temporary copy is gone
     assert (world / 'cache').is_dir()
+
+
+FAKE_JOURNALCTL = '#!/bin/sh\necho "journalctl $*"\necho "borg-restore-app: backup failed: no archive created"\n'
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the notification runs as root, as OnFailure= starts it')
+def test_notify_hands_the_log_and_what_failed_to_the_command(world):
+    tools = world / 'tools'
+    tools.mkdir()
+    (tools / 'journalctl').write_text(FAKE_JOURNALCTL)
+    (tools / 'journalctl').chmod(0o755)
+    out = world / 'notified'
+    command = f'{{ env | grep ^SELFHOST_BACKUP_ | sort; cat; }} > {out}'
+    result = run(world, script(world, notify_cmd=command), 'notify', unit=False,
+                 PATH=f'{tools}:{os.environ["PATH"]}', MONITOR_UNIT='borg-backup-app-check.service',
+                 MONITOR_SERVICE_RESULT='exit-code')
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert lines[:4] == ['SELFHOST_BACKUP_HOST=' + os.uname().nodename, 'SELFHOST_BACKUP_INSTANCE=app',
+                         'SELFHOST_BACKUP_PROVIDER=borg', 'SELFHOST_BACKUP_RESULT=exit-code']
+    assert lines[4] == 'SELFHOST_BACKUP_UNIT=borg-backup-app-check.service'
+    assert lines[5] == 'journalctl --no-pager -o short-iso -n 50 -u borg-backup-app-check.service'
+    assert lines[6] == 'borg-restore-app: backup failed: no archive created'
+
+
+def test_notify_without_a_command_does_nothing_and_needs_root(world):
+    result = run(world, script(world), 'notify', unit=False)
+    if os.geteuid() == 0:
+        assert result.returncode == 0 and result.stderr == ''
+    else:
+        assert result.returncode != 0 and 'run this as root' in result.stderr

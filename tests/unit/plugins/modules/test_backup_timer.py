@@ -411,6 +411,8 @@ def test_corrupt_manifest_fails(root, systemd):
     ({'extra_jobs': [{'suffix': 'x', 'exec_start': [['true']], 'on_calendar': 'weekly'}]}, 'extra_jobs[x].exec_start[0][0]'),
     ({'extra_jobs': [{'suffix': 'x', 'exec_start': [['/bin/true']], 'on_calendar': 'weekly', 'user': 'A'}]}, "user 'A'"),
     ({'exec_start': OMIT}, 'state is present but all of the following are missing: exec_start'),
+    ({'on_failure': {'exec_start': [['notify']]}}, 'on_failure.exec_start[0][0]'),
+    ({'on_failure': {'exec_start': []}}, 'on_failure.exec_start needs at least one command'),
 ])
 def test_invalid_options_fail_without_writing(root, systemd, changes, words):
     with pytest.raises(ModuleFail) as info:
@@ -427,3 +429,32 @@ def test_extra_job_overrides(root, systemd):
     text = unit(root, 'restic-backup-app-prune.service').read_text()
     assert 'Description=prune app\n' in text and 'User=root\n' in text and 'Nice=5\n' in text
     assert 'Description=Timer of prune app\n' in unit(root, 'restic-backup-app-prune.timer').read_text()
+
+
+NOTIFY = {'exec_start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'notify']]}
+
+
+def test_on_failure_adds_a_notify_service_that_every_service_names(root, systemd):
+    result = run(job_args(root, on_failure=NOTIFY), root)
+    assert result['changed'] is True
+    assert tree(root) == sorted(ALL_FILES + ['units/restic-backup-app-notify.service'])
+    for name in ('restic-backup-app.service', 'restic-backup-app-check.service'):
+        assert 'OnFailure=restic-backup-app-notify.service\n' in unit(root, name).read_text(), name
+    notify = unit(root, 'restic-backup-app-notify.service').read_text()
+    assert 'ExecStart=/bin/bash /usr/local/bin/restic-restore-app notify\n' in notify
+    assert 'User=root\n' in notify and 'ProtectSystem' not in notify and 'OnFailure' not in notify
+    assert 'restic-backup-app-notify.service' in systemd.verified
+    # no timer of its own: only the two timers are enabled
+    assert sorted(result['timers']) == sorted(TIMERS)
+    # idempotent, and dropping on_failure removes the unit and the OnFailure= lines
+    assert run(job_args(root, on_failure=NOTIFY), root)['changed'] is False
+    assert run(job_args(root), root)['changed'] is True
+    assert tree(root) == ALL_FILES
+    assert 'OnFailure' not in unit(root, 'restic-backup-app.service').read_text()
+
+
+def test_absent_removes_the_notify_service(root, systemd):
+    run(job_args(root, on_failure=NOTIFY), root)
+    run({'name': 'restic-backup-app', 'state': 'absent', 'unit_dir': str(root / 'units'),
+         'script_dir': str(root / 'bin'), 'state_dir': str(root / 'state')}, root)
+    assert tree(root) == []
