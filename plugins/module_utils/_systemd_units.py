@@ -165,7 +165,10 @@ def render_service(spec: ServiceSpec) -> str:
         service.append(('CacheDirectory', quote_word(spec.cache_directory)))
     service += [('ExecStart', render_command(argv)) for argv in spec.exec_start]
     service += _scheduling_settings(spec) + _hardening_settings(spec)
-    lines = [MANAGED_HEADER] + _section('Unit', _unit_settings(spec.description, spec.after, spec.wants, spec.on_failure))
+    # No start rate limit: a manual start right after a failed or a quick run must run, never be refused with
+    # "start request repeated too quickly" (systemd's default allows 5 starts in 10 s); the timers pace the runs.
+    unit = _unit_settings(spec.description, spec.after, spec.wants, spec.on_failure) + [('StartLimitIntervalSec', '0')]
+    lines = [MANAGED_HEADER] + _section('Unit', unit)
     lines += [''] + _section('Service', service)
     return '\n'.join(lines) + '\n'
 

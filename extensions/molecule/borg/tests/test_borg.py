@@ -77,7 +77,7 @@ def test_units_and_timers_are_installed(host):
     timer = host.file(f"{UNIT_DIR}/borg-backup-local.timer").content_string
     assert "OnCalendar=*-*-* 03:00:00" in timer and "RandomizedDelaySec=60" in timer
     service = host.file(f"{UNIT_DIR}/borg-backup-local.service").content_string
-    assert "User=dbuser" in service
+    assert "User=dbuser" in service and "StartLimitIntervalSec=0" in service
     assert "Nice=10" in service and "IOSchedulingClass=idle" in service
     assert "LoadCredential=passphrase:/etc/selfhost-backup/borg/local/passphrase" in service
     assert "ReadWritePaths=/srv/borg/local" in service

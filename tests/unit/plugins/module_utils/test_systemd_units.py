@@ -29,6 +29,7 @@ EXPECTED_SERVICE = """\
 Description=restic backup of app (50%%)
 Wants=network-online.target
 After=postgresql.service
+StartLimitIntervalSec=0
 
 [Service]
 Type=oneshot
@@ -90,7 +91,8 @@ def test_render_timer_exactly():
 
 def test_minimal_service_without_hardening_has_no_optional_lines():
     text = units.render_service(units.ServiceSpec(description='d', exec_start=(('/bin/true',),), hardening=False))
-    assert text == units.MANAGED_HEADER + '\n[Unit]\nDescription=d\n\n[Service]\nType=oneshot\nUser=root\nExecStart=/bin/true\n'
+    assert text == (units.MANAGED_HEADER + '\n[Unit]\nDescription=d\nStartLimitIntervalSec=0\n\n'
+                    '[Service]\nType=oneshot\nUser=root\nExecStart=/bin/true\n')
 
 
 def test_every_unit_starts_with_the_managed_header():
