@@ -305,10 +305,8 @@ provider_snapshots() {
   borg_ @@LIST@@
 }
 
-provider_newest_time() {
-  local listed
-  listed="$(borg_ @@NEWEST@@)" || return 1
-  sed -n 's/.*"time": *"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1
+provider_newest_json() {
+  borg_ @@NEWEST@@
 }
 
 # Whether this instance has that archive (latest: any archive); the restore checks it before anything stops.

@@ -6,12 +6,12 @@
 
 """The provider-neutral half of a backup provider (restic, borg): names, secrets layout, job script, job options.
 
-A provider module (``_restic.py``, later ``_borg.py``) only adds what is specific to its tool: the shell
-functions ``provider_snapshots``, ``provider_has_snapshot <snapshot>``, ``provider_dump <snapshot>``, ``provider_backup`` (and optional maintenance
-functions such as ``provider_check``), the credentials it needs and the command line flags. Everything else is
-here, once: where secrets live on the host, how they reach the job (``LoadCredential=``), how the tool runs as the
-request's user whoever calls the script, ``stop_units``, ``pipefail`` and the options of
-``selfhost.backup.backup_timer``. Pure functions, no I/O.
+A provider module (``_restic.py``, later ``_borg.py``) only adds what is specific to its tool: the shell functions
+``provider_snapshots``, ``provider_has_snapshot <snapshot>``, ``provider_dump <snapshot>``,
+``provider_newest_json``, ``provider_backup`` (and optional maintenance functions such as ``provider_check``), the
+credentials it needs and the command line flags. Everything else is here, once: where secrets live on the host,
+how they reach the job (``LoadCredential=``), how the tool runs as the request's user whoever calls the script,
+``stop_units``, ``pipefail`` and the options of ``selfhost.backup.backup_timer``. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -369,9 +369,11 @@ notify_failure() {
 
 # For selfhost-backup status: when the newest @@WORD@@ of this instance was made (seconds since the epoch,
 # empty without one), and how old it may get before the instance counts as late.
+# provider_newest_json lists the newest @@WORD@@ as JSON; restic and borg both call its time "time".
 newest() {
-  local time
-  time="$(provider_newest_time)" || fail "cannot list the @@WORD@@s of this instance"
+  local listed time
+  listed="$(provider_newest_json)" || fail "cannot list the @@WORD@@s of this instance"
+  time="$(sed -n 's/.*"time": *"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1)"
   printf 'newest=%s late_after=%s\n' "${time:+$(date -d "$time" +%s)}" "$LATE_AFTER"
 }
 

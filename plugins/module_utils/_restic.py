@@ -245,10 +245,8 @@ provider_snapshots() {
   restic_ @@SNAPSHOTS@@
 }
 
-provider_newest_time() {
-  local listed
-  listed="$(restic_ --quiet @@NEWEST@@)" || return 1
-  sed -n 's/.*"time":"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1
+provider_newest_json() {
+  restic_ --quiet @@NEWEST@@
 }
 
 provider_dump() {
