@@ -111,8 +111,14 @@ def base_service(params: dict[str, t.Any]) -> units.ServiceSpec:
         cache_directory=params['cache_directory'],
         after=_units(params['after'] or [], 'after'),
         wants=_units(params['wants'] or [], 'wants'),
+        **_hooks(params.get('hooks') or {}),
         **_scheduling(params),
     )
+
+
+def _hooks(hooks: dict[str, t.Any]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    return {f'{when}_hooks': _argv_list(hooks[when], f'hooks.{when}') if hooks.get(when) else ()
+            for when in ('start', 'finish')}
 
 
 def _timer(name: str, description: str, params: dict[str, t.Any], on_calendar: str) -> units.TimerSpec:
@@ -130,6 +136,9 @@ def _extra_service(main: units.ServiceSpec, extra: dict[str, t.Any]) -> units.Se
         description=extra['description'] or f'{main.description} ({extra["suffix"]})',
         exec_start=_argv_list(extra['exec_start'], f'extra_jobs[{extra["suffix"]}].exec_start'),
         user=_match(USER, extra['user'], 'user') if extra['user'] else main.user,
+        # The hooks report on the backup itself (metrics, pings), not on its maintenance jobs.
+        start_hooks=(),
+        finish_hooks=(),
     )
 
 

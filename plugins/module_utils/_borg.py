@@ -128,7 +128,7 @@ def create_args(version: Version, instance: str, host: str, backup_name: str,
                 compression: str = DEFAULT_COMPRESSION) -> list[str]:
     """``borg create`` running the dump itself; the command (``/bin/sh -c "$BACKUP_CMD"``) follows ``--``."""
     require_supported(version)
-    return ['create', '--compression', compression, '--content-from-command', '--stdin-name', backup_name,
+    return ['create', '--json', '--compression', compression, '--content-from-command', '--stdin-name', backup_name,
             f'::{archive_template(instance, host)}', '--']
 
 
@@ -356,10 +356,21 @@ provider_retention() {
 }
 @@CHECK@@
 # borg runs the dump itself: when it fails, borg creates no archive and exits 2, and the unit fails.
+# --json: the archive's statistics on stdout, of which the deduplicated size is what the backup added.
 provider_backup() {
+  local stats
   provider_init
-  borg_warning_ok @@CREATE@@ /bin/sh -c "$BACKUP_CMD" || fail "backup failed: no archive created"
+  stats="$(borg_warning_ok @@CREATE@@ /bin/sh -c "$BACKUP_CMD")" || fail "backup failed: no archive created"
+  printf '%s\n' "$stats"
   provider_retention
+  record_backup "$(sed -n 's/^ *"deduplicated_size": *\([0-9]*\).*/\1/p' <<<"$stats" | head -n 1)"
+}
+
+# The number of archives of this instance (for the metrics).
+provider_snapshot_count() {
+  local names
+  names="$(borg_ @@NAMES@@)" || return 1
+  grep -c . <<<"$names" || true
 }'''
 
 
@@ -455,8 +466,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         credentials=credentials,
         env_names=(),
         stop_units=_provider.stop_units(settings),
-        notify_cmd=_provider.notify_command(settings),
-        late_after=_provider.late_after(settings),
+        monitoring=_provider.monitoring(layout, settings),
         functions=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
         snapshot_pattern=archive_pattern(instance, job_host),
@@ -465,5 +475,6 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
                'BORG_EXIT_CODES=legacy: a warning (exit 1) of create/prune/compact counts as success.',),
     )
     timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
-    return Plan(layout=layout, timer=timer, secret_files=secrets.files, credentials=credentials,
+    secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
+    return Plan(layout=layout, timer=timer, secret_files=secret_files, credentials=credentials,
                 local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)

@@ -113,13 +113,61 @@ class Plan:
     local_path: str | None
 
 
+# The ping URL identifies the check at the monitoring service: whoever knows it can report for the job, so it
+# is a secret, kept in a root-only file that only the root hooks read (never a credential of the job's user).
+PING_URL_SECRET = 'ping_url'
+# What the backup step tells the finish hook about a good backup, in the unit's cache directory.
+BACKUP_STATS_FILE = 'last-backup'
+
+
+@dataclasses.dataclass(frozen=True)
+class Monitoring:
+    """settings.monitoring of one instance, as the job script and its units use it. No secret in it."""
+
+    notify_cmd: str = ''  # on_failure: run by the units' OnFailure= with the failed unit's log
+    late_after: int = 93600  # seconds without a new snapshot after which selfhost-backup status says late
+    metrics_file: str = ''  # the instance's node-exporter textfile (<metrics_directory>/<job>.prom), '' for none
+    ping_url_file: str = ''  # root-only file holding ping_url, '' for none
+    ping_timeout: int = 10
+    ping_retries: int = 3
+
+    @property
+    def has_hooks(self) -> bool:
+        """Whether the backup service needs the root start and finish hooks (metrics, pings)."""
+        return bool(self.metrics_file or self.ping_url_file)
+
+
+def monitoring(layout: Layout, settings: t.Mapping[str, t.Any]) -> Monitoring:
+    """settings.monitoring, validated by the provider's schema, with its defaults."""
+    given = settings.get('monitoring') or {}
+    metrics_dir = given.get('metrics_directory')
+    return Monitoring(
+        notify_cmd=str(given.get('on_failure') or ''),
+        late_after=int(given.get('late_after') or 93600),
+        metrics_file=posixpath.join(metrics_dir, f'{layout.job_name}.prom') if metrics_dir else '',
+        ping_url_file=layout.secret_path(PING_URL_SECRET) if given.get('ping_url') else '',
+        ping_timeout=int(given.get('ping_timeout') or 10),
+        ping_retries=int(given.get('ping_retries', 3)),
+    )
+
+
+def monitoring_secret_files(layout: Layout, settings: t.Mapping[str, t.Any]) -> list[tuple[str, str]]:
+    """The root-only files of settings.monitoring (the ping URL), as (path, content) like Secrets.files."""
+    url = (settings.get('monitoring') or {}).get('ping_url')
+    return [(layout.secret_path(PING_URL_SECRET), str(url))] if url else []
+
+
 def job_facts(layout: Layout, contract: t.Mapping[str, t.Any], timer: t.Mapping[str, t.Any],
               credentials: t.Mapping[str, str], local_path: str | None) -> dict[str, t.Any]:
     """What the shared role steps (roles/provider_common) need of one instance on the host; no secret in it."""
+    watch = monitoring(layout, contract['settings'])
     return {
         'enable': bool(contract['settings'].get('enable', True)),
         'timer': dict(timer),
         'credentials': dict(credentials),
+        # Root-only secret files besides the credentials; the role keeps them when it prunes the secrets.
+        'root_secrets': [watch.ping_url_file] if watch.ping_url_file else [],
+        'pings': bool(watch.ping_url_file),
         'local_path': local_path,
         'secrets_dir': layout.secrets_dir,
         'user': contract['request']['user'],
@@ -222,8 +270,7 @@ class ScriptSpec:
     snapshot_pattern: str = '^[0-9a-f]{8,64}$'
     snapshot_word: str = 'snapshot'
     notes: tuple[str, ...] = ()
-    notify_cmd: str = ''  # settings.monitoring.on_failure: run by the units' OnFailure= with the failed unit's log
-    late_after: int = 93600  # settings.monitoring.late_after: seconds after which selfhost-backup status says late
+    monitoring: Monitoring = Monitoring()
 
 
 def _bash_array(values: t.Iterable[str]) -> str:
@@ -253,6 +300,12 @@ readonly ENV_SECRETS=@@ENV_SECRETS@@
 readonly SNAPSHOT_PATTERN=@@Q_PATTERN@@
 readonly NOTIFY_CMD=@@Q_NOTIFY_CMD@@
 readonly LATE_AFTER=@@LATE_AFTER@@
+readonly METRICS_FILE=@@Q_METRICS_FILE@@
+readonly PING_URL_FILE=@@Q_PING_URL_FILE@@
+readonly PING_TIMEOUT=@@PING_TIMEOUT@@
+readonly PING_RETRIES=@@PING_RETRIES@@
+# The unit's CacheDirectory=, where the backup step leaves its figures for the finish hook.
+readonly STATS_FILE="${CACHE_DIRECTORY:-/var/cache/@@JOB@@}/@@STATS_NAME@@"
 
 usage() {
   cat <<'EOF'
@@ -377,6 +430,98 @@ newest() {
   printf 'newest=%s late_after=%s\n' "${time:+$(date -d "$time" +%s)}" "$LATE_AFTER"
 }
 
+# The backup step (in the unit, after a good backup and its retention) leaves the bytes it added and the
+# instance's snapshot count for the finish hook; $1: the bytes, as the tool reported them.
+record_backup() {
+  local count
+  [ -n "$METRICS_FILE" ] || return 0
+  count="$(provider_snapshot_count)" || count=''
+  printf 'added_bytes=%s\nsnapshots=%s\n' "${1:-}" "$count" >"$STATS_FILE.tmp"
+  mv -f -- "$STATS_FILE.tmp" "$STATS_FILE"
+}
+
+# ExecStartPre= hook of the backup service (root; its failure is ignored): forget the last run's figures and
+# tell the monitor the run starts.
+job_started() {
+  rm -f -- "$STATS_FILE"
+  ping_monitor /start
+}
+
+# ExecStopPost= hook (root, after every run, also a killed one): metrics and the monitor's success or fail.
+job_finished() {
+  local status
+  status="$(exit_status_of_run)"
+  [ -z "$METRICS_FILE" ] || write_metrics "$status" || printf '%s: could not write %s\n' "$SCRIPT" "$METRICS_FILE" >&2
+  if [ "$status" -eq 0 ]; then ping_monitor ''; else ping_monitor /fail; fi
+}
+
+# systemd describes the run in SERVICE_RESULT, EXIT_CODE (exited, killed, dumped) and EXIT_STATUS (a number,
+# or a signal name): one number as a shell gives it, 128+N for a signal.
+exit_status_of_run() {
+  if [ "${SERVICE_RESULT:-}" = success ]; then
+    echo 0
+  elif [ "${EXIT_CODE:-}" = exited ] && [[ "${EXIT_STATUS:-}" =~ ^[0-9]+$ ]] && [ "$EXIT_STATUS" -ne 0 ]; then
+    echo "$EXIT_STATUS"
+  elif [ "${EXIT_CODE:-}" = killed ] || [ "${EXIT_CODE:-}" = dumped ]; then
+    echo $((128 + $(kill -l "${EXIT_STATUS:-KILL}" 2>/dev/null || echo 0)))
+  else
+    echo 1  # failed before the command ran (e.g. a missing credential), or a timeout
+  fi
+}
+
+# A previous value of a metric of this instance, to carry it over a failed run; empty when there is none.
+previous_metric() {
+  sed -n "s/^$1{[^}]*} \([0-9.e+]*\)\$/\1/p" "$METRICS_FILE" 2>/dev/null | tail -n 1
+}
+
+# The node-exporter textfile of this instance, replaced atomically (the exporter never reads half a file).
+write_metrics() {
+  local status="$1" started now added snapshots success labels tmp
+  labels="provider=\"@@PROVIDER@@\",name=\"$INSTANCE\""
+  now="$(date +%s)"
+  started="$(systemctl show --timestamp=unix -P InactiveExitTimestamp "$BACKUP_SERVICE" 2>/dev/null)"
+  started="${started#@}"
+  [[ "$started" =~ ^[0-9]+$ ]] || started="$now"
+  added="$(sed -n 's/^added_bytes=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
+  snapshots="$(sed -n 's/^snapshots=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
+  success="$(previous_metric selfhost_backup_last_success_timestamp_seconds)"
+  if [ "$status" -eq 0 ]; then
+    success="$now"
+  else
+    added="$(previous_metric selfhost_backup_last_added_bytes)"
+  fi
+  [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
+  # Called in an || list, where set -e is off: each step checks for itself.
+  mkdir -p -- "$(dirname -- "$METRICS_FILE")" || return 1
+  tmp="$(mktemp "$METRICS_FILE.XXXXXX.tmp")" || return 1
+  {
+    metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
+    metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$((now - started))"
+    metric selfhost_backup_last_exit_status "Exit status of the last backup run: 0 success, 128+N killed by signal N." "$status"
+    metric selfhost_backup_last_success_timestamp_seconds "When the last successful backup run ended." "$success"
+    metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
+    metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
+  } >"$tmp" && chmod 0644 -- "$tmp" && mv -f -- "$tmp" "$METRICS_FILE" || { rm -f -- "$tmp"; return 1; }
+}
+
+# One gauge with HELP and TYPE lines; left out while it has no value yet (no success so far).
+metric() {
+  [ -n "$3" ] || return 0
+  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$2" "$1" "$1" "$labels" "$3"
+}
+
+# A healthchecks-style ping: $1 is the suffix (/start, /fail or nothing for success). The URL is read from its
+# root-only file and handed to curl on stdin (--config -), never on a command line. A monitor that is down
+# never fails the backup: the hooks' failures are ignored and this one only logs.
+ping_monitor() {
+  local url
+  [ -n "$PING_URL_FILE" ] || return 0
+  url="$(cat -- "$PING_URL_FILE")" || { printf '%s: cannot read the ping URL\n' "$SCRIPT" >&2; return 0; }
+  curl --silent --show-error --fail --output /dev/null --max-time "$PING_TIMEOUT" --retry "$PING_RETRIES" \
+      --retry-connrefused --retry-delay 2 --config - <<<"url = \"$url$1\"" \
+    || printf '%s: the monitoring ping%s failed (ignored: the backup result stands)\n' "$SCRIPT" "${1:+ $1}" >&2
+}
+
 # ---- @@PROVIDER@@ ----
 @@FUNCTIONS@@
 # ---- main ----
@@ -405,6 +550,11 @@ case "${1:-}" in
     [ "$(id -u)" -eq 0 ] || fail "run this as root"
     newest
     ;;
+  started | finished)
+    [ "$#" -eq 1 ] || usage_error
+    [ "$(id -u)" -eq 0 ] || fail "run this as root"
+    "job_$1"
+    ;;
   *)
     usage_error
     ;;
@@ -412,11 +562,14 @@ esac
 '''
 
 
+RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'help', 'notify', 'newest', 'started', 'finished')
+
+
 def render_script(spec: ScriptSpec) -> str:
     """The job script of one instance: restore script on PATH, backup and maintenance steps of its units."""
     layout = spec.layout
     for name in spec.maintenance:
-        if not re.match(r'^[a-z][a-z0-9_]*$', name) or name in ('snapshots', 'restore', 'help', 'notify', 'newest'):
+        if not re.match(r'^[a-z][a-z0-9_]*$', name) or name in RESERVED_SUBCOMMANDS:
             raise ProviderError(f'maintenance subcommand {name!r} is not a plain name of its own')
     maintenance_cases = '\n'.join(
         f'  {name})\n'
@@ -439,8 +592,14 @@ def render_script(spec: ScriptSpec) -> str:
         '@@Q_BACKUP_CMD@@': shlex.quote(spec.backup_cmd),
         '@@Q_RESTORE_CMD@@': shlex.quote(spec.restore_cmd),
         '@@Q_PATTERN@@': shlex.quote(spec.snapshot_pattern),
-        '@@Q_NOTIFY_CMD@@': shlex.quote(spec.notify_cmd),
-        '@@LATE_AFTER@@': str(int(spec.late_after)),
+        '@@Q_NOTIFY_CMD@@': shlex.quote(spec.monitoring.notify_cmd),
+        '@@LATE_AFTER@@': str(int(spec.monitoring.late_after)),
+        '@@Q_METRICS_FILE@@': shlex.quote(spec.monitoring.metrics_file),
+        '@@Q_PING_URL_FILE@@': shlex.quote(spec.monitoring.ping_url_file),
+        '@@PING_TIMEOUT@@': str(int(spec.monitoring.ping_timeout)),
+        '@@PING_RETRIES@@': str(int(spec.monitoring.ping_retries)),
+        '@@JOB@@': layout.job_name,  # letters, digits, _ . - only (INSTANCE_NAME): safe in double quotes
+        '@@STATS_NAME@@': BACKUP_STATS_FILE,
         '@@Q_PROVIDER@@': shlex.quote(layout.provider),
         '@@STOP_UNITS@@': _bash_array(spec.stop_units),
         '@@ENV_SECRETS@@': _bash_array(spec.env_names),
@@ -477,16 +636,6 @@ def tuple_or_none(args: t.Sequence[str] | None) -> tuple[str, ...] | None:
 def stop_units(settings: t.Mapping[str, t.Any]) -> tuple[str, ...]:
     """The units a restore stops first (``settings.restore.stop_units``), as the script spec wants them."""
     return tuple((settings.get('restore') or {}).get('stop_units') or ())
-
-
-def notify_command(settings: t.Mapping[str, t.Any]) -> str:
-    """settings.monitoring.on_failure: the command the units' OnFailure= runs, or '' for none."""
-    return str((settings.get('monitoring') or {}).get('on_failure') or '')
-
-
-def late_after(settings: t.Mapping[str, t.Any]) -> int:
-    """settings.monitoring.late_after: seconds without a new snapshot before the instance is late (26 h)."""
-    return int((settings.get('monitoring') or {}).get('late_after') or 93600)
 
 
 def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any], local_path: str | None,
@@ -540,7 +689,10 @@ def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Seq
             for name, calendar in extra_jobs
         ],
     }
-    if spec.notify_cmd:
+    if spec.monitoring.has_hooks:
+        options['hooks'] = {'start': [['/bin/bash', layout.script_path, 'started']],
+                            'finish': [['/bin/bash', layout.script_path, 'finished']]}
+    if spec.monitoring.notify_cmd:
         options['on_failure'] = {
             'description': f'Failure notification of {layout.provider} instance {layout.instance}',
             'exec_start': [['/bin/bash', layout.script_path, 'notify']],

@@ -201,15 +201,17 @@ provider_backup() {
 # Shared by both backup paths: a failed backup never leaves a snapshot that latest could pick.
 FINISH_BACKUP = r'''# $1: restic's --json output, $2: the dump's exit status, $3: restic's.
 finish_backup() {
-  local out="$1" dump_rc="$2" restic_rc="$3" snapshot
+  local out="$1" dump_rc="$2" restic_rc="$3" snapshot summary
   snapshot="$(sed -n 's/.*"snapshot_id":"\([0-9a-f]\{8,\}\)".*/\1/p' "$out" | tail -n 1)"
-  grep '"message_type":"summary"' "$out" || true
+  summary="$(grep '"message_type":"summary"' "$out")" || true
+  printf '%s\n' "$summary"
   rm -f "$out"
   if [ "$dump_rc" -ne 0 ] || [ "$restic_rc" -ne 0 ]; then
     [ -z "$snapshot" ] || forget_failed_snapshot "$snapshot"
     fail "backup failed (backup_cmd exit $dump_rc, restic exit $restic_rc): no snapshot kept"
   fi
   provider_retention
+  record_backup "$(sed -n 's/.*"data_added":\([0-9]*\).*/\1/p' <<<"$summary")"
 }
 
 # Another job (a check, a prune, another instance) may hold the repository's exclusive lock, and restic < 0.16
@@ -247,6 +249,13 @@ provider_snapshots() {
 
 provider_newest_json() {
   restic_ --quiet @@NEWEST@@
+}
+
+# The number of snapshots of this instance (for the metrics).
+provider_snapshot_count() {
+  local owned
+  owned="$(restic_ --quiet @@OWNED@@)" || return 1
+  grep -o '"short_id":' <<<"$owned" | wc -l
 }
 
 provider_dump() {
@@ -348,8 +357,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         credentials=secrets.credentials,
         env_names=secrets.env_names,
         stop_units=_provider.stop_units(settings),
-        notify_cmd=_provider.notify_command(settings),
-        late_after=_provider.late_after(settings),
+        monitoring=_provider.monitoring(layout, settings),
         functions=shell_functions(commands),
         maintenance=maintenance,
         notes=(f'Snapshots carry the tag {tag(instance)}; restic {".".join(map(str, the_version))}, '
@@ -357,5 +365,6 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     )
     timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
     env_files = {name: secrets.credentials[_provider.env_credential(name)] for name in secrets.env_names}
-    return Plan(layout=layout, timer=timer, secret_files=secrets.files, credentials=secrets.credentials,
+    secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
+    return Plan(layout=layout, timer=timer, secret_files=secret_files, credentials=secrets.credentials,
                 env_files=env_files, local_path=local_path)

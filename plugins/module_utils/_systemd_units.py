@@ -65,6 +65,10 @@ class ServiceSpec:
     after: tuple[str, ...] = ()
     wants: tuple[str, ...] = ()
     on_failure: tuple[str, ...] = ()
+    # Run as root around the main command (metrics, pings): ExecStartPre= before it, ExecStopPost= after it
+    # whatever its result. They must never decide the job's result: a failure of theirs is ignored.
+    start_hooks: tuple[tuple[str, ...], ...] = ()
+    finish_hooks: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,15 @@ def render_command(argv: t.Sequence[str]) -> str:
         # An absolute path also rules out systemd's prefixes (-, @, +, !, :) that would change the meaning.
         raise UnitSpecError(f'the program of an ExecStart command must be an absolute path: {argv[0]!r}')
     return ' '.join(quote_word(arg, expand_dollar=True) for arg in argv)
+
+
+# systemd command prefixes: '-' ignores the exit status, '+' runs with full privileges (root, no sandbox).
+HOOK_PREFIX = '-+'
+
+
+def _hook_settings(spec: ServiceSpec) -> list[tuple[str, str]]:
+    return ([('ExecStartPre', HOOK_PREFIX + render_command(argv)) for argv in spec.start_hooks]
+            + [('ExecStopPost', HOOK_PREFIX + render_command(argv)) for argv in spec.finish_hooks])
 
 
 def _section(name: str, settings: t.Iterable[tuple[str, str]]) -> list[str]:
@@ -164,6 +177,7 @@ def render_service(spec: ServiceSpec) -> str:
     if spec.cache_directory is not None:
         service.append(('CacheDirectory', quote_word(spec.cache_directory)))
     service += [('ExecStart', render_command(argv)) for argv in spec.exec_start]
+    service += _hook_settings(spec)
     service += _scheduling_settings(spec) + _hardening_settings(spec)
     # No start rate limit: a manual start right after a failed or a quick run must run, never be refused with
     # "start request repeated too quickly" (systemd's default allows 5 starts in 10 s); the timers pace the runs.

@@ -206,6 +206,25 @@ options:
         description:
           - C(Description=) of the notification service.
         type: str
+  hooks:
+    description:
+      - Commands run as root around the main service's command, for reporting (metrics, monitoring pings),
+        O(hooks.start) as C(ExecStartPre=-+...), O(hooks.finish) as C(ExecStopPost=-+...), which systemd runs
+        after the command whatever its result, with C($SERVICE_RESULT), C($EXIT_CODE) and C($EXIT_STATUS) set.
+      - The C(+) prefix runs them with full privileges outside the sandbox, the C(-) prefix ignores their failure,
+        so a hook never fails the job nor changes its result. The O(extra_jobs) services get no hooks.
+    type: dict
+    suboptions:
+      start:
+        description:
+          - Commands before the main command, in the same argv form as O(exec_start).
+        type: list
+        elements: list
+      finish:
+        description:
+          - Commands after the main command, in the same argv form as O(exec_start).
+        type: list
+        elements: list
   unit_dir:
     description:
       - Directory of the unit files.
@@ -385,6 +404,10 @@ ARGUMENT_SPEC = {
     }},
     'extra_jobs': {'type': 'list', 'elements': 'dict', 'default': [], 'options': EXTRA_JOB_SPEC},
     'on_failure': {'type': 'dict', 'options': ON_FAILURE_SPEC},
+    'hooks': {'type': 'dict', 'options': {
+        'start': {'type': 'list', 'elements': 'list'},
+        'finish': {'type': 'list', 'elements': 'list'},
+    }},
     'unit_dir': {'type': 'path', 'default': '/etc/systemd/system'},
     'script_dir': {'type': 'path', 'default': '/usr/local/bin'},
     'state_dir': {'type': 'path', 'default': '/var/lib/selfhost-backup'},

@@ -14,7 +14,8 @@ import subprocess
 import testinfra
 
 from conftest import SCENARIO_DIR
-from provider_checks import assert_failure_reported, assert_healthy, notified_path
+from provider_checks import (assert_failed_run_monitored, assert_failure_reported, assert_good_run_monitored, assert_healthy,
+                             assert_monitor_down_fails_nothing, notified_path, ping_check, pings_seen, server_host)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -187,11 +188,14 @@ def test_everything_belongs_to_the_request_user(host):
 NOTIFIED = notified_path("borg", "local")
 
 
-def test_failed_dump_keeps_no_archive(host):
+def test_failed_dump_keeps_no_archive(host, scenario):
+    server = server_host(scenario["borg_test_server"])
     write(host, "app.txt", "good content\n")
     backup_ok(host, "local")
     assert_healthy(host, "borg", "local")
     before = archives(host, "local")
+    good = assert_good_run_monitored(host, server, scenario, "borg", "local", len(before))
+    pings_before = len(pings_seen(server, ping_check(host, scenario)))
     write(host, "app.txt", "broken content\n")
     host.check_output(f"rm -f {NOTIFIED} && touch {DATA}/fail-backup")
     try:
@@ -201,6 +205,7 @@ def test_failed_dump_keeps_no_archive(host):
     assert result.rc != 0
     assert host.run("systemctl is-failed borg-backup-local.service").stdout.strip() == "failed"
     assert_failure_reported(host, "borg", "local")
+    assert_failed_run_monitored(host, server, scenario, "borg", "local", good, pings_before)
     assert archives(host, "local") == before
     # Not even a checkpoint archive.
     listed = host.check_output("BORG_PASSCOMMAND='cat /etc/selfhost-backup/borg/local/passphrase' "
@@ -208,6 +213,10 @@ def test_failed_dump_keeps_no_archive(host):
     assert "checkpoint" not in listed
     assert restore(host, "local", "latest").rc == 0
     assert read(host, "app.txt") == "good content\n"
+
+
+def test_a_monitor_that_is_down_never_fails_the_backup(host, scenario):
+    assert_monitor_down_fails_nothing(host, server_host(scenario["borg_test_server"]), scenario, "borg", "local")
 
 
 def test_failed_restore_fails_and_restarts_units(host):
@@ -383,10 +392,13 @@ def test_secrets_not_in_units_ps_or_journal(host, scenario):
     journal = host.check_output("journalctl --no-pager -o cat")
     for text in (seen, restore_seen, files, journal):
         assert secret not in text
+        assert scenario["ping_monitor_secret"] not in text
     for path in ("passphrase", "ssh_key", "known_hosts"):
         secret_file = host.file(f"/etc/selfhost-backup/borg/remote/{path}")
         assert secret_file.user == "root" and secret_file.mode == 0o600
     assert host.file("/etc/selfhost-backup/borg/remote").mode == 0o700
+    ping_url = host.file("/etc/selfhost-backup/borg/local/ping_url")
+    assert ping_url.user == "root" and ping_url.mode == 0o600 and scenario["ping_monitor_secret"] in ping_url.content_string
 
 
 def test_restore_script_help_and_misuse(host):

@@ -12,7 +12,8 @@ import shlex
 import subprocess
 
 from conftest import SCENARIO_DIR
-from provider_checks import assert_failure_reported, assert_healthy, notified_path
+from provider_checks import (assert_failed_run_monitored, assert_failure_reported, assert_good_run_monitored, assert_healthy,
+                             assert_monitor_down_fails_nothing, notified_path, ping_check, pings_seen, server_host)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -131,11 +132,14 @@ def test_round_trip_by_id_and_latest(host):
 NOTIFIED = notified_path("restic", "local")
 
 
-def test_failed_dump_keeps_no_snapshot(host):
+def test_failed_dump_keeps_no_snapshot(host, scenario):
+    server = server_host(scenario["restic_test_server"])
     write(host, "app.txt", "good content\n")
     backup_ok(host, "local")
     assert_healthy(host, "restic", "local")
     before = snapshots(host, "local")
+    good = assert_good_run_monitored(host, server, scenario, "restic", "local", len(before))
+    pings_before = len(pings_seen(server, ping_check(host, scenario)))
     write(host, "app.txt", "broken content\n")
     host.check_output(f"rm -f {NOTIFIED} && touch {DATA}/fail-backup")
     try:
@@ -145,9 +149,14 @@ def test_failed_dump_keeps_no_snapshot(host):
     assert result.rc != 0
     assert host.run("systemctl is-failed restic-backup-local.service").stdout.strip() == "failed"
     assert_failure_reported(host, "restic", "local")
+    assert_failed_run_monitored(host, server, scenario, "restic", "local", good, pings_before)
     assert snapshots(host, "local") == before
     assert restore(host, "local", "latest").rc == 0
     assert read(host, "app.txt") == "good content\n"
+
+
+def test_a_monitor_that_is_down_never_fails_the_backup(host, scenario):
+    assert_monitor_down_fails_nothing(host, server_host(scenario["restic_test_server"]), scenario, "restic", "local")
 
 
 def test_failed_restore_fails_and_restarts_units(host):
@@ -229,7 +238,7 @@ def test_remote_rest_repository_round_trip(host):
 
 
 def test_secrets_not_in_units_ps_or_journal(host, scenario):
-    secrets = [scenario["restic_test_passphrase"], scenario["restic_test_rest_password"]]
+    secrets = [scenario["restic_test_passphrase"], scenario["restic_test_rest_password"], scenario["ping_monitor_secret"]]
     host.check_output(f"touch {DATA}/slow")
     try:
         host.check_output("systemctl start --no-block restic-backup-remote.service")
@@ -253,6 +262,8 @@ def test_secrets_not_in_units_ps_or_journal(host, scenario):
         secret_file = host.file(f"/etc/selfhost-backup/restic/remote/{path}")
         assert secret_file.user == "root" and secret_file.mode == 0o600
     assert host.file("/etc/selfhost-backup/restic/remote").mode == 0o700
+    ping_url = host.file("/etc/selfhost-backup/restic/local/ping_url")
+    assert ping_url.user == "root" and ping_url.mode == 0o600 and scenario["ping_monitor_secret"] in ping_url.content_string
 
 
 def test_restore_script_help_and_misuse(host):

@@ -47,7 +47,7 @@ def test_parse_version_refuses_garbage(text):
 @pytest.mark.parametrize('version', [B12, B14])
 def test_create_uses_content_from_command_on_1_2_and_1_4(version):
     args = _borg.create_args(version, 'app', 'db1', 'db.sql')
-    assert args == ['create', '--compression', 'zstd,3', '--content-from-command', '--stdin-name', 'db.sql',
+    assert args == ['create', '--json', '--compression', 'zstd,3', '--content-from-command', '--stdin-name', 'db.sql',
                     '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
 
 

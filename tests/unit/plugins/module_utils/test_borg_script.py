@@ -33,7 +33,12 @@ case "$cmd" in
     [ -e "$store/repo" ] || { echo "Repository $BORG_REPO does not exist." >&2; exit 2; }
     args=("$@"); while [ "${args[0]}" != -- ]; do args=("${args[@]:1}"); done; args=("${args[@]:1}")
     "${args[@]}" >"$store/incoming" || { echo "Command '${args[0]}' exited" >&2; exit 2; }
-    [ "$rc" -le 1 ] && mv "$store/incoming" "$store/data" ;;
+    [ "$rc" -le 1 ] && mv "$store/incoming" "$store/data"
+    # --json: the archive's statistics, as borg prints them.
+    case " $* " in
+      *" --json "*) printf '{\n  "archive": {\n    "stats": {\n      "deduplicated_size": 512,\n      "original_size": 1000\n'
+                    printf '    }\n  }\n}\n' ;;
+    esac ;;
   list)
     case " $* " in
       *" --last 1 "*) [ -e "$store/data" ] && echo app@h1-2026-01-02T03:04:05.123456 ;;
@@ -62,7 +67,7 @@ def world(tmp_path):
 
 
 def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False,
-           notify_cmd=''):
+           notify_cmd='', metrics_file=''):
     commands = _borg.Commands(
         binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
@@ -76,7 +81,8 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
         layout=_provider.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
         functions=_borg.shell_functions(commands), maintenance=('backup', 'check') if check else ('backup',),
-        snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive', notify_cmd=notify_cmd)
+        snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
+        monitoring=_provider.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file))
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
     return path
@@ -299,3 +305,17 @@ def test_notify_without_a_command_does_nothing_and_needs_root(world):
         assert result.returncode == 0 and result.stderr == ''
     else:
         assert result.returncode != 0 and 'run this as root' in result.stderr
+
+
+def test_backup_leaves_bytes_added_and_archive_count_for_the_metrics(world):
+    result = run(world, script(world, metrics_file=str(world / 'app.prom')), 'backup')
+    assert result.returncode == 0, result.stderr
+    # The archive's deduplicated size from create --json; the instance's archives as listed (two in the fake).
+    assert (world / 'cache' / 'last-backup').read_text() == 'added_bytes=512\nsnapshots=2\n'
+    assert '"deduplicated_size": 512' in result.stdout  # the statistics stay in the journal
+
+
+def test_a_failed_borg_backup_leaves_no_figures(world):
+    result = run(world, script(world, backup_cmd='exit 3', metrics_file=str(world / 'app.prom')), 'backup')
+    assert result.returncode != 0
+    assert not (world / 'cache' / 'last-backup').exists()

@@ -30,14 +30,14 @@ case "$args" in
       printf '{"message_type":"summary","snapshot_id":"4444dddd4444dddd"}\n'; exit 3
     fi
     mv "$store/incoming" "$store/data"
-    printf '{"message_type":"summary","snapshot_id":"1111aaaa1111aaaa"}\n' ;;
+    printf '{"message_type":"summary","data_added":4242,"data_added_packed":1234,"snapshot_id":"1111aaaa1111aaaa"}\n' ;;
   *" forget "*)
     # FAKE_FORGET_FAILURES: how many forgets fail first (another job holding the lock).
     failures="$(cat "$store/forget-failures" 2>/dev/null || echo "${FAKE_FORGET_FAILURES:-0}")"
     if [ "$failures" -gt 0 ]; then echo $((failures - 1)) >"$store/forget-failures"; echo "repository is already locked" >&2; exit 1; fi ;;
   *" backup "*"--stdin "*)
     cat >"$store/data"
-    printf '{"message_type":"summary","snapshot_id":"2222bbbb2222bbbb"}\n' ;;
+    printf '{"message_type":"summary","data_added":4242,"snapshot_id":"2222bbbb2222bbbb"}\n' ;;
   *" dump "*) cat "$store/data" ;;
   *" snapshots --json "*) printf '[{"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
   *" snapshots "*) echo "1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql" ;;
@@ -60,7 +60,7 @@ def world(tmp_path):
     return tmp_path
 
 
-def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=()):
+def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=(), metrics_file=''):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
     spec = _provider.ScriptSpec(
@@ -69,6 +69,7 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
         env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, functions=_restic.shell_functions(commands),
+        monitoring=_provider.Monitoring(metrics_file=metrics_file),
     )
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
@@ -202,3 +203,21 @@ def test_restore_restarts_only_the_units_it_stopped(world):
     calls = (world / 'store' / 'systemctl').read_text().splitlines()
     assert 'stop running.service' in calls and 'start running.service' in calls
     assert 'stop idle.service' not in calls and 'start idle.service' not in calls
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_backup_leaves_bytes_added_and_snapshot_count_for_the_metrics(world, version):
+    (world / 'cache').mkdir()
+    path = script(world, version, metrics_file=str(world / 'app.prom'))
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    # data_added of restic's summary (not data_added_packed), and the instance's snapshots as listed.
+    assert (world / 'cache' / 'last-backup').read_text() == 'added_bytes=4242\nsnapshots=1\n'
+    assert '"message_type":"summary"' in result.stdout  # the summary stays in the journal
+
+
+def test_a_failed_backup_leaves_no_figures(world):
+    (world / 'cache').mkdir()
+    path = script(world, (0, 18, 0), backup_cmd='exit 3', metrics_file=str(world / 'app.prom'))
+    assert run(world, path, 'backup').returncode != 0
+    assert not (world / 'cache' / 'last-backup').exists()

@@ -1,0 +1,245 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""settings.monitoring: the root hooks of the job script (metrics, pings) run by bash with a fake systemctl and
+curl, the units they become, and where the ping URL goes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _systemd_units
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
+
+LAYOUT = _provider.Layout('restic', 'app')
+URL = 'https://hc.example.invalid/ping/0f6c3a2e-secret-uuid'
+STARTED = 1_700_000_000
+
+# The provider half: a backup that records 4096 added bytes, an instance with 7 snapshots.
+FUNCTIONS = '''provider_snapshots() { :; }
+provider_dump() { :; }
+provider_snapshot_count() { echo 7; }
+provider_backup() { record_backup 4096; }
+'''
+
+# systemctl show --timestamp=unix -P InactiveExitTimestamp <unit>: when the run started.
+FAKE_SYSTEMCTL = f'#!/bin/sh\necho "$*" >>"$FAKE_LOG/systemctl"\necho @{STARTED}\n'
+# Records argv and the config it read on stdin; FAKE_CURL_RC makes it fail like an unreachable monitor.
+FAKE_CURL = '''#!/bin/sh
+printf '%s\\n' "$*" >>"$FAKE_LOG/curl.argv"
+cat >>"$FAKE_LOG/curl.config"
+exit "${FAKE_CURL_RC:-0}"
+'''
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the hooks refuse to run as anyone but root (as systemd runs them)')
+
+
+@pytest.fixture
+def world(tmp_path):
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name, text in (('systemctl', FAKE_SYSTEMCTL), ('curl', FAKE_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / 'log').mkdir()
+    (tmp_path / 'cache').mkdir()
+    (tmp_path / 'ping_url').write_text(URL)
+    return tmp_path
+
+
+def script(world, metrics=True, ping=True):
+    watch = _provider.Monitoring(metrics_file=str(world / 'metrics' / 'restic-backup-app.prom') if metrics else '',
+                                 ping_url_file=str(world / 'ping_url') if ping else '', ping_timeout=4, ping_retries=2)
+    spec = _provider.ScriptSpec(
+        layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
+        credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
+        monitoring=watch)
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    return path
+
+
+def run(world, path, step, **env_changes):
+    env = {'PATH': f'{world / "bin"}:{os.environ["PATH"]}', 'FAKE_LOG': str(world / 'log'),
+           'CACHE_DIRECTORY': str(world / 'cache')}
+    if step == 'backup':
+        env['CREDENTIALS_DIRECTORY'] = str(world)
+    env.update(env_changes)
+    result = subprocess.run(['bash', str(path), step], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def finished(world, path, result='success', code='exited', status='0', **env):
+    return run(world, path, 'finished', SERVICE_RESULT=result, EXIT_CODE=code, EXIT_STATUS=status, **env)
+
+
+def metrics(world):
+    """The textfile as {metric name: value}, after checking every line is in the text exposition format."""
+    values = {}
+    for line in (world / 'metrics' / 'restic-backup-app.prom').read_text().splitlines():
+        if line.startswith('#'):
+            assert re.match(r'^# (HELP|TYPE) selfhost_backup_[a-z_]+ .+$', line), line
+            continue
+        match = re.match(r'^(selfhost_backup_[a-z_]+)\{provider="restic",name="app"\} ([0-9]+)$', line)
+        assert match, line
+        values[match.group(1)] = int(match.group(2))
+    return values
+
+
+def pings(world):
+    """The URLs curl was given, in order (read from its --config on stdin)."""
+    config = (world / 'log' / 'curl.config').read_text()
+    return re.findall(r'^url = "(.*)"$', config, re.M)
+
+
+@needs_root
+def test_a_good_run_writes_every_metric_and_pings_start_and_success(world):
+    path = script(world)
+    run(world, path, 'started')
+    run(world, path, 'backup')
+    before = int(time.time())
+    finished(world, path)
+    values = metrics(world)
+    assert values['selfhost_backup_last_attempt_timestamp_seconds'] == STARTED
+    assert values['selfhost_backup_last_exit_status'] == 0
+    assert before <= values['selfhost_backup_last_success_timestamp_seconds'] <= int(time.time())
+    assert values['selfhost_backup_last_duration_seconds'] == values['selfhost_backup_last_success_timestamp_seconds'] - STARTED
+    assert values['selfhost_backup_last_added_bytes'] == 4096
+    assert values['selfhost_backup_snapshots'] == 7
+    assert 'InactiveExitTimestamp restic-backup-app.service' in (world / 'log' / 'systemctl').read_text()
+    assert pings(world) == [f'{URL}/start', URL]
+    # Replaced atomically and readable by the exporter; no temporary file left behind.
+    assert os.listdir(world / 'metrics') == ['restic-backup-app.prom']
+    assert (world / 'metrics' / 'restic-backup-app.prom').stat().st_mode & 0o777 == 0o644
+
+
+@needs_root
+def test_the_ping_url_never_reaches_a_command_line(world):
+    path = script(world)
+    run(world, path, 'started')
+    finished(world, path)
+    argv = (world / 'log' / 'curl.argv').read_text()
+    assert 'secret-uuid' not in argv and 'hc.example' not in argv
+    assert '--config -' in argv and '--max-time 4' in argv and '--retry 2' in argv
+
+
+@needs_root
+def test_a_failed_run_keeps_the_last_success_and_pings_fail(world):
+    path = script(world)
+    run(world, path, 'started')
+    run(world, path, 'backup')
+    finished(world, path)
+    good = metrics(world)
+    run(world, path, 'started')  # the failed run never gets to record_backup
+    assert not (world / 'cache' / 'last-backup').exists()
+    finished(world, path, result='exit-code', status='3')
+    values = metrics(world)
+    assert values['selfhost_backup_last_exit_status'] == 3
+    for kept in ('last_success_timestamp_seconds', 'last_added_bytes', 'snapshots'):
+        assert values[f'selfhost_backup_{kept}'] == good[f'selfhost_backup_{kept}']
+    assert pings(world)[-2:] == [f'{URL}/start', f'{URL}/fail']
+
+
+@needs_root
+@pytest.mark.parametrize('result, code, status, expected', [
+    ('signal', 'killed', 'KILL', 137),
+    ('core-dump', 'dumped', 'SEGV', 139),
+    ('timeout', 'killed', 'TERM', 143),
+    ('resources', '', '', 1),
+])
+def test_the_exit_status_of_a_killed_or_unstarted_run(world, result, code, status, expected):
+    path = script(world)
+    finished(world, path, result=result, code=code, status=status)
+    values = metrics(world)
+    assert values['selfhost_backup_last_exit_status'] == expected
+    # Never a success so far: no success time, no figures, rather than zeros that read as "1970".
+    assert 'selfhost_backup_last_success_timestamp_seconds' not in values
+    assert 'selfhost_backup_snapshots' not in values
+    assert pings(world) == [f'{URL}/fail']
+
+
+@needs_root
+def test_a_monitor_that_is_down_fails_nothing(world):
+    path = script(world)
+    run(world, path, 'started', FAKE_CURL_RC='7')
+    done = finished(world, path, FAKE_CURL_RC='7')
+    assert 'ping failed (ignored' in done.stderr
+    assert metrics(world)['selfhost_backup_last_exit_status'] == 0
+
+
+@needs_root
+def test_without_metrics_and_ping_the_hooks_do_nothing(world):
+    path = script(world, metrics=False, ping=False)
+    run(world, path, 'started')
+    run(world, path, 'backup')
+    finished(world, path)
+    assert not (world / 'metrics').exists()
+    assert not (world / 'log' / 'curl.argv').exists()
+    # No figures are gathered for nobody: no extra listing of the repository.
+    assert not (world / 'cache' / 'last-backup').exists()
+
+
+def test_the_hooks_refuse_anyone_but_root(world):
+    # The script is read on stdin: the test's temporary directory is root-only.
+    drop = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] if os.geteuid() == 0 else []
+    with open(script(world), encoding='utf-8') as text:
+        result = subprocess.run(drop + ['bash', '-s', 'finished'], stdin=text, capture_output=True, text=True,
+                                env={'PATH': os.environ['PATH']}, check=False)
+    assert result.returncode == 1 and 'run this as root' in result.stderr
+
+
+def test_hooks_become_privileged_ignored_exec_lines_of_the_backup_service_only():
+    watch = _provider.Monitoring(metrics_file='/var/lib/prometheus/node-exporter/restic-backup-app.prom')
+    spec = _provider.ScriptSpec(layout=LAYOUT, user='postgres', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
+                                credentials={}, env_names=(), stop_units=(), functions=FUNCTIONS, monitoring=watch)
+    options = _provider.job_options(spec, _provider.Schedule(), extra_jobs=[('check', 'weekly')])
+    assert options['hooks'] == {'start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'started']],
+                                'finish': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'finished']]}
+    service = _systemd_units.render_service(_systemd_units.ServiceSpec(
+        description='d', exec_start=(('/bin/true',),), start_hooks=(('/bin/bash', '/s', 'started'),),
+        finish_hooks=(('/bin/bash', '/s', 'finished'),)))
+    assert 'ExecStartPre=-+/bin/bash /s started\n' in service
+    assert 'ExecStopPost=-+/bin/bash /s finished\n' in service
+    # Without monitoring there are no hooks at all.
+    plain = dataclasses.replace(spec, monitoring=_provider.Monitoring())
+    assert 'hooks' not in _provider.job_options(plain, _provider.Schedule())
+
+
+def test_monitoring_settings_and_where_the_ping_url_goes():
+    settings = {'monitoring': {'metrics_directory': '/var/lib/prometheus/node-exporter', 'ping_url': URL,
+                               'ping_timeout': 5, 'ping_retries': 0}}
+    watch = _provider.monitoring(LAYOUT, settings)
+    assert watch.metrics_file == '/var/lib/prometheus/node-exporter/restic-backup-app.prom'
+    assert watch.ping_url_file == '/etc/selfhost-backup/restic/app/ping_url'
+    assert (watch.ping_timeout, watch.ping_retries) == (5, 0)
+    assert URL not in json.dumps(dataclasses.asdict(watch))
+    assert _provider.monitoring_secret_files(LAYOUT, settings) == [('/etc/selfhost-backup/restic/app/ping_url', URL)]
+    assert _provider.monitoring_secret_files(LAYOUT, {}) == []
+    assert not _provider.monitoring(LAYOUT, {}).has_hooks
+
+
+@pytest.mark.parametrize('key, value, rule', [
+    ('ping_url', 'ftp://example.invalid/x', 'pattern'),
+    ('ping_url', 'https://example.invalid/a b', 'pattern'),
+    ('ping_timeout', 0, 'minimum'),
+    ('ping_retries', 11, 'maximum'),
+    ('metrics_directory', 'relative/dir', 'pattern'),
+])
+def test_bad_monitoring_settings_are_refused_naming_the_field(key, value, rule):
+    schema = _contract.load_provider_schema('restic')
+    settings = {'repository': {'path': '/srv/r'}, 'passphrase': 'pw', 'monitoring': {key: value}}
+    with pytest.raises(_contract.ContractViolation) as caught:
+        _contract.validate_settings(settings, schema, 'app')
+    message = str(caught.value)
+    assert f'monitoring.{key}' in message and rule in message
+    if key == 'ping_url':
+        assert str(value) not in message  # writeOnly: a URL is a secret, never quoted back
