@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 RUN := tests/tools/run-tests.sh
 
-.PHONY: help demo demo-clean test lint sanity unit molecule setup images images-rebuild changelog build clean
+.PHONY: help demo demo-clean test lint sanity unit molecule setup images images-rebuild changelog build clean bench bench-clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+: +##' $(MAKEFILE_LIST) | sed -E 's/: +## /\t/' | expand -t 18
@@ -37,6 +37,12 @@ images:          ## build missing systemd test images
 
 images-rebuild:  ## rebuild the systemd test images
 	tests/tools/setup-host.sh docker && tests/images/build-images.sh --rebuild
+
+bench:           ## benchmarks (not part of `make test`): BENCH_SIZE_MB=300 BENCH_RUNS=3, see bench/README.md
+	bench/bench.sh run
+
+bench-clean:     ## remove the benchmark container and its repositories
+	bench/bench.sh down
 
 changelog:       ## lint the changelog fragments
 	tests/tools/setup-host.sh venv && .venv/bin/antsibull-changelog lint

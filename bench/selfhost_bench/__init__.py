@@ -1,0 +1,1 @@
+"""Benchmarks of selfhost.backup (run by `make bench`; see bench/README.md)."""

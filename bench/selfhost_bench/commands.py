@@ -1,0 +1,91 @@
+"""The command lines the benchmark times, each run with bash as root inside the container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = "/srv/bench"
+PASSPHRASE = "bench-passphrase"
+HOST = "selfhost-backup-bench"
+DUMP = "pg_dumpall --clean --if-exists"
+BORG_COMPRESSION = "zstd,3"  # the borg role's default, so the raw run compresses the same way
+AS_POSTGRES = "runuser -u postgres -- env HOME=/var/lib/postgresql"
+RESTIC_RAW_ENV = f"RESTIC_REPOSITORY={ROOT}/raw-restic RESTIC_PASSWORD={PASSPHRASE}"
+BORG_RAW_ENV = f"BORG_REPO={ROOT}/raw-borg BORG_PASSPHRASE={PASSPHRASE}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One thing to back up and restore: ours (a unit of the roles) or the raw pipeline by hand."""
+
+    key: str  # e.g. restic.ours, restic.ours_gzip, restic.raw, floor
+    tool: str  # restic, borg or "" for the floor
+    repository: str
+    backup: str
+    reset: str  # empties the repository for a cold (first) backup
+    restore: str
+
+
+def ours(tool: str, instance: str) -> Subject:
+    """Our unit and restore script of instance plain (the default request) or gzip (the seed's)."""
+    repo = f"{ROOT}/{tool}-{instance}"
+    key = f"{tool}.ours" + ("" if instance == "plain" else "_gzip")
+    return Subject(key, tool, repo, f"systemctl start --wait {tool}-backup-{instance}.service",
+                   reset_ours(tool, instance, repo), f"{tool}-restore-{instance} restore latest")
+
+
+def reset_ours(tool: str, instance: str, repo: str) -> str:
+    """Empty our repository: restic's is initialised again (the role does that at converge time), borg's
+    is left empty with the job's marker removed, so the job initialises it (as its first backup does)."""
+    if tool == "restic":
+        return f"rm -rf {repo} && {AS_POSTGRES} RESTIC_PASSWORD={PASSPHRASE} restic init --repo {repo}"
+    marker = f"/var/cache/borg-backup-{instance}/selfhost-backup-initialised"
+    return f"rm -rf {repo} {marker} && install -d -m 0700 -o postgres -g postgres {repo}"
+
+
+def raw_restic() -> Subject:
+    """restic by hand: the same dump, tag-less options restic needs, the repository initialised beforehand."""
+    run = f"{AS_POSTGRES} {RESTIC_RAW_ENV}"
+    backup = (f"{run} restic backup --stdin-from-command --stdin-filename postgres.sql --host {HOST} "
+              f"-- {DUMP}")
+    restore = f"{run} bash -c 'set -o pipefail; restic dump latest /postgres.sql | psql -X -q -d postgres'"
+    reset = f"rm -rf {ROOT}/raw-restic && {run} restic init"
+    return Subject("restic.raw", "restic", f"{ROOT}/raw-restic", backup, reset, restore)
+
+
+def raw_borg() -> Subject:
+    """borg by hand: borg create --content-from-command, initialising the repository on the first run."""
+    run = f"{AS_POSTGRES} {BORG_RAW_ENV}"
+    create = (f"borg create --compression {BORG_COMPRESSION} --content-from-command --stdin-name postgres.sql "
+              f"'::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
+    init = "{ [ -e " + ROOT + "/raw-borg/config ] || borg init --encryption repokey-blake2; }"
+    backup = f"{run} bash -c {quote(init + ' && ' + create)}"
+    restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
+               "borg extract --stdout ::$a postgres.sql | psql -X -q -d postgres'")
+    return Subject("borg.raw", "borg", f"{ROOT}/raw-borg", backup, f"rm -rf {ROOT}/raw-borg", restore)
+
+
+def floor() -> Subject:
+    """The dump alone, to /dev/null: no backup can be faster."""
+    return Subject("floor", "", "", f"{AS_POSTGRES} {DUMP} >/dev/null", "true", "true")
+
+
+def backup_subjects() -> list[Subject]:
+    """Everything measured in the backup rounds, in the order of the first round."""
+    return [floor(), raw_restic(), ours("restic", "plain"), ours("restic", "gzip"),
+            raw_borg(), ours("borg", "plain"), ours("borg", "gzip")]
+
+
+def restore_subjects() -> list[Subject]:
+    """Everything measured in the restore rounds."""
+    return [raw_restic(), ours("restic", "plain"), raw_borg(), ours("borg", "plain")]
+
+
+def incremental_subjects() -> list[Subject]:
+    """Our units of both tools with both requests."""
+    return [ours(tool, instance) for tool in ("restic", "borg") for instance in ("plain", "gzip")]
+
+
+def quote(text: str) -> str:
+    """Quote text for the container's shell."""
+    return "'" + text.replace("'", "'\\''") + "'"
