@@ -95,7 +95,11 @@ def _scheduling(params: dict[str, t.Any]) -> dict[str, t.Any]:
         raise JobSpecError(f'nice must be between -20 and 19, got {nice}')
     if priority is not None and not 0 <= priority <= 7:
         raise JobSpecError(f'io_scheduling_priority must be between 0 and 7, got {priority}')
-    return {'nice': nice, 'io_scheduling_class': params['io_scheduling_class'], 'io_scheduling_priority': priority}
+    timeout = params.get('timeout_sec')
+    if timeout is not None and timeout < 1:
+        raise JobSpecError(f'timeout_sec must be at least 1, got {timeout}')
+    return {'nice': nice, 'io_scheduling_class': params['io_scheduling_class'], 'io_scheduling_priority': priority,
+            'timeout_sec': timeout}
 
 
 def base_service(params: dict[str, t.Any]) -> units.ServiceSpec:

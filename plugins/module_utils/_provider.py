@@ -653,6 +653,7 @@ def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any],
         extra_jobs=[('check', check.get('on_calendar', 'Sun *-*-* 04:00:00'))] if check_enabled else [],
         nice=limits.get('nice'),
         io_scheduling_class=limits.get('ionice_class'),
+        timeout_sec=limits.get('timeout'),
         # A remote repository needs the network up before the job runs.
         wants=[] if local_path else ['network-online.target'],
     )
@@ -660,7 +661,8 @@ def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any],
 
 def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Sequence[str] = (),
                 extra_jobs: t.Sequence[tuple[str, str]] = (), nice: int | None = None,
-                io_scheduling_class: str | None = None, wants: t.Sequence[str] = ()) -> dict[str, t.Any]:
+                io_scheduling_class: str | None = None, wants: t.Sequence[str] = (),
+                timeout_sec: int | None = None) -> dict[str, t.Any]:
     """Options of selfhost.backup.backup_timer for one instance; they hold paths, never secrets.
 
     ``extra_jobs`` are (maintenance subcommand, OnCalendar) pairs, each its own timer and service.
@@ -701,4 +703,6 @@ def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Seq
         options['nice'] = nice
     if io_scheduling_class is not None:
         options['io_scheduling_class'] = io_scheduling_class
+    if timeout_sec is not None:
+        options['timeout_sec'] = timeout_sec
     return options

@@ -176,6 +176,7 @@ LEGACY_BACKUP = r'''# restic < 0.17: the dump is piped in and restic stores what
 # (PIPESTATUS); finish_backup then forgets the snapshot it produced.
 provider_backup() {
   local out dump_rc restic_rc
+  remove_stale_locks
   out="$(mktemp)"
   set +e
   /bin/sh -c "$BACKUP_CMD" | restic_ @@BACKUP@@ >"$out"
@@ -189,6 +190,7 @@ MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself and fails when it fail
 # dump makes it exit 3 after saving one); finish_backup forgets it.
 provider_backup() {
   local out restic_rc
+  remove_stale_locks
   out="$(mktemp)"
   set +e
   restic_ @@BACKUP@@ /bin/sh -c "$BACKUP_CMD" >"$out"
@@ -281,6 +283,13 @@ provider_has_snapshot() {
 provider_retention() {
 @@RETENTION@@
 }
+
+# A restic killed hard (kill -9, OOM, power loss) leaves its lock, and the next exclusive step (forget --prune,
+# check) would fail on it forever. restic unlock removes stale locks only: made on this host by a process that
+# is gone, or not refreshed for 30 minutes; a live run's lock (refreshed every 5 minutes) stays.
+remove_stale_locks() {
+  restic_ unlock || printf '%s: could not remove stale locks (restic unlock failed)\n' "$SCRIPT" >&2
+}
 @@CHECK@@
 @@BACKUP_FUNCTION@@
 @@FINISH_BACKUP@@'''
@@ -294,7 +303,8 @@ def shell_functions(commands: Commands) -> str:
         f'  restic_ {_sh(commands.retention)}' if commands.retention
         else '  : # no retention rule: every snapshot is kept'
     )
-    check = f'\nprovider_check() {{\n  restic_ {_sh(commands.check)}\n}}\n' if commands.check else ''
+    check = (f'\nprovider_check() {{\n  remove_stale_locks\n  restic_ {_sh(commands.check)}\n}}\n'
+             if commands.check else '')
     replacements = {
         '@@BINARY@@': shlex.quote(commands.binary),
         '@@GLOBAL@@': '(' + _sh(commands.global_args) + ')',

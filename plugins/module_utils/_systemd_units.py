@@ -59,6 +59,7 @@ class ServiceSpec:
     nice: int | None = None
     io_scheduling_class: str | None = None
     io_scheduling_priority: int | None = None
+    timeout_sec: int | None = None  # TimeoutStartSec=: how long a oneshot run may take (None: systemd's default)
     hardening: bool = True
     read_write_paths: tuple[str, ...] = ()
     cache_directory: str | None = None
@@ -159,6 +160,8 @@ def _scheduling_settings(spec: ServiceSpec) -> list[tuple[str, str]]:
         settings.append(('IOSchedulingClass', spec.io_scheduling_class))
     if spec.io_scheduling_priority is not None:
         settings.append(('IOSchedulingPriority', str(spec.io_scheduling_priority)))
+    if spec.timeout_sec is not None:
+        settings.append(('TimeoutStartSec', str(spec.timeout_sec)))
     return settings
 
 

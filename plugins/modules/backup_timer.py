@@ -74,6 +74,11 @@ options:
     description:
       - C(Nice=) of the service, from -20 to 19.
     type: int
+  timeout_sec:
+    description:
+      - C(TimeoutStartSec=) of the services, the seconds one run may take before systemd stops it and marks it
+        failed (result C(timeout)). Without it, systemd's default for oneshot services applies (no limit).
+    type: int
   io_scheduling_class:
     description:
       - C(IOSchedulingClass=) of the service.
@@ -389,6 +394,7 @@ ARGUMENT_SPEC = {
     'nice': {'type': 'int'},
     'io_scheduling_class': {'type': 'str', 'choices': ['realtime', 'best-effort', 'idle']},
     'io_scheduling_priority': {'type': 'int'},
+    'timeout_sec': {'type': 'int'},
     'hardening': {'type': 'bool', 'default': True},
     'read_write_paths': {'type': 'list', 'elements': 'str', 'default': []},
     'cache_directory': {'type': 'str'},

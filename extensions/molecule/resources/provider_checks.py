@@ -36,7 +36,7 @@ def assert_failure_reported(host, provider: str, instance: str, result: str = "e
     assert f"SELFHOST_BACKUP_UNIT={provider}-backup-{instance}.service" in notified
     # systemd names the result where it tells the OnFailure= unit (MONITOR_SERVICE_RESULT), else "failed".
     assert re.search(rf"^SELFHOST_BACKUP_RESULT=({result}|failed)$", notified, re.M), notified
-    assert log_text in notified.split("---", 1)[1]
+    assert log_text in notified.split("---", 1)[1], notified
     host.check_output(f"rm -f {path}")
     status = host.run("selfhost-backup status")
     line = rf"^{provider} +{re.escape(instance)} +.*\({result}\).*: FAILED$"
@@ -80,10 +80,12 @@ def ping_check(host, scenario: dict) -> str:
 
 
 def pings_seen(server, check: str) -> list:
-    """What the monitor got for one check, in order: "start", "success" or "fail"."""
+    """What the monitor got and answered for one check, in order: "start", "success" or "fail"; a request the
+    monitor did not answer with 200 (or 301, the redirect to the check's directory) counts as "error"."""
     log = server.check_output("journalctl --no-pager -o cat -u ping-monitor.service")
     kinds = {"/start": "start", "/fail": "fail", "": "success"}
-    return [kinds[suffix] for suffix in re.findall(rf'"GET /ping/{re.escape(check)}(/start|/fail|) HTTP', log)]
+    return [kinds[suffix] if status in ("200", "301") else "error"
+            for suffix, status in re.findall(rf'"GET /ping/{re.escape(check)}(/start|/fail|) HTTP/1.1" (\d+)', log)]
 
 
 def wait_for_pings(server, check: str, count: int) -> list:

@@ -9,11 +9,20 @@ import pytest
 import yaml
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent
-# The checks the provider scenarios share (provider_checks.py).
+# The checks and failure drills the provider scenarios share (provider_checks.py, drills.py).
 sys.path.insert(0, str(SCENARIO_DIR.parent / "resources"))
+# Plain asserts in the shared checks and drills explain themselves too (they are not test modules).
+pytest.register_assert_rewrite("provider_checks", "drills")
 
 
 @pytest.fixture(scope="session")
 def scenario() -> dict:
     """The scenario's variables, as converge.yml saw them."""
     return yaml.safe_load((SCENARIO_DIR / "vars.yml").read_text())
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The scenario's own tests first (they expect fresh repositories), then the failure drills
+    (test_drills.py), and last the test that removes instances."""
+    items.sort(key=lambda item: 2 if item.name.startswith("test_disabled_and_vanished")
+               else 1 if item.fspath.basename == "test_drills.py" else 0)

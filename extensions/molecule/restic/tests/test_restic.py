@@ -79,6 +79,10 @@ def test_units_and_timers_are_installed(host):
     assert "Nice=10" in service and "IOSchedulingClass=idle" in service
     assert "LoadCredential=passphrase:/etc/selfhost-backup/restic/local/passphrase" in service
     assert "ReadWritePaths=/srv/restic/local" in service
+    # monitoring.metrics_directory and ping_url: root hooks around the backup that can never fail it.
+    assert "ExecStartPre=-+/bin/bash /usr/local/bin/restic-restore-local started" in service
+    assert "ExecStopPost=-+/bin/bash /usr/local/bin/restic-restore-local finished" in service
+    assert "TimeoutStartSec=40" in host.file(f"{UNIT_DIR}/restic-backup-remote.service").content_string
     assert host.run(f"systemd-analyze verify {UNIT_DIR}/restic-backup-local.service "
                     f"{UNIT_DIR}/restic-backup-local-check.service").rc == 0
 

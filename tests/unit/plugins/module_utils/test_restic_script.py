@@ -39,6 +39,7 @@ case "$args" in
     cat >"$store/data"
     printf '{"message_type":"summary","data_added":4242,"snapshot_id":"2222bbbb2222bbbb"}\n' ;;
   *" dump "*) cat "$store/data" ;;
+  *" unlock "*) [ -z "${FAKE_UNLOCK_FAILS:-}" ] || { echo "unlock: repository unreachable" >&2; exit 1; } ;;
   *" snapshots --json "*) printf '[{"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
   *" snapshots "*) echo "1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql" ;;
   *) ;;
@@ -221,3 +222,22 @@ def test_a_failed_backup_leaves_no_figures(world):
     path = script(world, (0, 18, 0), backup_cmd='exit 3', metrics_file=str(world / 'app.prom'))
     assert run(world, path, 'backup').returncode != 0
     assert not (world / 'cache' / 'last-backup').exists()
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_stale_locks_are_removed_before_the_backup(world, version):
+    result = run(world, script(world, version), 'backup')
+    assert result.returncode == 0, result.stderr
+    steps = [line.split('|')[0] for line in log(world)]
+    unlock = next(index for index, step in enumerate(steps) if ' unlock' in f' {step}')
+    backup = next(index for index, step in enumerate(steps) if ' backup ' in f' {step}')
+    assert unlock < backup
+    # Only stale locks: never --remove-all, which would break a live run's lock.
+    assert '--remove-all' not in steps[unlock]
+
+
+def test_a_failing_unlock_does_not_stop_the_backup(world):
+    result = run(world, script(world, (0, 18, 0)), 'backup', FAKE_UNLOCK_FAILS='1')
+    assert result.returncode == 0, result.stderr
+    assert 'could not remove stale locks' in result.stderr
+    assert (world / 'store' / 'data').read_text() == 'dump-data'

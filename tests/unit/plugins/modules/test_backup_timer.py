@@ -413,6 +413,8 @@ def test_corrupt_manifest_fails(root, systemd):
     ({'exec_start': OMIT}, 'state is present but all of the following are missing: exec_start'),
     ({'on_failure': {'exec_start': [['notify']]}}, 'on_failure.exec_start[0][0]'),
     ({'on_failure': {'exec_start': []}}, 'on_failure.exec_start needs at least one command'),
+    ({'hooks': {'finish': [['finished']]}}, 'hooks.finish[0][0] must be an absolute path'),
+    ({'timeout_sec': 0}, 'timeout_sec must be at least 1'),
 ])
 def test_invalid_options_fail_without_writing(root, systemd, changes, words):
     with pytest.raises(ModuleFail) as info:
@@ -458,3 +460,21 @@ def test_absent_removes_the_notify_service(root, systemd):
     run({'name': 'restic-backup-app', 'state': 'absent', 'unit_dir': str(root / 'units'),
          'script_dir': str(root / 'bin'), 'state_dir': str(root / 'state')}, root)
     assert tree(root) == []
+
+
+HOOKS = {'start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'started']],
+         'finish': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'finished']]}
+
+
+def test_hooks_and_timeout(root, systemd):
+    run(job_args(root, hooks=HOOKS, timeout_sec=900), root)
+    main = unit(root, 'restic-backup-app.service').read_text()
+    assert 'ExecStartPre=-+/bin/bash /usr/local/bin/restic-restore-app started\n' in main
+    assert 'ExecStopPost=-+/bin/bash /usr/local/bin/restic-restore-app finished\n' in main
+    # The timeout holds for every run, the hooks report on the backup only.
+    check = unit(root, 'restic-backup-app-check.service').read_text()
+    assert 'TimeoutStartSec=900\n' in main and 'TimeoutStartSec=900\n' in check
+    assert 'ExecStartPre' not in check and 'ExecStopPost' not in check
+    assert run(job_args(root, hooks=HOOKS, timeout_sec=900), root)['changed'] is False
+    assert run(job_args(root), root)['changed'] is True
+    assert 'ExecStopPost' not in unit(root, 'restic-backup-app.service').read_text()
