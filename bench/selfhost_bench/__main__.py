@@ -1,7 +1,7 @@
 """`python -m selfhost_bench`: run the benchmark rounds and write bench/results/latest.{md,json,png}.
 
 Configured by the environment (bench/README.md): BENCH_SIZE_MB, BENCH_RUNS, BENCH_PHASES,
-BENCH_CONVERGE_COUNTS, BENCH_CONVERGE_RUNS, BENCH_SEED.
+BENCH_CONVERGE_COUNTS, BENCH_CONVERGE_RUNS, BENCH_CONVERGE_PROVIDERS, BENCH_SEED, BENCH_MERGE.
 """
 
 from __future__ import annotations
@@ -63,37 +63,72 @@ def write(meta: dict[str, object], samples: Samples, counts: list[int], where: d
     report.chart(samples, RESULTS / "latest.png")
 
 
+PHASE_PREFIXES = {"backup": ("cold.", "warm."), "restore": ("restore.",), "incremental": ("incremental.",),
+                  "converge": ("converge.",)}
+
+
+def previous(phases: list[str], counts: list[int]) -> tuple[Samples, dict[str, dict[str, float]], list[int]]:
+    """BENCH_MERGE=1: the samples of latest.json, without those about to be measured again (a converge phase
+    replaces only the counts it runs)."""
+    old = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))
+    drop = tuple(prefix for phase in phases if phase != "converge" for prefix in PHASE_PREFIXES[phase])
+    if "converge" in phases:
+        drop += tuple(f"converge.{count}." for count in counts)
+    samples = {key: values for key, values in old["samples"].items() if not key.startswith(drop)}
+    kept = sorted({int(key.split(".")[1]) for key in samples if key.startswith("converge.")})
+    where = {run: tasks for run, tasks in old.get("converge_top_tasks", {}).items()
+             if int(run.split("-")[1]) in kept}
+    return samples, where, kept
+
+
+def merged_note(phases: list[str], counts_done: list[int], runs: int) -> dict[str, object]:
+    """What a merged result says about where each phase's samples come from."""
+    old = json.loads((RESULTS / "latest.json").read_text(encoding="utf-8"))
+    earlier = old.get("merged") or f"{old.get('phases')} at {old.get('date')} (runs={old.get('runs')})"
+    done = " ".join(dict.fromkeys([*str(old.get("phases", "")).split(), *phases]))
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    note: dict[str, object] = {"phases": done, "merged": f"{earlier}; then {' '.join(phases)} at {now} (runs={runs})"}
+    if counts_done and "converge" not in phases:
+        note.update(converge_counts=old.get("converge_counts"), converge_providers=old.get("converge_providers"))
+    return note
+
+
 def main() -> None:
     """Every phase of BENCH_PHASES in turn; the results are written again after each one."""
-    size, runs, seed = int(setting("BENCH_SIZE_MB", "300")), int(setting("BENCH_RUNS", "3")), int(setting("BENCH_SEED", "7"))
+    size, runs = int(setting("BENCH_SIZE_MB", "300")), int(setting("BENCH_RUNS", "3"))
+    seed = int(setting("BENCH_SEED", "7"))
     phases = setting("BENCH_PHASES", PHASES).split()
     counts = [int(c) for c in setting("BENCH_CONVERGE_COUNTS", "1 10 50").split()]
     log(f"generating about {size} MB of rows")
     meta = machine(size, datagen.create(size, seed))
-    meta.update(runs=runs, phases=" ".join(phases), converge_counts=" ".join(map(str, counts)))
-    samples: Samples = {}
-    where: dict[str, dict[str, float]] = {}
+    meta.update(runs=runs, phases=" ".join(phases))
+    merge = setting("BENCH_MERGE", "0") == "1"
+    samples, where, counts_done = previous(phases, counts) if merge else ({}, {}, [])
+    if merge:
+        meta.update(merged_note(phases, counts_done, runs))
     if "backup" in phases:
         samples |= prefixed("cold", measure.backups(runs, True, log))
         samples |= prefixed("warm", measure.backups(runs, False, log))
-        write(meta, samples, [], where)
+        write(meta, samples, counts_done, where)
     if "restore" in phases:
         samples |= prefixed("restore", measure.restores(runs, log))
-        write(meta, samples, [], where)
+        write(meta, samples, counts_done, where)
     if "incremental" in phases:
         samples |= prefixed("incremental", measure.incremental(runs, 0.01, seed, log))
-        write(meta, samples, [], where)
+        write(meta, samples, counts_done, where)
     if "converge" in phases:
         workdir = RESULTS / "tmp"
         workdir.mkdir(parents=True, exist_ok=True)
         meta["converge_providers"] = setting("BENCH_CONVERGE_PROVIDERS", "restic borg")
-        for done, count in enumerate(counts, start=1):
+        for count in counts:
             scaled, top = converge.scaling([count], int(setting("BENCH_CONVERGE_RUNS", str(runs))), workdir, log)
             samples |= scaled
             where |= top
-            write(meta, samples, counts[:done], where)
+            counts_done = sorted({*counts_done, count})
+            meta["converge_counts"] = " ".join(map(str, counts_done))
+            write(meta, samples, counts_done, where)
     else:
-        write(meta, samples, [], where)
+        write(meta, samples, counts_done, where)
     log(f"results in {RESULTS}/latest.md, latest.json and latest.png")
 
 

@@ -10,8 +10,6 @@ HOST = "selfhost-backup-bench"
 DUMP = "pg_dumpall --clean --if-exists"
 BORG_COMPRESSION = "zstd,3"  # the borg role's default, so the raw run compresses the same way
 AS_POSTGRES = "runuser -u postgres -- env HOME=/var/lib/postgresql"
-RESTIC_RAW_ENV = f"RESTIC_REPOSITORY={ROOT}/raw-restic RESTIC_PASSWORD={PASSPHRASE}"
-BORG_RAW_ENV = f"BORG_REPO={ROOT}/raw-borg BORG_PASSPHRASE={PASSPHRASE}"
 
 
 @dataclass(frozen=True)
@@ -43,26 +41,40 @@ def reset_ours(tool: str, instance: str, repo: str) -> str:
     return f"rm -rf {repo} {marker} && install -d -m 0700 -o postgres -g postgres {repo}"
 
 
-def raw_restic() -> Subject:
-    """restic by hand: the same dump, tag-less options restic needs, the repository initialised beforehand."""
-    run = f"{AS_POSTGRES} {RESTIC_RAW_ENV}"
+def as_postgres(env: dict[str, str], unit: bool) -> str:
+    """The prefix that runs a command as postgres with env: by hand (runuser, in the shell of `docker exec`)
+    or, with unit, in a transient unit of system.slice (systemd-run), where our units run too."""
+    env = {"HOME": "/var/lib/postgresql", **env}
+    if unit:
+        return "systemd-run --quiet --wait --pipe --collect -p User=postgres " + " ".join(
+            f"--setenv={key}={value}" for key, value in env.items())
+    return "runuser -u postgres -- env " + " ".join(f"{key}={value}" for key, value in env.items())
+
+
+def raw_restic(unit: bool = False) -> Subject:
+    """restic by hand: the same dump, the options restic needs, the repository initialised beforehand."""
+    name = "raw_unit" if unit else "raw"
+    repo = f"{ROOT}/{name}-restic"
+    run = as_postgres({"RESTIC_REPOSITORY": repo, "RESTIC_PASSWORD": PASSPHRASE}, unit)
     backup = (f"{run} restic backup --stdin-from-command --stdin-filename postgres.sql --host {HOST} "
               f"-- {DUMP}")
     restore = f"{run} bash -c 'set -o pipefail; restic dump latest /postgres.sql | psql -X -q -d postgres'"
-    reset = f"rm -rf {ROOT}/raw-restic && {run} restic init"
-    return Subject("restic.raw", "restic", f"{ROOT}/raw-restic", backup, reset, restore)
+    reset = f"rm -rf {repo} && {as_postgres({'RESTIC_PASSWORD': PASSPHRASE}, False)} restic init --repo {repo}"
+    return Subject(f"restic.{name}", "restic", repo, backup, reset, restore)
 
 
-def raw_borg() -> Subject:
+def raw_borg(unit: bool = False) -> Subject:
     """borg by hand: borg create --content-from-command, initialising the repository on the first run."""
-    run = f"{AS_POSTGRES} {BORG_RAW_ENV}"
+    name = "raw_unit" if unit else "raw"
+    repo = f"{ROOT}/{name}-borg"
+    run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, unit)
     create = (f"borg create --compression {BORG_COMPRESSION} --content-from-command --stdin-name postgres.sql "
               f"'::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
-    init = "{ [ -e " + ROOT + "/raw-borg/config ] || borg init --encryption repokey-blake2; }"
+    init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
     backup = f"{run} bash -c {quote(init + ' && ' + create)}"
     restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
                "borg extract --stdout ::$a postgres.sql | psql -X -q -d postgres'")
-    return Subject("borg.raw", "borg", f"{ROOT}/raw-borg", backup, f"rm -rf {ROOT}/raw-borg", restore)
+    return Subject(f"borg.{name}", "borg", repo, backup, f"rm -rf {repo}", restore)
 
 
 def floor() -> Subject:
@@ -72,13 +84,17 @@ def floor() -> Subject:
 
 def backup_subjects() -> list[Subject]:
     """Everything measured in the backup rounds, in the order of the first round."""
-    return [floor(), raw_restic(), ours("restic", "plain"), ours("restic", "gzip"),
-            raw_borg(), ours("borg", "plain"), ours("borg", "gzip")]
+    return [floor(), raw_restic(), ours("restic", "plain"), raw_restic(unit=True), ours("restic", "gzip"),
+            raw_borg(), ours("borg", "plain"), raw_borg(unit=True), ours("borg", "gzip")]
 
 
 def restore_subjects() -> list[Subject]:
-    """Everything measured in the restore rounds."""
-    return [raw_restic(), ours("restic", "plain"), raw_borg(), ours("borg", "plain")]
+    """Everything measured in the restore rounds; restic.raw_nocache is restic by hand without its local
+    cache, as our restore script runs it interactively."""
+    raw = raw_restic()
+    nocache = Subject("restic.raw_nocache", "restic", raw.repository, raw.backup, raw.reset,
+                      raw.restore.replace("restic dump", "restic --no-cache dump"))
+    return [raw, ours("restic", "plain"), nocache, raw_borg(), ours("borg", "plain")]
 
 
 def incremental_subjects() -> list[Subject]:

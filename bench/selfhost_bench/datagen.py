@@ -28,8 +28,9 @@ class Rows:
         rng = self.rng
         title = " ".join(rng.choices(self.words, k=rng.randint(3, 8)))
         body = " ".join(rng.choices(self.words, k=rng.randint(20, 60)))
-        day, second = rng.randint(1, 28), rng.randint(0, 86399)
-        stamp = f"2025-{rng.randint(1, 12):02d}-{day:02d} {second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}+00"
+        month, day, second = rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 86399)
+        clock = f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+        stamp = f"2025-{month:02d}-{day:02d} {clock}+00"
         price = f"{rng.randint(100, 999_999) / 100:.2f}"
         sku = f"SKU-{rng.getrandbits(40):010x}"
         return f"{item_id}\t{rng.randint(1, 100_000)}\t{sku}\t{rng.randint(1, 50)}\t{price}\t{stamp}\t{title}\t{body}\n"
