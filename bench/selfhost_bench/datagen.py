@@ -21,7 +21,7 @@ class Rows:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         letters = "abcdefghijklmnopqrstuvwxyz"
-        self.words = ["".join(self.rng.choices(letters, k=self.rng.randint(2, 11))) for _ in range(5000)]
+        self.words = ["".join(self.rng.choices(letters, k=self.rng.randint(2, 11))) for _word in range(5000)]
 
     def row(self, item_id: int) -> str:
         """One row: numbers, a random code, a timestamp and text of random words."""

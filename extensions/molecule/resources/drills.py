@@ -99,6 +99,13 @@ def backup_ok(host, tool: Tool, instance: str) -> None:
     assert result.rc == 0, host.run(f"journalctl --no-pager -n 40 -u {tool.unit(instance)}").stdout
 
 
+def check_ok(host, tool: Tool, instance: str) -> None:
+    """The instance's repository check job passes."""
+    unit = f"{tool.provider}-backup-{instance}-check.service"
+    result = host.run(f"systemctl start --wait {unit}")
+    assert result.rc == 0, host.run(f"journalctl --no-pager -n 40 -u {unit}").stdout
+
+
 def restore_ok(host, tool: Tool, instance: str, which: str) -> None:
     result = host.run(f"{tool.provider}-restore-{instance} restore {shlex.quote(which)}")
     assert result.rc == 0, result.stderr
@@ -114,8 +121,14 @@ def wait_for(host, condition: str, seconds: int = 60) -> None:
     assert result.rc == 0, f"timed out waiting for: {condition}"
 
 
+def streaming_and_locked(tool: Tool, instance: str, repo: str) -> str:
+    """Condition: request A's dump has been streamed (its slow-tail sleep runs) and the tool holds its lock."""
+    return f"pgrep -u dbuser -f 'sleep 8' >/dev/null && [ -n \"$({tool.locks.format(instance=instance, repo=repo)})\" ]"
+
+
 def wait_until_inactive(host, unit: str) -> None:
-    wait_for(host, f'[ "$(systemctl show -P ActiveState {unit})" != activating ]', 120)
+    """Until the run and its ExecStopPost= hooks are over (deactivating is the hooks' time)."""
+    wait_for(host, f'! systemctl show -P ActiveState {unit} | grep -qx -e activating -e deactivating', 120)
 
 
 def journal_since(host, unit: str, since: str) -> str:
@@ -139,8 +152,7 @@ def test_kill_9_mid_stream_then_the_next_run_and_the_check_succeed(host, tool):
     try:
         host.check_output(f"systemctl start --no-block {tool.unit('local')}")
         # The dump has been streamed, the tool holds the repository's lock and waits for the dump's end: kill it.
-        wait_for(host, f"pgrep -u dbuser -f 'sleep 8' >/dev/null && "
-                       f"[ -n \"$({tool.locks.format(instance='local', repo='local')})\" ]")
+        wait_for(host, streaming_and_locked(tool, "local", "local"))
         host.check_output(f"pkill -KILL -u dbuser -f {shlex.quote(tool.process)}")
         wait_until_inactive(host, tool.unit("local"))
     finally:
@@ -156,8 +168,7 @@ def test_kill_9_mid_stream_then_the_next_run_and_the_check_succeed(host, tool):
     backup_ok(host, tool, "local")
     after = snapshots(host, tool, "local")
     assert older[-1] in after and len(set(after) - set(older)) == 1, (older, after)
-    check = host.run(f"systemctl start --wait {tool.provider}-backup-local-check.service")
-    assert check.rc == 0, host.run(f"journalctl --no-pager -n 40 -u {tool.provider}-backup-local-check.service").stdout
+    check_ok(host, tool, "local")
     restore_ok(host, tool, "local", older[-1])
     assert read(host, tool) == "before the kill\n"
     restore_ok(host, tool, "local", "latest")
@@ -181,6 +192,8 @@ def test_a_manual_start_during_a_run_joins_it(host, tool):
     assert len(new) == 1, new
     started = re.findall(r"^Start(ing|ed) ", journal_since(host, tool.unit("local"), since), re.M)
     assert started.count("ing") == 1, started
+    # And the repository is sound.
+    check_ok(host, tool, "local")
 
 
 def test_a_second_instance_never_breaks_a_live_lock(host, tool):
@@ -190,7 +203,7 @@ def test_a_second_instance_never_breaks_a_live_lock(host, tool):
     flags(host, tool, "slow-tail")
     try:
         host.check_output(f"systemctl start --no-block {tool.unit('shared_a')}")
-        wait_for(host, "pgrep -u dbuser -f 'sleep 8' >/dev/null")
+        wait_for(host, streaming_and_locked(tool, "shared_a", "shared"))
         live_locks = host.check_output(tool.locks.format(instance="shared_a", repo="shared"))
         backup_ok(host, tool, "shared_b")
         state_after_b = host.check_output(f"systemctl show -P ActiveState {tool.unit('shared_a')}")
