@@ -36,6 +36,15 @@ def first_line(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip().splitlines()[0]
 
 
+def collection_version() -> str:
+    """The commit of this checkout, and whether roles/ or plugins/ differ from it (what site.yml converged)."""
+    top = str(RESULTS.parent.parent)
+    head = first_line(["git", "-C", top, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--", "roles", "plugins"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return f"{head}" + (" with uncommitted changes in roles/ or plugins/" if dirty else "")
+
+
 def machine(size_mb: int, rows: int) -> dict[str, object]:
     """The machine, the tool versions and the data set."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -46,6 +55,7 @@ def machine(size_mb: int, rows: int) -> dict[str, object]:
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": f"{cpu}, {os.cpu_count()} cores",
             "memory": f"{int(mem) // 1024} MiB", "kernel": platform.release(), "container Debian": inside[0],
             "restic": inside[1], "borg": inside[2], "PostgreSQL": inside[3], "systemd": inside[4],
+            "collection": collection_version(),
             "ansible-core": first_line(["ansible", "--version"]), "docker": first_line(["docker", "--version"]),
             "data set": f"{rows} rows, plain dump {measure.dump_bytes() / 1e6:.0f} MB (BENCH_SIZE_MB={size_mb})"}
 
