@@ -52,9 +52,11 @@ setup_docker() {
     log "starting docker.service"
     $sudo systemctl start docker.service
   else
-    # No systemd on this machine (a container or a CI sandbox): run the daemon directly.
+    # No systemd on this machine (a container or a CI sandbox): run the daemon directly, in a session of its
+    # own (setsid), so that it outlives the shell or job that started it: nohup alone dies with the job's
+    # process group, taking the containers of whatever runs next with it.
     log "starting dockerd in the background (log: /var/log/selfhost-backup-dockerd.log)"
-    $sudo sh -c 'nohup dockerd >/var/log/selfhost-backup-dockerd.log 2>&1 &'
+    $sudo setsid -f dockerd >/var/log/selfhost-backup-dockerd.log 2>&1 </dev/null
   fi
   local _
   for _ in $(seq 1 60); do
