@@ -88,7 +88,10 @@ customise_root() {
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
   : >"$root/etc/machine-id"
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/lib/apt/periodic/update-success-stamp
+  # ansible.builtin.apt's cache_valid_time reads the age of the lists from this directory's mtime: emptied just
+  # now it would look fresh, and an image younger than cache_valid_time would never fetch any list.
+  touch -d @0 "$root/var/lib/apt/lists"
 }
 
 build_root=""

@@ -14,14 +14,16 @@ sudo=""
 
 log() { printf '==> %s\n' "$*"; }
 
+# Wait for another apt (unattended-upgrades on a fresh machine, a second checkout's setup) instead of failing.
+readonly APT_LOCK_WAIT=(-o DPkg::Lock::Timeout=600)
 apt_updated=false
 apt_install() {
   if ! $apt_updated; then
-    $sudo apt-get update -q >/dev/null
+    $sudo apt-get "${APT_LOCK_WAIT[@]}" update -q >/dev/null
     apt_updated=true
   fi
   log "apt-get install $*"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${APT_LOCK_WAIT[@]}" install -y -q --no-install-recommends "$@" >/dev/null
 }
 
 setup_venv() {
