@@ -324,7 +324,7 @@ provider_has_snapshot() {
 provider_dump() {
   local archive="$1"
   if [ "$archive" = latest ]; then
-    archive="$(borg_ @@LATEST@@)"
+    archive="$(borg_ @@LATEST@@)" || fail "cannot list the archives of this instance"
     [ -n "$archive" ] || fail "instance $INSTANCE has no archive yet"
   fi
   borg_ extract --stdout "::$archive" "$BORG_STDIN_NAME"

@@ -304,8 +304,10 @@ readonly METRICS_FILE=@@Q_METRICS_FILE@@
 readonly PING_URL_FILE=@@Q_PING_URL_FILE@@
 readonly PING_TIMEOUT=@@PING_TIMEOUT@@
 readonly PING_RETRIES=@@PING_RETRIES@@
-# The unit's CacheDirectory=, where the backup step leaves its figures for the finish hook.
-readonly STATS_FILE="${CACHE_DIRECTORY:-/var/cache/@@JOB@@}/@@STATS_NAME@@"
+# The units' CacheDirectory= (owned by the job's user): the tool's cache, and the figures the backup step
+# leaves for the finish hook. A restore run by hand uses it too when a unit has created it.
+readonly JOB_CACHE="${CACHE_DIRECTORY:-/var/cache/@@JOB@@}"
+readonly STATS_FILE="$JOB_CACHE/@@STATS_NAME@@"
 
 usage() {
   cat <<'EOF'
@@ -399,13 +401,31 @@ restore() {
   if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
     fail "not a valid @@WORD@@: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
   fi
-  # Before anything stops or the restore command starts: a wrong id leaves the database untouched.
-  provider_has_snapshot "$snapshot" \
-    || fail "no @@WORD@@ '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
+  # Before anything stops or the restore command starts: the tool would dump another instance's @@WORD@@ by
+  # its id, and a wrong id must leave the database untouched. "latest" needs no such listing: the tool
+  # selects this instance's newest @@WORD@@ itself, and nothing happens before its dump's first byte arrives.
+  if [ "$snapshot" != latest ]; then
+    provider_has_snapshot "$snapshot" \
+      || fail "no @@WORD@@ '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
+  fi
+  provider_dump "$snapshot" | restore_arriving_dump "$snapshot"
+  printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
+}
+
+# The restore's right-hand side: stops the stop_units and starts the restore command once the dump's first
+# byte has arrived. A dump that yields nothing (no @@WORD@@ of this instance, an unreachable repository, a
+# wrong passphrase) leaves every unit running and the database untouched.
+restore_arriving_dump() {
+  local first
+  first="$(mktemp)"
+  dd bs=1 count=1 of="$first" status=none
+  if ! [ -s "$first" ]; then
+    rm -f -- "$first"
+    fail "no @@WORD@@ '$1' of instance $INSTANCE could be read: nothing was stopped or restored (see '$SCRIPT snapshots')"
+  fi
   trap start_units EXIT
   stop_units
-  provider_dump "$snapshot" | as_user /bin/sh -c "$RESTORE_CMD"
-  printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
+  { cat -- "$first"; rm -f -- "$first"; cat; } | as_user /bin/sh -c "$RESTORE_CMD"
 }
 
 # OnFailure= of the units (<backup service>-notify.service, as root): the administrator's command gets the

@@ -176,13 +176,14 @@ LEGACY_BACKUP = r'''# restic < 0.17: the dump is piped in and restic stores what
 # (PIPESTATUS); finish_backup then forgets the snapshot it produced.
 provider_backup() {
   local out dump_rc restic_rc
-  remove_stale_locks
+  begin_run backup
   out="$(mktemp)"
   set +e
   /bin/sh -c "$BACKUP_CMD" | restic_ @@BACKUP@@ >"$out"
   dump_rc="${PIPESTATUS[0]}" restic_rc="${PIPESTATUS[1]}"
   set -e
   finish_backup "$out" "$dump_rc" "$restic_rc"
+  end_run backup
 }
 '''
 
@@ -190,13 +191,14 @@ MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself and fails when it fail
 # dump makes it exit 3 after saving one); finish_backup forgets it.
 provider_backup() {
   local out restic_rc
-  remove_stale_locks
+  begin_run backup
   out="$(mktemp)"
   set +e
   restic_ @@BACKUP@@ /bin/sh -c "$BACKUP_CMD" >"$out"
   restic_rc=$?
   set -e
   finish_backup "$out" 0 "$restic_rc"
+  end_run backup
 }
 '''
 
@@ -235,14 +237,17 @@ readonly RESTIC_ARGS=@@GLOBAL@@
 readonly FORGET_RETRY_SECONDS="${SELFHOST_BACKUP_FORGET_RETRY_SECONDS:-30}"
 
 # restic as the request's user. In a unit: RESTIC_PASSWORD_FILE in $CREDENTIALS_DIRECTORY and the unit's cache.
-# Interactively (root): the passphrase on restic's stdin, opened by root; no cache. Never on a command line.
+# Interactively (root): the passphrase on restic's stdin, opened by root, never on a command line; the units'
+# cache once they have made it (a restore then reads the index from there, not from the repository).
 restic_() (
   export_secrets
   if in_unit; then
     export RESTIC_PASSWORD_FILE="$CREDENTIALS_DIRECTORY/passphrase"
     exec "$RESTIC" "${RESTIC_ARGS[@]}" --cache-dir "${CACHE_DIRECTORY:?}" "$@"
   fi
-  as_user "$RESTIC" "${RESTIC_ARGS[@]}" --no-cache "$@" <"$(secret passphrase)"
+  local cache=(--no-cache)
+  [ ! -d "$JOB_CACHE" ] || cache=(--cache-dir "$JOB_CACHE")
+  as_user "$RESTIC" "${RESTIC_ARGS[@]}" "${cache[@]}" "$@" <"$(secret passphrase)"
 )
 
 provider_snapshots() {
@@ -284,11 +289,27 @@ provider_retention() {
 @@RETENTION@@
 }
 
-# A restic killed hard (kill -9, OOM, power loss) leaves its lock, and the next exclusive step (forget --prune,
-# check) would fail on it forever. restic unlock removes stale locks only: made on this host by a process that
-# is gone, or not refreshed for 30 minutes; a live run's lock (refreshed every 5 minutes) stays.
-remove_stale_locks() {
-  restic_ unlock || printf '%s: could not remove stale locks (restic unlock failed)\n' "$SCRIPT" >&2
+# A restic killed hard (kill -9, OOM, power loss, a timeout) leaves its lock, and the next exclusive step
+# (forget --prune, check) would fail on it for ever. Each unit step (backup, check) leaves a mark in the cache
+# directory that only its success removes; a mark found at the start (a run that failed, was killed or still
+# runs) makes the step run restic unlock first. unlock removes stale locks only: made on this host by a process
+# that is gone, or not refreshed for 30 minutes; a live run's lock (refreshed every 5 minutes) stays. After a
+# good run nothing is left to clear, and the next run does not open the repository once more for it.
+readonly UNFINISHED_MARK="$JOB_CACHE/restic-unfinished"
+
+begin_run() {
+  if compgen -G "$UNFINISHED_MARK.*" >/dev/null; then
+    if restic_ unlock; then
+      rm -f -- "$UNFINISHED_MARK".*
+    else
+      printf '%s: could not remove stale locks (restic unlock failed)\n' "$SCRIPT" >&2
+    fi
+  fi
+  : >"$UNFINISHED_MARK.$1"
+}
+
+end_run() {
+  rm -f -- "$UNFINISHED_MARK.$1"
 }
 @@CHECK@@
 @@BACKUP_FUNCTION@@
@@ -303,7 +324,7 @@ def shell_functions(commands: Commands) -> str:
         f'  restic_ {_sh(commands.retention)}' if commands.retention
         else '  : # no retention rule: every snapshot is kept'
     )
-    check = (f'\nprovider_check() {{\n  remove_stale_locks\n  restic_ {_sh(commands.check)}\n}}\n'
+    check = (f'\nprovider_check() {{\n  begin_run check\n  restic_ {_sh(commands.check)}\n  end_run check\n}}\n'
              if commands.check else '')
     replacements = {
         '@@BINARY@@': shlex.quote(commands.binary),

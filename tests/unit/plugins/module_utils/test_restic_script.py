@@ -54,6 +54,8 @@ def world(tmp_path):
     fake = tmp_path / 'restic'
     fake.write_text(FAKE_RESTIC)
     fake.chmod(0o755)
+    # The units' CacheDirectory=, which systemd creates before the job runs.
+    (tmp_path / 'cache').mkdir()
     creds = tmp_path / 'creds'
     creds.mkdir()
     (creds / 'passphrase').write_text('pw-secret')
@@ -190,25 +192,71 @@ def test_forget_that_never_succeeds_says_so(world):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
 def test_restore_restarts_only_the_units_it_stopped(world):
-    fake_systemctl = world / 'bin' / 'systemctl'
-    fake_systemctl.parent.mkdir()
-    # running.service is active, idle.service is not; every call is recorded.
-    fake_systemctl.write_text(
-        '#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
-        'if [ "$1" = is-active ]; then [ "${!#}" = running.service ]; fi\n')
-    fake_systemctl.chmod(0o755)
     path = script(world, (0, 18, 0), stop_units=('running.service', 'idle.service'))
     assert run(world, path, 'backup').returncode == 0
-    restored = run(world, path, 'restore', 'latest', unit=False, PATH=f"{world / 'bin'}:{os.environ['PATH']}")
+    restored = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world))
     assert restored.returncode == 0, restored.stderr
-    calls = (world / 'store' / 'systemctl').read_text().splitlines()
+    calls = systemctl_calls(world)
     assert 'stop running.service' in calls and 'start running.service' in calls
     assert 'stop idle.service' not in calls and 'start idle.service' not in calls
 
 
+def fake_systemctl(world):
+    """A systemctl on PATH for which running.service is active and idle.service is not; calls are recorded."""
+    fake = world / 'bin' / 'systemctl'
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
+                    'if [ "$1" = is-active ]; then [ "${!#}" = running.service ]; fi\n')
+    fake.chmod(0o755)
+    return f"{fake.parent}:{os.environ['PATH']}"
+
+
+def systemctl_calls(world):
+    calls = world / 'store' / 'systemctl'
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_restore_latest_without_a_snapshot_stops_nothing_and_restores_nothing(world):
+    path = script(world, (0, 18, 0), stop_units=('running.service',))
+    result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world))
+    assert result.returncode != 0
+    assert "no snapshot 'latest' of instance app could be read: nothing was stopped or restored" in result.stderr
+    assert not (world / 'restored').exists()
+    assert systemctl_calls(world) == []
+    # One repository access: the dump of latest, scoped to this instance; no listing before it.
+    assert [step.split(' --quiet ')[-1].split()[0] for step in steps_run(world)] == ['dump']
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_a_failing_restore_command_fails_and_starts_the_stopped_units_again(world):
+    path = script(world, (0, 18, 0), restore_cmd='head -c 3 >/dev/null; exit 4', stop_units=('running.service',))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world))
+    assert result.returncode != 0
+    assert 'restored latest' not in result.stderr
+    assert systemctl_calls(world) == ['is-active --quiet running.service', 'stop running.service',
+                                      'start running.service']
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_a_restore_by_hand_uses_the_units_cache_once_it_exists(world):
+    path = script(world, (0, 18, 0))
+    assert run(world, path, 'backup').returncode == 0
+    # The units' cache (here world/cache, named by CACHE_DIRECTORY for the test) exists: restic reads its index there.
+    restored = run(world, path, 'restore', 'latest', unit=False, CACHE_DIRECTORY=str(world / 'cache'))
+    assert restored.returncode == 0, restored.stderr
+    assert f"--cache-dir {world / 'cache'} --quiet dump" in steps_run(world)[-1]
+    assert (world / 'restored').read_text() == 'dump-data'
+    # No cache yet (no unit ran on this host): none is made by hand.
+    restored = run(world, path, 'restore', 'latest', unit=False, CACHE_DIRECTORY=str(world / 'no-cache-yet'))
+    assert restored.returncode == 0, restored.stderr
+    assert '--no-cache --quiet dump' in steps_run(world)[-1]
+    assert not (world / 'no-cache-yet').exists()
+
+
 @pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
 def test_backup_leaves_bytes_added_and_snapshot_count_for_the_metrics(world, version):
-    (world / 'cache').mkdir()
     path = script(world, version, metrics_file=str(world / 'app.prom'))
     result = run(world, path, 'backup')
     assert result.returncode == 0, result.stderr
@@ -218,26 +266,69 @@ def test_backup_leaves_bytes_added_and_snapshot_count_for_the_metrics(world, ver
 
 
 def test_a_failed_backup_leaves_no_figures(world):
-    (world / 'cache').mkdir()
     path = script(world, (0, 18, 0), backup_cmd='exit 3', metrics_file=str(world / 'app.prom'))
     assert run(world, path, 'backup').returncode != 0
     assert not (world / 'cache' / 'last-backup').exists()
 
 
+def steps_run(world):
+    return [line.split('|')[0] for line in log(world)]
+
+
+def marks(world):
+    return sorted(path.name for path in (world / 'cache').glob('restic-unfinished.*'))
+
+
 @pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
-def test_stale_locks_are_removed_before_the_backup(world, version):
+def test_a_good_run_leaves_no_mark_and_the_next_one_does_not_unlock(world, version):
+    path = script(world, version)
+    for dummy in range(2):
+        result = run(world, path, 'backup')
+        assert result.returncode == 0, result.stderr
+        assert marks(world) == []
+    assert not any(' unlock' in f' {step}' for step in steps_run(world))
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_after_a_failed_run_stale_locks_are_removed_before_the_backup(world, version):
+    assert run(world, script(world, version, backup_cmd='printf partial; exit 3'), 'backup').returncode != 0
+    assert marks(world) == ['restic-unfinished.backup']
     result = run(world, script(world, version), 'backup')
     assert result.returncode == 0, result.stderr
-    steps = [line.split('|')[0] for line in log(world)]
+    steps = steps_run(world)
     unlock = next(index for index, step in enumerate(steps) if ' unlock' in f' {step}')
-    backup = next(index for index, step in enumerate(steps) if ' backup ' in f' {step}')
+    backup = max(index for index, step in enumerate(steps) if ' backup ' in f' {step}')
     assert unlock < backup
     # Only stale locks: never --remove-all, which would break a live run's lock.
     assert '--remove-all' not in steps[unlock]
+    assert marks(world) == []
 
 
-def test_a_failing_unlock_does_not_stop_the_backup(world):
+def test_a_killed_run_s_mark_makes_the_check_unlock_too(world):
+    # What a kill -9 of the whole unit leaves: the mark of the backup step, nothing else.
+    (world / 'cache' / 'restic-unfinished.backup').touch()
+    commands = _restic.Commands(binary=str(world / 'restic'), version=(0, 18, 0), instance='app',
+                                backup_name='db.sql', host='h1', check=('check',))
+    spec = _provider.ScriptSpec(
+        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd='true',
+        restore_cmd='cat', credentials={'passphrase': str(world / 'creds' / 'passphrase')}, env_names=(),
+        stop_units=(), functions=_restic.shell_functions(commands), maintenance=('backup', 'check'))
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    result = run(world, path, 'check')
+    assert result.returncode == 0, result.stderr
+    assert [step.split()[-1] for step in steps_run(world)] == ['unlock', 'check']
+    assert marks(world) == []
+
+
+def test_a_failing_unlock_does_not_stop_the_backup_and_is_tried_again(world):
+    (world / 'cache' / 'restic-unfinished.backup').touch()
     result = run(world, script(world, (0, 18, 0)), 'backup', FAKE_UNLOCK_FAILS='1')
     assert result.returncode == 0, result.stderr
     assert 'could not remove stale locks' in result.stderr
     assert (world / 'store' / 'data').read_text() == 'dump-data'
+    # The backup's own mark is gone, the one the unlock could not clear is not: the next run unlocks again.
+    assert marks(world) == []
+    (world / 'cache' / 'restic-unfinished.check').touch()
+    assert run(world, script(world, (0, 18, 0)), 'backup', FAKE_UNLOCK_FAILS='1').returncode == 0
+    assert marks(world) == ['restic-unfinished.check']
