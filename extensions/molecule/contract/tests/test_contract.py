@@ -3,7 +3,8 @@
 Per pair: write fixture rows with tricky values, back up (1 snapshot); change them, back up (2); destroy the
 database; restore the 2nd by id (exactly state 2), the 1st by id (exactly state 1), latest (state 2); a
 failing dump leaves the snapshot count unchanged; a truncated dump fed to the restore command exits non-zero
-(and leaves the database as it was where the restore is atomic). Values are compared, not counts.
+(and leaves the database as it was where the restore is atomic), by itself for each requester and as a
+snapshot through each provider's restore script. Values are compared, not counts.
 """
 
 from __future__ import annotations
@@ -122,6 +123,58 @@ def test_truncated_dump_fails_the_restore(release: str, instance: str):
     # The whole dump restores.
     result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert dialect.read(box) == expected(STATE_2)
+
+
+# Stores bytes as one more snapshot of an instance with the real tool, as the request's user, the way the job
+# names and tags its own (so the restore script accepts it); prints the new snapshot's id.
+STORE_DUMP = {
+    "restic": (
+        "export RESTIC_PASSWORD=\"$(cat /etc/selfhost-backup/restic/{instance}/passphrase)\" "
+        "RESTIC_REPOSITORY=\"$(cat /etc/selfhost-backup/restic/{instance}/env.RESTIC_REPOSITORY)\" && "
+        "host=\"$(grep -o -m1 -- '--host [^ ]*' /usr/local/bin/restic-restore-{instance} | head -n 1 | cut -d' ' -f2)\" && "
+        "runuser -u {user} -- restic --no-cache --json backup --stdin --stdin-filename {backup_name} "
+        "--tag selfhost-backup:{instance} --host \"$host\" | grep -o '\"snapshot_id\":\"[0-9a-f]\\{{8\\}}' | cut -d'\"' -f4"),
+    "borg": (
+        "export BORG_PASSPHRASE=\"$(cat /etc/selfhost-backup/borg/{instance}/passphrase)\" "
+        "BORG_REPO=/srv/borg/{instance} BORG_BASE_DIR=/var/cache/borg-backup-{instance} && "
+        "prefix=\"$(borg-restore-{instance} snapshots | sed -n 's/^\\({instance}@[^ ]*\\)-[0-9]\\{{4\\}}-[0-9-]*T.*/\\1/p' | head -n 1)\" && "
+        "name=\"$prefix-$(date -u +%Y-%m-%dT%H:%M:%S.%6N)\" && "
+        "runuser -u {user} -- borg create --stdin-name {backup_name} \"::$name\" - && echo \"$name\""),
+}
+FORGET = {
+    "restic": ("RESTIC_PASSWORD=\"$(cat /etc/selfhost-backup/restic/{instance}/passphrase)\" "
+               "RESTIC_REPOSITORY=\"$(cat /etc/selfhost-backup/restic/{instance}/env.RESTIC_REPOSITORY)\" "
+               "runuser -u {user} -- restic --no-cache forget {snapshot}"),
+    "borg": ("BORG_PASSPHRASE=\"$(cat /etc/selfhost-backup/borg/{instance}/passphrase)\" BORG_REPO=/srv/borg/{instance} "
+             "BORG_BASE_DIR=/var/cache/borg-backup-{instance} runuser -u {user} -- borg delete \"::{snapshot}\""),
+}
+
+
+@pytest.mark.parametrize("release, instance, provider", CASES, ids=["-".join(case) for case in CASES])
+def test_a_corrupt_snapshot_fails_the_restore_script(release: str, instance: str, provider: str):
+    """A snapshot holding a truncated dump (as a dump cut short by a full disk would leave): the provider's
+    restore script exits non-zero, and an atomic restore leaves the database as it was."""
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS[instance]
+    request = request_of(box, instance)
+    before = snapshots(box, provider, instance)
+    assert before, "runs after test_round_trip, whose latest snapshot is state 2"
+    dump = box.run(as_user(request, request["backup_cmd"]))
+    assert dump.returncode == 0, dump.stderr.decode()
+    fields = {"instance": instance, "user": request["user"], "backup_name": shlex.quote(request["backup_name"])}
+    corrupt = box.ok(STORE_DUMP[provider].format(**fields), stdin=dump.stdout[:len(dump.stdout) // 2]).strip()
+    try:
+        assert corrupt in snapshots(box, provider, instance)
+        result = box.run(f"{provider}-restore-{instance} restore {shlex.quote(corrupt)}")
+        assert result.returncode != 0, result.stderr.decode()[-2000:]
+        assert f"restored {corrupt}" not in result.stderr.decode()
+        if dialect.atomic_restore:
+            assert dialect.read(box) == expected(STATE_2)
+    finally:
+        box.ok(FORGET[provider].format(snapshot=corrupt, **fields))
+    assert snapshots(box, provider, instance) == before
+    restore(box, provider, instance, "latest")
     assert dialect.read(box) == expected(STATE_2)
 
 
