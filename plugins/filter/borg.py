@@ -61,6 +61,15 @@ def borg_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
     return files
 
 
+def borg_known_hosts_files(jobs: t.Any) -> list[dict[str, str]]:
+    """The pinned host keys of the enabled instances' remote servers, as secret files [{dest, content}]: like
+    the secrets, root-only files that a job loads as a credential."""
+    if not isinstance(jobs, t.Mapping):
+        raise AnsibleFilterError('borg_known_hosts_files needs the result of borg_jobs: instance name -> job')
+    return [{'dest': job['known_hosts_file'], 'content': job['known_hosts']}
+            for dummy, job in sorted(jobs.items()) if job.get('enable', True) and job.get('known_hosts_file')]
+
+
 def borg_authorized_keys(public_key: str, path: str, append_only: bool = True) -> str:
     """The authorized_keys line of the server for one job's public key."""
     return _borg.authorized_keys_line(public_key, path, append_only)
@@ -88,6 +97,7 @@ class FilterModule:
         return {
             'borg_jobs': borg_jobs,
             'borg_secret_files': borg_secret_files,
+            'borg_known_hosts_files': borg_known_hosts_files,
             'borg_authorized_keys': borg_authorized_keys,
             'borg_ssh_keys': borg_ssh_keys,
         }

@@ -55,9 +55,19 @@ def restic_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]
     return files
 
 
+def restic_repositories(enabled: t.Any) -> list[dict[str, t.Any]]:
+    """The ``repositories`` option of selfhost.backup.restic_repository for the enabled instances, given as
+    dict2items gives the restic_jobs result: [{key, value}]. Paths only, no secret."""
+    if not isinstance(enabled, t.Sequence) or not all(isinstance(item, t.Mapping) and 'value' in item for item in enabled):
+        raise AnsibleFilterError('restic_repositories needs the enabled restic jobs as dict2items gives them')
+    return [{'user': item['value']['user'], 'password_file': item['value']['credentials']['passphrase'],
+             'environment_files': dict(item['value']['env_files'])} for item in enabled]
+
+
 class FilterModule:
     def filters(self) -> dict[str, t.Callable[..., t.Any]]:
         return {
             'restic_jobs': restic_jobs,
             'restic_secret_files': restic_secret_files,
+            'restic_repositories': restic_repositories,
         }

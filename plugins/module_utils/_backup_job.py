@@ -27,6 +27,54 @@ UNIT_NAME = re.compile(r'^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.[a-z]+$')
 CREDENTIAL_PATH = re.compile(r'^/[^\s"\'\\]*$')
 
 
+EXTRA_JOB_SPEC = {
+    'suffix': {'type': 'str', 'required': True},
+    'exec_start': {'type': 'list', 'elements': 'list', 'required': True},
+    'on_calendar': {'type': 'str', 'required': True},
+    'description': {'type': 'str'},
+    'user': {'type': 'str'},
+}
+
+ON_FAILURE_SPEC = {
+    'exec_start': {'type': 'list', 'elements': 'list', 'required': True},
+    'description': {'type': 'str'},
+}
+
+# The argument spec of one job of selfhost.backup.backup_timer (top level, or one element of its jobs option).
+JOB_SPEC: dict[str, dict[str, t.Any]] = {
+    'name': {'type': 'str'},
+    'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
+    'description': {'type': 'str'},
+    'user': {'type': 'str', 'default': 'root'},
+    'exec_start': {'type': 'list', 'elements': 'list'},
+    'environment': {'type': 'dict', 'default': {}},
+    'credentials': {'type': 'dict', 'default': {}},
+    'nice': {'type': 'int'},
+    'io_scheduling_class': {'type': 'str', 'choices': ['realtime', 'best-effort', 'idle']},
+    'io_scheduling_priority': {'type': 'int'},
+    'timeout_sec': {'type': 'int'},
+    'hardening': {'type': 'bool', 'default': True},
+    'read_write_paths': {'type': 'list', 'elements': 'str', 'default': []},
+    'cache_directory': {'type': 'str'},
+    'after': {'type': 'list', 'elements': 'str', 'default': []},
+    'wants': {'type': 'list', 'elements': 'str', 'default': []},
+    'on_calendar': {'type': 'str', 'default': 'daily'},
+    'persistent': {'type': 'bool', 'default': True},
+    'randomized_delay_sec': {'type': 'int', 'default': 0},
+    'timer_enabled': {'type': 'bool', 'default': True},
+    'restore_script': {'type': 'dict', 'options': {
+        'name': {'type': 'str', 'required': True},
+        'content': {'type': 'str', 'required': True},
+    }},
+    'extra_jobs': {'type': 'list', 'elements': 'dict', 'default': [], 'options': EXTRA_JOB_SPEC},
+    'on_failure': {'type': 'dict', 'options': ON_FAILURE_SPEC},
+    'hooks': {'type': 'dict', 'options': {
+        'start': {'type': 'list', 'elements': 'list'},
+        'finish': {'type': 'list', 'elements': 'list'},
+    }},
+}
+
+
 class JobSpecError(ValueError):
     """An option value that cannot become a safe unit file."""
 

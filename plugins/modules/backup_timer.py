@@ -7,10 +7,11 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: backup_timer
-short_description: Install or remove a scheduled backup job (systemd service, timer and restore script)
+short_description: Install or remove scheduled backup jobs (systemd service, timer and restore script)
 version_added: 0.1.0
 description:
-  - Installs or removes one named backup job on the target, the host side of the database backup contract.
+  - Installs or removes one named backup job on the target, the host side of the database backup contract, or
+    several jobs in one call with O(jobs).
   - The job is C(<name>.service) (C(Type=oneshot)) started by C(<name>.timer), optionally a restore script on PATH,
     and optionally one service and timer pair C(<name>-<suffix>) per maintenance job in O(extra_jobs).
   - Every file is written to a temporary file in its target directory and atomically moved into place. Before any
@@ -31,8 +32,8 @@ options:
     description:
       - Name of the job and of its units, for example V(restic-backup-app).
       - Letters, digits, V(_), V(.) and V(-), starting with a letter or digit.
+      - Required unless O(jobs) is given.
     type: str
-    required: true
   state:
     description:
       - V(present) installs or updates the job, V(absent) stops its timers and removes every file it installed.
@@ -230,6 +231,191 @@ options:
           - Commands after the main command, in the same argv form as O(exec_start).
         type: list
         elements: list
+  jobs:
+    description:
+      - Several jobs in one call, each a dict of the per-job options above (O(name) to O(hooks)); the
+        directories and O(daemon_reload) are shared. Mutually exclusive with O(name) and the other per-job options.
+      - All jobs are planned and their changed units verified together before anything is written, and
+        C(systemctl daemon-reload) runs once at the end when a unit file of any job changed.
+      - The result has one entry per job in RV(jobs), and RV(diff) holds the diffs of all jobs.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - As O(name).
+        type: str
+        required: true
+      state:
+        description:
+          - As O(state).
+        type: str
+        choices: [present, absent]
+        default: present
+      description:
+        description:
+          - As O(description).
+        type: str
+      user:
+        description:
+          - As O(user).
+        type: str
+        default: root
+      exec_start:
+        description:
+          - As O(exec_start); required when the job's O(jobs[].state) is V(present).
+        type: list
+        elements: list
+      environment:
+        description:
+          - As O(environment).
+        type: dict
+        default: {}
+      credentials:
+        description:
+          - As O(credentials).
+        type: dict
+        default: {}
+      nice:
+        description:
+          - As O(nice).
+        type: int
+      timeout_sec:
+        description:
+          - As O(timeout_sec).
+        type: int
+      io_scheduling_class:
+        description:
+          - As O(io_scheduling_class).
+        type: str
+        choices: [realtime, best-effort, idle]
+      io_scheduling_priority:
+        description:
+          - As O(io_scheduling_priority).
+        type: int
+      hardening:
+        description:
+          - As O(hardening).
+        type: bool
+        default: true
+      read_write_paths:
+        description:
+          - As O(read_write_paths).
+        type: list
+        elements: str
+        default: []
+      cache_directory:
+        description:
+          - As O(cache_directory).
+        type: str
+      after:
+        description:
+          - As O(after).
+        type: list
+        elements: str
+        default: []
+      wants:
+        description:
+          - As O(wants).
+        type: list
+        elements: str
+        default: []
+      on_calendar:
+        description:
+          - As O(on_calendar).
+        type: str
+        default: daily
+      persistent:
+        description:
+          - As O(persistent).
+        type: bool
+        default: true
+      randomized_delay_sec:
+        description:
+          - As O(randomized_delay_sec).
+        type: int
+        default: 0
+      timer_enabled:
+        description:
+          - As O(timer_enabled).
+        type: bool
+        default: true
+      restore_script:
+        description:
+          - As O(restore_script).
+        type: dict
+        suboptions:
+          name:
+            description:
+              - As O(restore_script.name).
+            type: str
+            required: true
+          content:
+            description:
+              - As O(restore_script.content).
+            type: str
+            required: true
+      extra_jobs:
+        description:
+          - As O(extra_jobs).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          suffix:
+            description:
+              - As O(extra_jobs.suffix).
+            type: str
+            required: true
+          exec_start:
+            description:
+              - As O(extra_jobs.exec_start).
+            type: list
+            elements: list
+            required: true
+          on_calendar:
+            description:
+              - As O(extra_jobs.on_calendar).
+            type: str
+            required: true
+          description:
+            description:
+              - As O(extra_jobs.description).
+            type: str
+          user:
+            description:
+              - As O(extra_jobs.user).
+            type: str
+      on_failure:
+        description:
+          - As O(on_failure).
+        type: dict
+        suboptions:
+          exec_start:
+            description:
+              - As O(on_failure.exec_start).
+            type: list
+            elements: list
+            required: true
+          description:
+            description:
+              - As O(on_failure.description).
+            type: str
+      hooks:
+        description:
+          - As O(hooks).
+        type: dict
+        suboptions:
+          start:
+            description:
+              - As O(hooks.start).
+            type: list
+            elements: list
+          finish:
+            description:
+              - As O(hooks.finish).
+            type: list
+            elements: list
   unit_dir:
     description:
       - Directory of the unit files.
@@ -312,23 +498,38 @@ EXAMPLES = r"""
   selfhost.backup.backup_timer:
     name: restic-backup-app
     state: absent
+
+- name: Install two jobs in one call, with one daemon-reload
+  selfhost.backup.backup_timer:
+    jobs:
+      - name: restic-backup-app
+        user: postgres
+        exec_start:
+          - [/usr/local/libexec/selfhost-backup/restic-backup, app]
+      - name: restic-backup-shop
+        user: mysql
+        on_calendar: "*-*-* 03:00:00"
+        exec_start:
+          - [/usr/local/libexec/selfhost-backup/restic-backup, shop]
+  register: jobs
+# jobs.jobs[1].backup_service == "restic-backup-shop.service"
 """
 
 RETURN = r"""
 backup_service:
   description: The service that backs up now (C(systemctl start --wait <it>)); the contract result's C(backup_service).
-  returned: always
+  returned: without O(jobs)
   type: str
   sample: restic-backup-app.service
 restore_script:
   description: Name of the installed restore script, the contract result's C(restore_script); null without one.
-  returned: always
+  returned: without O(jobs)
   type: str
   sample: restic-restore-app
 files:
   description:
     - With O(state=present), every file of the job. With O(state=absent), the files removed (or to remove in check mode).
-  returned: always
+  returned: without O(jobs)
   type: list
   elements: str
   sample:
@@ -337,12 +538,38 @@ files:
     - /usr/local/bin/restic-restore-app
 timers:
   description: The timers of the job (O(state=present)) or the timers stopped and disabled (O(state=absent)).
-  returned: always
+  returned: without O(jobs)
   type: list
   elements: str
   sample: [restic-backup-app.timer, restic-backup-app-check.timer]
+jobs:
+  description: With O(jobs), the result of each job, in the order given.
+  returned: with O(jobs)
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The job's name.
+      type: str
+    changed:
+      description: Whether this job changed (or would change) the host.
+      type: bool
+    backup_service:
+      description: As RV(backup_service).
+      type: str
+    restore_script:
+      description: As RV(restore_script).
+      type: str
+    files:
+      description: As RV(files).
+      type: list
+      elements: str
+    timers:
+      description: As RV(timers).
+      type: list
+      elements: str
 diff:
-  description: Before and after content of each file that changes.
+  description: Before and after content of each file that changes (of every job, with O(jobs)).
   returned: when diff mode is enabled
   type: list
   elements: dict
@@ -361,176 +588,83 @@ diff:
       type: str
 """
 
-import os
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _job_files as files
-from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JobSpecError, build_job, removal_candidates
-from ansible_collections.selfhost.backup.plugins.module_utils._job_files import CommandRunner, JobFilesError, Systemctl
+from ansible_collections.selfhost.backup.plugins.module_utils import _backup_timer
+from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JOB_SPEC, JobSpecError
+from ansible_collections.selfhost.backup.plugins.module_utils._job_files import CommandRunner, JobFilesError
 
-EXTRA_JOB_SPEC = {
-    'suffix': {'type': 'str', 'required': True},
-    'exec_start': {'type': 'list', 'elements': 'list', 'required': True},
-    'on_calendar': {'type': 'str', 'required': True},
-    'description': {'type': 'str'},
-    'user': {'type': 'str'},
-}
-
-ON_FAILURE_SPEC = {
-    'exec_start': {'type': 'list', 'elements': 'list', 'required': True},
-    'description': {'type': 'str'},
-}
-
-ARGUMENT_SPEC = {
-    'name': {'type': 'str', 'required': True},
-    'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
-    'description': {'type': 'str'},
-    'user': {'type': 'str', 'default': 'root'},
-    'exec_start': {'type': 'list', 'elements': 'list'},
-    'environment': {'type': 'dict', 'default': {}},
-    'credentials': {'type': 'dict', 'default': {}},
-    'nice': {'type': 'int'},
-    'io_scheduling_class': {'type': 'str', 'choices': ['realtime', 'best-effort', 'idle']},
-    'io_scheduling_priority': {'type': 'int'},
-    'timeout_sec': {'type': 'int'},
-    'hardening': {'type': 'bool', 'default': True},
-    'read_write_paths': {'type': 'list', 'elements': 'str', 'default': []},
-    'cache_directory': {'type': 'str'},
-    'after': {'type': 'list', 'elements': 'str', 'default': []},
-    'wants': {'type': 'list', 'elements': 'str', 'default': []},
-    'on_calendar': {'type': 'str', 'default': 'daily'},
-    'persistent': {'type': 'bool', 'default': True},
-    'randomized_delay_sec': {'type': 'int', 'default': 0},
-    'timer_enabled': {'type': 'bool', 'default': True},
-    'restore_script': {'type': 'dict', 'options': {
-        'name': {'type': 'str', 'required': True},
-        'content': {'type': 'str', 'required': True},
-    }},
-    'extra_jobs': {'type': 'list', 'elements': 'dict', 'default': [], 'options': EXTRA_JOB_SPEC},
-    'on_failure': {'type': 'dict', 'options': ON_FAILURE_SPEC},
-    'hooks': {'type': 'dict', 'options': {
-        'start': {'type': 'list', 'elements': 'list'},
-        'finish': {'type': 'list', 'elements': 'list'},
-    }},
+# What every job of one call shares.
+SHARED_SPEC = {
     'unit_dir': {'type': 'path', 'default': '/etc/systemd/system'},
     'script_dir': {'type': 'path', 'default': '/usr/local/bin'},
     'state_dir': {'type': 'path', 'default': '/var/lib/selfhost-backup'},
     'daemon_reload': {'type': 'bool', 'default': True},
 }
 
+ARGUMENT_SPEC = {
+    **JOB_SPEC,
+    'jobs': {
+        'type': 'list', 'elements': 'dict',
+        'options': {**JOB_SPEC, 'name': {'type': 'str', 'required': True}},
+        'required_if': [('state', 'present', ['exec_start'])],
+    },
+    **SHARED_SPEC,
+}
 
-class BackupJob:
-    """One run of the module: decide, then (outside check mode) act."""
 
-    def __init__(self, module: AnsibleModule, runner: t.Any) -> None:
-        self.module = module
-        self.params = module.params
-        self.runner = runner
-        self.systemctl = Systemctl(runner)
-        self.manifest = files.manifest_path(self.params['state_dir'], self.params['name'])
-        self.changed = False
+def job_params(params: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    """The options of each job, the shared ones included: the list form's, or the single job's."""
+    shared = {key: params[key] for key in SHARED_SPEC}
+    if params['jobs'] is None:
+        return [{key: params[key] for key in JOB_SPEC} | shared]
+    names = [job['name'] for job in params['jobs']]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise JobSpecError(f'jobs: the names {", ".join(twice)} are used more than once')
+    return [dict(job) | shared for job in params['jobs']]
 
-    def present(self) -> dict[str, t.Any]:
-        job = build_job(self.params)
-        for expression in job.calendars:
-            files.check_calendar(self.runner, expression)
-        installed = files.read_manifest(self.manifest)
-        the_plan = files.plan(job.files, installed['files'])
-        manifest_text = files.render_manifest(job.name, [item.path for item in job.files], job.timers)
-        needed = bool(the_plan.writes or the_plan.removals) or files.read_text(self.manifest) != manifest_text
-        if needed and not self.module.check_mode:
-            if the_plan.changes_units:
-                files.verify_units(self.runner, job.units, self.module.tmpdir)
-            dropped = [timer for timer in installed['timers'] if timer not in job.timers]
-            self._apply(the_plan, dropped, installed, job, manifest_text)
-        self.changed = needed
-        self._set_timers(job.timers)
-        return self._result([item.path for item in job.files], job.timers, the_plan, job.files, job.restore_script)
 
-    def _apply(self, the_plan: files.Plan, dropped: list[str], installed: dict[str, t.Any], job: t.Any, manifest_text: str) -> None:
-        # From here on the host changes, also if a step below fails.
-        self.changed = True
-        # Record the union first: if anything below fails, a later state=absent still finds every file.
-        union = files.render_manifest(job.name, set(installed['files']) | {item.path for item in job.files},
-                                      set(installed['timers']) | set(job.timers))
-        files.write_atomic(self.module, files.DesiredFile(self.manifest, union, files.MANIFEST_MODE))
-        self._stop(dropped)
-        for item in the_plan.writes:
-            files.write_atomic(self.module, item)
-        for path in the_plan.removals:
-            files.remove(path)
-        files.write_atomic(self.module, files.DesiredFile(self.manifest, manifest_text, files.MANIFEST_MODE))
-        self._reload(the_plan.changes_units)
+def single_result(job: _backup_timer.BackupJob, with_diff: bool) -> dict[str, t.Any]:
+    result = job.result()
+    if with_diff:
+        result['diff'] = job.diff()
+    return result
 
-    def absent(self) -> dict[str, t.Any]:
-        installed = files.read_manifest(self.manifest)
-        candidates, timers = removal_candidates(self.params, installed['files'], installed['timers'])
-        the_plan = files.plan([], candidates)
-        running = [timer for timer in timers if self.systemctl.is_enabled_or_active(timer)]
-        has_manifest = os.path.exists(self.manifest)
-        needed = bool(the_plan.removals or running or has_manifest)
-        if needed and not self.module.check_mode:
-            self.changed = True
-            for timer in running:
-                self.systemctl.disable_now(timer)
-            for path in the_plan.removals:
-                files.remove(path)
-            files.remove(self.manifest)
-            files.remove_dir_if_empty(self.params['state_dir'])
-            self._reload(the_plan.changes_units)
-        self.changed = needed
-        return self._result(the_plan.removals, running, the_plan, [], None)
 
-    def _stop(self, timers: list[str]) -> None:
-        for timer in timers:
-            if self.systemctl.is_enabled_or_active(timer):
-                self.systemctl.disable_now(timer)
-
-    def _reload(self, units_changed: bool) -> None:
-        if units_changed and self.params['daemon_reload']:
-            self.systemctl.daemon_reload()
-
-    def _set_timers(self, timers: t.Sequence[str]) -> None:
-        """Enable and start, or stop and disable, the timers; probes run in check mode too, actions do not."""
-        for timer in timers:
-            if self.params['timer_enabled']:
-                needed = not self.systemctl.is_running(timer)
-                action = self.systemctl.enable_now
-            else:
-                needed = self.systemctl.is_enabled_or_active(timer)
-                action = self.systemctl.disable_now
-            self.changed = self.changed or needed
-            if needed and not self.module.check_mode:
-                action(timer)
-
-    def _result(self, paths: t.Sequence[str], timers: t.Sequence[str], the_plan: files.Plan,
-                desired: t.Sequence[files.DesiredFile], restore_script: str | None) -> dict[str, t.Any]:
-        result = {
-            'changed': self.changed,
-            'backup_service': f'{self.params["name"]}.service',
-            'restore_script': restore_script,
-            'files': list(paths),
-            'timers': list(timers),
-        }
-        if self.module._diff:
-            result['diff'] = files.diffs(the_plan, desired)
-        return result
+def list_result(jobs: t.Sequence[_backup_timer.BackupJob], with_diff: bool) -> dict[str, t.Any]:
+    result: dict[str, t.Any] = {
+        'changed': any(job.changed for job in jobs),
+        'jobs': [{'name': job.params['name']} | job.result() for job in jobs],
+    }
+    if with_diff:
+        result['diff'] = [entry for job in jobs for entry in job.diff()]
+    return result
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        required_if=[('state', 'present', ['exec_start'])],
+        # Only options without a default can be told apart from the single job's defaults.
+        mutually_exclusive=[('jobs', key) for key, spec in JOB_SPEC.items() if 'default' not in spec],
+        required_one_of=[('name', 'jobs')],
         supports_check_mode=True,
     )
-    job = BackupJob(module, CommandRunner(module))
+    params = module.params
+    if params['jobs'] is None and params['state'] == 'present' and params['exec_start'] is None:
+        module.fail_json(msg='state is present but all of the following are missing: exec_start')
+    runner = CommandRunner(module)
+    jobs: list[_backup_timer.BackupJob] = []
     try:
-        result = job.present() if module.params['state'] == 'present' else job.absent()
+        jobs = [_backup_timer.BackupJob(each, module, runner) for each in job_params(params)]
+        _backup_timer.run(jobs, module, runner, params['daemon_reload'])
     except (JobSpecError, JobFilesError, OSError) as exc:
-        module.fail_json(msg=str(exc), changed=job.changed)
-    module.exit_json(**result)
+        module.fail_json(msg=str(exc), changed=any(job.changed for job in jobs))
+    if params['jobs'] is None:
+        module.exit_json(**single_result(jobs[0], module._diff))
+    module.exit_json(**list_result(jobs, module._diff))
 
 
 if __name__ == '__main__':

@@ -61,7 +61,7 @@ def test_errors_become_filter_errors(contracts, version):
 
 def test_filters_are_registered():
     assert set(borg_filter.FilterModule().filters()) == {
-        'borg_jobs', 'borg_secret_files', 'borg_authorized_keys', 'borg_ssh_keys'}
+        'borg_jobs', 'borg_secret_files', 'borg_authorized_keys', 'borg_ssh_keys', 'borg_known_hosts_files'}
 
 
 def test_ssh_keys_from_slurped_public_keys():
@@ -78,3 +78,16 @@ def test_a_host_name_that_cannot_name_archives_is_refused(host):
     with pytest.raises(AnsibleFilterError, match='settings.host'):
         borg_filter.borg_jobs({'app': contract()}, 'borg 1.2.4', host)
     assert borg_filter.borg_jobs({'app': contract(host='db1')}, 'borg 1.2.4', host)['app']['enable'] is True
+
+
+def test_known_hosts_files_of_enabled_remote_jobs():
+    jobs = {
+        'remote': {'enable': True, 'known_hosts_file': '/etc/selfhost-backup/borg/remote/known_hosts',
+                   'known_hosts': 'server ssh-ed25519 AAAA\n'},
+        'local': {'enable': True, 'known_hosts_file': None, 'known_hosts': None},
+        'off': {'enable': False, 'known_hosts_file': '/etc/selfhost-backup/borg/off/known_hosts', 'known_hosts': 'x\n'},
+    }
+    assert borg_filter.borg_known_hosts_files(jobs) == [
+        {'dest': '/etc/selfhost-backup/borg/remote/known_hosts', 'content': 'server ssh-ed25519 AAAA\n'}]
+    with pytest.raises(AnsibleFilterError, match='borg_jobs'):
+        borg_filter.borg_known_hosts_files([])

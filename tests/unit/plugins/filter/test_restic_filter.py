@@ -48,5 +48,20 @@ def test_errors_become_filter_errors(contracts):
 
 def test_filters_are_registered():
     filters = restic_filter.FilterModule().filters()
-    assert set(filters) == {'restic_jobs', 'restic_secret_files'}
+    assert set(filters) == {'restic_jobs', 'restic_secret_files', 'restic_repositories'}
     assert _restic.DEFAULT_BINARY == '/usr/bin/restic'
+
+
+def test_repositories_of_the_enabled_jobs_hold_paths_only():
+    jobs = restic_filter.restic_jobs({'app': contract(), 'old': contract(enable=False)}, 'restic 0.14.0', 'h1')
+    enabled = [{'key': name, 'value': job} for name, job in jobs.items() if job['enable']]
+    repositories = restic_filter.restic_repositories(enabled)
+    assert repositories == [{'user': 'postgres', 'password_file': '/etc/selfhost-backup/restic/app/passphrase',
+                             'environment_files': jobs['app']['env_files']}]
+    assert 'pw-123' not in str(repositories)
+
+
+@pytest.mark.parametrize('enabled', [{'app': {}}, [{'key': 'app'}], 'app'])
+def test_repositories_need_dict2items(enabled):
+    with pytest.raises(AnsibleFilterError, match='dict2items'):
+        restic_filter.restic_repositories(enabled)

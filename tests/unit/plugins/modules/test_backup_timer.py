@@ -478,3 +478,100 @@ def test_hooks_and_timeout(root, systemd):
     assert run(job_args(root, hooks=HOOKS, timeout_sec=900), root)['changed'] is False
     assert run(job_args(root), root)['changed'] is True
     assert 'ExecStopPost' not in unit(root, 'restic-backup-app.service').read_text()
+
+
+def list_args(root, *jobs, **shared):
+    args = {'jobs': list(jobs), 'unit_dir': str(root / 'units'), 'script_dir': str(root / 'bin'),
+            'state_dir': str(root / 'state')}
+    args.update(shared)
+    return args
+
+
+def one_job(root, name, **changes):
+    """A job of the list form: the per-job options of job_args, renamed."""
+    args = job_args(root, name=name, restore_script={'name': name.replace('backup', 'restore'), 'content': '#!/bin/sh\n'},
+                    **changes)
+    return {key: value for key, value in args.items() if key not in ('unit_dir', 'script_dir', 'state_dir')}
+
+
+def test_list_installs_every_job_with_one_verify_and_one_reload(root, systemd):
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
+    assert result['changed'] is True
+    assert [job['name'] for job in result['jobs']] == ['restic-backup-app', 'restic-backup-shop']
+    assert [job['backup_service'] for job in result['jobs']] == ['restic-backup-app.service', 'restic-backup-shop.service']
+    assert all(job['changed'] for job in result['jobs'])
+    assert len(tree(root)) == 2 * len(ALL_FILES)
+    assert len(systemd.verify_calls()) == 1
+    assert sorted(systemd.verified) == sorted(
+        f'restic-backup-{name}{suffix}' for name in ('app', 'shop')
+        for suffix in ('.service', '.timer', '-check.service', '-check.timer'))
+    mutating = systemd.mutating()
+    assert mutating.count(['systemctl', 'daemon-reload']) == 1
+    # the timers start only after the reload, which makes their units known
+    assert mutating[0] == ['systemctl', 'daemon-reload'] and len(mutating) == 5
+    # each calendar expression is checked once for the whole run
+    calendars = [call[2] for call in systemd.calls if call[:2] == ['systemd-analyze', 'calendar']]
+    assert calendars == ['*-*-* 02:30:00', 'weekly']
+
+
+def test_list_second_run_reloads_nothing(root, systemd):
+    args = list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop'))
+    run(args, root)
+    systemd.calls.clear()
+    result = run(args, root, diff=True)
+    assert result['changed'] is False and not any(job['changed'] for job in result['jobs'])
+    assert result['diff'] == []
+    assert systemd.mutating() == [] and systemd.verify_calls() == []
+
+
+def test_list_one_changed_job_reloads_once_and_diffs_only_it(root, systemd):
+    run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
+    systemd.calls.clear()
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop', on_calendar='hourly')),
+                 root, diff=True)
+    assert [job['changed'] for job in result['jobs']] == [False, True]
+    assert [entry['after_header'] for entry in result['diff']] == [str(unit(root, 'restic-backup-shop.timer'))]
+    assert systemd.mutating() == [['systemctl', 'daemon-reload']]
+    assert [os.path.basename(path) for path in systemd.verify_calls()[0][2:]] == [
+        'restic-backup-shop.service', 'restic-backup-shop.timer', 'restic-backup-shop-check.service',
+        'restic-backup-shop-check.timer']
+
+
+def test_list_check_mode_writes_nothing(root, systemd):
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root,
+                 check=True, diff=True)
+    assert result['changed'] is True and tree(root) == []
+    assert systemd.mutating() == [] and systemd.verify_calls() == []
+    assert len(result['diff']) == 2 * (len(ALL_FILES) - 1)
+
+
+def test_list_absent_job_and_present_job_share_the_reload(root, systemd):
+    run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
+    systemd.calls.clear()
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), {'name': 'restic-backup-shop', 'state': 'absent'}),
+                 root)
+    assert [job['changed'] for job in result['jobs']] == [False, True]
+    assert result['jobs'][1]['restore_script'] is None
+    assert not any('shop' in path for path in tree(root))
+    assert systemd.mutating().count(['systemctl', 'daemon-reload']) == 1
+
+
+def test_list_failed_verification_changes_no_job(root, systemd):
+    systemd.verify_rc = 1
+    with pytest.raises(ModuleFail) as info:
+        run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
+    assert info.value.result['changed'] is False and tree(root) == []
+
+
+@pytest.mark.parametrize('args, words', [
+    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}, {'name': 'a', 'exec_start': [['/bin/true']]}]},
+     'the names a are used more than once'),
+    ({'jobs': [{'name': 'a'}]}, 'state is present but all of the following are missing: exec_start'),
+    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'name': 'b'}, 'mutually exclusive'),
+    ({'state': 'absent'}, 'one of the following is required: name, jobs'),
+])
+def test_list_option_errors(root, systemd, args, words):
+    with pytest.raises(ModuleFail) as info:
+        run(dict(args, unit_dir=str(root / 'units'), state_dir=str(root / 'state')), root)
+    assert words in info.value.result['msg']
+    assert tree(root) == []

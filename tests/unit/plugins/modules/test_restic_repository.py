@@ -123,3 +123,71 @@ def test_check_mode_before_the_secrets_exist(monkeypatch, files):
     result, calls = run(monkeypatch, files, [], check=True, password_file=str(files / 'not-yet'))
     assert result['changed'] is True and result['initialized'] is True
     assert calls == []
+
+
+def run_list(monkeypatch, answers, repositories, check=False):
+    fake = FakeRestic(answers)
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
+    with patch_module_args({'repositories': repositories, '_ansible_check_mode': check}):
+        with pytest.raises(ModuleExit) as info:
+            restic_repository.main()
+    return info.value.result, fake.calls
+
+
+def local_repository(files, name, initialised, prefix=''):
+    path = files / name
+    path.mkdir()
+    if initialised:
+        (path / 'config').write_text('encrypted')
+    (files / f'{name}.env').write_text(f'{prefix}{path}\n')
+    return {'user': getpass.getuser(), 'password_file': str(files / 'pass'),
+            'environment_files': {'RESTIC_REPOSITORY': str(files / f'{name}.env')}}
+
+
+@pytest.mark.parametrize('prefix', ['', 'local:'])
+def test_an_initialised_local_repository_runs_no_restic(monkeypatch, files, prefix):
+    # without its config file, the directory is probed (it may be a repository being created)
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], repository=f'{prefix}{files}', environment_files={})
+    assert len(calls) == 1 and result['changed'] is False
+    (files / 'config').write_text('encrypted')
+    result, calls = run(monkeypatch, files, [], repository=f'{prefix}{files}', environment_files={})
+    assert calls == [] and result == {'changed': False, 'initialized': False, 'failed': False}
+
+
+def test_list_probes_only_what_it_must(monkeypatch, files):
+    repositories = [
+        local_repository(files, 'done', True),
+        local_repository(files, 'fresh', False, 'local:'),
+        {'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'repository': 's3:https://s3.example/b'},
+    ]
+    result, calls = run_list(monkeypatch, [(10, '', ''), (0, '', ''), (0, '{}', '')], repositories)
+    assert result['changed'] is True and result['initialized'] is True
+    assert [item['initialized'] for item in result['repositories']] == [False, True, False]
+    assert [call['argv'][-2:] for call in calls] == [['cat', 'config'], ['--quiet', 'init'], ['cat', 'config']]
+    assert calls[2]['env']['RESTIC_REPOSITORY'] == 's3:https://s3.example/b'
+    assert SECRET not in str(result)
+
+
+def test_list_check_mode_with_missing_secrets_probes_the_others(monkeypatch, files):
+    repositories = [dict(local_repository(files, 'new', False), password_file=str(files / 'not-yet')),
+                    local_repository(files, 'old', False)]
+    result, calls = run_list(monkeypatch, [(0, '{}', '')], repositories, check=True)
+    assert [item['changed'] for item in result['repositories']] == [True, False]
+    assert len(calls) == 1
+
+
+def test_list_failure_names_the_repository_and_what_changed(monkeypatch, files):
+    repositories = [local_repository(files, 'fresh', False), local_repository(files, 'broken', False)]
+    result, dummy = run_list(monkeypatch, [(10, '', ''), (0, '', ''), (1, '', 'Fatal: wrong password')], repositories)
+    assert result['failed'] is True and result['changed'] is True
+    assert result['msg'].startswith(f'repository of {files / "pass"}: restic cannot open the repository')
+
+
+def test_single_and_list_forms_are_exclusive(monkeypatch, files):
+    result, dummy = run(monkeypatch, files, [], repositories=[])
+    assert result['failed'] is True and 'mutually exclusive' in result['msg']
+
+
+def test_a_relative_local_path_is_probed(monkeypatch, files):
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], repository='local:repo', environment_files={})
+    assert len(calls) == 1 and result['changed'] is False

@@ -1,0 +1,295 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""The paths of the provider jobs on the host in one pass: directories, root-only secret files, pruning.
+
+Used by selfhost.backup.job_paths. Every decision is made first (``plan``), then applied (``apply``), so check
+mode and diff mode see exactly what a real run would do. Secret content never leaves this module: neither the
+diff nor any error message holds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import os
+import pwd
+import stat
+import tempfile
+import typing as t
+
+
+class JobPathsError(Exception):
+    """A path cannot be managed (an unknown user, a file where a directory should be); nothing more was done."""
+
+
+class Mover(t.Protocol):
+    def atomic_move(self, src: str, dest: str, unsafe_writes: bool = False, keep_dest_attrs: bool = True) -> None:
+        ...  # pragma: no cover
+
+
+@dataclasses.dataclass(frozen=True)
+class Attributes:
+    """Wanted owner, group and mode; None leaves that attribute as it is."""
+
+    uid: int | None = None
+    gid: int | None = None
+    mode: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.uid is None and self.gid is None and self.mode is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Directory:
+    path: str
+    attributes: Attributes
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretFile:
+    path: str
+    content: str
+    attributes: Attributes
+
+
+@dataclasses.dataclass
+class Plan:
+    """What to do, in order: directories to create or fix, secret files to write, files to remove."""
+
+    directories: list[tuple[Directory, os.stat_result | None]]
+    secrets: list[tuple[SecretFile, os.stat_result | None, bool]]
+    removals: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.directories or self.secrets or self.removals)
+
+
+def uid_of(owner: str | None) -> int | None:
+    if owner is None:
+        return None
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError as exc:
+        raise JobPathsError(f'the user {owner!r} does not exist') from exc
+
+
+def gid_of(group: str | None) -> int | None:
+    if group is None:
+        return None
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise JobPathsError(f'the group {group!r} does not exist') from exc
+
+
+def mode_of(mode: t.Any) -> int | None:
+    """An octal mode: a string such as ``'0700'`` or an int already meant as octal bits (``0o700``)."""
+    if mode is None:
+        return None
+    if isinstance(mode, int):
+        value = mode
+    else:
+        try:
+            value = int(str(mode), 8)
+        except ValueError as exc:
+            raise JobPathsError(f'mode {mode!r} is not an octal number such as 0700') from exc
+    if not 0 <= value <= 0o7777:
+        raise JobPathsError(f'mode {mode!r} is out of range')
+    return value
+
+
+def attributes(entry: t.Mapping[str, t.Any]) -> Attributes:
+    return Attributes(uid=uid_of(entry.get('owner')), gid=gid_of(entry.get('group')), mode=mode_of(entry.get('mode')))
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def differs(found: os.stat_result | None, wanted: Attributes) -> bool:
+    if found is None:
+        return True
+    return ((wanted.uid is not None and found.st_uid != wanted.uid)
+            or (wanted.gid is not None and found.st_gid != wanted.gid)
+            or (wanted.mode is not None and stat.S_IMODE(found.st_mode) != wanted.mode))
+
+
+def _plan_directory(item: Directory, planned: set[str]) -> os.stat_result | None | bool:
+    """The directory's current state when it needs work, False when it does not."""
+    found = _stat(item.path)
+    if found is not None and not stat.S_ISDIR(found.st_mode):
+        raise JobPathsError(f'{item.path} exists but is not a directory')
+    if found is None and item.path in planned and item.attributes.empty:
+        return False  # an earlier entry of the same run creates it
+    return found if differs(found, item.attributes) else False
+
+
+def _content_of(path: str) -> bytes | None:
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _plan_secret(item: SecretFile) -> tuple[os.stat_result | None, bool] | None:
+    """(current state, content differs) when the file needs writing, None when it does not."""
+    found = _stat(item.path)
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        raise JobPathsError(f'{item.path} exists but is not a regular file')
+    content_differs = found is None or _content_of(item.path) != item.content.encode('utf-8')
+    if content_differs or differs(found, item.attributes):
+        return found, content_differs
+    return None
+
+
+def prune_candidates(directories: t.Iterable[str], wanted: t.Iterable[str]) -> list[str]:
+    """Regular, non-hidden files directly in ``directories`` that are not wanted, as ansible.builtin.find
+    lists them by default (no recursion, no hidden files, symlinks are no files)."""
+    keep = {os.path.normpath(path) for path in wanted}
+    found = []
+    for directory in dict.fromkeys(directories):
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue  # a first run in check mode: the directory is not there yet
+        for name in names:
+            path = os.path.join(directory, name)
+            if name.startswith('.') or os.path.normpath(path) in keep:
+                continue
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path)
+    return sorted(found)
+
+
+def plan(directories: t.Sequence[Directory], secrets: t.Sequence[SecretFile], prune_dirs: t.Sequence[str],
+         keep: t.Sequence[str]) -> Plan:
+    """Decide everything; reads the file system, changes nothing."""
+    the_plan = Plan(directories=[], secrets=[], removals=[])
+    planned: set[str] = set()
+    for directory in directories:
+        state = _plan_directory(directory, planned)
+        if state is not False:
+            the_plan.directories.append((directory, t.cast('os.stat_result | None', state)))
+            planned.add(directory.path)
+    for secret in secrets:
+        needed = _plan_secret(secret)
+        if needed is not None:
+            the_plan.secrets.append((secret, needed[0], needed[1]))
+    the_plan.removals = prune_candidates(prune_dirs, [secret.path for secret in secrets] + list(keep))
+    return the_plan
+
+
+def ensure_directory(item: Directory) -> None:
+    """Create it when missing (parents too, with the default mode like ansible.builtin.file), then set what
+    the entry asks for; an entry without owner, group and mode leaves an existing directory alone."""
+    if not os.path.isdir(item.path):
+        os.makedirs(item.path, exist_ok=True)
+    _set_attributes(item.path, item.attributes)
+
+
+def _set_attributes(path: str, wanted: Attributes) -> None:
+    found = os.stat(path)
+    if (wanted.uid is not None and found.st_uid != wanted.uid) or (wanted.gid is not None and found.st_gid != wanted.gid):
+        os.chown(path, -1 if wanted.uid is None else wanted.uid, -1 if wanted.gid is None else wanted.gid)
+    if wanted.mode is not None and stat.S_IMODE(found.st_mode) != wanted.mode:
+        os.chmod(path, wanted.mode)
+
+
+def write_secret(mover: Mover, item: SecretFile, content_differs: bool) -> None:
+    """New content goes through a temp file in the same directory, created 0600 by mkstemp, so the secret is
+    never readable by others, not even for a moment; only owner or mode differing is fixed in place."""
+    if not content_differs:
+        _set_attributes(item.path, item.attributes)
+        return
+    directory = os.path.dirname(item.path)
+    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(item.path)}.', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(item.content.encode('utf-8'))
+        _set_attributes(tmp_path, item.attributes)
+        mover.atomic_move(tmp_path, item.path, keep_dest_attrs=False)
+    finally:
+        if os.path.lexists(tmp_path):
+            os.unlink(tmp_path)
+    # atomic_move derives a new file's mode from the umask; put the wanted one back.
+    _set_attributes(item.path, item.attributes)
+
+
+def apply(mover: Mover, the_plan: Plan) -> None:
+    for directory, dummy in the_plan.directories:
+        ensure_directory(directory)
+    for secret, dummy, content_differs in the_plan.secrets:
+        write_secret(mover, secret, content_differs)
+    for path in the_plan.removals:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def describe(found: os.stat_result | None, kind: str, secret: bool = False) -> str:
+    """A diff side: state, owner, group and mode, never content (a secret file only says it is secret)."""
+    if found is None:
+        return 'state: absent\n'
+    lines = [f'state: {kind}', f'owner: {_user_name(found.st_uid)}', f'group: {_group_name(found.st_gid)}',
+             f'mode: {stat.S_IMODE(found.st_mode):04o}']
+    return '\n'.join(lines + (['content: (secret, not shown)'] if secret else [])) + '\n'
+
+
+def describe_wanted(found: os.stat_result | None, wanted: Attributes, kind: str, secret: bool = False,
+                    content_differs: bool = False) -> str:
+    """The after side: what the attributes will be (the current ones where the entry leaves them alone)."""
+    uid = wanted.uid if wanted.uid is not None else (found.st_uid if found else os.geteuid())
+    gid = wanted.gid if wanted.gid is not None else (found.st_gid if found else os.getegid())
+    mode = wanted.mode if wanted.mode is not None else (stat.S_IMODE(found.st_mode) if found else None)
+    lines = [f'state: {kind}', f'owner: {_user_name(uid)}', f'group: {_group_name(gid)}',
+             f'mode: {mode:04o}' if mode is not None else 'mode: (default)']
+    if secret:
+        lines.append('content: (secret, not shown, changed)' if content_differs else 'content: (secret, not shown)')
+    return '\n'.join(lines) + '\n'
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def diffs(the_plan: Plan) -> list[dict[str, str]]:
+    """One diff per path that changes, with paths, owners and modes only; call it before ``apply``."""
+    result = []
+    for directory, found in the_plan.directories:
+        result.append(_diff(directory.path, describe(found, 'directory'),
+                            describe_wanted(found, directory.attributes, 'directory')))
+    for secret, found, content_differs in the_plan.secrets:
+        result.append(_diff(secret.path, describe(found, 'file', secret=True),
+                            describe_wanted(found, secret.attributes, 'file', True, content_differs)))
+    for path in the_plan.removals:
+        result.append(_diff(path, describe(os.lstat(path), 'file'), 'state: absent\n'))
+    return result
+
+
+def _diff(path: str, before: str, after: str) -> dict[str, str]:
+    return {'before_header': path, 'after_header': path, 'before': before, 'after': after}
