@@ -12,9 +12,12 @@ output, ``check_mode`` and ``params`` (``restic``, ``timeout``) are shared by ev
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 import pwd
+import tempfile
 import typing as t
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _restic
@@ -32,6 +35,54 @@ def local_path(repository: str) -> str | None:
     """The directory of a local repository (a plain absolute path or ``local:<absolute path>``), else None."""
     path = repository[len('local:'):] if repository.startswith('local:') else repository
     return path if path.startswith('/') else None
+
+
+def fingerprint(location: str, password: str, config: bytes) -> str:
+    """That this passphrase opened the repository at ``location`` whose config file is ``config``. A changed
+    passphrase, or another repository under the same path (another config), no longer matches."""
+    digest = hashlib.sha256()
+    for part in (location.encode(), password.encode(), config):
+        digest.update(len(part).to_bytes(8, 'big'))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class Opened:
+    """The local repositories a converge has opened, by fingerprint, in a root-only file: a re-run trusts
+    them without restic, whose key derivation costs about half a second per repository. The file holds no
+    more than the secrets directory next to it already does (a hash of a passphrase stored there in full)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.changed = False
+        try:
+            with open(path, encoding='utf-8') as handle:
+                loaded = json.load(handle)
+        except (OSError, ValueError):
+            loaded = {}
+        self.entries: dict[str, str] = loaded if isinstance(loaded, dict) else {}
+
+    def knows(self, location: str, print_: str) -> bool:
+        return self.entries.get(location) == print_
+
+    def add(self, location: str, print_: str) -> None:
+        if self.entries.get(location) != print_:
+            self.entries[location] = print_
+            self.changed = True
+
+    def save(self, module: t.Any) -> None:
+        if not self.changed or module.check_mode:
+            return
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.restic-repositories.')
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            json.dump(self.entries, handle, indent=1, sort_keys=True)
+        os.chmod(tmp, 0o600)
+        if not os.path.exists(self.path):
+            # atomic_move gives a new file the umask's mode but keeps an existing one's: never readable by others.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        module.atomic_move(tmp, self.path)
 
 
 def secret_files_missing(spec: t.Mapping[str, t.Any]) -> bool:
@@ -71,34 +122,48 @@ class Repository:
         argv += [self.module.params['restic'], '--no-cache', '--quiet'] + args
         return self.module.run_command(argv, data=self.password, environ_update=self.environ, cwd='/')
 
-    def exists_locally(self) -> bool:
-        """A local repository with its config file exists; no restic call, whose key derivation costs about
-        half a second per repository. A wrong passphrase then shows at the first backup, not here."""
+    def local_fingerprint(self) -> str | None:
+        """The fingerprint of a local repository with its config file, else None (remote, or not created)."""
         path = local_path(self.location)
-        return path is not None and os.path.isfile(posixpath.join(path, 'config'))
+        if path is None:
+            return None
+        try:
+            with open(posixpath.join(path, 'config'), 'rb') as handle:
+                return fingerprint(self.location, self.password, handle.read())
+        except OSError:
+            return None
 
-    def ensure(self) -> dict[str, t.Any]:
-        if self.exists_locally():
+    def ensure(self, opened: Opened) -> dict[str, t.Any]:
+        known = self.local_fingerprint()
+        if known is not None and opened.knows(self.location, known):
             return {'changed': False, 'initialized': False}
         rc, dummy, err = self.run(_restic.probe_args())
         if _restic.probe_state(rc, err) == 'present':
+            self._remember(opened)
             return {'changed': False, 'initialized': False}
         if not self.module.check_mode:
             rc, out, err = self.run(_restic.init_args())
             if rc != 0:
                 raise _restic.ResticError(f'restic init failed (rc={rc}): {(err or out).strip()}')
+            self._remember(opened)
         return {'changed': True, 'initialized': True}
 
+    def _remember(self, opened: Opened) -> None:
+        known = self.local_fingerprint()
+        if known is not None:
+            opened.add(self.location, known)
 
-def ensure(module: t.Any, spec: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+
+def ensure(module: t.Any, spec: t.Mapping[str, t.Any], opened: Opened) -> dict[str, t.Any]:
     """One repository, present afterwards (or, in check mode, reported as would be initialised)."""
     if module.check_mode and secret_files_missing(spec):
         # A first run in check mode: the role has not written the secrets yet, so the repository would be set up.
         return {'changed': True, 'initialized': True}
-    return Repository(module, spec).ensure()
+    return Repository(module, spec).ensure(opened)
 
 
-def ensure_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]]) -> tuple[list[dict[str, t.Any]], bool]:
+def ensure_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]],
+               opened: Opened) -> tuple[list[dict[str, t.Any]], bool]:
     """Every repository in order, each result named by its password file (a path, no secret).
 
     Returns the results and whether anything changed; a ResticError names the failing repository and carries
@@ -107,7 +172,7 @@ def ensure_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]]) -> tuple
     results: list[dict[str, t.Any]] = []
     for spec in specs:
         try:
-            outcome = ensure(module, spec)
+            outcome = ensure(module, spec, opened)
         except _restic.ResticError as exc:
             raise RepositoriesError(f'repository of {spec["password_file"]}: {exc}',
                                     any(item['changed'] for item in results)) from exc

@@ -11,9 +11,11 @@ short_description: Initialise restic repositories that do not exist yet, each as
 version_added: 0.1.0
 description:
   - Probes each repository with C(restic cat config) and runs C(restic init) only when it is missing.
-  - A local repository (C(RESTIC_REPOSITORY) an absolute path or C(local:<absolute path>)) whose C(config) file
-    exists is present without running restic at all, which saves restic's key derivation (about half a second)
-    per repository. Remote repositories are always probed.
+  - A local repository (C(RESTIC_REPOSITORY) an absolute path or C(local:<absolute path>)) that an earlier run
+    opened with the same passphrase is trusted without running restic, which saves restic's key derivation
+    (about half a second) per repository. O(state_file) records a fingerprint of the repository's path, its
+    C(config) file and the passphrase; a changed passphrase or another repository under that path is probed
+    again. Remote repositories are always probed.
   - One repository is given by O(password_file) and its sibling options, several by O(repositories); one call
     handles them all in order.
   - restic runs as the repository's user (through C(setpriv)), so a local repository and its lock files belong
@@ -82,6 +84,11 @@ options:
         backend for many minutes.
     type: int
     default: 120
+  state_file:
+    description:
+      - Root-only file (mode C(0600)) of the fingerprints of the local repositories opened so far.
+    type: path
+    default: /var/lib/selfhost-backup/restic-repositories.json
 attributes:
   check_mode:
     description: Probes, and reports a change when a repository would be initialised.
@@ -100,8 +107,8 @@ attributes:
     support: full
     platforms: posix
 notes:
-  - A local repository whose C(config) file exists is not opened, so a wrong passphrase for it shows at its
-    first backup rather than here.
+  - A wrong passphrase is still found here whenever it changes, since a new passphrase does not match the
+    recorded fingerprint and the repository is opened again.
 seealso:
   - module: selfhost.backup.backup_timer
 """
@@ -175,6 +182,7 @@ ARGUMENT_SPEC = {
     'repositories': {'type': 'list', 'elements': 'dict', 'options': REPOSITORY_SPEC},
     'restic': {'type': 'path', 'default': _restic.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},
+    'state_file': {'type': 'path', 'default': '/var/lib/selfhost-backup/restic-repositories.json'},
 }
 
 
@@ -187,16 +195,22 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    opened = repositories.Opened(params['state_file'])
     if params['repositories'] is None:
         try:
-            result = repositories.ensure(module, params)
-        except _restic.ResticError as exc:
+            result = repositories.ensure(module, params, opened)
+            opened.save(module)
+        except (_restic.ResticError, OSError) as exc:
             module.fail_json(msg=str(exc))
         module.exit_json(**result)
     try:
-        results, changed = repositories.ensure_all(module, params['repositories'])
+        results, changed = repositories.ensure_all(module, params['repositories'], opened)
     except repositories.RepositoriesError as exc:
         module.fail_json(msg=str(exc), changed=exc.changed)
+    try:
+        opened.save(module)
+    except OSError as exc:
+        module.fail_json(msg=f'cannot record the opened repositories in {opened.path}: {exc.strerror}', changed=changed)
     module.exit_json(changed=changed, initialized=changed, repositories=results)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from pathlib import Path
 
 import pytest
 
@@ -58,7 +59,7 @@ def run(monkeypatch, files, answers, check=False, **params):
     fake = FakeRestic(answers)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
     args = dict(password_file=str(files / 'pass'), environment_files={'RESTIC_REPOSITORY': str(files / 'repo')},
-                user=getpass.getuser(), _ansible_check_mode=check)
+                user=getpass.getuser(), state_file=str(files / 'state' / 'opened.json'), _ansible_check_mode=check)
     args.update(params)
     with patch_module_args(args):
         with pytest.raises(ModuleExit) as info:
@@ -128,7 +129,8 @@ def test_check_mode_before_the_secrets_exist(monkeypatch, files):
 def run_list(monkeypatch, answers, repositories, check=False):
     fake = FakeRestic(answers)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
-    with patch_module_args({'repositories': repositories, '_ansible_check_mode': check}):
+    with patch_module_args({'repositories': repositories, '_ansible_check_mode': check,
+                            'state_file': str(repositories_state(repositories))}):
         with pytest.raises(ModuleExit) as info:
             restic_repository.main()
     return info.value.result, fake.calls
@@ -144,14 +146,40 @@ def local_repository(files, name, initialised, prefix=''):
             'environment_files': {'RESTIC_REPOSITORY': str(files / f'{name}.env')}}
 
 
+def repositories_state(repositories):
+    """The state file beside the first repository's password file (the tests' temporary directory)."""
+    return Path(repositories[0]['password_file']).parent / 'state' / 'opened.json' if repositories else Path('/nonexistent')
+
+
 @pytest.mark.parametrize('prefix', ['', 'local:'])
-def test_an_initialised_local_repository_runs_no_restic(monkeypatch, files, prefix):
-    # without its config file, the directory is probed (it may be a repository being created)
-    result, calls = run(monkeypatch, files, [(0, '{}', '')], repository=f'{prefix}{files}', environment_files={})
+def test_a_local_repository_opened_before_with_this_passphrase_runs_no_restic(monkeypatch, files, prefix):
+    local = {'repository': f'{prefix}{files}', 'environment_files': {}}
+    # Without its config file the directory is probed (it may be a repository being created) and not recorded.
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], **local)
     assert len(calls) == 1 and result['changed'] is False
+    assert not (files / 'state' / 'opened.json').exists()
     (files / 'config').write_text('encrypted')
-    result, calls = run(monkeypatch, files, [], repository=f'{prefix}{files}', environment_files={})
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], **local)
+    assert len(calls) == 1
+    state = files / 'state' / 'opened.json'
+    assert oct(state.stat().st_mode & 0o777) == '0o600' and SECRET not in state.read_text()
+    result, calls = run(monkeypatch, files, [], **local)
     assert calls == [] and result == {'changed': False, 'initialized': False, 'failed': False}
+    # A new passphrase, or another repository under the same path: probed again (a wrong one fails here).
+    (files / 'pass').write_text('another passphrase\n')
+    result, calls = run(monkeypatch, files, [(1, '', 'Fatal: wrong password or no key found')], **local)
+    assert len(calls) == 1 and result['failed'] is True
+    (files / 'pass').write_text(SECRET + '\n')
+    (files / 'config').write_text('another repository')
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], **local)
+    assert len(calls) == 1 and result['changed'] is False
+
+
+def test_check_mode_records_nothing(monkeypatch, files):
+    (files / 'config').write_text('encrypted')
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], check=True, repository=str(files), environment_files={})
+    assert len(calls) == 1 and result['changed'] is False
+    assert not (files / 'state').exists()
 
 
 def test_list_probes_only_what_it_must(monkeypatch, files):
@@ -160,12 +188,18 @@ def test_list_probes_only_what_it_must(monkeypatch, files):
         local_repository(files, 'fresh', False, 'local:'),
         {'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'repository': 's3:https://s3.example/b'},
     ]
-    result, calls = run_list(monkeypatch, [(10, '', ''), (0, '', ''), (0, '{}', '')], repositories)
+    result, calls = run_list(monkeypatch, [(0, '{}', ''), (10, '', ''), (0, '', ''), (0, '{}', '')], repositories)
     assert result['changed'] is True and result['initialized'] is True
     assert [item['initialized'] for item in result['repositories']] == [False, True, False]
-    assert [call['argv'][-2:] for call in calls] == [['cat', 'config'], ['--quiet', 'init'], ['cat', 'config']]
-    assert calls[2]['env']['RESTIC_REPOSITORY'] == 's3:https://s3.example/b'
+    assert [call['argv'][-2:] for call in calls] == [['cat', 'config'], ['cat', 'config'], ['--quiet', 'init'],
+                                                     ['cat', 'config']]
+    assert calls[3]['env']['RESTIC_REPOSITORY'] == 's3:https://s3.example/b'
     assert SECRET not in str(result)
+    # The re-run: the local repository opened before is trusted (the fake init made no config: 'fresh' is
+    # probed again); the remote one is always probed.
+    result, calls = run_list(monkeypatch, [(0, '{}', ''), (0, '{}', '')], repositories)
+    assert result['changed'] is False
+    assert [call['env']['RESTIC_REPOSITORY'] for call in calls] == [f"local:{files / 'fresh'}", 's3:https://s3.example/b']
 
 
 def test_list_check_mode_with_missing_secrets_probes_the_others(monkeypatch, files):
