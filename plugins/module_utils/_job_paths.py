@@ -210,22 +210,31 @@ def _set_attributes(path: str, wanted: Attributes) -> None:
 
 
 def write_secret(mover: Mover, item: SecretFile, content_differs: bool) -> None:
-    """New content goes through a temp file in the same directory, created 0600 by mkstemp, so the secret is
-    never readable by others, not even for a moment; only owner or mode differing is fixed in place."""
+    """New content goes through a temp file in the same directory, created 0600 by mkstemp, and a new file is
+    created 0600 before the move, so the secret is never readable by others; only owner or mode differing is
+    fixed in place."""
     if not content_differs:
         _set_attributes(item.path, item.attributes)
         return
     directory = os.path.dirname(item.path)
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(item.path)}.', dir=directory)
+    placeholder = False
     try:
         with os.fdopen(fd, 'wb') as handle:
             handle.write(item.content.encode('utf-8'))
         _set_attributes(tmp_path, item.attributes)
+        if not os.path.lexists(item.path):
+            # atomic_move gives a file it creates the umask's mode (0644) after the rename; over an existing
+            # 0600 file it keeps the temp file's mode: the secret is never readable by others.
+            os.close(os.open(item.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            placeholder = True
         mover.atomic_move(tmp_path, item.path, keep_dest_attrs=False)
+        placeholder = False
     finally:
         if os.path.lexists(tmp_path):
             os.unlink(tmp_path)
-    # atomic_move derives a new file's mode from the umask; put the wanted one back.
+        if placeholder:
+            os.unlink(item.path)  # an empty secret must not stay behind a failed move
     _set_attributes(item.path, item.attributes)
 
 

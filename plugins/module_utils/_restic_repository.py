@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import pwd
+import stat
 import tempfile
 import typing as t
 
@@ -37,11 +38,12 @@ def local_path(repository: str) -> str | None:
     return path if path.startswith('/') else None
 
 
-def fingerprint(location: str, password: str, config: bytes) -> str:
-    """That this passphrase opened the repository at ``location`` whose config file is ``config``. A changed
-    passphrase, or another repository under the same path (another config), no longer matches."""
+def fingerprint(location: str, password: str, config: bytes, uid: int) -> str:
+    """That this passphrase opened the repository at ``location`` whose config file is ``config``, as the user
+    ``uid``. A changed passphrase or user, or another repository under the same path (another config), no
+    longer matches."""
     digest = hashlib.sha256()
-    for part in (location.encode(), password.encode(), config):
+    for part in (location.encode(), password.encode(), config, str(uid).encode()):
         digest.update(len(part).to_bytes(8, 'big'))
         digest.update(part)
     return digest.hexdigest()
@@ -104,14 +106,15 @@ class Repository:
         module.no_log_values.update(value for value in [self.password] + list(self.environ.values()) if value)
         self.location = self.environ['RESTIC_REPOSITORY']
         self.environ.update({'LC_ALL': 'C', 'RESTIC_PASSWORD_FILE': '', 'RESTIC_PASSWORD_COMMAND': ''})
-        self.prefix = self._as_user(spec['user'])
+        try:
+            entry = pwd.getpwnam(spec['user'])
+        except KeyError as exc:
+            raise _restic.ResticError(f'the user {spec["user"]!r} does not exist') from exc
+        self.uid = entry.pw_uid
+        self.prefix = self._as_user(entry)
 
     @staticmethod
-    def _as_user(user: str) -> list[str]:
-        try:
-            entry = pwd.getpwnam(user)
-        except KeyError as exc:
-            raise _restic.ResticError(f'the user {user!r} does not exist') from exc
+    def _as_user(entry: pwd.struct_passwd) -> list[str]:
         if entry.pw_uid == os.geteuid():
             return []
         return ['setpriv', f'--reuid={entry.pw_uid}', f'--regid={entry.pw_gid}', '--init-groups', '--']
@@ -127,11 +130,15 @@ class Repository:
         path = local_path(self.location)
         if path is None:
             return None
+        # Root reads a file in a directory the user owns: no symlink, no FIFO that would block the converge.
         try:
-            with open(posixpath.join(path, 'config'), 'rb') as handle:
-                return fingerprint(self.location, self.password, handle.read())
+            fd = os.open(posixpath.join(path, 'config'), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
+        with os.fdopen(fd, 'rb') as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            return fingerprint(self.location, self.password, handle.read(), self.uid)
 
     def ensure(self, opened: Opened) -> dict[str, t.Any]:
         known = self.local_fingerprint()

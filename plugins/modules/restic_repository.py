@@ -14,8 +14,8 @@ description:
   - A local repository (C(RESTIC_REPOSITORY) an absolute path or C(local:<absolute path>)) that an earlier run
     opened with the same passphrase is trusted without running restic, which saves restic's key derivation
     (about half a second) per repository. O(state_file) records a fingerprint of the repository's path, its
-    C(config) file and the passphrase; a changed passphrase or another repository under that path is probed
-    again. Remote repositories are always probed.
+    C(config) file, the passphrase and the user; a changed passphrase or user, or another repository under that
+    path, is probed again. Remote repositories are always probed.
   - One repository is given by O(password_file) and its sibling options, several by O(repositories); one call
     handles them all in order.
   - restic runs as the repository's user (through C(setpriv)), so a local repository and its lock files belong

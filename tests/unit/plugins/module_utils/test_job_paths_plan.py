@@ -75,3 +75,33 @@ def test_unknown_ids_are_shown_as_numbers(tmp_path):
     wanted = paths.Attributes(uid=4242420, gid=4242421)
     assert 'owner: 4242420\ngroup: 4242421\n' in paths.describe_wanted(found, wanted, 'directory')
     assert 'mode: (default)' in paths.describe_wanted(None, paths.Attributes(), 'directory')
+
+
+class ModeCheckingMover(Mover):
+    """Records the mode the destination has at the moment of the move, which the rename keeps."""
+
+    def __init__(self):
+        super().__init__()
+        self.modes = []
+
+    def atomic_move(self, src, dest, unsafe_writes=False, keep_dest_attrs=True):
+        self.modes.append(stat.S_IMODE(os.stat(dest).st_mode) if os.path.exists(dest) else None)
+        os.replace(src, dest)
+        if self.modes[-1] is None:
+            os.chmod(dest, 0o644)  # what atomic_move does to a file it creates: the umask's mode
+
+
+def test_a_new_secret_is_never_readable_by_others(tmp_path):
+    mover = ModeCheckingMover()
+    secret = paths.SecretFile(str(tmp_path / 'pass'), 's3cret', me(0o600))
+    paths.apply(mover, paths.plan([], [secret], [], []))
+    assert mover.modes == [0o600]
+    assert stat.S_IMODE(os.stat(tmp_path / 'pass').st_mode) == 0o600
+    assert (tmp_path / 'pass').read_text() == 's3cret'
+
+
+def test_a_failed_move_of_a_new_secret_leaves_no_empty_file(tmp_path):
+    secret = paths.SecretFile(str(tmp_path / 'pass'), 's3cret', me(0o600))
+    with pytest.raises(OSError):
+        paths.apply(Mover(fail=True), paths.plan([], [secret], [], []))
+    assert not (tmp_path / 'pass').exists()

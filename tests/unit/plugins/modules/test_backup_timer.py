@@ -575,3 +575,22 @@ def test_list_option_errors(root, systemd, args, words):
         run(dict(args, unit_dir=str(root / 'units'), state_dir=str(root / 'state')), root)
     assert words in info.value.result['msg']
     assert tree(root) == []
+
+
+def test_list_a_job_failing_midway_still_reloads_what_the_jobs_before_it_wrote(root, systemd, monkeypatch):
+    # The second job's files cannot be written (a full disk, say), after the first job wrote its units.
+    from ansible_collections.selfhost.backup.plugins.module_utils import _job_files
+    write_atomic = _job_files.write_atomic
+
+    def failing_for_shop(mover, item):
+        if 'shop' in item.path:
+            raise OSError(28, 'No space left on device')
+        write_atomic(mover, item)
+
+    monkeypatch.setattr(_job_files, 'write_atomic', failing_for_shop)
+    with pytest.raises(ModuleFail) as info:
+        run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
+    assert info.value.result['changed'] is True and 'No space left' in info.value.result['msg']
+    assert unit(root, 'restic-backup-app.service').exists()
+    # Without this reload the next converge would find app's units unchanged and never tell systemd.
+    assert systemd.mutating() == [['systemctl', 'daemon-reload']]

@@ -175,6 +175,16 @@ def test_a_local_repository_opened_before_with_this_passphrase_runs_no_restic(mo
     assert len(calls) == 1 and result['changed'] is False
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason='runs restic as another user')
+def test_another_user_opens_the_repository_again(monkeypatch, files):
+    (files / 'config').write_text('encrypted')
+    local = {'repository': str(files), 'environment_files': {}}
+    run(monkeypatch, files, [(0, '{}', '')], **local)
+    assert run(monkeypatch, files, [], **local)[1] == []
+    result, calls = run(monkeypatch, files, [(0, '{}', '')], user='nobody', **local)
+    assert len(calls) == 1 and calls[0]['argv'][2] == 'setpriv'
+
+
 def test_check_mode_records_nothing(monkeypatch, files):
     (files / 'config').write_text('encrypted')
     result, calls = run(monkeypatch, files, [(0, '{}', '')], check=True, repository=str(files), environment_files={})
