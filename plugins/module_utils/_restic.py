@@ -298,14 +298,29 @@ provider_retention() {
 readonly UNFINISHED_MARK="$JOB_CACHE/restic-unfinished"
 
 begin_run() {
+  local mark step
   if compgen -G "$UNFINISHED_MARK.*" >/dev/null; then
     if restic_ unlock; then
-      rm -f -- "$UNFINISHED_MARK".*
+      # The marks of runs that are over are cleared; a step running beside this one keeps its own, so that
+      # its own failure still makes the next run unlock.
+      for mark in "$UNFINISHED_MARK".*; do
+        step="${mark##*.}"
+        [ "$step" != "$1" ] && systemctl is-active --quiet "$(step_unit "$step")" || rm -f -- "$mark"
+      done
     else
       printf '%s: could not remove stale locks (restic unlock failed)\n' "$SCRIPT" >&2
     fi
   fi
   : >"$UNFINISHED_MARK.$1"
+}
+
+# The unit a step runs in: the backup service, or its extra job <service name>-<step>.service.
+step_unit() {
+  if [ "$1" = backup ]; then
+    printf '%s\n' "$BACKUP_SERVICE"
+  else
+    printf '%s-%s.service\n' "${BACKUP_SERVICE%.service}" "$1"
+  fi
 }
 
 end_run() {

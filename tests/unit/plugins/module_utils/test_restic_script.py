@@ -321,6 +321,25 @@ def test_a_killed_run_s_mark_makes_the_check_unlock_too(world):
     assert marks(world) == []
 
 
+@pytest.mark.parametrize('check_running, kept', [(True, ['restic-unfinished.check']), (False, [])])
+def test_the_mark_of_a_step_running_beside_stays(world, check_running, kept):
+    # Both marks are there: the check job runs right now (its mark stays: a later failure of it must still
+    # be seen), or it was killed (its mark goes with the stale locks the unlock removed).
+    (world / 'cache' / 'restic-unfinished.backup').touch()
+    (world / 'cache' / 'restic-unfinished.check').touch()
+    bin_dir = world / 'bin'
+    bin_dir.mkdir()
+    fake = bin_dir / 'systemctl'
+    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
+                    f'[ "$1 $2 $3" = "is-active --quiet restic-backup-app-check.service" ] && {str(check_running).lower()}\n')
+    fake.chmod(0o755)
+    result = run(world, script(world, (0, 18, 0)), 'backup', PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert result.returncode == 0, result.stderr
+    assert any(step.endswith(' unlock') for step in steps_run(world))
+    assert marks(world) == kept
+    assert (world / 'store' / 'systemctl').read_text() == 'is-active --quiet restic-backup-app-check.service\n'
+
+
 def test_a_failing_unlock_does_not_stop_the_backup_and_is_tried_again(world):
     (world / 'cache' / 'restic-unfinished.backup').touch()
     result = run(world, script(world, (0, 18, 0)), 'backup', FAKE_UNLOCK_FAILS='1')
