@@ -168,17 +168,13 @@ def run(jobs: t.Sequence[BackupJob], module: t.Any, runner: files.Runner, daemon
         units = [unit for job in jobs for unit in job.units_to_verify()]
         if units:
             files.verify_units(runner, units, module.tmpdir)
-    reload = daemon_reload and not module.check_mode
     try:
         for job in jobs:
             job.apply()
-    except Exception:
-        # The units the jobs before the failing one wrote must still reach systemd: the next converge finds
-        # them unchanged and would never reload for them.
-        if reload and any(job.changed and job.units_changed for job in jobs):
+    finally:
+        # Only jobs that were applied count (job.changed), so after a failure too the units the jobs before the
+        # failing one wrote reach systemd: the next converge finds them unchanged and would never reload.
+        if daemon_reload and not module.check_mode and any(job.changed and job.units_changed for job in jobs):
             Systemctl(runner).daemon_reload()
-        raise
-    if reload and any(job.units_changed for job in jobs):
-        Systemctl(runner).daemon_reload()
     for job in jobs:
         job.finish()
