@@ -93,7 +93,7 @@ class Job:
 
 
 def _match(pattern: re.Pattern[str], value: str, what: str) -> str:
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise JobSpecError(f'{what} {value!r} does not match {pattern.pattern!r}')
     return value
 

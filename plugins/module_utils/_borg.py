@@ -96,7 +96,7 @@ def succeeded(command: str, rc: int) -> bool:
 def archive_prefix(instance: str, host: str) -> str:
     """``<instance>@<host>-``; both names are checked, so neither holds an ``@``, a ``:`` or a glob character."""
     _provider.Layout(PROVIDER, instance)
-    if not _HOST.match(host or ''):
+    if not _HOST.fullmatch(host or ''):
         raise BorgError(f'host {host!r} is not a host name ([A-Za-z0-9._-], starting with a letter or digit); '
                         'set settings.host')
     return f'{instance}@{host}-'
@@ -202,7 +202,7 @@ class SshUrl:
 
 
 def parse_ssh_url(url: str) -> SshUrl:
-    match = _SSH_URL.match(url or '')
+    match = _SSH_URL.fullmatch(url or '')
     if not match:
         raise BorgError(f'repository.url {url!r} is not ssh://user@host[:port]/path')
     port = int(match.group('port')) if match.group('port') else None
@@ -356,14 +356,31 @@ provider_retention() {
 }
 @@CHECK@@
 # borg runs the dump itself: when it fails, borg creates no archive and exits 2, and the unit fails.
-# --json: the archive's statistics on stdout, of which the deduplicated size is what the backup added.
+# --json: the archive's statistics on stdout, of which the deduplicated size is what the backup added. An empty
+# dump (backup_cmd exits 0 having written nothing) makes an archive that would count as good and, pruned in,
+# push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup.
 provider_backup() {
-  local stats
+  local stats status borg_rc=0 archive
   provider_init
-  stats="$(borg_warning_ok @@CREATE@@ /bin/sh -c "$BACKUP_CMD")" || fail "backup failed: no archive created"
+  status="$(mktemp)"
+  stats="$(borg_warning_ok @@CREATE@@ "${RUN_BACKUP_CMD[@]}" "$status")" || borg_rc=$?
   printf '%s\n' "$stats"
+  [ "$borg_rc" -eq 0 ] \
+    || fail "backup failed (backup_cmd $(backup_cmd_outcome "$status"), borg exit $borg_rc): no archive created"
+  rm -f -- "$status"
+  if [ "$(json_number original_size <<<"$stats")" = 0 ]; then
+    archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
+    [ -n "$archive" ] && borg_warning_ok delete "::$archive" \
+      || fail "backup failed: backup_cmd wrote nothing, and the empty archive '$archive' could not be deleted: delete it by hand"
+    fail "backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive $archive deleted, nothing kept"
+  fi
   provider_retention
-  record_backup "$(sed -n 's/^ *"deduplicated_size": *\([0-9]*\).*/\1/p' <<<"$stats" | head -n 1)"
+  record_backup "$(json_number deduplicated_size <<<"$stats")"
+}
+
+# The first number called $1 in borg's indented --json output on stdin.
+json_number() {
+  sed -n "s/^ *\"$1\": *\([0-9]*\).*/\1/p" | head -n 1
 }
 
 # The number of archives of this instance (for the metrics).
@@ -405,6 +422,33 @@ def shell_functions(commands: Commands) -> str:
     return _provider.fill_template(FUNCTIONS, replacements)
 
 
+def remote_server(settings: t.Mapping[str, t.Any]) -> tuple[SshUrl, str]:
+    """The SSH URL of a remote repository and the pinned host key lines of its server (ending in a newline)."""
+    url = parse_ssh_url(settings['repository'].get('url', ''))
+    known_hosts = (settings.get('ssh') or {}).get('known_hosts')
+    if not known_hosts:
+        raise BorgError('a remote repository needs ssh.known_hosts, the server\'s host key line(s)')
+    if not names_server(known_hosts, url.known_hosts_name):
+        raise BorgError(f'ssh.known_hosts does not name the server {url.known_hosts_name} of repository.url '
+                        '(on another port than 22 a line starts with [host]:port)')
+    return url, known_hosts.rstrip('\n') + '\n'
+
+
+def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], host: str) -> None:
+    """The rules of a validated instance that its schema cannot express and no borg version changes: run on the
+    controller before any host is touched (``plan`` runs them again). Raises BorgError or ProviderError."""
+    dummy = request
+    _provider.secrets(_provider.Layout(PROVIDER, instance), settings.get('passphrase'), settings.get('passphrase_file'), {})
+    if not settings['repository'].get('path'):
+        remote_server(settings)
+    job_host = settings.get('host') or host
+    prune_args(instance, job_host, settings.get('retention') or {})
+    archive_prefix(instance, job_host)
+    check = settings.get('check') or {}
+    if check.get('enabled'):
+        check_args(bool(check.get('verify_data')), check.get('max_duration'))
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan(_provider.Plan):
     """One borg instance, with the SSH details of a remote repository (all None for a local one)."""
@@ -425,14 +469,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     credentials = dict(secrets.credentials)
     ssh_key = known_hosts = serve_path = None
     if not local_path:
-        url = parse_ssh_url(repository.get('url', ''))
-        known_hosts = (settings.get('ssh') or {}).get('known_hosts')
-        if not known_hosts:
-            raise BorgError('a remote repository needs ssh.known_hosts, the server\'s host key line(s)')
-        if not names_server(known_hosts, url.known_hosts_name):
-            raise BorgError(f'ssh.known_hosts does not name the server {url.known_hosts_name} of repository.url '
-                            '(on another port than 22 a line starts with [host]:port)')
-        known_hosts = known_hosts.rstrip('\n') + '\n'
+        url, known_hosts = remote_server(settings)
         ssh_key = layout.secret_path('ssh_key')
         credentials['ssh_key'] = ssh_key
         credentials['known_hosts'] = layout.secret_path('known_hosts')

@@ -43,7 +43,7 @@ class Layout:
     instance: str
 
     def __post_init__(self) -> None:
-        if not INSTANCE_NAME.match(self.instance):
+        if not INSTANCE_NAME.fullmatch(self.instance):
             raise ProviderError(f'instance name {self.instance!r} does not match {INSTANCE_NAME.pattern!r}')
 
     @property
@@ -78,7 +78,7 @@ def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
     if not base.startswith(prefix) or not base.endswith('.json'):
         return None
     instance = base[len(prefix):-len('.json')]
-    return instance if INSTANCE_NAME.match(instance) else None
+    return instance if INSTANCE_NAME.fullmatch(instance) else None
 
 
 def local_repositories_shared_by_users(jobs: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
@@ -191,7 +191,7 @@ def retention_flags(retention: t.Mapping[str, t.Any], periods: t.Sequence[str]) 
 
 
 def env_credential(name: str) -> str:
-    if not ENV_NAME.match(name):
+    if not ENV_NAME.fullmatch(name):
         raise ProviderError(f'environment variable name {name!r} does not match {ENV_NAME.pattern!r}')
     return f'{ENV_CREDENTIAL_PREFIX}{name}'
 
@@ -211,8 +211,14 @@ SHELL_VARIABLES = frozenset({
     'PATH', 'HOME', 'USER', 'LOGNAME', 'SHELL', 'IFS', 'PWD', 'OLDPWD', 'ENV', 'BASH_ENV', 'CDPATH', 'GLOBIGNORE',
     'SHELLOPTS', 'BASHOPTS', 'PS4', 'TMPDIR', 'CREDENTIALS_DIRECTORY', 'CACHE_DIRECTORY', 'RUNTIME_DIRECTORY',
     'STATE_DIRECTORY', 'INVOCATION_ID', 'JOURNAL_STREAM', 'NOTIFY_SOCKET',
+    # bash's read-only and special variables: assigning one fails ("readonly variable") or changes the shell.
+    'UID', 'EUID', 'PPID', 'GROUPS', 'FUNCNAME', 'RANDOM', 'SRANDOM', 'SECONDS', 'LINENO', 'EPOCHSECONDS',
+    'EPOCHREALTIME', 'DIRSTACK', 'PIPESTATUS', 'HISTCMD', 'OPTIND', 'OPTARG', 'OPTERR', 'HOSTNAME', 'HOSTTYPE',
+    'OSTYPE', 'MACHTYPE', 'PROMPT_COMMAND', 'POSIXLY_CORRECT', 'LANG', 'LANGUAGE',
+    # What systemd tells the hooks about the run (ExecStopPost=, OnFailure=).
+    'SERVICE_RESULT', 'EXIT_CODE', 'EXIT_STATUS', 'MAINPID',
 })
-RESERVED_PREFIXES = ('BASH_', 'LD_', 'SELFHOST_BACKUP_')
+RESERVED_PREFIXES = ('BASH_', 'LD_', 'LC_', 'SELFHOST_BACKUP_', 'SYSTEMD_', 'MONITOR_', 'LISTEN_', 'WATCHDOG_')
 
 
 def script_variables(script: str) -> frozenset[str]:
@@ -223,10 +229,12 @@ def script_variables(script: str) -> frozenset[str]:
 def check_environment_names(names: t.Iterable[str], provider_functions: str = '') -> None:
     """Refuse secret environment variables that the shell, the loader or the job script own."""
     taken = SHELL_VARIABLES | script_variables(SCRIPT_TEMPLATE) | script_variables(provider_functions)
-    for name in sorted(names):
-        if name in taken or name.startswith(RESERVED_PREFIXES):
-            raise ProviderError(f'environment_secrets.{name}: the name is taken by the shell or the job script; '
-                                'it cannot hold a secret')
+    refused = [name for name in sorted(names) if name in taken or name.startswith(RESERVED_PREFIXES)]
+    if refused:
+        raise ProviderError(', '.join(f'environment_secrets.{name}' for name in refused)
+                            + (': the name is' if len(refused) == 1 else ': these names are')
+                            + ' taken by the shell, systemd or the job script; a secret cannot use '
+                            + ('it' if len(refused) == 1 else 'them'))
 
 
 def secrets(layout: Layout, passphrase: str | None, passphrase_file: str | None,
@@ -371,6 +379,20 @@ as_user() {
   # The user's own HOME, USER and LOGNAME: tools such as psql read their dotfiles from there, not root's.
   HOME="$(getent passwd "$JOB_USER" | cut -d: -f6)" USER="$JOB_USER" LOGNAME="$JOB_USER" \
     setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
+}
+
+# backup_cmd as the tools run it (restic's stdin-from-command or legacy pipe, borg's content-from-command),
+# followed by the path of a file where /bin/sh leaves backup_cmd's exit status: the tool only says that its
+# command failed, and a failed backup must name the part that failed.
+readonly RUN_BACKUP_CMD=(/bin/sh -c '/bin/sh -c "$1"; rc=$?; echo "$rc" >"$2"; exit "$rc"' backup_cmd "$BACKUP_CMD")
+
+# What became of backup_cmd, from the file RUN_BACKUP_CMD wrote (removed here): "exit N", or "did not run" when
+# the tool failed before it started it.
+backup_cmd_outcome() {
+  local rc
+  rc="$(cat -- "$1" 2>/dev/null)" || rc=''
+  rm -f -- "$1"
+  if [[ "$rc" =~ ^[0-9]+$ ]]; then echo "exit $rc"; else echo "did not run"; fi
 }
 
 # Only the units that were running are stopped, and so started again afterwards: a restore never starts a
@@ -589,7 +611,7 @@ def render_script(spec: ScriptSpec) -> str:
     """The job script of one instance: restore script on PATH, backup and maintenance steps of its units."""
     layout = spec.layout
     for name in spec.maintenance:
-        if not re.match(r'^[a-z][a-z0-9_]*$', name) or name in RESERVED_SUBCOMMANDS:
+        if not re.fullmatch(r'[a-z][a-z0-9_]*', name) or name in RESERVED_SUBCOMMANDS:
             raise ProviderError(f'maintenance subcommand {name!r} is not a plain name of its own')
     maintenance_cases = '\n'.join(
         f'  {name})\n'

@@ -173,16 +173,16 @@ class Commands:
 
 
 LEGACY_BACKUP = r'''# restic < 0.17: the dump is piped in and restic stores whatever arrived, so a failed dump is detected here
-# (PIPESTATUS); finish_backup then forgets the snapshot it produced.
+# (backup_cmd's own exit status); finish_backup then forgets the snapshot it produced.
 provider_backup() {
-  local out dump_rc restic_rc
+  local out status restic_rc
   begin_run backup
-  out="$(mktemp)"
+  out="$(mktemp)" status="$(mktemp)"
   set +e
-  /bin/sh -c "$BACKUP_CMD" | restic_ @@BACKUP@@ >"$out"
-  dump_rc="${PIPESTATUS[0]}" restic_rc="${PIPESTATUS[1]}"
+  "${RUN_BACKUP_CMD[@]}" "$status" | restic_ @@BACKUP@@ >"$out"
+  restic_rc="${PIPESTATUS[1]}"
   set -e
-  finish_backup "$out" "$dump_rc" "$restic_rc"
+  finish_backup "$out" "$(backup_cmd_outcome "$status")" "$restic_rc"
   end_run backup
 }
 '''
@@ -190,29 +190,35 @@ provider_backup() {
 MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself and fails when it fails. It may still have saved a snapshot (an empty
 # dump makes it exit 3 after saving one); finish_backup forgets it.
 provider_backup() {
-  local out restic_rc
+  local out status restic_rc
   begin_run backup
-  out="$(mktemp)"
+  out="$(mktemp)" status="$(mktemp)"
   set +e
-  restic_ @@BACKUP@@ /bin/sh -c "$BACKUP_CMD" >"$out"
+  restic_ @@BACKUP@@ "${RUN_BACKUP_CMD[@]}" "$status" >"$out"
   restic_rc=$?
   set -e
-  finish_backup "$out" 0 "$restic_rc"
+  finish_backup "$out" "$(backup_cmd_outcome "$status")" "$restic_rc"
   end_run backup
 }
 '''
 
-# Shared by both backup paths: a failed backup never leaves a snapshot that latest could pick.
-FINISH_BACKUP = r'''# $1: restic's --json output, $2: the dump's exit status, $3: restic's.
+# Shared by both backup paths: a failed backup never leaves a snapshot that latest could pick, and retention
+# runs only after a good one.
+FINISH_BACKUP = r'''# $1: restic's --json output, $2: what became of backup_cmd ("exit N" or "did not run"), $3: restic's exit status.
+# A dump that is empty although backup_cmd succeeded is no backup either (a requester that lost its database).
 finish_backup() {
-  local out="$1" dump_rc="$2" restic_rc="$3" snapshot summary
+  local out="$1" dump="$2" restic_rc="$3" snapshot summary processed
   snapshot="$(sed -n 's/.*"snapshot_id":"\([0-9a-f]\{8,\}\)".*/\1/p' "$out" | tail -n 1)"
   summary="$(grep '"message_type":"summary"' "$out")" || true
+  processed="$(sed -n 's/.*"total_bytes_processed":\([0-9]*\).*/\1/p' <<<"$summary")"
   printf '%s\n' "$summary"
   rm -f "$out"
-  if [ "$dump_rc" -ne 0 ] || [ "$restic_rc" -ne 0 ]; then
+  if [ "$dump" != "exit 0" ] || [ "$restic_rc" -ne 0 ] || [ "$processed" = 0 ]; then
     [ -z "$snapshot" ] || forget_failed_snapshot "$snapshot"
-    fail "backup failed (backup_cmd exit $dump_rc, restic exit $restic_rc): no snapshot kept"
+    if [ "$dump" = "exit 0" ] && [ "$processed" = 0 ]; then
+      fail "backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup; restic exit $restic_rc): no snapshot kept"
+    fi
+    fail "backup failed (backup_cmd $dump, restic exit $restic_rc): no snapshot kept"
   fi
   provider_retention
   record_backup "$(sed -n 's/.*"data_added":\([0-9]*\).*/\1/p' <<<"$summary")"
@@ -364,21 +370,34 @@ class Plan(_provider.Plan):
     env_files: dict[str, str]
 
 
+def _secrets(layout: _provider.Layout, settings: t.Mapping[str, t.Any]) -> _provider.Secrets:
+    """The passphrase and the backend's secret variables, RESTIC_REPOSITORY among them."""
+    repository = settings['repository']
+    environment_secrets = dict(settings.get('environment_secrets') or {})
+    for name in sorted(environment_secrets):
+        if name in RESERVED_ENV:
+            raise ResticError(f'environment_secrets.{name} is set by the role itself; use repository/passphrase')
+    # The repository goes through the secrets too: a URL may hold credentials (rest:https://user:pass@host/).
+    environment_secrets['RESTIC_REPOSITORY'] = repository.get('path') or repository['url']
+    return _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets,
+                             FUNCTIONS)
+
+
+def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], host: str) -> None:
+    """The rules of a validated instance that its schema cannot express and no tool version changes: run on the
+    controller before any host is touched (``plan`` runs them again). Raises ResticError or ProviderError."""
+    dummy = request
+    _secrets(_provider.Layout(PROVIDER, instance), settings)
+    forget_args(instance, settings.get('host') or host, settings.get('retention') or {})
+
+
 def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
          host: str, binary: str = DEFAULT_BINARY) -> Plan:
     """Turn a validated instance (request and settings with the schema's defaults) into a restic job."""
     the_version = parse_version(version) if isinstance(version, str) else tuple(version)
     layout = _provider.Layout(PROVIDER, instance)
-    repository = settings['repository']
-    local_path = repository.get('path')
-    environment_secrets = dict(settings.get('environment_secrets') or {})
-    for name in environment_secrets:
-        if name in RESERVED_ENV:
-            raise ResticError(f'environment_secrets.{name} is set by the role itself; use repository/passphrase')
-    # The repository goes through the secrets too: a URL may hold credentials (rest:https://user:pass@host/).
-    environment_secrets['RESTIC_REPOSITORY'] = local_path or repository['url']
-    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets,
-                                FUNCTIONS)
+    local_path = settings['repository'].get('path')
+    secrets = _secrets(layout, settings)
     limits = settings.get('limits') or {}
     check = settings.get('check') or {}
     job_host = settings.get('host') or host

@@ -100,7 +100,7 @@ def quote_word(word: str, expand_dollar: bool = False) -> str:
     text = escape_specifiers(word)
     if expand_dollar:
         text = text.replace('$', '$$')
-    if _SAFE_WORD.match(word):
+    if _SAFE_WORD.fullmatch(word):
         return text
     escaped = ''.join(_C_ESCAPES.get(char, _control_escape(char)) for char in text)
     return f'"{escaped}"'

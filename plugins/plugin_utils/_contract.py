@@ -94,7 +94,7 @@ def known_providers(settings_dir: str | None = None) -> list[str]:
 def load_provider_schema(provider: str, settings_dir: str | None = None) -> dict[str, t.Any]:
     settings_dir = settings_dir or SETTINGS_SCHEMA_DIR
     path = os.path.join(settings_dir, f'{provider}.json')
-    if not _PROVIDER_NAME.match(provider) or not os.path.isfile(path):
+    if not _PROVIDER_NAME.fullmatch(provider) or not os.path.isfile(path):
         known = ', '.join(known_providers(settings_dir)) or 'none'
         raise ContractError(
             f'Unknown provider {provider!r}: no settings schema plugins/plugin_utils/schemas/settings/{provider}.json '
@@ -108,7 +108,7 @@ def format_path(prefix: str, parts: t.Iterable[t.Any]) -> str:
     for part in parts:
         if isinstance(part, int):
             path += f'[{part}]'
-        elif _PLAIN_KEY.match(str(part)):
+        elif _PLAIN_KEY.fullmatch(str(part)):
             path += f'.{part}' if path else str(part)
         else:
             path += f'[{str(part)!r}]'
@@ -237,8 +237,16 @@ def _ecma_pattern(validator: t.Any, pattern: str, instance: t.Any, schema: dict[
         yield jsonschema.ValidationError(f'{instance!r} does not match {pattern!r}')
 
 
+def _is_integer(checker: t.Any, instance: t.Any) -> bool:
+    """An integer is an int, never a float such as 7.0: JSON Schema would accept 7.0, but the value reaches the
+    tools' command lines as ``7.0``, which they refuse only when the job runs."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 def _validator_class() -> t.Any:
-    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {'pattern': _ecma_pattern})
+    base = jsonschema.Draft202012Validator
+    return jsonschema.validators.extend(base, {'pattern': _ecma_pattern},
+                                        type_checker=base.TYPE_CHECKER.redefine('integer', _is_integer))
 
 
 def collect_violations(document: t.Any, schema: dict[str, t.Any], prefix: str) -> list[str]:

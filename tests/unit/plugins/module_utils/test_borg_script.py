@@ -36,7 +36,9 @@ case "$cmd" in
     [ "$rc" -le 1 ] && mv "$store/incoming" "$store/data"
     # --json: the archive's statistics, as borg prints them.
     case " $* " in
-      *" --json "*) printf '{\n  "archive": {\n    "stats": {\n      "deduplicated_size": 512,\n      "original_size": 1000\n'
+      *" --json "*) printf '{\n  "archive": {\n    "name": "app@h1-2026-01-02T03:04:05.123456",\n'
+                    printf '    "stats": {\n      "deduplicated_size": 512,\n      "original_size": %s\n' \
+                      "$(wc -c <"$store/data")"
                     printf '    }\n  }\n}\n' ;;
     esac ;;
   list)
@@ -46,6 +48,7 @@ case "$cmd" in
       *) echo "app@h1-2026-01-01T00:00:00.000000  Thu, 2026-01-01" ;;
     esac ;;
   extract) [ "$rc" -eq 0 ] && cat "$store/data" ;;
+  delete) [ "$rc" -eq 0 ] && rm -f "$store/data" ;;
 esac
 exit "$rc"
 '''
@@ -159,9 +162,27 @@ def test_failed_dump_fails_the_backup_and_keeps_no_archive(world):
     assert run(world, script(world), 'backup').returncode == 0
     result = run(world, script(world, backup_cmd='printf partial; exit 3'), 'backup')
     assert result.returncode != 0
-    assert 'backup failed: no archive created' in result.stderr
+    assert 'backup failed (backup_cmd exit 3, borg exit 2): no archive created' in result.stderr
     assert (world / 'store' / 'data').read_text() == 'dump-data'
     assert commands_run(world)[-1] == 'create'  # no prune after a failed backup
+
+
+def test_an_empty_dump_fails_deletes_its_archive_and_prunes_nothing(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    result = run(world, script(world, backup_cmd='true'), 'backup')
+    assert result.returncode != 0
+    assert ('backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive '
+            'app@h1-2026-01-02T03:04:05.123456 deleted, nothing kept') in result.stderr
+    assert commands_run(world)[-2:] == ['create', 'delete']  # no prune, no compact after it
+    assert '::app@h1-2026-01-02T03:04:05.123456' in log(world)[-1][1]
+
+
+def test_an_empty_archive_that_cannot_be_deleted_says_so(world):
+    result = run(world, script(world, backup_cmd='true'), 'backup', FAKE_RC_delete='2')
+    assert result.returncode != 0
+    assert ("backup_cmd wrote nothing, and the empty archive 'app@h1-2026-01-02T03:04:05.123456' could not be "
+            'deleted: delete it by hand') in result.stderr
+    assert 'prune' not in commands_run(world)
 
 
 @pytest.mark.parametrize('command, rc, ok', [

@@ -24,20 +24,23 @@ args=" $* "
 case "$args" in
   *" backup "*"--stdin-from-command"*)
     cmd=("${@}"); while [ "${cmd[0]}" != -- ]; do cmd=("${cmd[@]:1}"); done; cmd=("${cmd[@]:1}")
-    "${cmd[@]}" >"$store/incoming" || exit 1
+    "${cmd[@]}" >"$store/incoming" || { echo "Fatal: subprocess ${cmd[0]} returned error" >&2; exit 1; }
     if [ ! -s "$store/incoming" ]; then
       # Like restic 0.17+: an empty dump still saves a snapshot, then exits 3.
-      printf '{"message_type":"summary","snapshot_id":"4444dddd4444dddd"}\n'; exit 3
+      printf '{"message_type":"summary","total_bytes_processed":0,"snapshot_id":"4444dddd4444dddd"}\n'; exit 3
     fi
     mv "$store/incoming" "$store/data"
-    printf '{"message_type":"summary","data_added":4242,"data_added_packed":1234,"snapshot_id":"1111aaaa1111aaaa"}\n' ;;
+    printf '{"message_type":"summary","data_added":4242,"data_added_packed":1234,"total_bytes_processed":%s,"snapshot_id":"1111aaaa1111aaaa"}\n' \
+      "$(wc -c <"$store/data")" ;;
   *" forget "*)
     # FAKE_FORGET_FAILURES: how many forgets fail first (another job holding the lock).
     failures="$(cat "$store/forget-failures" 2>/dev/null || echo "${FAKE_FORGET_FAILURES:-0}")"
     if [ "$failures" -gt 0 ]; then echo $((failures - 1)) >"$store/forget-failures"; echo "repository is already locked" >&2; exit 1; fi ;;
   *" backup "*"--stdin "*)
+    # Like restic 0.14: whatever arrived, an empty stdin too, is saved.
     cat >"$store/data"
-    printf '{"message_type":"summary","data_added":4242,"snapshot_id":"2222bbbb2222bbbb"}\n' ;;
+    printf '{"message_type":"summary","data_added":4242,"total_bytes_processed":%s,"snapshot_id":"2222bbbb2222bbbb"}\n' \
+      "$(wc -c <"$store/data")" ;;
   *" dump "*) cat "$store/data" ;;
   *" unlock "*) [ -z "${FAKE_UNLOCK_FAILS:-}" ] || { echo "unlock: repository unreachable" >&2; exit 1; } ;;
   *" snapshots --json "*) printf '[{"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
@@ -125,6 +128,8 @@ def test_modern_failed_dump_fails_without_snapshot(world):
     path = script(world, (0, 18, 0), backup_cmd='printf partial; exit 3')
     result = run(world, path, 'backup')
     assert result.returncode != 0
+    # restic only says its command failed: the script names backup_cmd's own status.
+    assert 'backup failed (backup_cmd exit 3, restic exit 1): no snapshot kept' in result.stderr
     assert not (world / 'store' / 'data').exists()
     assert not any(' forget ' in line for line in log(world))
 
@@ -166,13 +171,24 @@ def test_restore_by_id_only_of_this_instance(world):
     assert not any(' dump 3333cccc' in line for line in log(world))
 
 
-def test_modern_empty_dump_forgets_the_snapshot_restic_saved(world):
-    path = script(world, (0, 18, 0), backup_cmd='true')
+@pytest.mark.parametrize('version, snapshot, restic_rc', [((0, 18, 0), '4444dddd4444dddd', 3),
+                                                          ((0, 14, 0), '2222bbbb2222bbbb', 0)])
+def test_an_empty_dump_fails_and_forgets_the_snapshot_restic_saved(world, version, snapshot, restic_rc):
+    path = script(world, version, backup_cmd='true')
     result = run(world, path, 'backup')
     assert result.returncode != 0
-    assert 'restic exit 3' in result.stderr
-    assert any(' forget 4444dddd4444dddd|' in line for line in log(world))
+    assert (f'backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup; restic exit '
+            f'{restic_rc}): no snapshot kept') in result.stderr
+    assert any(f' forget {snapshot}|' in line for line in log(world))
     assert not any('--prune' in line for line in log(world))
+
+
+def test_a_tool_that_fails_before_the_dump_says_backup_cmd_did_not_run(world):
+    path = script(world, (0, 18, 0))
+    # The fake's "repository" is a directory it cannot write: it fails before it runs the command.
+    result = run(world, path, 'backup', FAKE_STORE=str(world / 'missing'))
+    assert result.returncode != 0
+    assert 'backup failed (backup_cmd did not run, restic exit 1)' in result.stderr
 
 
 def test_forget_of_a_failed_snapshot_waits_for_the_lock(world):

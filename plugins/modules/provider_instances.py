@@ -1,0 +1,109 @@
+#!/usr/bin/python
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: provider_instances
+short_description: Check every instance of a backup provider on the controller, before any host is touched
+version_added: 0.1.0
+description:
+  - Checks the instances dict of a provider role (C(restic_instances), C(borg_instances)) as a whole, on the
+    Ansible controller only.
+  - Every instance name must be a string matching C(^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$) as a whole (a trailing
+    newline does not pass), and no two instances may own the same unit or restore script (C(web) with its check
+    job C(web-check) next to an instance called C(web-check)).
+  - Each instance's C(request) and C(settings) are validated against the contract's JSON Schemas, as
+    M(selfhost.backup.databasebackup_contract) does; integers must be integers (V(7.0) is refused).
+  - Then the provider's own rules that no tool version changes, for example secret environment variable names
+    that the shell or the job script own (C(PATH), C(UID), C(RESTIC_PASSWORD_FILE)), or a borg remote repository
+    without a pinned host key of its server.
+  - Every violation is reported at once, one per line, naming the field and the rule. Secrets are never quoted.
+requirements:
+  - jsonschema >= 4.18 on the controller
+author:
+  - selfhost.backup developers (!UNKNOWN)
+options:
+  provider:
+    description: The provider whose instances these are.
+    type: str
+    required: true
+    choices: [borg, restic]
+  instances:
+    description:
+      - The provider role's instances dict, name -> C({request, settings}). V(null) counts as an empty dict.
+    type: raw
+    required: true
+  host:
+    description:
+      - The host name the jobs record in their snapshots when the settings do not set C(host).
+      - Defaults to the inventory hostname.
+    type: str
+  name:
+    description: Prefix of the paths in violation messages. Defaults to C(<provider>_instances).
+    type: str
+attributes:
+  action:
+    description: Runs as an action plugin on the controller.
+    support: full
+  async:
+    description: Cannot run asynchronously.
+    support: none
+  bypass_host_loop:
+    description: Runs once per host.
+    support: none
+  check_mode:
+    description: The check changes nothing, so it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing is changed, so there is no diff.
+    support: none
+  platform:
+    description: Runs on the controller; the target's platform does not matter.
+    support: full
+    platforms: all
+notes:
+  - The returned instances hold the secrets of the settings; set C(no_log) on the task and show RV(violations),
+    which never quote a secret, in a task of their own.
+seealso:
+  - module: selfhost.backup.databasebackup_contract
+"""
+
+EXAMPLES = r"""
+- name: Check the restic instances before any host task
+  selfhost.backup.provider_instances:
+    provider: restic
+    instances: "{{ restic_instances }}"
+  register: __restic_checked
+  failed_when: false
+  no_log: true
+
+- name: Stop on the first broken instance, showing every violation
+  ansible.builtin.fail:
+    msg: "{{ __restic_checked.violations | join('\n') }}"
+  when: __restic_checked.violations | length > 0
+"""
+
+RETURN = r"""
+instances:
+  description: The valid instances, each C({request, settings}) with aliases renamed and defaults filled in.
+  returned: always
+  type: dict
+calendars:
+  description:
+    - Every systemd calendar expression the valid instances use, with the settings paths that use it, to check
+      on the host (C(systemd-analyze calendar)) before anything changes there.
+  returned: always
+  type: dict
+  sample:
+    daily: [restic_instances.app.settings.schedule.on_calendar]
+violations:
+  description: Every violation, as C(<path>: <message> (rule: <rule>)); empty when all instances are valid.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "restic_instances.app.settings.retention.keep_daily: 7.0 is not of type 'integer' (rule: type)"
+"""

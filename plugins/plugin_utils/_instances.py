@@ -1,0 +1,142 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This plugin_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""Controller-side check of every instance of one provider (selfhost.backup.provider_instances), before any host
+is touched: the instance names, each contract against its schemas, the provider's rules that no tool version
+changes (``precheck`` of ``_restic`` and ``_borg``), and names of units that two instances would share.
+
+Every violation is collected, each as ``<var>.<instance>...: <text>``; nothing here quotes a secret.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider, _restic
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
+
+# Each provider's version-free rules, run after the schemas: (instance, request, settings, host) -> None or raise.
+PRECHECKS: dict[str, t.Callable[[str, t.Mapping[str, t.Any], t.Mapping[str, t.Any], str], None]] = {
+    'restic': _restic.precheck,
+    'borg': _borg.precheck,
+}
+PROVIDER_ERRORS = (_provider.ProviderError, _restic.ResticError, _borg.BorgError)
+# The units and extra jobs an instance may have (<job>.service, <job>-<suffix>.service, ...): whether or not
+# they are enabled today, so that enabling a check later never makes two instances share a unit.
+JOB_SUFFIXES = ('check', 'notify')
+UNIT_TYPES = ('service', 'timer')
+
+
+class Checked(t.NamedTuple):
+    """The validated instances (defaults filled in; they hold secrets), the calendar expressions to check on the
+    host (expression -> the settings paths that use it), and every violation."""
+
+    instances: dict[str, dict[str, t.Any]]
+    calendars: dict[str, list[str]]
+    violations: list[str]
+
+
+def unit_names(provider: str, instance: str) -> set[str]:
+    """Every unit and script name an instance can own on a host."""
+    layout = _provider.Layout(provider, instance)
+    jobs = [layout.job_name] + [f'{layout.job_name}-{suffix}' for suffix in JOB_SUFFIXES]
+    return {f'{job}.{kind}' for job in jobs for kind in UNIT_TYPES} | {layout.restore_script}
+
+
+def name_violations(var: str, names: t.Iterable[t.Any]) -> list[str]:
+    violations = []
+    for name in names:
+        if not isinstance(name, str):
+            violations.append(f'{var}[{name!r}]: instance name must be a string, got {type(name).__name__} (YAML reads '
+                              'an unquoted 1, 1.5 or yes as a number or a boolean: quote it) (rule: type)')
+        elif not _provider.INSTANCE_NAME.fullmatch(name):
+            violations.append(f'{var}[{name!r}]: instance name must match {_provider.INSTANCE_NAME.pattern!r}, the '
+                              'whole name (it names the units) (rule: pattern)')
+    return violations
+
+
+def collisions(provider: str, var: str, names: t.Iterable[str]) -> list[str]:
+    """Pairs of instances that would write the same unit or script (``web`` with a check and ``web-check``)."""
+    owners: dict[str, str] = {}
+    shared: dict[tuple[str, str], list[str]] = {}
+    for name in sorted(names):
+        for unit in sorted(unit_names(provider, name)):
+            other = owners.setdefault(unit, name)
+            if other != name:
+                shared.setdefault((other, name), []).append(unit)
+    suffixes = ', '.join(f'-{suffix}' for suffix in JOB_SUFFIXES)
+    return [f'{var}: instances {first!r} and {second!r} would both own {", ".join(units)}; rename one (a name '
+            f'ending in {suffixes} collides with the extra jobs of another instance) (rule: unique units)'
+            for (first, second), units in sorted(shared.items())]
+
+
+def calendar_uses(var: str, name: str, settings: t.Mapping[str, t.Any]) -> dict[str, list[str]]:
+    """Where an instance's settings use a systemd calendar expression: expression -> settings paths."""
+    uses: dict[str, list[str]] = {}
+    for part in ('schedule', 'check'):
+        section = settings.get(part) or {}
+        if part == 'check' and not section.get('enabled'):
+            continue
+        if isinstance(section.get('on_calendar'), str):
+            uses.setdefault(section['on_calendar'], []).append(f'{var}.{name}.settings.{part}.on_calendar')
+    return uses
+
+
+def check_one(provider: str, var: str, name: str, value: t.Any, host: str) -> tuple[dict[str, t.Any] | None, list[str]]:
+    """One instance: its contract against the schemas, then the provider's own rules."""
+    path = f'{var}.{name}'
+    if not isinstance(value, t.Mapping):
+        return None, [f'{path}: must be a dict with request and settings, got {type(value).__name__} (rule: type)']
+    unknown = sorted(str(key) for key in value if key not in ('request', 'settings'))
+    violations = [f'{path}.{key}: unknown key (rule: additionalProperties)' for key in unknown]
+    request, settings = value.get('request'), value.get('settings')
+    if not isinstance(request, t.Mapping):
+        violations.append(f'{path}.request: is required, a dict published by a requester role; got '
+                          f'{type(request).__name__} (rule: type)')
+    if settings is not None and not isinstance(settings, t.Mapping):
+        violations.append(f'{path}.settings: must be a dict, got {type(settings).__name__} (rule: type)')
+    if violations:
+        return None, violations
+    try:
+        valid_request = _contract.validate_request(dict(t.cast(t.Mapping[str, t.Any], request)), path)
+    except _contract.ContractViolation as exc:
+        violations += exc.violations
+    try:
+        valid_settings = _contract.validate_settings(dict(settings or {}), _contract.load_provider_schema(provider), path)
+    except _contract.ContractViolation as exc:
+        violations += exc.violations
+    if violations:
+        return None, violations
+    try:
+        PRECHECKS[provider](name, valid_request, valid_settings, host)
+    except PROVIDER_ERRORS as exc:
+        return None, [f'{path}.settings: {exc}']
+    return {'request': valid_request, 'settings': valid_settings}, []
+
+
+def check(provider: str, instances: t.Any, host: str, var: str | None = None) -> Checked:
+    """Every instance of ``provider`` (the role's ``<provider>_instances``); nothing is raised for bad input."""
+    var = var or f'{provider}_instances'
+    if provider not in PRECHECKS:
+        raise _contract.ContractError(f'unknown provider {provider!r} (known: {", ".join(sorted(PRECHECKS))})')
+    if instances is None:
+        instances = {}
+    if not isinstance(instances, t.Mapping):
+        return Checked({}, {}, [f'{var}: must be a dict of instance name -> {{request, settings}}, got '
+                                f'{type(instances).__name__} (rule: type)'])
+    violations = name_violations(var, instances)
+    good_names = [name for name in instances if isinstance(name, str) and _provider.INSTANCE_NAME.fullmatch(name)]
+    violations += collisions(provider, var, good_names)
+    valid: dict[str, dict[str, t.Any]] = {}
+    calendars: dict[str, list[str]] = {}
+    for name in sorted(good_names):
+        checked, problems = check_one(provider, var, name, instances[name], host)
+        violations += problems
+        if checked is not None:
+            valid[name] = checked
+            for expression, paths in calendar_uses(var, name, checked['settings']).items():
+                calendars.setdefault(expression, []).extend(paths)
+    return Checked(valid, calendars, violations)
