@@ -100,7 +100,8 @@ calendars:
   sample:
     daily: [restic_instances.app.settings.schedule.on_calendar]
 violations:
-  description: Every violation, as C(<path>: <message> (rule: <rule>)); empty when all instances are valid.
+  description: >-
+    Every violation, as C(<path>: <message> (rule: <rule>)); empty when all instances are valid.
   returned: always
   type: list
   elements: str
