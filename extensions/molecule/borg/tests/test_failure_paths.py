@@ -1,0 +1,17 @@
+"""The shared failure paths (resources/failure_paths.py) on the borg provider: empty and failed dumps, bad
+instances, a calendar systemd refuses and a misspelt instances variable change nothing; removing everything
+takes borg_remove_unlisted."""
+
+from __future__ import annotations
+
+import pytest
+# pytest collects the tests imported here; the fixture below tells them about the provider.
+from failure_paths import *  # noqa: F401,F403 pylint: disable=wildcard-import,unused-wildcard-import
+from drills import BORG, Tool
+
+testinfra_hosts = ["ansible://clients"]
+
+
+@pytest.fixture(scope="module")
+def tool() -> Tool:
+    return BORG

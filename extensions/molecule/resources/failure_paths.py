@@ -1,0 +1,150 @@
+"""Failure paths the restic and borg scenarios share (both on Debian 12 and 13): what must be loud and lose
+nothing. Each scenario's tests/test_failure_paths.py imports these tests with the fixture ``tool`` (drills.py);
+its conftest runs them after the scenario's own tests, and the one that removes everything last of all.
+
+- an empty dump and a failed dump: the backup fails, says which part failed, keeps every good snapshot;
+- bad instances, a calendar expression systemd refuses, a misspelt instances variable: the play fails naming the
+  field and the rule (or the installed instances), and the host is exactly as before;
+- an empty instances dict removes every instance only with <provider>_remove_unlisted.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+from drills import SCENARIOS, Tool, backup_ok, flags, read, restore_ok, snapshots, write
+
+__all__ = [
+    "test_an_empty_dump_fails_and_keeps_every_good_snapshot",
+    "test_a_failed_dump_names_backup_cmd_and_its_exit_status",
+    "test_bad_instances_are_refused_on_the_controller_and_change_nothing",
+    "test_a_calendar_the_host_refuses_stops_before_any_change",
+    "test_a_misspelt_instances_variable_uninstalls_nothing",
+    "test_finally_an_empty_dict_removes_every_instance_only_when_allowed",
+]
+
+UNIT_DIR = "/etc/systemd/system"
+EMPTY_RUNS = 3  # as many as instance local's retention keeps (keep_last 3): each could push a good one out
+
+
+def host_state(host, tool: Tool) -> str:
+    """Everything a provider run writes on the host, with times to the nanosecond."""
+    return host.check_output(
+        f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin /var/lib/selfhost-backup "
+        f"/etc/selfhost-backup/{tool.provider} /srv/{tool.provider}; "
+        f"sha256sum /etc/selfhost-backup/{tool.provider}/*/* {UNIT_DIR}/{tool.provider}-* 2>/dev/null; "
+        "systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort; "
+        "test ! -e /root/bad-settings-marker && echo no-marker"
+    )
+
+
+def playbook(host, tool: Tool, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"],
+         "--limit", host.backend.get_hostname(), str(SCENARIOS / tool.provider / name)],
+        capture_output=True, text=True, check=False,
+    )
+
+
+def refused_and_unchanged(host, tool: Tool, scenario: dict, name: str, expected: list) -> str:
+    """Run a playbook that must fail: every expected text in its output, no secret, and the host as before."""
+    before = host_state(host, tool)
+    assert "no-marker" in before
+    run = playbook(host, tool, name)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    for text in expected:
+        assert text in output, (text, output)
+    for secret in tool.secrets:
+        assert scenario[secret] not in output, secret
+    assert "changed=0" in output, output
+    assert host_state(host, tool) == before
+    return output
+
+
+def last_run_log(host, unit: str) -> str:
+    invocation = host.check_output(f"systemctl show -P InvocationID {unit}")
+    return host.check_output(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={shlex.quote(invocation)}")
+
+
+def test_an_empty_dump_fails_and_keeps_every_good_snapshot(host, tool):
+    flags(host, tool)
+    write(host, tool, "the last good content\n")
+    backup_ok(host, tool, "local")
+    good = snapshots(host, tool, "local")
+    write(host, tool, "")
+    for dummy in range(EMPTY_RUNS):
+        result = host.run(f"systemctl start --wait {tool.unit('local')}")
+        assert result.rc != 0
+        assert host.run(f"systemctl is-failed {tool.unit('local')}").stdout.strip() == "failed"
+        assert "backup_cmd exited 0 but wrote nothing" in last_run_log(host, tool.unit("local"))
+    # Retention never ran after a failed backup: every good snapshot is still there, and latest is the last one.
+    assert snapshots(host, tool, "local") == good
+    write(host, tool, "overwritten\n")
+    restore_ok(host, tool, "local", "latest")
+    assert read(host, tool) == "the last good content\n"
+
+
+def test_a_failed_dump_names_backup_cmd_and_its_exit_status(host, tool):
+    write(host, tool, "partial content\n")
+    before = snapshots(host, tool, "local")
+    flags(host, tool, "fail-backup")
+    try:
+        assert host.run(f"systemctl start --wait {tool.unit('local')}").rc != 0
+    finally:
+        flags(host, tool)
+    # request A's backup_cmd writes the file, then `test ! -e fail-backup` exits 1.
+    assert f"backup failed (backup_cmd exit 1, {tool.provider} exit " in last_run_log(host, tool.unit("local"))
+    assert snapshots(host, tool, "local") == before
+
+
+def test_bad_instances_are_refused_on_the_controller_and_change_nothing(host, tool, scenario):
+    var = f"{tool.provider}_instances"
+    expected = [
+        f"{var}[1]: instance name must be a string",
+        "instance name must match",  # "trailing\n": $ would have matched before the newline
+        f"{var}: instances 'web' and 'web-check' would both own {tool.provider}-backup-web-check.service",
+        f"{var}.floats.settings.retention.keep_daily: 7.0 is not of type 'integer' (rule: type)",
+        f"{var}.floats.settings.retention.keep_last: ",
+        f"{var}.no_request.request: is required",
+    ]
+    if tool.provider == "restic":
+        expected += ["environment_secrets.LD_PRELOAD, environment_secrets.PATH, environment_secrets.UID",
+                     "environment_secrets.RESTIC_PASSWORD_FILE is set by the role itself"]
+    else:
+        expected += [f"{var}.zstd_level.settings.compression", f"{var}.obfuscate.settings.compression"]
+    refused_and_unchanged(host, tool, scenario, "bad_instances.yml", expected)
+    if tool.provider == "restic":
+        # The order of site.yml: a typo in borg's settings stops the play before restic changes anything.
+        refused_and_unchanged(host, tool, scenario, "two_providers.yml",
+                              ["borg_instances.typo.settings.compresion: unknown key"])
+        assert not host.file(f"{UNIT_DIR}/restic-backup-fresh.service").exists
+
+
+def test_a_calendar_the_host_refuses_stops_before_any_change(host, tool, scenario):
+    refused_and_unchanged(host, tool, scenario, "bad_calendar.yml", [
+        f"{tool.provider}_instances.calendar.settings.schedule.on_calendar:",
+        "is not a systemd calendar expression on this host (rule: systemd-analyze calendar)",
+    ])
+    assert not host.file(f"/etc/selfhost-backup/{tool.provider}/calendar").exists
+
+
+def test_a_misspelt_instances_variable_uninstalls_nothing(host, tool, scenario):
+    output = refused_and_unchanged(host, tool, scenario, "misspelt_instances.yml", [
+        f"{tool.provider}_instances is empty or undefined, but this host has {tool.provider} instances installed",
+        f"set {tool.provider}_remove_unlisted: true",
+    ])
+    assert "local" in output.split("instances installed:", 1)[1]
+    backup_ok(host, tool, "local")
+
+
+def test_finally_an_empty_dict_removes_every_instance_only_when_allowed(host, tool):
+    run = playbook(host, tool, "remove_all.yml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert host.run(f"ls /var/lib/selfhost-backup/{tool.provider}-backup-*.json").rc != 0
+    assert host.run(f"ls {UNIT_DIR}/{tool.provider}-backup-*").rc != 0
+    assert host.run(f"ls /usr/local/bin/{tool.provider}-restore-*").rc != 0
+    # Repositories are never deleted.
+    assert host.file(f"/srv/{tool.provider}/local/config").exists
