@@ -41,3 +41,19 @@ def test_example_settings_are_valid(inventory, provider):
     plan = {'restic': _restic.plan, 'borg': _borg.plan}[provider]
     assert plan('postgres', request, filled, '9.9.9', 'db1').timer['name'] == f'{provider}-backup-postgres'
     assert group['hosts'], 'the example names hosts'
+
+
+def test_site_validates_every_provider_before_any_provider_changes_the_host():
+    """A typo in one provider's settings must fail the play before another provider has changed anything."""
+    play = yaml.safe_load((PLAYBOOKS / 'site.yml').read_text())[0]
+    steps = [(task['ansible.builtin.include_role']['name'].rsplit('.', 1)[1],
+              task['ansible.builtin.include_role'].get('tasks_from', 'main'))
+             for task in play['tasks'] if 'ansible.builtin.include_role' in task]
+    providers = {'restic', 'borg'}
+    validations = [index for index, (role, entry) in enumerate(steps) if role in providers and entry == 'validate']
+    applies = [index for index, (role, entry) in enumerate(steps) if role in providers and entry == 'main']
+    assert {steps[index][0] for index in validations} == providers
+    assert {steps[index][0] for index in applies} == providers
+    assert max(validations) < min(applies)
+    # The requester's request is published before the validations need it.
+    assert [role['role'] for role in play['roles']] == ['selfhost.backup.postgresql']
