@@ -30,6 +30,50 @@ JOB_SUFFIXES = ('check', 'notify')
 UNIT_TYPES = ('service', 'timer')
 
 
+# Directories the converge must never create, chown or chmod, nor any parent of them: with one of them as a
+# repository the request's user would own a part of the system (``/etc``, ``/usr/local/bin``, ``/``).
+SYSTEM_DIRECTORIES = frozenset({
+    '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/media', '/mnt', '/opt',
+    '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/usr/bin', '/usr/lib', '/usr/local',
+    '/usr/local/bin', '/usr/local/lib', '/usr/local/sbin', '/usr/sbin', '/usr/share', '/var', '/var/backups',
+    '/var/cache', '/var/lib', '/var/local', '/var/log', '/var/mail', '/var/opt', '/var/spool', '/var/tmp',
+})
+# Nothing of a job may live inside these: the root-only secrets, the job manifests, and the kernel's and
+# systemd's own file systems.
+FORBIDDEN_TREES = (_provider.SECRETS_ROOT, _provider.STATE_DIR, '/proc', '/sys', '/dev', '/run', '/boot')
+# Settings that name a directory the converge or a job creates or writes: (path in the settings, what it is).
+WRITTEN_PATHS = (('repository', 'path'), ('monitoring', 'metrics_directory'))
+
+
+def path_problem(path: str) -> str | None:
+    """Why the converge must not create or hand over ``path``, or None. The schemas already require an absolute
+    path without white space or quotes."""
+    parts = path.split('/')[1:]
+    if path != '/' and (path.endswith('/') or '' in parts or '.' in parts or '..' in parts):
+        return 'is not a normalised absolute path (no //, /./, /../ or trailing /) (rule: normalised path)'
+    if path == '/' or path in SYSTEM_DIRECTORIES or any(known.startswith(path + '/') for known in SYSTEM_DIRECTORIES):
+        return ('is a system directory or holds one; the converge would hand it to the request\'s user '
+                '(rule: not a system directory)')
+    for tree in FORBIDDEN_TREES:
+        if path == tree or path.startswith(tree + '/'):
+            return f'is inside {tree}, which no job may write (rule: not a system directory)'
+    return None
+
+
+def path_violations(path: str, settings: t.Mapping[str, t.Any]) -> list[str]:
+    """The directories of one instance's settings that the converge or its jobs would create or write."""
+    named: list[tuple[str, t.Any]] = []
+    for section, key in WRITTEN_PATHS:
+        named.append((f'{section}.{key}', (settings.get(section) or {}).get(key)))
+    named += [(f'writable_paths[{index}]', value) for index, value in enumerate(settings.get('writable_paths') or [])]
+    violations = []
+    for field, value in named:
+        problem = path_problem(value) if isinstance(value, str) else None
+        if problem:
+            violations.append(f'{path}.settings.{field}: {value!r} {problem}')
+    return violations
+
+
 class Checked(t.NamedTuple):
     """The validated instances (defaults filled in; they hold secrets), the calendar expressions to check on the
     host (expression -> the settings paths that use it), and every violation."""
@@ -108,6 +152,9 @@ def check_one(provider: str, var: str, name: str, value: t.Any, host: str) -> tu
         valid_settings = _contract.validate_settings(dict(settings or {}), _contract.load_provider_schema(provider), path)
     except _contract.ContractViolation as exc:
         violations += exc.violations
+    if violations:
+        return None, violations
+    violations = path_violations(path, valid_settings)
     if violations:
         return None, violations
     try:

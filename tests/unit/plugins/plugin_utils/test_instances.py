@@ -184,3 +184,41 @@ def test_unit_names_cover_the_extra_jobs_and_the_script():
         'borg-backup-app.service', 'borg-backup-app.timer', 'borg-backup-app-check.service',
         'borg-backup-app-check.timer', 'borg-backup-app-notify.service', 'borg-backup-app-notify.timer',
         'borg-restore-app'}
+
+
+@pytest.mark.parametrize('path', ['/', '/etc', '/usr', '/usr/local/bin', '/var/lib', '/home', '/root', '/opt', '/var',
+                                  '/srv', '/tmp'])
+def test_a_repository_in_a_system_directory_is_refused(path):
+    assert violations('restic', {'app': instance(RESTIC | {'repository': {'path': path}})}) == [
+        f"restic_instances.app.settings.repository.path: '{path}' is a system directory or holds one; the converge "
+        "would hand it to the request's user (rule: not a system directory)"]
+
+
+@pytest.mark.parametrize('path', ['/srv/backup/../../etc', '/srv//backup', '/srv/backup/', '/srv/./backup',
+                                  '/srv/backup/.'])
+def test_a_path_that_is_not_normalised_is_refused(path):
+    found = violations('borg', {'app': instance(BORG | {'repository': {'path': path}})})
+    assert found == [f"borg_instances.app.settings.repository.path: '{path}' is not a normalised absolute path "
+                     '(no //, /./, /../ or trailing /) (rule: normalised path)']
+
+
+@pytest.mark.parametrize('path, tree', [('/etc/selfhost-backup/restic', '/etc/selfhost-backup'),
+                                        ('/var/lib/selfhost-backup/repo', '/var/lib/selfhost-backup'),
+                                        ('/proc/self', '/proc'), ('/run/backup', '/run')])
+def test_a_path_inside_the_secrets_state_or_kernel_trees_is_refused(path, tree):
+    assert violations('restic', {'app': instance(RESTIC | {'repository': {'path': path}})}) == [
+        f"restic_instances.app.settings.repository.path: '{path}' is inside {tree}, which no job may write "
+        '(rule: not a system directory)']
+
+
+def test_writable_paths_and_the_metrics_directory_are_checked_too():
+    found = violations('restic', {'app': instance(RESTIC | {'writable_paths': ['/var/lib/app', '/usr'],
+                                                            'monitoring': {'metrics_directory': '/var/lib'}})})
+    assert [text.split(':')[0] for text in found] == ['restic_instances.app.settings.monitoring.metrics_directory',
+                                                      'restic_instances.app.settings.writable_paths[1]']
+
+
+@pytest.mark.parametrize('path', ['/srv/backup/app', '/var/lib/postgresql/backup', '/home/app/repository',
+                                  '/mnt/disk/restic', '/var/backups/db'])
+def test_ordinary_repository_paths_pass(path):
+    assert violations('restic', {'app': instance(RESTIC | {'repository': {'path': path}})}) == []
