@@ -363,7 +363,7 @@ provider_backup() {
   local stats status borg_rc=0 archive
   provider_init
   status="$(mktemp)"
-  stats="$(borg_warning_ok @@CREATE@@ "${RUN_BACKUP_CMD[@]}" "$status")" || borg_rc=$?
+  stats="$(borg_warning_ok @@CREATE@@ "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}")" || borg_rc=$?
   printf '%s\n' "$stats"
   [ "$borg_rc" -eq 0 ] \
     || fail "backup failed (backup_cmd $(backup_cmd_outcome "$status"), borg exit $borg_rc): no archive created"

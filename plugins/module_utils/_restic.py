@@ -179,7 +179,7 @@ provider_backup() {
   begin_run backup
   out="$(mktemp)" status="$(mktemp)"
   set +e
-  "${RUN_BACKUP_CMD[@]}" "$status" | restic_ @@BACKUP@@ >"$out"
+  "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}" | restic_ @@BACKUP@@ >"$out"
   restic_rc="${PIPESTATUS[1]}"
   set -e
   finish_backup "$out" "$(backup_cmd_outcome "$status")" "$restic_rc"
@@ -194,7 +194,7 @@ provider_backup() {
   begin_run backup
   out="$(mktemp)" status="$(mktemp)"
   set +e
-  restic_ @@BACKUP@@ "${RUN_BACKUP_CMD[@]}" "$status" >"$out"
+  restic_ @@BACKUP@@ "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}" >"$out"
   restic_rc=$?
   set -e
   finish_backup "$out" "$(backup_cmd_outcome "$status")" "$restic_rc"

@@ -14,11 +14,12 @@ import os
 import shlex
 import subprocess
 
-from drills import SCENARIOS, Tool, backup_ok, flags, read, restore_ok, snapshots, write
+from drills import SCENARIOS, Tool, backup_ok, flags, read, restore_ok, snapshots, wait_for, wait_until_inactive, write
 
 __all__ = [
     "test_an_empty_dump_fails_and_keeps_every_good_snapshot",
     "test_a_failed_dump_names_backup_cmd_and_its_exit_status",
+    "test_the_dump_runs_without_the_tool_s_variables_and_secrets",
     "test_bad_instances_are_refused_on_the_controller_and_change_nothing",
     "test_a_calendar_the_host_refuses_stops_before_any_change",
     "test_a_misspelt_instances_variable_uninstalls_nothing",
@@ -98,6 +99,28 @@ def test_a_failed_dump_names_backup_cmd_and_its_exit_status(host, tool):
     # request A's backup_cmd writes the file, then `test ! -e fail-backup` exits 1.
     assert f"backup failed (backup_cmd exit 1, {tool.provider} exit " in last_run_log(host, tool.unit("local"))
     assert snapshots(host, tool, "local") == before
+
+
+def test_the_dump_runs_without_the_tool_s_variables_and_secrets(host, tool, scenario):
+    """The remote instance's repository URL (restic: with the REST password) and the tools' secrets reach the
+    tool only: the request's user could read the dump's environment in /proc/<pid>/environ."""
+    write(host, tool, "environment check\n")
+    flags(host, tool, "slow-tail")
+    try:
+        host.check_output(f"systemctl start --no-block {tool.unit('remote')}")
+        # The dump has been streamed and backup_cmd sleeps: its environment is the one the tool gave it.
+        wait_for(host, "pgrep -u dbuser -x sleep >/dev/null")
+        pid = host.check_output("pgrep -u dbuser -x sleep | head -n 1")
+        seen = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    finally:
+        flags(host, tool)
+        wait_until_inactive(host, tool.unit("remote"))
+    names = [line.split("=", 1)[0] for line in seen.splitlines()]
+    assert "PATH" in names, seen
+    assert not [name for name in names if name.startswith(("RESTIC_", "BORG_")) or name == "CREDENTIALS_DIRECTORY"]
+    for secret in tool.secrets:
+        assert scenario[secret] not in seen, secret
+    assert host.run(f"systemctl is-failed {tool.unit('remote')}").stdout.strip() != "failed"
 
 
 def test_bad_instances_are_refused_on_the_controller_and_change_nothing(host, tool, scenario):

@@ -340,3 +340,12 @@ def test_a_failed_borg_backup_leaves_no_figures(world):
     result = run(world, script(world, backup_cmd='exit 3', metrics_file=str(world / 'app.prom')), 'backup')
     assert result.returncode != 0
     assert not (world / 'cache' / 'last-backup').exists()
+
+
+def test_backup_cmd_sees_no_borg_variable_and_no_credentials(world):
+    result = run(world, script(world, backup_cmd=f'env > {world}/dump-env; printf dump-data'), 'backup')
+    assert result.returncode == 0, result.stderr
+    seen = (world / 'dump-env').read_text()
+    for hidden in ('BORG_PASSCOMMAND=', 'BORG_REPO=', 'BORG_BASE_DIR=', 'BORG_RSH=', 'CREDENTIALS_DIRECTORY='):
+        assert hidden not in seen
+    assert 'PATH=' in seen

@@ -367,3 +367,29 @@ def test_a_failing_unlock_does_not_stop_the_backup_and_is_tried_again(world):
     (world / 'cache' / 'restic-unfinished.check').touch()
     assert run(world, script(world, (0, 18, 0)), 'backup', FAKE_UNLOCK_FAILS='1').returncode == 0
     assert marks(world) == ['restic-unfinished.check']
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_backup_cmd_sees_no_secret_and_no_restic_variable(world, version):
+    (world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY').write_text('aws-secret-value')
+    commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
+                                host='h1')
+    spec = _provider.ScriptSpec(
+        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
+        backup_cmd=f'env > {world}/dump-env; printf dump-data', restore_cmd='cat >/dev/null',
+        credentials={'passphrase': str(world / 'creds' / 'passphrase'),
+                     'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY'),
+                     'env.AWS_SECRET_ACCESS_KEY': str(world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY')},
+        env_names=('AWS_SECRET_ACCESS_KEY', 'RESTIC_REPOSITORY'), stop_units=(),
+        functions=_restic.shell_functions(commands))
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'data').read_text() == 'dump-data'
+    seen = (world / 'dump-env').read_text()
+    for hidden in ('aws-secret-value', '/srv/repo', 'AWS_SECRET_ACCESS_KEY=', 'RESTIC_REPOSITORY=',
+                   'RESTIC_PASSWORD_FILE=', 'CREDENTIALS_DIRECTORY='):
+        assert hidden not in seen
+    # The rest of the job's environment stays: the dump needs PATH (and the unit's CACHE_DIRECTORY is harmless).
+    assert 'PATH=' in seen
