@@ -37,9 +37,8 @@ def test_valid_instances_are_returned_without_touching_the_host():
 
 
 def test_violations_fail_the_task_and_never_quote_a_secret():
-    result = run_action({'provider': 'borg', 'instances': {
-        'app': {'request': REQUEST, 'settings': {'repository': {'path': '/srv/b'}, 'passphrase': SECRET + '\n',
-                                                  'retention': {'keep_daily': 7.0}}}}})
+    settings = {'repository': {'path': '/srv/b'}, 'passphrase': SECRET + '\n', 'retention': {'keep_daily': 7.0}}
+    result = run_action({'provider': 'borg', 'instances': {'app': {'request': REQUEST, 'settings': settings}}})
     assert result['failed'] is True
     assert result['violations'] == [
         'borg_instances.app.settings.passphrase: must not be empty, start or end with white space, or hold a line '

@@ -157,8 +157,8 @@ def test_borg_remote_repository_rules_run_before_any_host():
 
 
 def test_borg_check_options_that_exclude_each_other():
-    found = violations('borg', {'app': instance(BORG | {'check': {'enabled': True, 'verify_data': True,
-                                                                   'max_duration': 60}})})
+    check = {'enabled': True, 'verify_data': True, 'max_duration': 60}
+    found = violations('borg', {'app': instance(BORG | {'check': check})})
     assert found == ['borg_instances.app.settings.check.max_duration: give check.max_duration or check.verify_data, '
                      'not both (rule: not)']
 
