@@ -132,6 +132,8 @@ def test_bad_instances_are_refused_on_the_controller_and_change_nothing(host, to
         f"{var}.floats.settings.retention.keep_daily: 7.0 is not of type 'integer' (rule: type)",
         f"{var}.floats.settings.retention.keep_last: ",
         f"{var}.no_request.request: is required",
+        f"{var}.system_dir.settings.repository.path: '/etc' is a system directory or holds one",
+        f"{var}.dot_dot.settings.repository.path: '/srv/{tool.provider}/../../etc' is not a normalised absolute path",
     ]
     if tool.provider == "restic":
         expected += ["environment_secrets.LD_PRELOAD, environment_secrets.PATH, environment_secrets.UID",
