@@ -24,7 +24,7 @@ __all__ = [
     "test_a_manual_start_during_a_run_joins_it",
     "test_a_second_instance_never_breaks_a_live_lock",
     "test_an_unreachable_repository_fails_reported_and_recovers",
-    "test_no_secret_in_ansible_output_at_v",
+    "test_no_secret_in_ansible_output_at_vvv",
 ]
 
 SCENARIOS = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ class Tool:
     locks: str  # command (as root) listing the locks of local repository {repo}, read with instance {instance}'s secret
     exclusive_backups: bool  # whether a backup locks the repository exclusively (borg) or shares it (restic)
     unfinished_mark: str  # a file that makes instance {instance}'s next backup clear stale locks first ("" for none)
-    secrets: tuple  # the scenario variables holding secrets
+    secrets: tuple  # the scenario variables holding secrets (an ugly secret by its token, which no escaping changes)
 
     def unit(self, instance: str) -> str:
         return f"{self.provider}-backup-{instance}.service"
@@ -65,7 +65,7 @@ RESTIC = Tool(
     exclusive_backups=False,
     # What a failed or killed run leaves in the units' cache: the next run starts with restic unlock.
     unfinished_mark="/var/cache/restic-backup-{instance}/restic-unfinished.backup",
-    secrets=("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret"),
+    secrets=("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret", "restic_test_ugly_token"),
 )
 
 BORG = Tool(
@@ -80,7 +80,7 @@ BORG = Tool(
     locks="ls -A /srv/borg/{repo}/lock.exclusive 2>/dev/null || true",
     exclusive_backups=True,
     unfinished_mark="",
-    secrets=("borg_test_passphrase", "ping_monitor_secret"),
+    secrets=("borg_test_passphrase", "ping_monitor_secret", "borg_test_ugly_token"),
 )
 
 
@@ -257,11 +257,11 @@ def test_an_unreachable_repository_fails_reported_and_recovers(host, tool, scena
     backup_ok(host, tool, "remote")
 
 
-def test_no_secret_in_ansible_output_at_v(host, tool, scenario):
-    """The scenario's converge at -v in check mode with diffs prints none of its secrets (passphrases, backend
+def test_no_secret_in_ansible_output_at_vvv(host, tool, scenario):
+    """The scenario's converge at -vvv in check mode with diffs prints none of its secrets (passphrases, backend
     credentials, the ping URL's secret part): they pass through no_log tasks and root-only files only."""
     run = subprocess.run(
-        ["ansible-playbook", "-v", "--check", "--diff", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"],
+        ["ansible-playbook", "-vvv", "--check", "--diff", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"],
          "--limit", f"{host.backend.get_hostname()},{scenario[tool.server_var]}", str(tool.converge)],
         capture_output=True, text=True, check=False)
     output = run.stdout + run.stderr

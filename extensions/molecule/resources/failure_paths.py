@@ -20,6 +20,7 @@ __all__ = [
     "test_an_empty_dump_fails_and_keeps_every_good_snapshot",
     "test_a_failed_dump_names_backup_cmd_and_its_exit_status",
     "test_the_dump_runs_without_the_tool_s_variables_and_secrets",
+    "test_an_ugly_secret_round_trips_and_reaches_no_log_unit_or_script",
     "test_bad_instances_are_refused_on_the_controller_and_change_nothing",
     "test_a_calendar_the_host_refuses_stops_before_any_change",
     "test_a_misspelt_instances_variable_uninstalls_nothing",
@@ -121,6 +122,25 @@ def test_the_dump_runs_without_the_tool_s_variables_and_secrets(host, tool, scen
     for secret in tool.secrets:
         assert scenario[secret] not in seen, secret
     assert host.run(f"systemctl is-failed {tool.unit('remote')}").stdout.strip() != "failed"
+
+
+def test_an_ugly_secret_round_trips_and_reaches_no_log_unit_or_script(host, tool, scenario):
+    """Instance ugly's passphrase holds both quote kinds, a backslash, $, a backtick, %, non-ASCII letters and a
+    literal \\n. It works, and its token is in no journal line (ansible-core logs module invocations there),
+    unit file or restore script, however they would escape the rest."""
+    write(host, tool, "ugly secret content\n")
+    backup_ok(host, tool, "ugly")
+    write(host, tool, "overwritten\n")
+    restore_ok(host, tool, "ugly", "latest")
+    assert read(host, tool) == "ugly secret content\n"
+    token = scenario[f"{tool.provider}_test_ugly_token"]
+    secret_file = host.file(f"/etc/selfhost-backup/{tool.provider}/ugly/passphrase")
+    assert secret_file.user == "root" and secret_file.mode == 0o600 and token in secret_file.content_string
+    journal = host.check_output("journalctl --no-pager -o cat")
+    assert "Invoked with" in journal  # module invocations are logged there: the check below means something
+    files = host.check_output(f"cat {UNIT_DIR}/{tool.provider}-* /usr/local/bin/{tool.provider}-restore-*")
+    for text in (journal, files):
+        assert token not in text
 
 
 def test_bad_instances_are_refused_on_the_controller_and_change_nothing(host, tool, scenario):
