@@ -119,6 +119,98 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_LINKS = 40  # as the kernel's path walk allows
+
+
+def _trusted(directory: os.stat_result) -> bool:
+    """Only root can change the entries of this directory (root's, not writable by group or others)."""
+    return directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_directory(path: str, create: bool = False) -> int | None:
+    """A descriptor of the directory ``path``, reached from / one component at a time without following a
+    symbolic link that a non-root user could have made or replaced: a link is followed only when root owns it
+    and only root can write the directory holding it (``/var/run`` on Debian). Missing components are created
+    (root, 0755) when ``create``; otherwise None when one is missing.
+
+    A user who owns the parent of its repository could otherwise swap the repository for a link to
+    ``/usr/local/bin`` and have the converge hand that directory over (chown) to it."""
+    parts = [part for part in path.split('/') if part]
+    if not path.startswith('/'):
+        raise JobPathsError(f'{path} is not an absolute path')
+    fd = os.open('/', _DIRECTORY_FLAGS)
+    walked, links = '', 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name in ('.', '..'):
+                raise JobPathsError(f'{path}: "." and ".." are not allowed in a managed path')
+            try:
+                found = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    os.close(fd)
+                    return None
+                os.mkdir(name, 0o755, dir_fd=fd)
+                found = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(found.st_mode):
+                links += 1
+                if not (_trusted(os.fstat(fd)) and found.st_uid == 0) or links > _MAX_LINKS:
+                    raise JobPathsError(f'{path}: {walked}/{name} is a symbolic link in a directory that a user other '
+                                        'than root can write; refusing to follow it (replace it by a directory)')
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith('/'):
+                    fd, walked = _reopen(fd, '/'), ''
+                parts = _resolved_target(target) + parts
+                continue
+            if not stat.S_ISDIR(found.st_mode):
+                raise JobPathsError(f'{path}: {walked}/{name} exists but is not a directory')
+            fd = _reopen(fd, name)
+            walked = f'{walked}/{name}'
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _reopen(fd: int, name: str) -> int:
+    """The directory ``name`` in ``fd`` (or / for '/'), never through a link; ``fd`` is closed."""
+    try:
+        return os.open(name, _DIRECTORY_FLAGS) if name == '/' else os.open(name, _DIRECTORY_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _resolved_target(target: str) -> list[str]:
+    """A trusted link's target as components; '..' is kept out (no link in a managed path needs it)."""
+    parts = [part for part in target.split('/') if part and part != '.']
+    if '..' in parts:
+        raise JobPathsError(f'a symbolic link to {target!r} on a managed path: ".." is not followed')
+    return parts
+
+
+def _stat_directory(path: str) -> os.stat_result | None:
+    """The directory's state, reached as ``open_directory`` does; None when it does not exist."""
+    fd = open_directory(path)
+    if fd is None:
+        return None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_empty(path: str) -> bool:
+    fd = open_directory(path)
+    if fd is None:
+        return True
+    try:
+        return not os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
 def differs(found: os.stat_result | None, wanted: Attributes) -> bool:
     if found is None:
         return True
@@ -128,12 +220,16 @@ def differs(found: os.stat_result | None, wanted: Attributes) -> bool:
 
 
 def _plan_directory(item: Directory, planned: set[str]) -> os.stat_result | None | bool:
-    """The directory's current state when it needs work, False when it does not."""
-    found = _stat(item.path)
-    if found is not None and not stat.S_ISDIR(found.st_mode):
-        raise JobPathsError(f'{item.path} exists but is not a directory')
+    """The directory's current state when it needs work, False when it does not. A directory that belongs to
+    another user is never taken over (root's only while it is empty: a fresh mount point)."""
+    found = _stat_directory(item.path)
     if found is None and item.path in planned and item.attributes.empty:
         return False  # an earlier entry of the same run creates it
+    wanted = item.attributes.uid
+    if found is not None and wanted is not None and found.st_uid != wanted \
+            and (found.st_uid != 0 or not _is_empty(item.path)):
+        raise JobPathsError(f'{item.path} exists and belongs to {_user_name(found.st_uid)}, not to '
+                            f'{_user_name(wanted)}: it is not taken over (give this instance a directory of its own)')
     return found if differs(found, item.attributes) else False
 
 
@@ -194,19 +290,23 @@ def plan(directories: t.Sequence[Directory], secrets: t.Sequence[SecretFile], pr
 
 
 def ensure_directory(item: Directory) -> None:
-    """Create it when missing (parents too, with the default mode like ansible.builtin.file), then set what
-    the entry asks for; an entry without owner, group and mode leaves an existing directory alone."""
-    if not os.path.isdir(item.path):
-        os.makedirs(item.path, exist_ok=True)
-    _set_attributes(item.path, item.attributes)
+    """Create it when missing (parents too, root's, 0755), then set what the entry asks for on the directory
+    reached without following an untrusted link; an entry without owner, group and mode leaves an existing
+    directory alone."""
+    fd = t.cast(int, open_directory(item.path, create=True))
+    try:
+        _set_attributes(fd, item.attributes)
+    finally:
+        os.close(fd)
 
 
-def _set_attributes(path: str, wanted: Attributes) -> None:
-    found = os.stat(path)
+def _set_attributes(target: str | int, wanted: Attributes) -> None:
+    """Owner, group and mode of a path or an open descriptor (a directory opened by ``open_directory``)."""
+    found = os.stat(target)
     if (wanted.uid is not None and found.st_uid != wanted.uid) or (wanted.gid is not None and found.st_gid != wanted.gid):
-        os.chown(path, -1 if wanted.uid is None else wanted.uid, -1 if wanted.gid is None else wanted.gid)
+        os.chown(target, -1 if wanted.uid is None else wanted.uid, -1 if wanted.gid is None else wanted.gid)
     if wanted.mode is not None and stat.S_IMODE(found.st_mode) != wanted.mode:
-        os.chmod(path, wanted.mode)
+        os.chmod(target, wanted.mode)
 
 
 def write_secret(mover: Mover, item: SecretFile, content_differs: bool) -> None:

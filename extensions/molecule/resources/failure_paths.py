@@ -24,6 +24,7 @@ __all__ = [
     "test_bad_instances_are_refused_on_the_controller_and_change_nothing",
     "test_a_calendar_the_host_refuses_stops_before_any_change",
     "test_a_misspelt_instances_variable_uninstalls_nothing",
+    "test_a_repository_the_user_swapped_for_a_link_hands_nothing_over",
     "test_finally_an_empty_dict_removes_every_instance_only_when_allowed",
 ]
 
@@ -183,6 +184,21 @@ def test_a_misspelt_instances_variable_uninstalls_nothing(host, tool, scenario):
     ])
     assert "local" in output.split("instances installed:", 1)[1]
     backup_ok(host, tool, "local")
+
+
+def test_a_repository_the_user_swapped_for_a_link_hands_nothing_over(host, tool, scenario):
+    """The request's user owns its data directory; it puts a link where its repository will be, to a root-owned
+    directory. The converge must fail naming the link, and the directory must stay root's."""
+    victim, link = "/opt/selfhost-backup-victim", f"{tool.data_dir}/attack"
+    host.check_output(f"install -d -m 0755 -o root -g root {victim} && runuser -u dbuser -- ln -sfn {victim} {link}")
+    try:
+        refused_and_unchanged(host, tool, scenario, "symlink_attack.yml", [
+            f"{link}: {link} is a symbolic link in a directory that a user other than root can write; refusing to "
+            "follow it"])
+        assert host.check_output(f"stat -c '%U %a' {victim}") == "root 755"
+        assert not host.file(f"/etc/selfhost-backup/{tool.provider}/attack").exists
+    finally:
+        host.check_output(f"rm -f {link} && rmdir {victim}")
 
 
 def test_finally_an_empty_dict_removes_every_instance_only_when_allowed(host, tool):

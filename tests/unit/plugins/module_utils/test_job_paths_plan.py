@@ -105,3 +105,91 @@ def test_a_failed_move_of_a_new_secret_leaves_no_empty_file(tmp_path):
     with pytest.raises(OSError):
         paths.apply(Mover(fail=True), paths.plan([], [secret], [], []))
     assert not (tmp_path / 'pass').exists()
+
+
+OTHER_UID = 54321  # a user that owns a directory in the attack tests (root may chown to any uid)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the tests chown directories to another user: run as root')
+
+
+def _victim(tmp_path):
+    """A root-owned 0755 directory an attacker wants: the converge must never chown or chmod it."""
+    victim = tmp_path / 'victim'
+    victim.mkdir(mode=0o755)
+    return victim
+
+
+def _assert_untouched(victim):
+    found = os.stat(victim)
+    assert (found.st_uid, stat.S_IMODE(found.st_mode)) == (0, 0o755)
+
+
+@needs_root
+def test_a_repository_swapped_for_a_link_by_its_parent_s_owner_is_refused_before_any_change(tmp_path):
+    victim = _victim(tmp_path)
+    home = tmp_path / 'home'
+    home.mkdir()
+    os.chown(home, OTHER_UID, OTHER_UID)
+    (home / 'repo').symlink_to(victim)
+    os.lchown(home / 'repo', OTHER_UID, OTHER_UID)
+    entry = paths.Directory(str(home / 'repo'), paths.Attributes(uid=OTHER_UID, gid=OTHER_UID, mode=0o700))
+    with pytest.raises(paths.JobPathsError, match=r'/repo is a symbolic link in a directory that a user other than '
+                                                  r'root can write; refusing to follow it'):
+        paths.plan([entry], [], [], [])
+    with pytest.raises(paths.JobPathsError):
+        paths.ensure_directory(entry)  # also when the link appears after the plan
+    _assert_untouched(victim)
+
+
+@needs_root
+def test_a_link_even_root_s_own_is_refused_in_a_directory_a_user_can_write(tmp_path):
+    victim = _victim(tmp_path)
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    (shared / 'repo').symlink_to(victim)
+    with pytest.raises(paths.JobPathsError, match='refusing to follow it'):
+        paths.plan([paths.Directory(str(shared / 'repo'), me(0o700))], [], [], [])
+    _assert_untouched(victim)
+
+
+def test_a_link_only_root_could_make_is_followed(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    real = tmp_path / 'data'
+    real.mkdir()
+    (tmp_path / 'srv').symlink_to(real)
+    if os.stat(tmp_path).st_uid != 0 or os.geteuid() != 0:
+        pytest.skip('a trusted link needs a root-owned directory: run as root')
+    entry = paths.Directory(str(tmp_path / 'srv' / 'repo'), me(0o700))
+    paths.apply(Mover(), paths.plan([entry], [], [], []))
+    assert stat.S_IMODE(os.stat(real / 'repo').st_mode) == 0o700
+
+
+def test_a_file_in_the_path_is_named(tmp_path):
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(paths.JobPathsError, match='/file exists but is not a directory'):
+        paths.plan([paths.Directory(str(tmp_path / 'file' / 'repo'), me(0o700))], [], [], [])
+
+
+@needs_root
+def test_a_directory_of_another_user_is_not_taken_over(tmp_path):
+    taken = tmp_path / 'taken'
+    taken.mkdir()
+    os.chown(taken, OTHER_UID, OTHER_UID)
+    with pytest.raises(paths.JobPathsError, match=r'taken exists and belongs to 54321, not to root: it is not taken over'):
+        paths.plan([paths.Directory(str(taken), paths.Attributes(uid=0, gid=0, mode=0o700))], [], [], [])
+    assert os.stat(taken).st_uid == OTHER_UID
+
+
+@needs_root
+def test_root_s_directory_is_taken_over_only_while_empty(tmp_path):
+    mount_point = tmp_path / 'mnt'
+    mount_point.mkdir()
+    entry = paths.Directory(str(mount_point), paths.Attributes(uid=OTHER_UID, gid=OTHER_UID, mode=0o700))
+    paths.apply(Mover(), paths.plan([entry], [], [], []))
+    assert os.stat(mount_point).st_uid == OTHER_UID
+    system = tmp_path / 'system'
+    system.mkdir()
+    (system / 'important').write_text('x')
+    with pytest.raises(paths.JobPathsError, match='belongs to root, not to 54321'):
+        paths.plan([paths.Directory(str(system), paths.Attributes(uid=OTHER_UID, gid=OTHER_UID, mode=0o700))], [], [], [])
+    assert os.stat(system).st_uid == 0
