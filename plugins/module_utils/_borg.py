@@ -265,13 +265,15 @@ readonly BORG_STDIN_NAME=@@STDIN_NAME@@
 readonly INIT_MARKER="$BORG_HOME"/@@MARKER@@
 
 # borg as the request's user; its exit code unchanged. In a unit the secrets are in $CREDENTIALS_DIRECTORY.
-# Interactively (root) they are copied into a private directory the request's user owns, removed on exit.
+# Interactively (root) they are copied into a private directory the request's user owns, removed on exit; the
+# directory is named after the shell that made it, so that the next run removes what a killed one left.
 # The secrets reach borg and ssh as file paths (BORG_PASSCOMMAND, BORG_RSH), never on a command line.
 borg_() (
   if in_unit; then
     dir="$CREDENTIALS_DIRECTORY"
   else
-    dir="$(mktemp -d /run/borg-restore.XXXXXXXX)"
+    remove_orphaned_secrets
+    dir="$(mktemp -d "/run/borg-restore.$BASHPID.XXXXXXXX")"
     trap 'rm -rf -- "$dir"' EXIT
     cp -- "$(secret passphrase)" "$dir/passphrase"
     if [ -n "$BORG_REMOTE" ]; then
@@ -288,6 +290,17 @@ borg_() (
   fi
   as_user "$BORG" "${BORG_ARGS[@]}" "$@"
 )
+
+# The secrets directories of interactive runs that were killed (SIGKILL runs no EXIT trap): their shell is gone.
+remove_orphaned_secrets() {
+  local orphan pid
+  for orphan in /run/borg-restore.*; do
+    pid="${orphan#/run/borg-restore.}"
+    pid="${pid%%.*}"
+    [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null || continue
+    rm -rf -- "$orphan"
+  done
+}
 
 # Exit-code policy for the commands that write: a warning (1) is logged and counts as success;
 # errors (2) and signals (128+N) fail. BORG_EXIT_CODES=legacy keeps borg 1.4 to these codes.

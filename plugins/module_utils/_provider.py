@@ -406,10 +406,10 @@ STOPPED_UNITS=()
 stop_units() {
   local unit
   for unit in "${STOP_UNITS[@]}"; do
-    systemctl is-active --quiet "$unit" || continue
+    systemctl is-active --quiet -- "$unit" || continue
     printf '%s: stopping %s\n' "$SCRIPT" "$unit" >&2
     STOPPED_UNITS+=("$unit")
-    systemctl stop "$unit"
+    systemctl stop -- "$unit"
   done
 }
 
@@ -418,7 +418,7 @@ start_units() {
   local rc=$? unit
   for unit in "${STOPPED_UNITS[@]}"; do
     printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2
-    systemctl start "$unit" || rc=1
+    systemctl start -- "$unit" || rc=1
   done
   exit "$rc"
 }

@@ -349,3 +349,21 @@ def test_backup_cmd_sees_no_borg_variable_and_no_credentials(world):
     for hidden in ('BORG_PASSCOMMAND=', 'BORG_REPO=', 'BORG_BASE_DIR=', 'BORG_RSH=', 'CREDENTIALS_DIRECTORY='):
         assert hidden not in seen
     assert 'PATH=' in seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='an interactive run as root writes /run')
+def test_the_secrets_a_killed_interactive_run_left_are_removed_by_the_next(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    # A run killed with SIGKILL left its copy (its shell, PID 999999999, is gone); a live run's copy stays.
+    orphan, live = '/run/borg-restore.999999999.killedXX', f'/run/borg-restore.{os.getpid()}.runningX'
+    for path in (orphan, live):
+        os.mkdir(path, 0o700)
+        with open(f'{path}/passphrase', 'w', encoding='utf-8') as handle:
+            handle.write('pw-secret')
+    try:
+        assert run(world, script(world), 'snapshots', unit=False).returncode == 0
+        assert not os.path.exists(orphan)
+        assert os.path.exists(f'{live}/passphrase')
+    finally:
+        shutil.rmtree(orphan, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)

@@ -213,8 +213,9 @@ def test_restore_restarts_only_the_units_it_stopped(world):
     restored = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world))
     assert restored.returncode == 0, restored.stderr
     calls = systemctl_calls(world)
-    assert 'stop running.service' in calls and 'start running.service' in calls
-    assert 'stop idle.service' not in calls and 'start idle.service' not in calls
+    # '--' first: a unit name can never read as an option of systemctl.
+    assert 'stop -- running.service' in calls and 'start -- running.service' in calls
+    assert 'stop -- idle.service' not in calls and 'start -- idle.service' not in calls
 
 
 def fake_systemctl(world):
@@ -251,8 +252,8 @@ def test_a_failing_restore_command_fails_and_starts_the_stopped_units_again(worl
     result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world))
     assert result.returncode != 0
     assert 'restored latest' not in result.stderr
-    assert systemctl_calls(world) == ['is-active --quiet running.service', 'stop running.service',
-                                      'start running.service']
+    assert systemctl_calls(world) == ['is-active --quiet -- running.service', 'stop -- running.service',
+                                      'start -- running.service']
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')

@@ -222,3 +222,15 @@ def test_writable_paths_and_the_metrics_directory_are_checked_too():
                                   '/mnt/disk/restic', '/var/backups/db'])
 def test_ordinary_repository_paths_pass(path):
     assert violations('restic', {'app': instance(RESTIC | {'repository': {'path': path}})}) == []
+
+
+@pytest.mark.parametrize('provider, settings', [('restic', RESTIC), ('borg', BORG)])
+@pytest.mark.parametrize('unit', ['--now.service', '-x.service', 'app.service\n', 'a b.service'])
+def test_a_stop_unit_that_systemctl_would_read_as_an_option_is_refused(provider, settings, unit):
+    found = violations(provider, {'app': instance(settings | {'restore': {'stop_units': [unit]}})})
+    assert len(found) == 1 and found[0].startswith(f'{provider}_instances.app.settings.restore.stop_units[0]: ')
+
+
+@pytest.mark.parametrize('unit', ['postgresql@15-main.service', 'app.service', 'nginx.socket', r'x\x2dy.service'])
+def test_ordinary_stop_units_pass(unit):
+    assert violations('restic', {'app': instance(RESTIC | {'restore': {'stop_units': [unit]}})}) == []
