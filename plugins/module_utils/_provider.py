@@ -384,12 +384,13 @@ as_user() {
 # backup_cmd as the tools run it (restic's stdin-from-command or legacy pipe, borg's content-from-command),
 # followed by the path of a file where /bin/sh leaves backup_cmd's exit status (the tool only says that its
 # command failed, and a failed backup must name the part that failed), then the variables in BACKUP_CMD_HIDES.
-readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2; shift 2; unset "$@"; /bin/sh -c "$cmd"; rc=$?; echo "$rc" >"$status"; exit "$rc"'
-  backup_cmd "$BACKUP_CMD")
-# What backup_cmd must not see: restic and borg hand their whole environment to the command they run, where
-# the request's user could read it in /proc/<pid>/environ (a repository URL with credentials, a cloud key).
-readonly BACKUP_CMD_HIDES=("${ENV_SECRETS[@]}" RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_PASSWORD_COMMAND
-  RESTIC_CACHE_DIR BORG_REPO BORG_PASSCOMMAND BORG_PASSPHRASE BORG_RSH BORG_BASE_DIR CREDENTIALS_DIRECTORY)
+readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2; shift 2
+unset "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG_[A-Za-z0-9_]*\)=.*/\1/p")
+/bin/sh -c "$cmd"; rc=$?; echo "$rc" >"$status"; exit "$rc"' backup_cmd "$BACKUP_CMD")
+# What backup_cmd must not see, besides every RESTIC_* and BORG_* variable: restic and borg hand their whole
+# environment to the command they run, where the request's user could read it in /proc/<pid>/environ (a
+# repository URL with credentials, a cloud key).
+readonly BACKUP_CMD_HIDES=("${ENV_SECRETS[@]}" CREDENTIALS_DIRECTORY)
 
 # What became of backup_cmd, from the file RUN_BACKUP_CMD wrote (removed here): "exit N", or "did not run" when
 # the tool failed before it started it.

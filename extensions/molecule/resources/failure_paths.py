@@ -67,9 +67,13 @@ def refused_and_unchanged(host, tool: Tool, scenario: dict, name: str, expected:
     return output
 
 
-def last_run_log(host, unit: str) -> str:
+def last_run_log(host, unit: str, text: str) -> str:
+    """The journal of the unit's last run once it holds ``text`` (journald may lag behind the unit's end), else
+    as it is after 20 seconds."""
     invocation = host.check_output(f"systemctl show -P InvocationID {unit}")
-    return host.check_output(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={shlex.quote(invocation)}")
+    read = f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={shlex.quote(invocation)}"
+    host.run(f"timeout 20 sh -c {shlex.quote(f'until {read} | grep -qF -- {shlex.quote(text)}; do sleep 0.5; done')}")
+    return host.check_output(read)
 
 
 def test_an_empty_dump_fails_and_keeps_every_good_snapshot(host, tool):
@@ -82,7 +86,8 @@ def test_an_empty_dump_fails_and_keeps_every_good_snapshot(host, tool):
         result = host.run(f"systemctl start --wait {tool.unit('local')}")
         assert result.rc != 0
         assert host.run(f"systemctl is-failed {tool.unit('local')}").stdout.strip() == "failed"
-        assert "backup_cmd exited 0 but wrote nothing" in last_run_log(host, tool.unit("local"))
+        wanted = "backup_cmd exited 0 but wrote nothing"
+        assert wanted in last_run_log(host, tool.unit("local"), wanted)
     # Retention never ran after a failed backup: every good snapshot is still there, and latest is the last one.
     assert snapshots(host, tool, "local") == good
     write(host, tool, "overwritten\n")
@@ -99,7 +104,8 @@ def test_a_failed_dump_names_backup_cmd_and_its_exit_status(host, tool):
     finally:
         flags(host, tool)
     # request A's backup_cmd writes the file, then `test ! -e fail-backup` exits 1.
-    assert f"backup failed (backup_cmd exit 1, {tool.provider} exit " in last_run_log(host, tool.unit("local"))
+    wanted = f"backup failed (backup_cmd exit 1, {tool.provider} exit "
+    assert wanted in last_run_log(host, tool.unit("local"), wanted)
     assert snapshots(host, tool, "local") == before
 
 

@@ -12,7 +12,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent
 # The checks and failure drills the provider scenarios share (provider_checks.py, drills.py).
 sys.path.insert(0, str(SCENARIO_DIR.parent / "resources"))
 # Plain asserts in the shared checks and drills explain themselves too (they are not test modules).
-pytest.register_assert_rewrite("provider_checks", "drills")
+pytest.register_assert_rewrite("provider_checks", "drills", "failure_paths")
 
 
 @pytest.fixture(scope="session")
