@@ -371,9 +371,10 @@ provider_retention() {
 # borg runs the dump itself: when it fails, borg creates no archive and exits 2, and the unit fails.
 # --json: the archive's statistics on stdout, of which the deduplicated size is what the backup added. An empty
 # dump (backup_cmd exits 0 having written nothing) makes an archive that would count as good and, pruned in,
-# push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup.
+# push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup. Telling
+# an empty dump costs one more repository read (list): borg's statistics count the archive's metadata too.
 provider_backup() {
-  local stats status borg_rc=0 archive
+  local stats status borg_rc=0 archive size
   provider_init
   status="$(mktemp)"
   stats="$(borg_warning_ok @@CREATE@@ "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}")" || borg_rc=$?
@@ -381,9 +382,12 @@ provider_backup() {
   [ "$borg_rc" -eq 0 ] \
     || fail "backup failed (backup_cmd $(backup_cmd_outcome "$status"), borg exit $borg_rc): no archive created"
   rm -f -- "$status"
-  if [ "$(json_number original_size <<<"$stats")" = 0 ]; then
-    archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
-    [ -n "$archive" ] && borg_warning_ok delete "::$archive" \
+  # The archive's original_size counts its metadata too: the dump's own size is that of its one item.
+  archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
+  [ -n "$archive" ] && size="$(borg_ list --format '{size}{NL}' "::$archive")" \
+    || fail "cannot read the size of the dump in archive '$archive'"
+  if [ "$size" = 0 ]; then
+    borg_warning_ok delete "::$archive" \
       || fail "backup failed: backup_cmd wrote nothing, and the empty archive '$archive' could not be deleted: delete it by hand"
     fail "backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive $archive deleted, nothing kept"
   fi

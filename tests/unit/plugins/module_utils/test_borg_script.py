@@ -44,6 +44,7 @@ case "$cmd" in
     esac ;;
   list)
     case " $* " in
+      *" --format "*) wc -c <"$store/data" ;;   # the one item's size
       *" --last 1 "*) [ -e "$store/data" ] && echo app@h1-2026-01-02T03:04:05.123456 ;;
       *" --short "*) [ -e "$store/data" ] && printf '%s\n' app@h1-2026-01-01T00:00:00.000000 app@h1-2026-01-02T03:04:05.123456 ;;
       *) echo "app@h1-2026-01-01T00:00:00.000000  Thu, 2026-01-01" ;;
@@ -113,7 +114,8 @@ def commands_run(world):
 def test_backup_inits_creates_prunes_and_compacts(world):
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
-    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
+    # list: the size of the dump in the new archive (an empty one would be deleted).
+    assert commands_run(world) == ['init', 'create', 'list', 'prune', 'compact']
     assert (world / 'store' / 'data').read_text() == 'dump-data'
     for entry in log(world):
         # The secret reaches borg through BORG_PASSCOMMAND only; BORG_EXIT_CODES=legacy overrides the caller's.
@@ -123,12 +125,13 @@ def test_backup_inits_creates_prunes_and_compacts(world):
         assert 'pw-secret' not in entry[1]
     create = log(world)[1][1]
     assert '--content-from-command --stdin-name db.sql ::app@h1-{utcnow:%Y-%m-%dT%H:%M:%S.%f} -- /bin/sh -c' in create
-    assert log(world)[2][1].startswith(f"prune --glob-archives {_borg.archive_glob('app', 'h1')} --keep-last 2")
+    assert log(world)[2][1].startswith("list --format {size}{NL} ::app@h1-2026-01-02T03:04:05.123456")
+    assert log(world)[3][1].startswith(f"prune --glob-archives {_borg.archive_glob('app', 'h1')} --keep-last 2")
     assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
     # A second backup does not try to initialise again.
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
-    assert commands_run(world)[4:] == ['create', 'prune', 'compact']
+    assert commands_run(world)[5:] == ['create', 'list', 'prune', 'compact']
 
 
 def test_a_vanished_repository_fails_the_backup_and_is_not_created_again(world):
@@ -137,7 +140,7 @@ def test_a_vanished_repository_fails_the_backup_and_is_not_created_again(world):
     result = run(world, script(world), 'backup')
     assert result.returncode != 0
     assert 'does not exist' in result.stderr and 'backup failed' in result.stderr
-    assert commands_run(world)[4:] == ['create']
+    assert commands_run(world)[5:] == ['create']
     assert not (world / 'store' / 'repo').exists()
 
 
@@ -145,7 +148,7 @@ def test_an_existing_repository_without_marker_is_adopted(world):
     (world / 'store' / 'repo').touch()  # made by hand, or by this job before its cache was cleared
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
-    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
+    assert commands_run(world) == ['init', 'create', 'list', 'prune', 'compact']
     assert 'initialised' not in result.stderr
     assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
 
@@ -174,7 +177,7 @@ def test_an_empty_dump_fails_deletes_its_archive_and_prunes_nothing(world):
     assert result.returncode != 0
     assert ('backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive '
             'app@h1-2026-01-02T03:04:05.123456 deleted, nothing kept') in result.stderr
-    assert commands_run(world)[-2:] == ['create', 'delete']  # no prune, no compact after it
+    assert commands_run(world)[-3:] == ['create', 'list', 'delete']  # no prune, no compact after it
     assert '::app@h1-2026-01-02T03:04:05.123456' in log(world)[-1][1]
 
 
