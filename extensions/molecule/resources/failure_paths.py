@@ -204,8 +204,13 @@ def test_a_repository_the_user_swapped_for_a_link_hands_nothing_over(host, tool,
             "follow it"])
         assert host.check_output(f"stat -c '%U %a' {victim}") == "root 755"
         assert not host.file(f"/etc/selfhost-backup/{tool.provider}/attack").exists
+        # Nor is a directory of another user taken over (or root's, unless it is empty).
+        host.check_output(f"rm -f {link} && install -d -m 0750 -o nobody {link}")
+        refused_and_unchanged(host, tool, scenario, "symlink_attack.yml", [
+            f"{link} exists and belongs to nobody, not to dbuser: it is not taken over"])
+        assert host.check_output(f"stat -c '%U %a' {link}") == "nobody 750"
     finally:
-        host.check_output(f"rm -f {link} && rmdir {victim}")
+        host.check_output(f"rm -rf {link} && rmdir {victim}")
 
 
 def test_finally_an_empty_dict_removes_every_instance_only_when_allowed(host, tool):
