@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -120,6 +121,10 @@ def test_truncated_dump_fails_the_restore(release: str, instance: str):
         assert result.returncode != 0, (cut, result.stderr.decode()[-2000:])
         if dialect.atomic_restore:
             assert dialect.read(box) == expected(STATE_2)
+        elif instance in ("pg_cluster", "mariadb"):
+            # It dropped or replaced what came before the cut: it says so.
+            assert "partially restored: the restore failed while restoring database " in result.stderr.decode(), \
+                (cut, result.stderr.decode()[-2000:])
     # The whole dump restores.
     result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
@@ -208,6 +213,11 @@ BAD_REQUESTERS = [
     ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "user": "nobody"}]},
      "nobody cannot read /var/lib/app/fixture.db"),
     ("sqlite", {"sqlite_databasebackup_paths": ["relative.db"]}, "is not an absolute path"),
+    # The play without become (here: as nobody): said plainly, not "not reachable" or "Permission denied".
+    *[(role, {"ansible_user": "nobody", "ansible_remote_tmp": "/tmp/contract-nobody",
+              **({"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]]} if role == "sqlite" else {})},
+       f"selfhost.backup.{role} must run as root: set become: true")
+      for role in ("postgresql", "mariadb", "sqlite")],
 ]
 
 
@@ -229,7 +239,8 @@ def test_bad_requester_input_fails_clearly_and_changes_nothing(role: str, extra_
             capture_output=True, text=True, check=False)
         after = _requester_state(box)
     finally:
-        box.ok("rm -rf /usr/local/libexec/selfhost-backup && mv /root/helpers.saved /usr/local/libexec/selfhost-backup")
+        box.ok("rm -rf /usr/local/libexec/selfhost-backup /tmp/contract-nobody && "
+               "mv /root/helpers.saved /usr/local/libexec/selfhost-backup")
     output = run.stdout + run.stderr
     assert run.returncode != 0, output
     assert message in " ".join(output.split()), output
@@ -327,3 +338,223 @@ def test_compressed_requests_round_trip(compression: str):
     assert box.run(f"cd / && runuser -u postgres -- {helper} restore database fixture",
                    stdin=dump.stdout[: len(dump.stdout) // 2]).returncode != 0
     assert dialect.read(box) == expected(STATE_1)
+
+
+# Other sessions on the databases a restore replaces (issue 15, item 5). A database the dumps hold before
+# fixture (names sort), so a restore that went ahead would replace it before it reached the busy one.
+EARLY_DATABASE = "contract_early"
+# The fixture rows without the large value: these tests are about sessions, the round trip covers the values.
+SMALL_1 = [row for row in STATE_1 if row[0] != 6]
+SMALL_2 = [row for row in STATE_2 if row[0] != 6]
+BUSY = "contract_busy"
+PSQL = "cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d"
+
+
+def _wait_for(box: Box, command: str) -> str:
+    """Polls a command until it prints something (a session showing up), at most 20 s."""
+    output = box.ok(f"for i in $(seq 1 40); do out=\"$({command})\"; [ -n \"$out\" ] && break; sleep 0.5; done; "
+                    "printf '%s' \"$out\"")
+    assert output.strip(), command
+    return output.strip()
+
+
+def _pg_early(box: Box) -> list[str]:
+    return box.ok(f"{PSQL} {EARLY_DATABASE} -c 'SELECT v FROM early ORDER BY v'").splitlines()
+
+
+def _pg_databases(box: Box) -> list[str]:
+    return box.ok(f"{PSQL} postgres -c 'SELECT datname FROM pg_database ORDER BY 1'").split()
+
+
+def _pg_hold(box: Box) -> str:
+    """A session on fixture in an open transaction that read its table (as an application would leave it);
+    returns its pid."""
+    box.ok(f"cd / && (nohup runuser -u postgres -- env PGAPPNAME={BUSY} psql -X -q -d fixture "
+           "-c 'BEGIN; SELECT count(*) FROM fixture; SELECT pg_sleep(600)' >/dev/null 2>&1 &)")
+    return _wait_for(box, f"{PSQL} postgres -c \"SELECT pid FROM pg_stat_activity WHERE application_name = '{BUSY}'\"")
+
+
+def _pg_busy(box: Box) -> str:
+    return box.ok(f"{PSQL} postgres -c \"SELECT pid FROM pg_stat_activity WHERE application_name = '{BUSY}'\"").strip()
+
+
+@pytest.mark.parametrize("release", sorted(VARS["contract_test_requesters"]))
+def test_postgresql_restore_stops_for_other_sessions_or_ends_them(release: str):
+    """With a session open on fixture, restore latest (whole cluster and one database, through the providers)
+    fails naming it and changes nothing, not even the database the dump drops before fixture; the requests made
+    with postgresql_databasebackup_terminate_sessions end the session and restore the dump."""
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS["pg_cluster"]
+    requests = json.loads(box.ok(f"cat {VARS['contract_test_requests_file']}"))
+    box.ok(f"{PSQL} postgres", f"DROP DATABASE IF EXISTS {EARLY_DATABASE}; CREATE DATABASE {EARLY_DATABASE};".encode())
+    try:
+        box.ok(f"{PSQL} {EARLY_DATABASE}", b"CREATE TABLE early (v text); INSERT INTO early VALUES ('backed up');")
+        dialect.write(box, SMALL_1)
+        backup_ok(box, "restic", "pg_cluster")
+        backup_ok(box, "borg", "pg_db")
+        cluster_dump = box.run(as_user(requests["pg_cluster"], requests["pg_cluster"]["backup_cmd"]))
+        database_dump = box.run(as_user(requests["pg_db"], requests["pg_db"]["backup_cmd"]))
+        assert cluster_dump.returncode == 0 and database_dump.returncode == 0
+        dialect.write(box, SMALL_2)
+        box.ok(f"{PSQL} {EARLY_DATABASE}", b"UPDATE early SET v = 'changed since';")
+        databases = _pg_databases(box)
+        assert EARLY_DATABASE in databases
+
+        pid = _pg_hold(box)
+        for command in ("restic-restore-pg_cluster restore latest", "borg-restore-pg_db restore latest"):
+            result = box.run(command, timeout=120)
+            stderr = result.stderr.decode()
+            assert result.returncode != 0, stderr
+            assert f"fixture (pid {pid}, user postgres, application {BUSY}, client local, " in stderr, stderr
+            assert "stopped before it changed anything" in stderr and "partially restored" not in stderr, stderr
+            assert dialect.read(box) == expected(SMALL_2)
+            assert _pg_early(box) == ["changed since"]
+            assert _pg_databases(box) == databases
+            assert _pg_busy(box) == pid
+
+        # One database, as the role publishes it with the option: the session ends, the dump is restored.
+        request = requests["pg_db_terminate"]
+        result = box.run(as_user(request, request["restore_cmd"]), stdin=database_dump.stdout, timeout=120)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert f"ending the other sessions on databases the restore replaces: fixture (pid {pid}," in result.stderr.decode()
+        assert dialect.read(box) == expected(SMALL_1)
+        box.ok(f"for i in $(seq 1 20); do [ -z \"$({PSQL} postgres -c \"SELECT pid FROM pg_stat_activity WHERE "
+               f"application_name = '{BUSY}'\")\" ] && exit 0; sleep 0.5; done; exit 1")
+
+        # The whole cluster.
+        dialect.write(box, SMALL_2)
+        pid = _pg_hold(box)
+        request = requests["pg_cluster_terminate"]
+        result = box.run(as_user(request, request["restore_cmd"]), stdin=cluster_dump.stdout, timeout=120)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert f"fixture (pid {pid}, user postgres, application {BUSY}," in result.stderr.decode()
+        assert dialect.read(box) == expected(SMALL_1)
+        assert _pg_early(box) == ["backed up"]
+        assert _pg_busy(box) == ""
+    finally:
+        box.ok(f"{PSQL} postgres -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{BUSY}'\" "
+               f"-c 'DROP DATABASE IF EXISTS {EARLY_DATABASE} WITH (FORCE)'")
+
+
+def test_postgresql_cluster_restore_failing_half_way_says_partially_restored():
+    """A dump that fails after the restore dropped the databases: the restore exits non-zero and says what it left."""
+    box = Box("contract-debian13")
+    dialect = DIALECTS["pg_cluster"]
+    request = request_of(box, "pg_cluster")
+    dialect.write(box, SMALL_1)
+    dump = box.run(as_user(request, request["backup_cmd"]))
+    assert dump.returncode == 0
+    assert dump.stdout.count(b"\n\\connect fixture\n") == 1
+    broken = dump.stdout.replace(b"\n\\connect fixture\n", b"\n\\connect fixture\nSELECT 1 / 0;\n")
+    result = box.run(as_user(request, request["restore_cmd"]), stdin=broken)
+    stderr = result.stderr.decode()
+    assert result.returncode != 0, stderr
+    assert "division by zero" in stderr
+    assert "partially restored: the restore failed while restoring database fixture (the error is above), after it " \
+           "had started dropping the databases of the dump; missing now: none; present (restored, half restored or " \
+           "not reached): fixture, postgres, template1. Restore again" in " ".join(stderr.split()), stderr
+    with pytest.raises(AssertionError):
+        dialect.read(box)  # fixture was dropped and created again, its table not yet
+    result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert dialect.read(box) == expected(SMALL_1)
+
+
+MARIADB = "mariadb --batch --skip-column-names"
+
+
+def _mariadb_early(box: Box) -> list[str]:
+    return box.ok(f"{MARIADB} -e 'SELECT v FROM {EARLY_DATABASE}.early ORDER BY v'").splitlines()
+
+
+def _mariadb_hold(box: Box, sql: str) -> str:
+    """A session that runs sql and then sleeps (marked by the alias {BUSY}); returns its connection id."""
+    box.ok(f"(nohup mariadb -e {shlex.quote(sql + f'; SELECT SLEEP(600) AS {BUSY}')} >/dev/null 2>&1 &)")
+    return _wait_for(box, f"{MARIADB} -e \"SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE "
+                          f"'%AS {BUSY}' AND ID <> CONNECTION_ID()\"")
+
+
+def _mariadb_busy(box: Box) -> str:
+    return box.ok(f"{MARIADB} -e \"SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%AS {BUSY}' "
+                  "AND ID <> CONNECTION_ID()\"").strip()
+
+
+def _mariadb_release(box: Box) -> None:
+    box.ok(f"for id in $({MARIADB} -e \"SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%AS {BUSY}' "
+           f"AND ID <> CONNECTION_ID()\"); do mariadb -e \"KILL $id\" || true; done")
+
+
+def test_mariadb_restore_stops_for_other_sessions_or_ends_them():
+    """A session in a transaction that read fixture's table holds a metadata lock: restore latest fails naming it
+    (it used to replace the databases before fixture, then wait a day for the lock) and changes nothing; the
+    request made with mariadb_databasebackup_terminate_sessions ends the session and restores the dump."""
+    box = Box("contract-debian13")
+    dialect = DIALECTS["mariadb"]
+    requests = json.loads(box.ok(f"cat {VARS['contract_test_requests_file']}"))
+    box.ok(f"mariadb -e \"DROP DATABASE IF EXISTS {EARLY_DATABASE}; CREATE DATABASE {EARLY_DATABASE}; "
+           f"CREATE TABLE {EARLY_DATABASE}.early (v VARCHAR(40)) ENGINE=InnoDB; "
+           f"INSERT INTO {EARLY_DATABASE}.early VALUES ('backed up')\"")
+    try:
+        dialect.write(box, SMALL_1)
+        backup_ok(box, "restic", "mariadb")
+        dump = box.run(as_user(requests["mariadb"], requests["mariadb"]["backup_cmd"]))
+        assert dump.returncode == 0
+        dialect.write(box, SMALL_2)
+        box.ok(f"mariadb -e \"UPDATE {EARLY_DATABASE}.early SET v = 'changed since'\"")
+
+        session = _mariadb_hold(box, "USE fixture; BEGIN; SELECT COUNT(*) FROM t")
+        result = box.run("restic-restore-mariadb restore latest", timeout=120)
+        stderr = " ".join(result.stderr.decode().split())
+        assert result.returncode != 0, stderr
+        assert f"other sessions use databases it would replace: fixture (id {session}, user root@localhost, " \
+               "Query, in a transaction since " in stderr, stderr
+        assert "stopped before it changed anything" in stderr and "partially restored" not in stderr, stderr
+        assert dialect.read(box) == expected(SMALL_2)
+        assert _mariadb_early(box) == ["changed since"]
+        assert _mariadb_busy(box) == session
+
+        request = requests["mariadb_terminate"]
+        result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout, timeout=120)
+        stderr = " ".join(result.stderr.decode().split())
+        assert result.returncode == 0, stderr
+        assert f"ending the other sessions on databases the restore replaces: fixture (id {session}, " in stderr, stderr
+        assert dialect.read(box) == expected(SMALL_1)
+        assert _mariadb_early(box) == ["backed up"]
+        assert _mariadb_busy(box) == ""
+    finally:
+        _mariadb_release(box)
+        box.ok(f"mariadb -e 'DROP DATABASE IF EXISTS {EARLY_DATABASE}'")
+
+
+def test_mariadb_restore_never_waits_without_end_and_says_partially_restored():
+    """A global read lock (as a backup tool takes it) is held by no database, transaction or table: the restore
+    fails within its lock wait timeout instead of waiting a day. A dump that fails half way says what it left."""
+    box = Box("contract-debian13")
+    dialect = DIALECTS["mariadb"]
+    request = request_of(box, "mariadb")
+    dialect.write(box, SMALL_1)
+    dump = box.run(as_user(request, request["backup_cmd"]))
+    assert dump.returncode == 0
+    _mariadb_hold(box, "FLUSH TABLES WITH READ LOCK")
+    try:
+        started = time.monotonic()
+        result = box.run(as_user(request, request["restore_cmd"] + " --lock-wait-timeout 3"), stdin=dump.stdout,
+                         timeout=120)
+        stderr = " ".join(result.stderr.decode().split())
+        assert result.returncode != 0, stderr
+        assert time.monotonic() - started < 30
+        assert "Lock wait timeout exceeded" in stderr and "partially restored: the restore failed" in stderr, stderr
+    finally:
+        _mariadb_release(box)
+
+    assert b"\nUSE `mysql`;\n" in dump.stdout
+    broken = dump.stdout.replace(b"\nUSE `mysql`;\n", b"\nUSE `mysql`;\nSELECT 1 FROM contract_nowhere;\n", 1)
+    dialect.write(box, SMALL_2)
+    result = box.run(as_user(request, request["restore_cmd"]), stdin=broken)
+    stderr = " ".join(result.stderr.decode().split())
+    assert result.returncode != 0, stderr
+    assert "partially restored: the restore failed while restoring database mysql (the error is above); databases " \
+           "restored before it: fixture; the ones after it in the dump are as they were." in stderr, stderr
+    assert dialect.read(box) == expected(SMALL_1)  # fixture came before the failure
+    result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
