@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import grp
 import os
+import posixpath
 import pwd
 import stat
 import tempfile
@@ -159,10 +160,11 @@ def open_directory(path: str, create: bool = False) -> int | None:
                 if not (_trusted(os.fstat(fd)) and found.st_uid == 0) or links > _MAX_LINKS:
                     raise JobPathsError(f'{path}: {walked}/{name} is a symbolic link in a directory that a user other '
                                         'than root can write; refusing to follow it (replace it by a directory)')
-                target = os.readlink(name, dir_fd=fd)
-                if target.startswith('/'):
-                    fd, walked = _reopen(fd, '/'), ''
-                parts = _resolved_target(target) + parts
+                # Only root could have made it: resolve its target against where it stands and walk that from /,
+                # each component checked again.
+                target = posixpath.normpath(posixpath.join(walked or '/', os.readlink(name, dir_fd=fd)))
+                fd, walked = _reopen(fd, '/'), ''
+                parts = [part for part in target.split('/') if part] + parts
                 continue
             if not stat.S_ISDIR(found.st_mode):
                 raise JobPathsError(f'{path}: {walked}/{name} exists but is not a directory')
@@ -182,35 +184,6 @@ def _reopen(fd: int, name: str) -> int:
         os.close(fd)
 
 
-def _resolved_target(target: str) -> list[str]:
-    """A trusted link's target as components; '..' is kept out (no link in a managed path needs it)."""
-    parts = [part for part in target.split('/') if part and part != '.']
-    if '..' in parts:
-        raise JobPathsError(f'a symbolic link to {target!r} on a managed path: ".." is not followed')
-    return parts
-
-
-def _stat_directory(path: str) -> os.stat_result | None:
-    """The directory's state, reached as ``open_directory`` does; None when it does not exist."""
-    fd = open_directory(path)
-    if fd is None:
-        return None
-    try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
-
-
-def _is_empty(path: str) -> bool:
-    fd = open_directory(path)
-    if fd is None:
-        return True
-    try:
-        return not os.listdir(fd)
-    finally:
-        os.close(fd)
-
-
 def differs(found: os.stat_result | None, wanted: Attributes) -> bool:
     if found is None:
         return True
@@ -220,17 +193,25 @@ def differs(found: os.stat_result | None, wanted: Attributes) -> bool:
 
 
 def _plan_directory(item: Directory, planned: set[str]) -> os.stat_result | None | bool:
-    """The directory's current state when it needs work, False when it does not. A directory that belongs to
-    another user is never taken over (root's only while it is empty: a fresh mount point)."""
-    found = _stat_directory(item.path)
-    if found is None and item.path in planned and item.attributes.empty:
-        return False  # an earlier entry of the same run creates it
+    """The directory's current state when it needs work, False when it does not."""
+    fd = open_directory(item.path)
+    if fd is None:
+        return False if item.path in planned and item.attributes.empty else None  # else an earlier entry creates it
+    try:
+        return _refuse_another_owner(item, fd) if differs(os.fstat(fd), item.attributes) else False
+    finally:
+        os.close(fd)
+
+
+def _refuse_another_owner(item: Directory, fd: int) -> os.stat_result:
+    """A directory that belongs to another user is never taken over, root's only while it is empty (a fresh
+    mount point). Checked when planning and again on the descriptor that is changed."""
+    found = os.fstat(fd)
     wanted = item.attributes.uid
-    if found is not None and wanted is not None and found.st_uid != wanted \
-            and (found.st_uid != 0 or not _is_empty(item.path)):
+    if wanted is not None and found.st_uid != wanted and (found.st_uid != 0 or os.listdir(fd)):
         raise JobPathsError(f'{item.path} exists and belongs to {_user_name(found.st_uid)}, not to '
                             f'{_user_name(wanted)}: it is not taken over (give this instance a directory of its own)')
-    return found if differs(found, item.attributes) else False
+    return found
 
 
 def _content_of(path: str) -> bytes | None:
@@ -295,6 +276,7 @@ def ensure_directory(item: Directory) -> None:
     directory alone."""
     fd = t.cast(int, open_directory(item.path, create=True))
     try:
+        _refuse_another_owner(item, fd)
         _set_attributes(fd, item.attributes)
     finally:
         os.close(fd)

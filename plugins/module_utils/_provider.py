@@ -214,7 +214,10 @@ SHELL_VARIABLES = frozenset({
     # bash's read-only and special variables: assigning one fails ("readonly variable") or changes the shell.
     'UID', 'EUID', 'PPID', 'GROUPS', 'FUNCNAME', 'RANDOM', 'SRANDOM', 'SECONDS', 'LINENO', 'EPOCHSECONDS',
     'EPOCHREALTIME', 'DIRSTACK', 'PIPESTATUS', 'HISTCMD', 'OPTIND', 'OPTARG', 'OPTERR', 'HOSTNAME', 'HOSTTYPE',
-    'OSTYPE', 'MACHTYPE', 'PROMPT_COMMAND', 'POSIXLY_CORRECT', 'LANG', 'LANGUAGE',
+    'OSTYPE', 'MACHTYPE', 'PROMPT_COMMAND', 'POSIXLY_CORRECT', 'LANG', 'LANGUAGE', 'FUNCNEST', 'EXECIGNORE', 'TMOUT',
+    'HISTFILE', 'HISTCONTROL', 'INPUTRC', 'TIMEFORMAT',
+    # glibc's: they change what the tools' children load and how they convert text.
+    'GCONV_PATH', 'LOCPATH', 'NLSPATH', 'MALLOC_CHECK_', 'HOSTALIASES', 'RES_OPTIONS', 'LOCALDOMAIN', 'TZDIR',
     # What systemd tells the hooks about the run (ExecStopPost=, OnFailure=).
     'SERVICE_RESULT', 'EXIT_CODE', 'EXIT_STATUS', 'MAINPID',
 })
@@ -229,6 +232,9 @@ def script_variables(script: str) -> frozenset[str]:
 def check_environment_names(names: t.Iterable[str], provider_functions: str = '') -> None:
     """Refuse secret environment variables that the shell, the loader or the job script own."""
     taken = SHELL_VARIABLES | script_variables(SCRIPT_TEMPLATE) | script_variables(provider_functions)
+    odd = [repr(name) for name in names if not isinstance(name, str)]
+    if odd:
+        raise ProviderError(f'environment_secrets: names must be strings, got {", ".join(odd)}')
     refused = [name for name in sorted(names) if name in taken or name.startswith(RESERVED_PREFIXES)]
     if refused:
         raise ProviderError(', '.join(f'environment_secrets.{name}' for name in refused)
@@ -392,13 +398,13 @@ unset "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG
 # repository URL with credentials, a cloud key).
 readonly BACKUP_CMD_HIDES=("${ENV_SECRETS[@]}" CREDENTIALS_DIRECTORY)
 
-# What became of backup_cmd, from the file RUN_BACKUP_CMD wrote (removed here): "exit N", or "did not run" when
-# the tool failed before it started it.
+# What became of backup_cmd, from the file RUN_BACKUP_CMD wrote (removed here): "exit N", or no status when the
+# tool failed before it started it (or its shell was killed).
 backup_cmd_outcome() {
   local rc
   rc="$(cat -- "$1" 2>/dev/null)" || rc=''
   rm -f -- "$1"
-  if [[ "$rc" =~ ^[0-9]+$ ]]; then echo "exit $rc"; else echo "did not run"; fi
+  if [[ "$rc" =~ ^[0-9]+$ ]]; then echo "exit $rc"; else echo "left no exit status (it did not run, or its shell was killed)"; fi
 }
 
 # Only the units that were running are stopped, and so started again afterwards: a restore never starts a
@@ -524,7 +530,7 @@ previous_metric() {
 
 # The node-exporter textfile of this instance, replaced atomically (the exporter never reads half a file).
 write_metrics() {
-  local status="$1" started now added snapshots success labels tmp
+  local status="$1" started now added snapshots success labels
   labels="provider=\"@@PROVIDER@@\",name=\"$INSTANCE\""
   now="$(date +%s)"
   started="$(systemctl show --timestamp=unix -P InactiveExitTimestamp "$BACKUP_SERVICE" 2>/dev/null)"
@@ -541,7 +547,6 @@ write_metrics() {
   [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
   # Called in an || list, where set -e is off: each step checks for itself.
   mkdir -p -- "$(dirname -- "$METRICS_FILE")" || return 1
-  tmp="$(mktemp "$METRICS_FILE.XXXXXX.tmp")" || return 1
   {
     metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
     metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$((now - started))"
@@ -549,7 +554,45 @@ write_metrics() {
     metric selfhost_backup_last_success_timestamp_seconds "When the last successful backup run ended." "$success"
     metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
     metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
-  } >"$tmp" && chmod 0644 -- "$tmp" && mv -f -- "$tmp" "$METRICS_FILE" || { rm -f -- "$tmp"; return 1; }
+  } | write_file_as "$(metrics_writer)" "$METRICS_FILE"
+}
+
+# Who writes the metrics file: "root" when only root can change its directory and every directory above it,
+# else the directory's owner as uid:gid (Debian's prometheus owns /var/lib/prometheus): a user who can change a
+# directory root writes in could swap the temporary file for a link and have root overwrite or chmod any file.
+# A directory others can write is fine only with the sticky bit (/tmp). Anything else: no metrics, a message.
+metrics_writer() {
+  local dir part owner group mode writer=root
+  dir="$(realpath -e -- "$(dirname -- "$METRICS_FILE")")" || return 1
+  part="$dir"
+  while :; do
+    read -r owner group mode < <(stat -c '%u %g %a' -- "$part") || return 1
+    if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then
+      printf '%s: %s can be changed by a group or by other users: no metrics written\n' "$SCRIPT" "$part" >&2
+      return 1
+    fi
+    if [ "$owner" != 0 ]; then
+      if [ "$part" != "$dir" ]; then
+        printf '%s: %s belongs to a user other than root: no metrics written below it\n' "$SCRIPT" "$part" >&2
+        return 1
+      fi
+      writer="$owner:$group"
+    fi
+    [ "$part" != / ] || break
+    part="$(dirname -- "$part")"
+  done
+  echo "$writer"
+}
+
+# Replace the file $2 atomically with stdin (mode 0644: the exporter reads it), as $1: root, or uid:gid.
+write_file_as() {
+  local writer=(/bin/sh -c 'tmp="$(mktemp "$1.XXXXXX.tmp")" && cat >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$1" \
+    || { rm -f "$tmp"; exit 1; }' write_file)
+  case "$1" in
+    root) "${writer[@]}" "$2" ;;
+    *:*) setpriv --reuid="${1%:*}" --regid="${1#*:}" --clear-groups -- "${writer[@]}" "$2" ;;
+    *) cat >/dev/null; return 1 ;;
+  esac
 }
 
 # One gauge with HELP and TYPE lines; left out while it has no value yet (no success so far).

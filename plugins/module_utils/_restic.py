@@ -204,7 +204,7 @@ provider_backup() {
 
 # Shared by both backup paths: a failed backup never leaves a snapshot that latest could pick, and retention
 # runs only after a good one.
-FINISH_BACKUP = r'''# $1: restic's --json output, $2: what became of backup_cmd ("exit N" or "did not run"), $3: restic's exit status.
+FINISH_BACKUP = r'''# $1: restic's --json output, $2: what became of backup_cmd ("exit N", or "left no exit status ..."), $3: restic's exit status.
 # A dump that is empty although backup_cmd succeeded is no backup either (a requester that lost its database).
 finish_backup() {
   local out="$1" dump="$2" restic_rc="$3" snapshot summary processed

@@ -178,6 +178,16 @@ def _unknown_keys(error: t.Any) -> list[str]:
     ]
 
 
+def _holds_secret(schema: t.Any) -> bool:
+    """Whether a subschema is, or describes anything holding, a ``writeOnly`` (secret) value: then a wrong
+    value there (a URL where an object belongs) is never quoted either."""
+    if isinstance(schema, dict):
+        return schema.get('writeOnly') is True or any(_holds_secret(value) for value in schema.values())
+    if isinstance(schema, list):
+        return any(_holds_secret(value) for value in schema)
+    return False
+
+
 def _explain(error: t.Any) -> str:
     """Word one error for a human; the value is hidden where the schema marks it ``writeOnly`` (secrets).
 
@@ -187,7 +197,9 @@ def _explain(error: t.Any) -> str:
     if isinstance(error.schema, dict) and isinstance(error.schema.get('x-violation'), str):
         # A schema may word its own rule (e.g. two keys that exclude each other), never quoting the value.
         return error.schema['x-violation']
-    if isinstance(error.schema, dict) and error.schema.get('writeOnly'):
+    if _holds_secret(error.schema):
+        if keyword == 'type':
+            return f'is not of type {error.validator_value!r} (value hidden: it may hold a secret)'
         return 'invalid value (hidden: the schema marks it writeOnly)'
     if keyword == 'maxLength':
         return f'{_shown(error.instance)} is longer than {error.validator_value} characters'

@@ -38,9 +38,11 @@ SYSTEM_DIRECTORIES = frozenset({
     '/usr/local/bin', '/usr/local/lib', '/usr/local/sbin', '/usr/sbin', '/usr/share', '/var', '/var/backups',
     '/var/cache', '/var/lib', '/var/local', '/var/log', '/var/mail', '/var/opt', '/var/spool', '/var/tmp',
 })
-# Nothing of a job may live inside these: the root-only secrets, the job manifests, and the kernel's and
-# systemd's own file systems.
-FORBIDDEN_TREES = (_provider.SECRETS_ROOT, _provider.STATE_DIR, '/proc', '/sys', '/dev', '/run', '/boot')
+# Nothing of a job may live inside these: the root-only secrets and the job manifests, the kernel's and
+# systemd's file systems, and the trees whose files root runs or reads as configuration (a directory created or
+# taken over there would let the request's user add a systemd generator or a Python module root imports).
+FORBIDDEN_TREES = (_provider.SECRETS_ROOT, _provider.STATE_DIR, '/proc', '/sys', '/dev', '/run', '/boot', '/etc', '/usr',
+                   '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/var/run', '/var/lock')
 # Settings that name a directory the converge or a job creates or writes: (path in the settings, what it is).
 WRITTEN_PATHS = (('repository', 'path'), ('monitoring', 'metrics_directory'))
 
@@ -71,6 +73,29 @@ def path_violations(path: str, settings: t.Mapping[str, t.Any]) -> list[str]:
         problem = path_problem(value) if isinstance(value, str) else None
         if problem:
             violations.append(f'{path}.settings.{field}: {value!r} {problem}')
+    return violations
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path.startswith(parent.rstrip('/') + '/')
+
+
+def nesting_violations(var: str, instances: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """A local repository inside another one (the outer one's user would own the inner's parent and could swap
+    it), and a metrics directory inside a repository (its user could redirect root's writes)."""
+    repositories = {name: valid['settings']['repository'].get('path') for name, valid in instances.items()}
+    repositories = {name: path for name, path in repositories.items() if path}
+    violations = []
+    for name, path in sorted(repositories.items()):
+        for other, outer in sorted(repositories.items()):
+            if _inside(path, outer):
+                violations.append(f'{var}.{name}.settings.repository.path: {path!r} is inside the repository of '
+                                  f'instance {other!r} ({outer!r}) (rule: no nested repositories)')
+        metrics = (instances[name]['settings'].get('monitoring') or {}).get('metrics_directory')
+        for other, outer in sorted(repositories.items()):
+            if metrics and (metrics == outer or _inside(metrics, outer)):
+                violations.append(f'{var}.{name}.settings.monitoring.metrics_directory: {metrics!r} is inside the '
+                                  f'repository of instance {other!r}, which its user owns (rule: root-only metrics)')
     return violations
 
 
@@ -186,4 +211,5 @@ def check(provider: str, instances: t.Any, host: str, var: str | None = None) ->
             valid[name] = checked
             for expression, paths in calendar_uses(var, name, checked['settings']).items():
                 calendars.setdefault(expression, []).extend(paths)
+    violations += nesting_violations(var, valid)
     return Checked(valid, calendars, violations)

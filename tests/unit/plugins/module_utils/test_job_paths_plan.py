@@ -193,3 +193,38 @@ def test_root_s_directory_is_taken_over_only_while_empty(tmp_path):
     with pytest.raises(paths.JobPathsError, match='belongs to root, not to 54321'):
         paths.plan([paths.Directory(str(system), paths.Attributes(uid=OTHER_UID, gid=OTHER_UID, mode=0o700))], [], [], [])
     assert os.stat(system).st_uid == 0
+
+
+@needs_root
+def test_a_directory_swapped_in_after_the_plan_is_not_taken_over(tmp_path):
+    parent = tmp_path / 'srv'
+    parent.mkdir()
+    os.chown(parent, OTHER_UID, OTHER_UID)
+    own = parent / 'pg'
+    own.mkdir(mode=0o755)
+    os.chown(own, OTHER_UID, OTHER_UID)
+    entry = paths.Directory(str(own), paths.Attributes(uid=OTHER_UID, gid=OTHER_UID, mode=0o700))
+    the_plan = paths.plan([entry], [], [], [])
+    assert the_plan.changed
+    # Between plan and apply the parent's owner puts another user's (non-empty) repository in its place.
+    own.rename(parent / 'pg.mine')
+    other = parent / 'pg'
+    other.mkdir(mode=0o750)
+    (other / 'config').write_text('x')
+    os.chown(other, 99, 99)
+    with pytest.raises(paths.JobPathsError, match='belongs to 99, not to 54321'):
+        paths.apply(Mover(), the_plan)
+    found = os.stat(other)
+    assert (found.st_uid, stat.S_IMODE(found.st_mode)) == (99, 0o750)
+
+
+def test_a_trusted_link_with_dot_dot_in_its_target_is_followed(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('a trusted link needs root-owned directories: run as root')
+    for directory in (tmp_path, tmp_path / 'a', tmp_path / 'data'):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, 0o755)
+    (tmp_path / 'a' / 'srv').symlink_to('../data')
+    entry = paths.Directory(str(tmp_path / 'a' / 'srv' / 'repo'), me(0o700))
+    paths.apply(Mover(), paths.plan([entry], [], [], []))
+    assert stat.S_IMODE(os.stat(tmp_path / 'data' / 'repo').st_mode) == 0o700

@@ -11,7 +11,9 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -243,3 +245,65 @@ def test_bad_monitoring_settings_are_refused_naming_the_field(key, value, rule):
     assert f'monitoring.{key}' in message and rule in message
     if key == 'ping_url':
         assert str(value) not in message  # writeOnly: a URL is a secret, never quoted back
+
+
+OTHER_UID = 54321
+
+
+@needs_root
+def test_metrics_in_another_user_s_directory_are_written_as_that_user(world):
+    """Debian's prometheus owns its directory: root must not write there, where that user could swap the
+    temporary file for a link to any file."""
+    top = tempfile.mkdtemp(dir='/tmp')  # pytest's own directories are root's alone: the user could not reach it
+    try:
+        os.chmod(top, 0o755)
+        directory = os.path.join(top, 'metrics')
+        os.mkdir(directory, 0o755)
+        os.chown(directory, OTHER_UID, OTHER_UID)
+        watch = _provider.Monitoring(metrics_file=os.path.join(directory, 'restic-backup-app.prom'))
+        spec = _provider.ScriptSpec(
+            layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
+            credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
+            monitoring=watch)
+        path = world / 'job'
+        path.write_text(_provider.render_script(spec))
+        finished(world, path)
+        written = os.stat(watch.metrics_file)
+        assert (written.st_uid, written.st_mode & 0o777) == (OTHER_UID, 0o644)
+        with open(watch.metrics_file, encoding='utf-8') as handle:
+            assert 'selfhost_backup_last_exit_status{provider="restic",name="app"} 0' in handle.read()
+    finally:
+        shutil.rmtree(top)
+
+
+@needs_root
+@pytest.mark.parametrize('mode, owner, expected', [
+    (0o775, 0, 'can be changed by a group or by other users: no metrics written'),
+    (0o777, 0, 'can be changed by a group or by other users: no metrics written'),
+])
+def test_metrics_are_not_written_where_others_could_swap_the_file(world, mode, owner, expected):
+    (world / 'metrics').mkdir()
+    os.chmod(world / 'metrics', mode)
+    os.chown(world / 'metrics', owner, owner)
+    path = script(world, ping=False)
+    result = finished(world, path)
+    assert expected in result.stderr
+    assert not (world / 'metrics' / 'restic-backup-app.prom').exists()
+
+
+@needs_root
+def test_metrics_below_a_directory_of_another_user_are_not_written(world):
+    (world / 'metrics').mkdir(mode=0o755)
+    os.chown(world / 'metrics', OTHER_UID, OTHER_UID)
+    nested = world / 'metrics' / 'textfiles'
+    nested.mkdir(mode=0o755)
+    watch = _provider.Monitoring(metrics_file=str(nested / 'restic-backup-app.prom'))
+    spec = _provider.ScriptSpec(
+        layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
+        credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
+        monitoring=watch)
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    result = finished(world, path)
+    assert 'belongs to a user other than root: no metrics written below it' in result.stderr
+    assert not (nested / 'restic-backup-app.prom').exists()

@@ -183,12 +183,12 @@ def test_an_empty_dump_fails_and_forgets_the_snapshot_restic_saved(world, versio
     assert not any('--prune' in line for line in log(world))
 
 
-def test_a_tool_that_fails_before_the_dump_says_backup_cmd_did_not_run(world):
+def test_a_tool_that_fails_before_the_dump_says_backup_cmd_left_no_status(world):
     path = script(world, (0, 18, 0))
     # The fake's "repository" is a directory it cannot write: it fails before it runs the command.
     result = run(world, path, 'backup', FAKE_STORE=str(world / 'missing'))
     assert result.returncode != 0
-    assert 'backup failed (backup_cmd did not run, restic exit 1)' in result.stderr
+    assert 'backup failed (backup_cmd left no exit status (it did not run, or its shell was killed), restic exit 1)' in result.stderr
 
 
 def test_forget_of_a_failed_snapshot_waits_for_the_lock(world):

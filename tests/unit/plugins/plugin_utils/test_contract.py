@@ -289,7 +289,7 @@ def test_x_violation_words_the_rule_without_the_value():
     text = str(info.value)
     assert 'restic_instances.app.settings.passphrase_file: give either passphrase or passphrase_file, not both' in text
     assert 'restic_instances.app.settings.repository.url: give either repository.path or repository.url' in text
-    assert 'restic_instances.app.settings.environment_secrets.AWS_KEY: invalid value (hidden' in text
+    assert "restic_instances.app.settings.environment_secrets.AWS_KEY: is not of type 'string' (value hidden" in text
     assert 'pw-secret' not in text and 'url-secret' not in text
 
 

@@ -234,3 +234,54 @@ def test_a_stop_unit_that_systemctl_would_read_as_an_option_is_refused(provider,
 @pytest.mark.parametrize('unit', ['postgresql@15-main.service', 'app.service', 'nginx.socket', r'x\x2dy.service'])
 def test_ordinary_stop_units_pass(unit):
     assert violations('restic', {'app': instance(RESTIC | {'restore': {'stop_units': [unit]}})}) == []
+
+
+@pytest.mark.parametrize('settings, field', [
+    ({'repository': f'rest:https://user:{SECRET}@host/', 'passphrase': 'x'}, 'repository'),
+    (RESTIC | {'environment_secrets': f'AWS_SECRET_ACCESS_KEY={SECRET}'}, 'environment_secrets'),
+    (RESTIC | {'environment_secrets': [SECRET]}, 'environment_secrets'),
+    (RESTIC | {'monitoring': f'https://hc-ping.com/{SECRET}'}, 'monitoring'),
+])
+def test_a_wrongly_typed_value_that_may_hold_a_secret_is_never_quoted(settings, field):
+    found = violations('restic', {'app': instance(settings)})
+    assert f'restic_instances.app.settings.{field}: is not of type ' in '\n'.join(found)
+
+
+def test_a_non_string_secret_variable_name_is_named_not_a_crash():
+    found = violations('restic', {'app': instance(RESTIC | {'environment_secrets': {123: SECRET}})})
+    assert found == ['restic_instances.app.settings: environment_secrets: names must be strings, got 123']
+
+
+@pytest.mark.parametrize('name', ['FUNCNEST', 'EXECIGNORE', 'GCONV_PATH', 'LOCPATH'])
+def test_more_variables_that_break_the_job_are_refused(name):
+    assert len(violations('restic', {'app': instance(RESTIC | {'environment_secrets': {name: SECRET}})})) == 1
+
+
+@pytest.mark.parametrize('path', ['/var/run/x', '/var/lock/x', '/etc/ssh', '/etc/systemd/system-generators',
+                                  '/usr/local/lib/python3.11/dist-packages', '/lib/systemd/system-generators',
+                                  '/etc/selfhost-backupx', '/etc/cron.d'])
+def test_trees_root_reads_or_runs_are_refused(path):
+    found = violations('restic', {'app': instance(RESTIC | {'repository': {'path': path}})})
+    assert len(found) == 1 and '(rule: not a system directory)' in found[0]
+
+
+def test_a_repository_inside_another_and_metrics_inside_a_repository_are_refused():
+    found = violations('restic', {
+        'outer': instance(RESTIC | {'repository': {'path': '/srv/b/pg'}}),
+        'inner': instance(RESTIC | {'repository': {'path': '/srv/b/pg/my'},
+                                    'monitoring': {'metrics_directory': '/srv/b/pg/metrics'}}),
+    })
+    assert found == [
+        "restic_instances.inner.settings.repository.path: '/srv/b/pg/my' is inside the repository of instance "
+        "'outer' ('/srv/b/pg') (rule: no nested repositories)",
+        "restic_instances.inner.settings.monitoring.metrics_directory: '/srv/b/pg/metrics' is inside the repository "
+        "of instance 'outer', which its user owns (rule: root-only metrics)",
+    ]
+
+
+def test_sibling_repositories_and_a_shared_one_pass():
+    assert violations('restic', {
+        'a': instance(RESTIC | {'repository': {'path': '/srv/b/pg'}}),
+        'b': instance(RESTIC | {'repository': {'path': '/srv/b/pg2'}}),
+        'c': instance(RESTIC | {'repository': {'path': '/srv/b/pg'}}),
+    }) == []
