@@ -34,9 +34,10 @@ EMPTY_RUNS = 3  # as many as instance local's retention keeps (keep_last 3): eac
 
 def host_state(host, tool: Tool) -> str:
     """Everything a provider run writes on the host, with times to the nanosecond."""
+    # The repositories' directory by name only: a tool's lock files change its entries' times at any moment.
     return host.check_output(
         f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin /var/lib/selfhost-backup "
-        f"/etc/selfhost-backup/{tool.provider} /srv/{tool.provider}; "
+        f"/etc/selfhost-backup/{tool.provider}; ls -1 /srv/{tool.provider}; "
         f"sha256sum /etc/selfhost-backup/{tool.provider}/*/* {UNIT_DIR}/{tool.provider}-* 2>/dev/null; "
         "systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort; "
         "test ! -e /root/bad-settings-marker && echo no-marker"
