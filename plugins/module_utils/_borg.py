@@ -318,8 +318,20 @@ provider_snapshots() {
   borg_ @@LIST@@
 }
 
+# Before the first backup has created the repository there is no archive yet, which is no error (selfhost-backup
+# status says pending). Once the marker names the repository, a repository that is not there fails: it vanished.
 provider_newest_json() {
-  borg_ @@NEWEST@@
+  local errors rc=0
+  errors="$(mktemp)"
+  borg_ @@NEWEST@@ 2>"$errors" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$(cat -- "$INIT_MARKER" 2>/dev/null)" != "$BORG_REPOSITORY" ] \
+      && grep -qE 'does not exist|is not a valid repository' "$errors"; then
+    rc=0
+  else
+    cat -- "$errors" >&2
+  fi
+  rm -f -- "$errors"
+  return "$rc"
 }
 
 # Whether this instance has that archive (latest: any archive); the restore checks it before anything stops.

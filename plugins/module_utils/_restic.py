@@ -188,17 +188,53 @@ provider_backup() {
 '''
 
 MODERN_BACKUP = r'''# restic >= 0.17 runs the dump itself and fails when it fails. It may still have saved a snapshot (an empty
-# dump makes it exit 3 after saving one); finish_backup forgets it.
+# dump makes it exit 3 after saving one); finish_backup forgets it. restic's messages pass through
+# stop_abandoned_backup, through a FIFO, so that restic's own exit status stays at hand.
 provider_backup() {
-  local out status restic_rc
+  local out status restic_rc messages job
   begin_run backup
   out="$(mktemp)" status="$(mktemp)"
+  messages="$(mktemp -d)"
+  mkfifo -m 0600 -- "$messages/fifo"
   set +e
-  restic_ @@BACKUP@@ "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}" >"$out"
+  restic_ @@BACKUP@@ "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}" >"$out" 2>"$messages/fifo" &
+  job=$!
+  stop_abandoned_backup "$job" <"$messages/fifo"
+  wait "$job"
   restic_rc=$?
   set -e
+  rm -rf -- "$messages"
   finish_backup "$out" "$(backup_cmd_outcome "$status")" "$restic_rc"
   end_run backup
+}
+
+# restic's messages, passed on unchanged; $1 is the background job whose child is restic. Once the repository
+# has refused data for good (a full disk: "Save(<data/...>) failed: ... no space left on device", a server that
+# keeps failing) the backup cannot succeed, but restic 0.17 and 0.18 then wait for the dump to end while the
+# dump waits for restic to read the rest of it (restic issue 5683): the run would hang until limits.timeout.
+# restic is stopped at that message instead: on SIGTERM it ends the dump, removes its lock and exits non-zero
+# with the repository's error.
+stop_abandoned_backup() {
+  local line stopped='' refused=$'^(\e\\[2K)?Save\\(<(data|index|snapshot)/[0-9a-f]+>\\) failed: '
+  while IFS= read -r line || [ -n "$line" ]; do
+    printf '%s\n' "$line" >&2
+    if [ -z "$stopped" ] && [[ "$line" =~ $refused ]]; then
+      stopped=yes
+      printf '%s: the repository refused the backup: stopping restic, which would wait for the dump for ever\n' \
+        "$SCRIPT" >&2
+      kill -TERM $(children_of "$1") 2>/dev/null
+    fi
+  done
+}
+
+# The processes whose parent is $1, read from /proc (procps is not always installed).
+children_of() {
+  local stat line ppid
+  for stat in /proc/[0-9]*/stat; do
+    IFS= read -r line <"$stat" 2>/dev/null || continue
+    read -r _ ppid _ <<<"${line##*) }"
+    [ "$ppid" != "$1" ] || printf '%s\n' "${line%% *}"
+  done
 }
 '''
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ from provider_checks import assert_failure_reported, notified_path, server_host
 __all__ = [
     "test_kill_9_mid_stream_then_the_next_run_and_the_check_succeed",
     "test_a_manual_start_during_a_run_joins_it",
+    "test_status_shows_a_running_backup_as_running",
     "test_a_second_instance_never_breaks_a_live_lock",
     "test_an_unreachable_repository_fails_reported_and_recovers",
     "test_no_secret_in_ansible_output_at_vvv",
@@ -202,6 +204,31 @@ def test_a_manual_start_during_a_run_joins_it(host, tool):
     assert started.count("ing") == 1, started
     # And the repository is sound.
     check_ok(host, tool, "local")
+
+
+def test_status_shows_a_running_backup_as_running(host, tool):
+    """While a backup runs, selfhost-backup status shows it running (not a problem), and OK once it is done."""
+    # Only this instance (its manifest, with its time), so that status reads the run at once.
+    state = host.check_output("mktemp -d")
+    host.check_output(f"cp -p /var/lib/selfhost-backup/{tool.provider}-backup-local.json {state}/")
+    status = f"SELFHOST_BACKUP_STATE_DIR={state} selfhost-backup status"
+    flags(host, tool, "slow-tail")
+    try:
+        host.check_output(f"systemctl start --no-block {tool.unit('local')}")
+        wait_for(host, f'[ "$(systemctl show -P ActiveState {tool.unit("local")})" = activating ]')
+        running = host.run(status)
+        wait_until_inactive(host, tool.unit("local"))
+    finally:
+        flags(host, tool)
+    assert running.rc == 0, running.stdout + running.stderr
+    assert re.fullmatch(rf"{tool.provider} +local +last run \S+ \S+ UTC \(running, for \d+s\), .*: RUNNING",
+                        running.stdout.strip()), running.stdout
+    done = host.run(f"{status} --json")
+    entry = json.loads(done.stdout)[0]
+    assert done.rc == 0 and entry["running"] is False and entry["result"] == "success", entry
+    # Its run timeout is the default limits.timeout: a hung run would be ended and reported.
+    assert entry["timeout"] == 43200 and entry["ok"] is True, entry
+    host.check_output(f"rm -rf {state}")
 
 
 def test_a_second_instance_never_breaks_a_live_lock(host, tool):

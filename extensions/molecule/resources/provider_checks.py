@@ -44,6 +44,23 @@ def assert_failure_reported(host, provider: str, instance: str, result: str = "e
     assert status_of(host, provider, instance)["problems"] == ["failed"]
 
 
+def assert_pending_after_converge(host, provider: str, instances: tuple) -> None:
+    """Right after the converge, before any run: every instance of the provider is pending, not late or
+    unreadable, and selfhost-backup status exits 0."""
+    result = host.run("selfhost-backup status --json")
+    assert result.rc == 0, result.stdout + result.stderr
+    entries = {entry["instance"]: entry for entry in json.loads(result.stdout) if entry["provider"] == provider}
+    assert sorted(entries) == sorted(instances), entries
+    for entry in entries.values():
+        assert entry["ok"] is True and entry["pending"] is True and entry["problems"] == [], entry
+        assert entry["result"] == "never run" and entry["newest_snapshot"] is None and entry["error"] == "", entry
+    text = host.run("selfhost-backup status")
+    assert text.rc == 0, text.stdout
+    for instance in instances:
+        assert re.search(rf"^{provider} +{re.escape(instance)} +last run - \(never run\), .*: PENDING$", text.stdout,
+                         re.M), text.stdout
+
+
 # ---- monitoring.metrics_directory and monitoring.ping_url (instance "local" of both scenarios) ----
 
 METRICS_DIR = "/var/lib/prometheus/node-exporter"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,12 +36,26 @@ def host(tmp_path):
     return tmp_path
 
 
+def unit(host, name, state='inactive', result='success', started=NOW - 3600, since=None, timeout='12h'):
+    """What systemctl show says of a service: a run that started at `started` (None: never since boot), active
+    since `since` when the state is activating."""
+    (host / 'units' / name).write_text(
+        f'ActiveState={state}\nResult={result}\nExecMainStartTimestamp={"@" + str(started) if started else ""}\n'
+        f'InactiveExitTimestamp={"@" + str(since or started) if (since or started) else ""}\n'
+        f'TimeoutStartUSec={timeout}\n')
+
+
 def add(host, provider, instance, result='success', state='inactive', started=NOW - 3600, newest=NOW - 3500,
-        late_after=93600, script_rc=0):
+        late_after=93600, script_rc=0, installed=NOW - 86400 * 30, check=None, since=None, timeout='12h'):
     job = f'{provider}-backup-{instance}'
-    (host / 'state' / f'{job}.json').write_text('{"files": [], "timers": []}')
-    (host / 'units' / f'{job}.service').write_text(
-        f'ActiveState={state}\nResult={result}\nExecMainStartTimestamp={"@" + str(started) if started else ""}\n')
+    timers = [f'{job}.timer'] + ([f'{job}-check.timer'] if check else [])
+    manifest = host / 'state' / f'{job}.json'
+    manifest.write_text(json.dumps({'files': [], 'timers': timers}))
+    # The manifest's time: when backup_timer installed or last changed the job.
+    os.utime(manifest, (installed, installed))
+    unit(host, f'{job}.service', state, result, started, since, timeout)
+    if check:
+        unit(host, f'{job}-check.service', **check)
     # As systemd shows it: a timer's next elapse in the human form, whatever --timestamp says.
     next_run = time.strftime('%a %Y-%m-%d %H:%M:%S UTC', time.gmtime(NOW + 7200))
     (host / 'units' / f'{job}.timer').write_text(f'NextElapseUSecRealtime={next_run}\n')
@@ -101,10 +116,111 @@ def test_failed_late_or_unreadable_exit_1(host, changes, problems):
     assert text.returncode == 1 and ', '.join(problems).upper() in text.stdout
 
 
-def test_never_run_is_late_but_not_failed(host):
-    add(host, 'restic', 'new', result='success', started=None, newest=None)
+def test_never_run_and_installed_long_ago_is_late_but_not_failed(host):
+    add(host, 'restic', 'new', result='success', started=None, newest=None, installed=NOW - 93700)
+    result = status(host, '--json')
+    entry = json.loads(result.stdout)[0]
+    assert entry['result'] == 'never run' and entry['problems'] == ['late'] and entry['pending'] is False
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+def test_right_after_a_converge_an_instance_is_pending_not_late(host, provider):
+    # Installed a minute ago, never run, no snapshot yet (borg: no repository yet, its script says no archive).
+    add(host, provider, 'fresh', started=None, newest=None, installed=NOW - 60)
+    add(host, 'restic', 'old')
+    result = status(host, '--json')
+    assert result.returncode == 0, result.stdout
+    entries = {entry['instance']: entry for entry in json.loads(result.stdout)}
+    fresh = entries['fresh']
+    assert fresh['ok'] is True and fresh['pending'] is True and fresh['problems'] == []
+    assert fresh['result'] == 'never run' and fresh['newest_snapshot'] is None and fresh['installed'] == NOW - 60
+    assert entries['old']['pending'] is False
+    text = status(host)
+    assert text.returncode == 0
+    assert re.search(rf'^{provider} +fresh +last run - \(never run\), newest snapshot none, next run .*: PENDING$',
+                     text.stdout, re.M), text.stdout
+
+
+def test_pending_ends_after_late_after(host):
+    add(host, 'restic', 'fresh', started=None, newest=None, installed=NOW - 700, late_after=600)
     entry = json.loads(status(host, '--json').stdout)[0]
-    assert entry['result'] == 'never run' and entry['problems'] == ['late']
+    assert entry['pending'] is False and entry['problems'] == ['late']
+
+
+def test_a_first_run_that_failed_is_not_pending(host):
+    add(host, 'restic', 'fresh', result='exit-code', state='failed', newest=None, installed=NOW - 7200)
+    result = status(host, '--json')
+    entry = json.loads(result.stdout)[0]
+    assert result.returncode == 1
+    assert entry['pending'] is False and entry['problems'] == ['failed', 'late']
+
+
+def test_a_running_backup_is_running_not_a_problem(host):
+    # Its first run, five minutes in: neither pending nor late.
+    add(host, 'restic', 'first', state='activating', started=NOW - 300, newest=None, installed=NOW - 600)
+    add(host, 'borg', 'nightly', state='deactivating', started=NOW - 120)
+    result = status(host, '--json')
+    assert result.returncode == 0, result.stdout
+    entries = {entry['instance']: entry for entry in json.loads(result.stdout)}
+    first = entries['first']
+    assert first['running'] is True and first['result'] == 'running' and first['ok'] is True
+    assert first['running_since'] == NOW - 300 and first['timeout'] == 43200 and first['pending'] is False
+    assert entries['nightly']['running'] is True and entries['nightly']['problems'] == []
+    lines = status(host).stdout.splitlines()
+    assert re.search(r'^restic +first +last run \S+ \S+ UTC \(running, for 5m\), .*: RUNNING$', lines[1]), lines
+    assert lines[0].endswith(': RUNNING')
+
+
+@pytest.mark.parametrize('timeout, started, late_after, too_long', [
+    ('12h', NOW - 43300, 93600, True),  # past its TimeoutStartSec=: systemd could not end it
+    ('12h', NOW - 43000, 93600, False),
+    ('1min 30s', NOW - 100, 93600, True),
+    ('1d 2h', NOW - 93700, 93600, True),
+    ('1d 2h', NOW - 93500, 93600, False),
+    # Without a timeout (units from before limits.timeout had a default): late_after is the expected duration.
+    ('infinity', NOW - 3700, 3600, True),
+    ('infinity', NOW - 3500, 3600, False),
+], ids=['past-12h', 'within-12h', 'past-90s', 'past-1d2h', 'within-1d2h', 'no-timeout-past-late-after',
+        'no-timeout-within-late-after'])
+def test_a_run_active_after_its_expected_duration_is_a_problem(host, timeout, started, late_after, too_long):
+    add(host, 'restic', 'stuck', state='activating', started=started, newest=NOW - 60, late_after=late_after,
+        timeout=timeout)
+    result = status(host, '--json')
+    entry = json.loads(result.stdout)[0]
+    assert entry['running'] is True
+    assert entry['problems'] == (['running too long'] if too_long else [])
+    assert result.returncode == (1 if too_long else 0)
+    if too_long:
+        assert status(host).stdout.rstrip().endswith(': RUNNING TOO LONG')
+
+
+def test_the_last_check_is_shown_and_a_failed_one_is_a_problem(host):
+    add(host, 'restic', 'good', check={'result': 'success', 'started': NOW - 7200})
+    add(host, 'restic', 'bad', check={'state': 'failed', 'result': 'exit-code', 'started': NOW - 7200})
+    add(host, 'borg', 'unchecked', check={'started': None})
+    add(host, 'borg', 'nocheck')
+    result = status(host, '--json')
+    assert result.returncode == 1
+    entries = {entry['instance']: entry for entry in json.loads(result.stdout)}
+    assert entries['good']['ok'] is True and entries['good']['check'] == {
+        'service': 'restic-backup-good-check.service', 'state': 'inactive', 'last_run': NOW - 7200,
+        'result': 'success'}
+    assert entries['bad']['problems'] == ['check failed']
+    assert entries['bad']['check']['result'] == 'exit-code'
+    assert entries['unchecked']['ok'] is True and entries['unchecked']['check']['result'] == 'never run'
+    assert entries['nocheck']['check'] is None
+    lines = {line.split()[1]: line for line in status(host).stdout.splitlines()}
+    assert re.search(r', check \S+ \S+ UTC \(success\), next run .*: OK$', lines['good'])
+    assert lines['bad'].endswith(': CHECK FAILED') and '(exit-code), next run' in lines['bad']
+    assert ', check - (never run), next run' in lines['unchecked']
+    assert ', check ' not in lines['nocheck']
+
+
+def test_a_check_still_running_after_its_timeout_is_a_problem(host):
+    add(host, 'restic', 'slow', check={'state': 'activating', 'started': NOW - 700, 'timeout': '10min'})
+    entry = json.loads(status(host, '--json').stdout)[0]
+    assert entry['problems'] == ['check running too long'] and entry['check']['result'] == 'running'
 
 
 def test_no_instance(host):

@@ -14,8 +14,9 @@ import subprocess
 import testinfra
 
 from conftest import SCENARIO_DIR
-from provider_checks import (assert_failed_run_monitored, assert_failure_reported, assert_good_run_monitored, assert_healthy,
-                             assert_monitor_down_fails_nothing, notified_path, ping_check, pings_seen, server_host)
+from provider_checks import (assert_failed_run_monitored, assert_failure_reported, assert_good_run_monitored,
+                             assert_healthy, assert_monitor_down_fails_nothing, assert_pending_after_converge,
+                             notified_path, ping_check, pings_seen, server_host)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -65,6 +66,11 @@ def restore(host, instance: str, which: str):
 
 def borg_version(host) -> tuple[int, ...]:
     return tuple(int(part) for part in re.search(r"(\d+)\.(\d+)\.(\d+)", host.check_output("borg --version")).groups())
+
+
+def test_status_right_after_the_converge_is_pending(host):
+    """Before the first backup, which creates the repositories, status used to say UNREADABLE."""
+    assert_pending_after_converge(host, "borg", INSTANCES)
 
 
 def test_units_and_timers_are_installed(host):

@@ -10,10 +10,12 @@ import os
 import re
 import shlex
 import subprocess
+import time
 
 from conftest import SCENARIO_DIR
 from provider_checks import (assert_failed_run_monitored, assert_failure_reported, assert_good_run_monitored, assert_healthy,
-                             assert_monitor_down_fails_nothing, notified_path, ping_check, pings_seen, server_host)
+                             assert_monitor_down_fails_nothing, assert_pending_after_converge, notified_path, ping_check,
+                             pings_seen, server_host, status_of)
 
 testinfra_hosts = ["ansible://clients"]
 
@@ -62,6 +64,44 @@ def restore(host, instance: str, which: str):
 def restic_version(host) -> tuple[int, ...]:
     out = host.check_output("restic version")
     return tuple(int(part) for part in re.search(r"restic (\d+)\.(\d+)\.(\d+)", out).groups())
+
+
+def test_status_right_after_the_converge_is_pending(host):
+    assert_pending_after_converge(host, "restic", INSTANCES + ("full",))
+
+
+def test_a_full_repository_fails_the_backup_at_once_instead_of_hanging(host):
+    """Instance "full" backs up 64 MiB of random data into a repository on a 2 MiB file system. The run fails on
+    its own within seconds, long before its limits.timeout (60 s) and this test's limit (120 s), names the
+    cause and is reported; nothing is left running. restic 0.18 (Debian 13) used to wait for the dump for ever
+    (restic issue 5683); the legacy pipe of restic 0.14 (Debian 12) must not hang either."""
+    unit = "restic-backup-full.service"
+    assert host.run("mountpoint -q /srv/restic-full").rc == 0
+    host.check_output(f"rm -f {notified_path('restic', 'full')}")
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    started = time.monotonic()
+    result = host.run(f"timeout 120 systemctl start --wait {unit}")
+    took = time.monotonic() - started
+    journal = host.check_output(f"journalctl --no-pager -o cat --since {shlex.quote(since)} -u {unit}")
+    assert result.rc not in (0, 124), journal
+    assert host.check_output(f"systemctl show -P Result {unit}") == "exit-code", journal
+    assert took < 45, (took, journal)
+    assert "no space left on device" in journal, journal
+    assert "backup failed" in journal and "no snapshot kept" in journal, journal
+    if restic_version(host) >= (0, 17, 0):
+        assert "the repository refused the backup: stopping restic" in journal, journal
+    assert host.check_output(f"systemctl is-failed {unit}") == "failed"
+    # Nothing of the run is left: no restic, no dump, no lock in the repository.
+    assert host.run("pgrep -u dbuser -f 'head -c 67108864|restic '").rc == 1, host.run("ps -ef").stdout
+    assert host.check_output("ls -A /srv/restic-full/repo/locks") == ""
+    assert snapshots(host, "full") == []
+    notified = host.run(f"timeout 30 sh -c 'until [ -s {notified_path('restic', 'full')} ]; do sleep 0.5; done'; "
+                        f"cat {notified_path('restic', 'full')}").stdout
+    # systemd names the result where it tells the OnFailure= unit, else the notification says "failed".
+    assert re.search(r"^SELFHOST_BACKUP_RESULT=(exit-code|failed)$", notified, re.M), notified
+    assert "no space left on device" in notified.split("---", 1)[1], notified
+    entry = status_of(host, "restic", "full")
+    assert entry["problems"] == ["failed", "late"] and entry["running"] is False, entry
 
 
 def test_units_and_timers_are_installed(host):

@@ -43,6 +43,8 @@ case "$cmd" in
                     printf '    }\n  }\n}\n' ;;
     esac ;;
   list)
+    [ -e "$store/repo" ] || { echo "Repository $BORG_REPO does not exist." >&2; exit 2; }
+    [ -z "${FAKE_LIST_ERROR:-}" ] || { echo "$FAKE_LIST_ERROR" >&2; exit 2; }
     case " $* " in
       *" --format "*) wc -c <"$store/data" ;;   # the one item's size
       *" --last 1 "*) [ -e "$store/data" ] && echo app@h1-2026-01-02T03:04:05.123456 ;;
@@ -279,6 +281,7 @@ def test_check_is_strict(world):
 
 
 def test_snapshots_lists_this_instance(world):
+    (world / 'store' / 'repo').touch()
     result = run(world, script(world), 'snapshots')
     assert result.returncode == 0
     assert log(world)[0][1] == f"list --glob-archives {_borg.archive_glob('app', 'h1')}"
@@ -372,3 +375,30 @@ def test_the_secrets_a_killed_interactive_run_left_are_removed_by_the_next(world
     finally:
         shutil.rmtree(orphan, ignore_errors=True)
         shutil.rmtree(live, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='newest runs as root')
+def test_newest_before_the_first_backup_is_no_archive_yet_not_an_error(world):
+    # Right after a converge: the first backup creates the repository, selfhost-backup status says pending.
+    result = run(world, script(world), 'newest', unit=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == 'newest= late_after=93600\n'
+    assert result.stderr == ''
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='newest runs as root')
+def test_newest_fails_when_a_repository_the_job_has_seen_is_gone(world):
+    assert run(world, script(world), 'backup').returncode == 0
+    (world / 'store' / 'repo').unlink()
+    result = run(world, script(world), 'newest', unit=False)
+    assert result.returncode != 0
+    assert 'does not exist' in result.stderr and 'cannot list the archives of this instance' in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='newest runs as root')
+def test_newest_fails_on_any_other_error_before_the_first_backup(world):
+    (world / 'store' / 'repo').touch()
+    result = run(world, script(world, remote=True), 'newest', unit=False,
+                 FAKE_LIST_ERROR='Connection closed by remote host. Is borg working on the server?')
+    assert result.returncode != 0
+    assert 'Connection closed by remote host' in result.stderr

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -24,6 +26,19 @@ args=" $* "
 case "$args" in
   *" backup "*"--stdin-from-command"*)
     cmd=("${@}"); while [ "${cmd[0]}" != -- ]; do cmd=("${cmd[@]:1}"); done; cmd=("${cmd[@]:1}")
+    [ -z "${FAKE_STDERR:-}" ] || printf '%s\n' "$FAKE_STDERR" >&2
+    if [ -n "${FAKE_REFUSE:-}" ]; then
+      # Like restic 0.17 and 0.18 when the repository refuses a pack (a full disk): it stops reading the dump,
+      # reports the failed save and waits for the dump to end, for ever if the dump has more to write. SIGTERM
+      # kills the dump and ends restic with its error.
+      exec 3< <("${cmd[@]}")
+      dump=$!
+      trap 'kill "$dump"; echo "Fatal: unable to save snapshot: no space left on device" >&2; exit 1' TERM
+      head -c 100 <&3 >/dev/null
+      echo "Save(<data/0123abcd45>) failed: write /srv/repo/data/01/0123abcd45-tmp: no space left on device" >&2
+      while kill -0 "$dump" 2>/dev/null; do sleep 0.1; done
+      exit 1
+    fi
     "${cmd[@]}" >"$store/incoming" || { echo "Fatal: subprocess ${cmd[0]} returned error" >&2; exit 1; }
     if [ ! -s "$store/incoming" ]; then
       # Like restic 0.17+: an empty dump still saves a snapshot, then exits 3.
@@ -132,6 +147,51 @@ def test_modern_failed_dump_fails_without_snapshot(world):
     assert 'backup failed (backup_cmd exit 3, restic exit 1): no snapshot kept' in result.stderr
     assert not (world / 'store' / 'data').exists()
     assert not any(' forget ' in line for line in log(world))
+
+
+def run_bounded(world, path, seconds, **extra_env):
+    """run(), but a job that hangs is killed with everything it started and fails the test."""
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'SELFHOST_BACKUP_FORGET_RETRY_SECONDS': '0',
+           'CREDENTIALS_DIRECTORY': str(world / 'creds'), 'CACHE_DIRECTORY': str(world / 'cache'), **extra_env}
+    with subprocess.Popen(['bash', str(path), 'backup'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env, stdin=subprocess.DEVNULL, start_new_session=True) as job:
+        try:
+            stdout, stderr = job.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate()
+            pytest.fail(f'the backup still ran after {seconds} s')
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+
+
+def test_a_repository_that_refuses_the_dump_ends_the_backup_instead_of_hanging(world):
+    # An endless dump: restic stops reading it after the failed save and would wait for it for ever.
+    path = script(world, (0, 18, 0), backup_cmd='yes dump-data')
+    started = time.monotonic()
+    result = run_bounded(world, path, 30, FAKE_REFUSE='1')
+    assert time.monotonic() - started < 20
+    assert result.returncode != 0
+    # restic's own messages reach the journal, then why it was stopped, then its error and the verdict.
+    assert 'Save(<data/0123abcd45>) failed: write /srv/repo/data/01/0123abcd45-tmp: no space left on device' in result.stderr
+    assert 'the repository refused the backup: stopping restic' in result.stderr
+    assert 'Fatal: unable to save snapshot: no space left on device' in result.stderr
+    assert ('backup failed (backup_cmd left no exit status (it did not run, or its shell was killed), restic exit 1): '
+            'no snapshot kept') in result.stderr
+    assert not (world / 'store' / 'data').exists()
+    assert marks(world) == ['restic-unfinished.backup']
+
+
+@pytest.mark.parametrize('message', [
+    # restic retries: the save may still succeed.
+    'Save(<data/0123abcd45>) returned error, retrying after 720ms: connection refused',
+    # The dump's own stderr, which restic passes on with a prefix: never taken for restic's verdict.
+    'subprocess /bin/sh: Save(<data/0123abcd45>) failed: not restic',
+])
+def test_other_messages_pass_through_and_stop_nothing(world, message):
+    result = run_bounded(world, script(world, (0, 18, 0)), 30, FAKE_STDERR=message)
+    assert result.returncode == 0, result.stderr
+    assert message in result.stderr and 'stopping restic' not in result.stderr
+    assert (world / 'store' / 'data').read_text() == 'dump-data'
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')

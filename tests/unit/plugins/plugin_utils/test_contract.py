@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from ansible_collections.selfhost.backup.plugins.module_utils import _provider
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 VALID = {'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -v ON_ERROR_STOP=1 postgres'}
@@ -303,6 +304,30 @@ def test_restic_settings_defaults_and_required():
         _contract.validate_settings({'repository': {}}, schema)
     assert info.value.violations == ['settings.passphrase: is required (rule: required)',
                                      'settings.repository.path: is required (rule: required)']
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+@pytest.mark.parametrize('limits, timeout', [
+    (None, 43200),  # no limits at all
+    ({'nice': 5}, 43200),  # other limits only
+    ({'timeout': 172800}, 172800),  # raised by the user
+])
+def test_every_job_has_a_run_timeout_by_default(provider, limits, timeout):
+    """A run that hangs (a full disk under restic 0.17/0.18, a dump that never ends) is stopped and fails by
+    default: the jobs' TimeoutStartSec= comes from limits.timeout, which always has a value."""
+    schema = _contract.load_provider_schema(provider)
+    given = {'repository': {'path': '/srv/r'}, 'passphrase': 'pw'}
+    if limits is not None:
+        given['limits'] = limits
+    filled = _contract.validate_settings(given, schema)
+    assert filled['limits']['timeout'] == timeout
+    assert filled['limits'] == {**(limits or {}), 'timeout': timeout}
+    spec = _provider.ScriptSpec(layout=_provider.Layout(provider, 'app'), user='root', backup_name='dump',
+                                backup_cmd='true', restore_cmd='cat', credentials={}, env_names=(), stop_units=(),
+                                functions='')
+    options = _provider.job_options_from_settings(spec, filled, '/srv/r', check_enabled=True)
+    # One value for the backup and its check job: backup_timer writes it into both services.
+    assert options['timeout_sec'] == timeout
 
 
 @pytest.mark.parametrize('provider', ['restic', 'borg'])
