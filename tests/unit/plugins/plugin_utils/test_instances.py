@@ -285,3 +285,10 @@ def test_sibling_repositories_and_a_shared_one_pass():
         'b': instance(RESTIC | {'repository': {'path': '/srv/b/pg2'}}),
         'c': instance(RESTIC | {'repository': {'path': '/srv/b/pg'}}),
     }) == []
+
+
+@pytest.mark.parametrize('provider, settings', [('restic', RESTIC), ('borg', BORG)])
+def test_a_timeout_systemd_would_ignore_is_refused(provider, settings):
+    # systemd-analyze verify only warns about TimeoutStartSec=10^30 and the unit then runs without a timeout.
+    found = violations(provider, {'app': instance(settings | {'limits': {'timeout': 10 ** 30}})})
+    assert len(found) == 1 and found[0].startswith(f'{provider}_instances.app.settings.limits.timeout: ')
