@@ -87,9 +87,12 @@ def restic_repository_checks(contracts: t.Mapping[str, t.Any], reinitialise: t.S
         the_plan = _plan(contract, name, '0.0.0', 'unused', _restic.DEFAULT_BINARY)
         contents = dict(the_plan.secret_files)
         password_file = the_plan.credentials['passphrase']
+        environment = {env: contents[path] for env, path in the_plan.env_files.items()}
         check = {'name': name, 'user': contract['request']['user'], 'password_file': password_file,
-                 'environment_files': {}, 'environment': {env: contents[path] for env, path in the_plan.env_files.items()},
-                 'reinitialise': name in again}
+                 'environment_files': {}, 'environment': environment, 'reinitialise': name in again}
+        if the_plan.local_path:
+            # No secret: given as such, so that the messages name it.
+            check['repository'] = environment.pop('RESTIC_REPOSITORY')
         if password_file in contents:
             check['passphrase'] = contents[password_file]
         checks.append(check)

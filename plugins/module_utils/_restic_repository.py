@@ -156,9 +156,11 @@ class Repository:
             self.environ['RESTIC_REPOSITORY'] = spec['repository']
         if 'RESTIC_REPOSITORY' not in self.environ:
             raise _restic.ResticError('give repository or environment_files.RESTIC_REPOSITORY')
-        # Whatever restic prints (a URL with credentials in an error), Ansible masks these values in the result.
-        module.no_log_values.update(value for value in [self.password] + list(self.environ.values()) if value)
         self.location = self.environ['RESTIC_REPOSITORY']
+        # Whatever restic prints (a URL with credentials in an error), Ansible masks these values in the result;
+        # a local path is no secret, and the messages name it.
+        module.no_log_values.update(value for name, value in [('', self.password)] + list(self.environ.items())
+                                    if value and not (name == 'RESTIC_REPOSITORY' and local_path(value) is not None))
         self.environ.update({'LC_ALL': 'C', 'RESTIC_PASSWORD_FILE': '', 'RESTIC_PASSWORD_COMMAND': ''})
         try:
             entry = pwd.getpwnam(spec['user'])

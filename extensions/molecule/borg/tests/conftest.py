@@ -23,6 +23,8 @@ def scenario() -> dict:
 
 def pytest_collection_modifyitems(items: list) -> None:
     """The scenario's own tests first (they expect fresh repositories), then the failure drills
-    (test_drills.py), and last the test that removes instances."""
-    items.sort(key=lambda item: 2 if item.name.startswith("test_disabled_and_vanished")
+    (test_drills.py), the converges that must change nothing (test_repository_guards.py), and last the test that
+    removes instances."""
+    items.sort(key=lambda item: 3 if item.name.startswith("test_disabled_and_vanished")
+               else 2 if item.fspath.basename == "test_repository_guards.py"
                else 1 if item.fspath.basename == "test_drills.py" else 0)

@@ -81,7 +81,7 @@ def test_repository_checks_carry_the_secrets_about_to_be_written():
     checks = restic_filter.restic_repository_checks(contracts, ['remote'])
     assert checks == [
         {'name': 'app', 'user': 'postgres', 'password_file': '/etc/selfhost-backup/restic/app/passphrase',
-         'environment_files': {}, 'environment': {'RESTIC_REPOSITORY': '/srv/b'}, 'reinitialise': False,
+         'environment_files': {}, 'environment': {}, 'repository': '/srv/b', 'reinitialise': False,
          'passphrase': 'pw-123'},
         # A passphrase file already on the host: the module reads it there.
         {'name': 'remote', 'user': 'postgres', 'password_file': '/etc/pass', 'environment_files': {},

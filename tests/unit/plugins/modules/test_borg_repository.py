@@ -35,11 +35,12 @@ class ModuleExit(Exception):
 
 @pytest.fixture(autouse=True)
 def module_exits(monkeypatch):
+    # As AnsibleModule does: every no_log value is masked in what the module returns.
     def exit_json(self, **result):
-        raise ModuleExit(dict(result, failed=False))
+        raise ModuleExit(basic.remove_values(dict(result, failed=False), self.no_log_values))
 
     def fail_json(self, msg, **result):
-        raise ModuleExit(dict(result, msg=msg, failed=True))
+        raise ModuleExit(basic.remove_values(dict(result, msg=msg, failed=True), self.no_log_values))
 
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)

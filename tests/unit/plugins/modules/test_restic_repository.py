@@ -31,11 +31,12 @@ class ModuleExit(Exception):
 
 @pytest.fixture(autouse=True)
 def module_exits(monkeypatch):
+    # As AnsibleModule does: every no_log value is masked in what the module returns.
     def exit_json(self, **result):
-        raise ModuleExit(dict(result, failed=False))
+        raise ModuleExit(basic.remove_values(dict(result, failed=False), self.no_log_values))
 
     def fail_json(self, msg, **result):
-        raise ModuleExit(dict(result, msg=msg, failed=True))
+        raise ModuleExit(basic.remove_values(dict(result, msg=msg, failed=True), self.no_log_values))
 
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
@@ -324,3 +325,15 @@ def test_check_mode_without_restic_installed_checks_nothing(monkeypatch, files):
              'environment': {'RESTIC_REPOSITORY': '/srv/x'}}
     result, calls = run_list(monkeypatch, [], [check], check=True, init=False, restic='/nonexistent/restic')
     assert calls == [] and result['repositories'][0]['state'] == 'unknown' and result['changed'] is False
+
+
+def test_a_local_path_is_named_and_remote_credentials_are_masked(monkeypatch, files):
+    checks = [{'name': 'app', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw-1',
+               'repository': '/srv/restic/app', 'environment': {}},
+              {'name': 'off', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw-2',
+               'environment': {'RESTIC_REPOSITORY': 'rest:http://u:rest-pw-5@h:8000/x/'}}]
+    answer = (1, '', 'Fatal: unable to open repository at rest:http://u:rest-pw-5@h:8000/x/: connection refused')
+    result, calls = run_list(monkeypatch, [(1, '', 'Fatal: cannot read /srv/restic/app/config: I/O error'), answer],
+                             checks, init=False)
+    assert 'cannot read /srv/restic/app/config' in result['msg']
+    assert 'rest-pw-5' not in result['msg'] and 'unable to open repository at ********: connection' in result['msg']
