@@ -127,8 +127,8 @@ attributes:
     description: Probes, and reports a change when a repository would be initialised.
     support: full
     details:
-      - When the secret files of a repository do not exist yet (a first run in check mode), it reports a change
-        for it without probing.
+      - When the secret files of a repository or restic itself do not exist yet (a first run in check mode), it
+        reports a change for it without probing (RV(repositories[].state=unknown)).
   diff_mode:
     description: Nothing to diff.
     support: none
