@@ -61,6 +61,32 @@ def borg_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]]:
     return files
 
 
+def borg_repository_checks(contracts: t.Mapping[str, t.Any], reinitialise: t.Sequence[str] = ()) -> list[dict[str, t.Any]]:
+    """The ``repositories`` option of selfhost.backup.borg_repository for the enabled instances: the passphrase
+    about to be written (or the passphrase file), the job's marker and SSH details. Holds secrets: only in no_log
+    tasks."""
+    if not isinstance(reinitialise, t.Sequence) or isinstance(reinitialise, str):
+        raise AnsibleFilterError('reinitialise must be a list of instance names')
+    checks = []
+    for name, contract in sorted(_contracts(contracts).items()):
+        if not contract.get('settings', {}).get('enable', True):
+            continue
+        the_plan = _plan(contract, name, '1.2.0', 'unused', _borg.DEFAULT_BINARY)
+        contents = dict(the_plan.secret_files)
+        repository = contract['settings']['repository']
+        check = {'name': name, 'user': contract['request']['user'],
+                 'repository': repository.get('path') or repository['url'],
+                 'marker': f'{_borg.CACHE_ROOT}/{the_plan.layout.job_name}/{_borg.INIT_MARKER}',
+                 'password_file': the_plan.credentials['passphrase'], 'reinitialise': name in reinitialise}
+        if the_plan.credentials['passphrase'] in contents:
+            check['passphrase'] = contents[the_plan.credentials['passphrase']]
+        if the_plan.ssh_key:
+            check['ssh_key'] = the_plan.ssh_key
+            check['known_hosts'] = the_plan.known_hosts
+        checks.append(check)
+    return checks
+
+
 def borg_known_hosts_files(jobs: t.Any) -> list[dict[str, str]]:
     """The pinned host keys of the enabled instances' remote servers, as secret files [{dest, content}]: like
     the secrets, root-only files that a job loads as a credential."""
@@ -98,6 +124,7 @@ class FilterModule:
             'borg_jobs': borg_jobs,
             'borg_secret_files': borg_secret_files,
             'borg_known_hosts_files': borg_known_hosts_files,
+            'borg_repository_checks': borg_repository_checks,
             'borg_authorized_keys': borg_authorized_keys,
             'borg_ssh_keys': borg_ssh_keys,
         }

@@ -55,13 +55,48 @@ def restic_secret_files(contracts: t.Mapping[str, t.Any]) -> list[dict[str, str]
     return files
 
 
-def restic_repositories(enabled: t.Any) -> list[dict[str, t.Any]]:
+def _names(names: t.Any, what: str) -> frozenset[str]:
+    if not isinstance(names, t.Sequence) or isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise AnsibleFilterError(f'{what} must be a list of instance names')
+    return frozenset(names)
+
+
+def restic_repositories(enabled: t.Any, reinitialise: t.Sequence[str] = (),
+                        skip: t.Sequence[str] = ()) -> list[dict[str, t.Any]]:
     """The ``repositories`` option of selfhost.backup.restic_repository for the enabled instances, given as
-    dict2items gives the restic_jobs result: [{key, value}]. Paths only, no secret."""
+    dict2items gives the restic_jobs result: [{key, value}], without the instances in ``skip`` (found present
+    by the check before). Paths only, no secret."""
     if not isinstance(enabled, t.Sequence) or not all(isinstance(item, t.Mapping) and 'value' in item for item in enabled):
         raise AnsibleFilterError('restic_repositories needs the enabled restic jobs as dict2items gives them')
-    return [{'user': item['value']['user'], 'password_file': item['value']['credentials']['passphrase'],
-             'environment_files': dict(item['value']['env_files'])} for item in enabled]
+    again, present = _names(reinitialise, 'reinitialise'), _names(skip, 'skip')
+    return [{'name': item['key'], 'user': item['value']['user'],
+             'password_file': item['value']['credentials']['passphrase'],
+             'environment_files': dict(item['value']['env_files']), 'reinitialise': item['key'] in again}
+            for item in enabled if item['key'] not in present]
+
+
+def restic_repository_checks(contracts: t.Mapping[str, t.Any], reinitialise: t.Sequence[str] = ()) -> list[dict[str, t.Any]]:
+    """The ``repositories`` option of selfhost.backup.restic_repository with ``init: false`` for the enabled
+    instances: the passphrase and environment secrets about to be written, to check them before they are.
+    Holds secrets: only in no_log tasks."""
+    again = _names(reinitialise, 'reinitialise')
+    checks = []
+    for name, contract in sorted(_contracts(contracts).items()):
+        if not contract.get('settings', {}).get('enable', True):
+            continue
+        the_plan = _plan(contract, name, '0.0.0', 'unused', _restic.DEFAULT_BINARY)
+        contents = dict(the_plan.secret_files)
+        password_file = the_plan.credentials['passphrase']
+        environment = {env: contents[path] for env, path in the_plan.env_files.items()}
+        check = {'name': name, 'user': contract['request']['user'], 'password_file': password_file,
+                 'environment_files': {}, 'environment': environment, 'reinitialise': name in again}
+        if the_plan.local_path:
+            # No secret: given as such, so that the messages name it.
+            check['repository'] = environment.pop('RESTIC_REPOSITORY')
+        if password_file in contents:
+            check['passphrase'] = contents[password_file]
+        checks.append(check)
+    return checks
 
 
 class FilterModule:
@@ -70,4 +105,5 @@ class FilterModule:
             'restic_jobs': restic_jobs,
             'restic_secret_files': restic_secret_files,
             'restic_repositories': restic_repositories,
+            'restic_repository_checks': restic_repository_checks,
         }

@@ -4,10 +4,16 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""Initialise restic repositories that do not exist yet (selfhost.backup.restic_repository).
+"""Check restic repositories, and initialise those that do not exist yet (selfhost.backup.restic_repository).
 
 The module passes itself in: ``run_command`` runs restic, ``no_log_values`` masks the secrets read here in any
-output, ``check_mode`` and ``params`` (``restic``, ``timeout``) are shared by every repository.
+output, ``check_mode`` and ``params`` (``restic``, ``timeout``, ``init``) are shared by every repository.
+
+Two guards, both before anything is written when the role runs the module with ``init: false`` ahead of the
+secrets: a repository that exists must open with the passphrase given (a wrong one never replaces the working
+one on the host), and a repository this host has seen before (recorded in the state file) that is now missing
+is never initialised again in its place unless ``reinitialise`` says so: a wiped or unmounted volume fails the
+converge instead of silently starting an empty history.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import posixpath
 import pwd
+import re
 import stat
 import tempfile
 import typing as t
@@ -38,6 +45,19 @@ def local_path(repository: str) -> str | None:
     return path if path.startswith('/') else None
 
 
+def _strip_userinfo(location: str) -> str:
+    """``rest:https://user:secret@host/`` -> ``rest:https://host/``: rotated credentials stay the same location."""
+    return re.sub(r'^([a-z0-9]+:[a-z]+://)[^/@]*@', r'\1', location)
+
+
+def location_key(location: str) -> str:
+    """The state file's key of a repository: a local path as it is, a remote location as a hash without its
+    credentials (the URL of a REST server may hold a password)."""
+    if local_path(location) is not None:
+        return location
+    return 'remote:' + hashlib.sha256(_strip_userinfo(location).encode()).hexdigest()
+
+
 def fingerprint(location: str, password: str, config: bytes, uid: int) -> str:
     """That this passphrase opened the repository at ``location`` whose config file is ``config``, as the user
     ``uid``. A changed passphrase or user, or another repository under the same path (another config), no
@@ -49,10 +69,17 @@ def fingerprint(location: str, password: str, config: bytes, uid: int) -> str:
     return digest.hexdigest()
 
 
+SEEN = 'seen'
+
+
 class Opened:
     """The local repositories a converge has opened, by fingerprint, in a root-only file: a re-run trusts
     them without restic, whose key derivation costs about half a second per repository. The file holds no
-    more than the secrets directory next to it already does (a hash of a passphrase stored there in full)."""
+    more than the secrets directory next to it already does (a hash of a passphrase stored there in full).
+
+    Every key is also a repository this host has seen: a local path (with the fingerprint), or a remote
+    location's ``location_key`` (with ``seen``). A seen repository that is missing is never created again
+    silently."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -72,12 +99,20 @@ class Opened:
             self.entries[location] = print_
             self.changed = True
 
+    def seen(self, location: str) -> bool:
+        return location_key(location) in self.entries
+
+    def add_seen(self, location: str) -> None:
+        if not self.seen(location):
+            self.entries[location_key(location)] = SEEN
+            self.changed = True
+
     def save(self, module: t.Any) -> None:
         if not self.changed or module.check_mode:
             return
         directory = os.path.dirname(self.path)
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.restic-repositories.')
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(self.path)}.')
         with os.fdopen(fd, 'w', encoding='utf-8') as handle:
             json.dump(self.entries, handle, indent=1, sort_keys=True)
         os.chmod(tmp, 0o600)
@@ -88,23 +123,44 @@ class Opened:
 
 
 def secret_files_missing(spec: t.Mapping[str, t.Any]) -> bool:
-    return not all(os.path.exists(path) for path in [spec['password_file']] + list(spec['environment_files'].values()))
+    """Whether a file this repository's secrets are read from does not exist (values given directly are none)."""
+    paths = [] if spec.get('passphrase') is not None else [spec['password_file']]
+    if spec.get('environment') is None:
+        paths += list(spec['environment_files'].values())
+    return not all(os.path.exists(path) for path in paths)
+
+
+def _value(value: t.Any) -> str:
+    """A secret given directly, as _read would have read it from its file."""
+    return str(value).rstrip('\n')
 
 
 class Repository:
-    """One repository: ``spec`` holds ``user``, ``password_file``, ``environment_files`` and ``repository``."""
+    """One repository: ``spec`` holds ``user``, ``password_file``, ``environment_files`` and ``repository``, and
+    optionally ``name``, ``reinitialise`` and the secrets themselves (``passphrase``, ``environment``), which
+    then take the place of the files: the values about to be written, checked before they are."""
 
     def __init__(self, module: t.Any, spec: t.Mapping[str, t.Any]) -> None:
         self.module = module
-        self.password = _read(spec['password_file'], 'the passphrase')
-        self.environ = {name: _read(path, name) for name, path in sorted(spec['environment_files'].items())}
+        self.name = spec.get('name') or ''
+        self.reinitialise = bool(spec.get('reinitialise'))
+        if spec.get('passphrase') is not None:
+            self.password = _value(spec['passphrase'])
+        else:
+            self.password = _read(spec['password_file'], 'the passphrase')
+        if spec.get('environment') is not None:
+            self.environ = {name: _value(value) for name, value in sorted(spec['environment'].items())}
+        else:
+            self.environ = {name: _read(path, name) for name, path in sorted(spec['environment_files'].items())}
         if spec.get('repository'):
             self.environ['RESTIC_REPOSITORY'] = spec['repository']
         if 'RESTIC_REPOSITORY' not in self.environ:
             raise _restic.ResticError('give repository or environment_files.RESTIC_REPOSITORY')
-        # Whatever restic prints (a URL with credentials in an error), Ansible masks these values in the result.
-        module.no_log_values.update(value for value in [self.password] + list(self.environ.values()) if value)
         self.location = self.environ['RESTIC_REPOSITORY']
+        # Whatever restic prints (a URL with credentials in an error), Ansible masks these values in the result;
+        # a local path is no secret, and the messages name it.
+        module.no_log_values.update(value for name, value in [('', self.password)] + list(self.environ.items())
+                                    if value and not (name == 'RESTIC_REPOSITORY' and local_path(value) is not None))
         self.environ.update({'LC_ALL': 'C', 'RESTIC_PASSWORD_FILE': '', 'RESTIC_PASSWORD_COMMAND': ''})
         try:
             entry = pwd.getpwnam(spec['user'])
@@ -140,51 +196,96 @@ class Repository:
                 return None
             return fingerprint(self.location, self.password, handle.read(), self.uid)
 
-    def ensure(self, opened: Opened) -> dict[str, t.Any]:
+    def probe(self) -> str:
+        """``present`` or ``absent``; a repository that exists but does not open is an error."""
+        rc, dummy, err = self.run(_restic.probe_args())
+        try:
+            return _restic.probe_state(rc, err)
+        except _restic.ResticError as exc:
+            # restic >= 0.17 exits 12 for a wrong password; every version says so.
+            if rc == 12 or 'wrong password' in (err or ''):
+                raise _restic.ResticError('the passphrase does not open the existing repository '
+                                          f'(restic: {(err or "").strip()})') from exc
+            raise
+
+    def vanished(self) -> str:
+        path = local_path(self.location)
+        where = f'the repository {path}' if path is not None else 'the remote repository'
+        hint = ('If its volume is not mounted, mount it and run again.' if path is not None
+                else 'If the server lost it or refuses the credentials now, fix that and run again.')
+        name = self.name or '<instance>'
+        return (f'{where} was opened on this host before and is missing now (restic finds no repository there): '
+                f'its snapshots are gone or out of reach, and nothing was initialised in its place. {hint} '
+                'To start a new, empty repository there on purpose, run once with '
+                f'restic_reinitialise_repositories: [{name}].')
+
+    def ensure(self, opened: Opened, init: bool = True) -> dict[str, t.Any]:
         known = self.local_fingerprint()
         if known is not None and opened.knows(self.location, known):
-            return {'changed': False, 'initialized': False}
-        rc, dummy, err = self.run(_restic.probe_args())
-        if _restic.probe_state(rc, err) == 'present':
+            return {'changed': False, 'initialized': False, 'state': 'present'}
+        if self.probe() == 'present':
             self._remember(opened)
-            return {'changed': False, 'initialized': False}
+            return {'changed': False, 'initialized': False, 'state': 'present'}
+        if opened.seen(self.location) and not self.reinitialise:
+            raise _restic.ResticError(self.vanished())
+        if not init:
+            return {'changed': False, 'initialized': False, 'state': 'absent'}
         if not self.module.check_mode:
             rc, out, err = self.run(_restic.init_args())
             if rc != 0:
                 raise _restic.ResticError(f'restic init failed (rc={rc}): {(err or out).strip()}')
             self._remember(opened)
-        return {'changed': True, 'initialized': True}
+        return {'changed': True, 'initialized': True, 'state': 'absent'}
 
     def _remember(self, opened: Opened) -> None:
+        if local_path(self.location) is None:
+            opened.add_seen(self.location)
+            return
         known = self.local_fingerprint()
         if known is not None:
             opened.add(self.location, known)
 
 
 def ensure(module: t.Any, spec: t.Mapping[str, t.Any], opened: Opened) -> dict[str, t.Any]:
-    """One repository, present afterwards (or, in check mode, reported as would be initialised)."""
-    if module.check_mode and secret_files_missing(spec):
-        # A first run in check mode: the role has not written the secrets yet, so the repository would be set up.
-        return {'changed': True, 'initialized': True}
-    return Repository(module, spec).ensure(opened)
+    """One repository, present afterwards (or, in check mode, reported as would be initialised).
+
+    With ``init`` false (module option) nothing is initialised: the repository is only checked, and its
+    ``state`` (``present``, ``absent``, ``unknown``) returned.
+    """
+    init = module.params.get('init', True)
+    if module.check_mode and (secret_files_missing(spec) or not os.path.exists(module.params['restic'])):
+        # A first run in check mode: the role has not written the secrets (or installed restic) yet, so the
+        # repository would be set up.
+        return {'changed': init, 'initialized': init, 'state': 'unknown'}
+    return Repository(module, spec).ensure(opened, init)
+
+
+def label(spec: t.Mapping[str, t.Any]) -> str:
+    """What names a repository in a message: its instance, else its password file (a path, no secret)."""
+    return f'restic_instances.{spec["name"]}' if spec.get('name') else f'repository of {spec["password_file"]}'
 
 
 def ensure_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]],
                opened: Opened) -> tuple[list[dict[str, t.Any]], bool]:
-    """Every repository in order, each result named by its password file (a path, no secret).
+    """Every repository in order, each result named by its instance and password file (no secret).
 
-    Returns the results and whether anything changed; a ResticError names the failing repository and carries
-    whether an earlier one was already initialised (``changed``).
+    Returns the results and whether anything changed. Every repository is handled; a RepositoriesError names
+    each failing one and carries whether any other was initialised (``changed``).
     """
     results: list[dict[str, t.Any]] = []
+    errors: list[str] = []
     for spec in specs:
         try:
             outcome = ensure(module, spec, opened)
         except _restic.ResticError as exc:
-            raise RepositoriesError(f'repository of {spec["password_file"]}: {exc}',
-                                    any(item['changed'] for item in results)) from exc
-        results.append({'password_file': spec['password_file'], 'user': spec['user']} | outcome)
-    return results, any(item['changed'] for item in results)
+            errors.append(f'{label(spec)}: {exc}')
+            continue
+        results.append({'name': spec.get('name') or '', 'password_file': spec['password_file'],
+                        'user': spec['user']} | outcome)
+    changed = any(item['changed'] for item in results)
+    if errors:
+        raise RepositoriesError('\n'.join(errors), changed)
+    return results, changed
 
 
 class RepositoriesError(Exception):

@@ -24,6 +24,13 @@ description:
     the repository and backend secrets as environment variables; none of them is ever on a command line or
     returned.
   - A wrong passphrase or an unreachable repository is an error, never a reason to initialise.
+  - A repository this host has seen before (opened or initialised, recorded in O(state_file)) that is missing now
+    is an error too, never initialised again in its place; a wiped or unmounted volume, or a server that lost
+    the repository, would otherwise start an empty history silently. O(repositories[].reinitialise) allows it
+    for one converge.
+  - With O(init=false) nothing is initialised; each repository is only checked, with the secrets given in
+    O(repositories[].passphrase) and O(repositories[].environment) instead of the files, so that the role checks
+    new secrets against an existing repository before it writes them.
 author:
   - selfhost.backup developers (!UNKNOWN)
 options:
@@ -73,6 +80,32 @@ options:
           - As O(user).
         type: str
         default: root
+      name:
+        description:
+          - The instance (key of C(restic_instances)) that messages name instead of the password file.
+        type: str
+      passphrase:
+        description:
+          - The passphrase itself, used instead of the content of O(repositories[].password_file) (which may not
+            exist yet). Never logged.
+        type: str
+      environment:
+        description:
+          - The environment variables themselves, name to value, used instead of O(repositories[].environment_files)
+            (with C(RESTIC_REPOSITORY) unless O(repositories[].repository) is given). Never logged.
+        type: dict
+      reinitialise:
+        description:
+          - Initialise this repository even when this host has seen it before and it is missing now (a new, empty
+            repository in its place). The role sets it for the instances in C(restic_reinitialise_repositories).
+        type: bool
+        default: false
+  init:
+    description:
+      - Initialise the repositories that do not exist yet. With V(false) they are only checked (see the
+        description); the result tells each one's RV(repositories[].state).
+    type: bool
+    default: true
   restic:
     description:
       - Path of the restic binary.
@@ -94,8 +127,8 @@ attributes:
     description: Probes, and reports a change when a repository would be initialised.
     support: full
     details:
-      - When the secret files of a repository do not exist yet (a first run in check mode), it reports a change
-        for it without probing.
+      - When the secret files of a repository or restic itself do not exist yet (a first run in check mode), it
+        reports a change for it without probing (RV(repositories[].state=unknown)).
   diff_mode:
     description: Nothing to diff.
     support: none
@@ -109,6 +142,7 @@ attributes:
 notes:
   - A wrong passphrase is still found here whenever it changes, since a new passphrase does not match the
     recorded fingerprint and the repository is opened again.
+  - Remote repositories are recorded as seen by a hash of their location without credentials.
 seealso:
   - module: selfhost.backup.backup_timer
 """
@@ -132,6 +166,19 @@ EXAMPLES = r"""
         environment_files:
           RESTIC_REPOSITORY: /etc/selfhost-backup/restic/shop/env.RESTIC_REPOSITORY
           AWS_SECRET_ACCESS_KEY: /etc/selfhost-backup/restic/shop/env.AWS_SECRET_ACCESS_KEY
+
+# Before the new passphrase replaces the stored one: does it open the repository, if there is one?
+- name: Check the new passphrase of instance app against its repository
+  selfhost.backup.restic_repository:
+    init: false
+    repositories:
+      - name: app
+        user: postgres
+        password_file: /etc/selfhost-backup/restic/app/passphrase
+        passphrase: "{{ vault_restic_app }}"
+        environment:
+          RESTIC_REPOSITORY: /srv/backup/app
+  no_log: true
 """
 
 RETURN = r"""
@@ -142,14 +189,28 @@ initialized:
   returned: success
   type: bool
   sample: true
+state:
+  description:
+    - Without O(repositories), what the probe found, as RV(repositories[].state).
+  returned: success, without O(repositories)
+  type: str
+  sample: present
 repositories:
   description: With O(repositories), one result per repository, in the order given.
   returned: success, with O(repositories)
   type: list
   elements: dict
   contains:
+    name:
+      description: The repository's O(repositories[].name), or an empty string.
+      type: str
     password_file:
       description: The repository's O(repositories[].password_file), which names it without a secret.
+      type: str
+    state:
+      description:
+        - What the probe found before anything was done, V(present) or V(absent); V(unknown) in check mode when
+          restic or the secret files are not there yet.
       type: str
     user:
       description: The user restic ran as.
@@ -172,6 +233,10 @@ REPOSITORY_SPEC = {
     'environment_files': {'type': 'dict', 'default': {}},
     'repository': {'type': 'str'},
     'user': {'type': 'str', 'default': 'root'},
+    'name': {'type': 'str'},
+    'passphrase': {'type': 'str', 'no_log': True},
+    'environment': {'type': 'dict', 'no_log': True},
+    'reinitialise': {'type': 'bool', 'default': False},
 }
 
 ARGUMENT_SPEC = {
@@ -180,6 +245,7 @@ ARGUMENT_SPEC = {
     'repository': {'type': 'str'},
     'user': {'type': 'str', 'default': 'root'},
     'repositories': {'type': 'list', 'elements': 'dict', 'options': REPOSITORY_SPEC},
+    'init': {'type': 'bool', 'default': True},
     'restic': {'type': 'path', 'default': _restic.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},
     'state_file': {'type': 'path', 'default': '/var/lib/selfhost-backup/restic-repositories.json'},
@@ -206,6 +272,10 @@ def main() -> None:
     try:
         results, changed = repositories.ensure_all(module, params['repositories'], opened)
     except repositories.RepositoriesError as exc:
+        try:
+            opened.save(module)  # what the other repositories showed still counts
+        except OSError:
+            pass
         module.fail_json(msg=str(exc), changed=exc.changed)
     try:
         opened.save(module)

@@ -453,7 +453,7 @@ def test_disabled_and_vanished_instances_are_removed(host):
         assert not host.file(f"/etc/selfhost-backup/borg/{instance}").exists, instance
         assert not host.file(f"/var/lib/selfhost-backup/borg-backup-{instance}.json").exists, instance
     service = host.file(f"{UNIT_DIR}/borg-backup-local.service").content_string
-    assert "LoadCredential=passphrase:/etc/borg-test-passphrase" in service
+    assert "LoadCredential=passphrase:/etc/borg-test-passphrase-local" in service
     # The stored copy of the passphrase is gone now that it comes from a file.
     assert not host.file("/etc/selfhost-backup/borg/local/passphrase").exists
     # Repositories are never deleted.

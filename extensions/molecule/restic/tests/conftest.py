@@ -23,8 +23,9 @@ def scenario() -> dict:
 
 def pytest_collection_modifyitems(items: list) -> None:
     """The scenario's own tests first (they expect fresh repositories), then the failure drills and paths
-    (test_drills.py, test_failure_paths.py), then the test that removes instances, and last the one that
-    removes them all."""
-    items.sort(key=lambda item: 3 if item.name.startswith("test_finally")
-               else 2 if item.name.startswith("test_disabled_and_vanished")
+    (test_drills.py, test_failure_paths.py), the converges that must change nothing (test_repository_guards.py),
+    then the test that removes instances, and last the one that removes them all."""
+    items.sort(key=lambda item: 4 if item.name.startswith("test_finally")
+               else 3 if item.name.startswith("test_disabled_and_vanished")
+               else 2 if item.fspath.basename == "test_repository_guards.py"
                else 1 if item.fspath.basename in ("test_drills.py", "test_failure_paths.py") else 0)

@@ -61,7 +61,8 @@ def test_errors_become_filter_errors(contracts, version):
 
 def test_filters_are_registered():
     assert set(borg_filter.FilterModule().filters()) == {
-        'borg_jobs', 'borg_secret_files', 'borg_authorized_keys', 'borg_ssh_keys', 'borg_known_hosts_files'}
+        'borg_jobs', 'borg_secret_files', 'borg_authorized_keys', 'borg_ssh_keys', 'borg_known_hosts_files',
+        'borg_repository_checks'}
 
 
 def test_ssh_keys_from_slurped_public_keys():
@@ -91,3 +92,20 @@ def test_known_hosts_files_of_enabled_remote_jobs():
         {'dest': '/etc/selfhost-backup/borg/remote/known_hosts', 'content': 'server ssh-ed25519 AAAA\n'}]
     with pytest.raises(AnsibleFilterError, match='borg_jobs'):
         borg_filter.borg_known_hosts_files([])
+
+
+def test_repository_checks_name_the_marker_and_carry_the_passphrase_about_to_be_written():
+    remote = contract(repository={'url': 'ssh://borg@srv/srv/borg/r'}, ssh={'known_hosts': 'srv ssh-ed25519 AAAA'},
+                      passphrase=None, passphrase_file='/root/pw')
+    checks = borg_filter.borg_repository_checks({'app': contract(), 'old': contract(enable=False), 'r': remote}, ['r'])
+    assert checks == [
+        {'name': 'app', 'user': 'postgres', 'repository': '/srv/b',
+         'marker': '/var/cache/borg-backup-app/selfhost-backup-initialised',
+         'password_file': '/etc/selfhost-backup/borg/app/passphrase', 'reinitialise': False, 'passphrase': 'pw-123'},
+        # The passphrase file already on the host: the module reads it there.
+        {'name': 'r', 'user': 'postgres', 'repository': 'ssh://borg@srv/srv/borg/r',
+         'marker': '/var/cache/borg-backup-r/selfhost-backup-initialised', 'password_file': '/root/pw',
+         'reinitialise': True, 'ssh_key': '/etc/selfhost-backup/borg/r/ssh_key', 'known_hosts': 'srv ssh-ed25519 AAAA\n'},
+    ]
+    with pytest.raises(AnsibleFilterError, match='list of instance names'):
+        borg_filter.borg_repository_checks({'app': contract()}, 'app')

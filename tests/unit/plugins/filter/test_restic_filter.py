@@ -48,7 +48,7 @@ def test_errors_become_filter_errors(contracts):
 
 def test_filters_are_registered():
     filters = restic_filter.FilterModule().filters()
-    assert set(filters) == {'restic_jobs', 'restic_secret_files', 'restic_repositories'}
+    assert set(filters) == {'restic_jobs', 'restic_secret_files', 'restic_repositories', 'restic_repository_checks'}
     assert _restic.DEFAULT_BINARY == '/usr/bin/restic'
 
 
@@ -56,9 +56,38 @@ def test_repositories_of_the_enabled_jobs_hold_paths_only():
     jobs = restic_filter.restic_jobs({'app': contract(), 'old': contract(enable=False)}, 'restic 0.14.0', 'h1')
     enabled = [{'key': name, 'value': job} for name, job in jobs.items() if job['enable']]
     repositories = restic_filter.restic_repositories(enabled)
-    assert repositories == [{'user': 'postgres', 'password_file': '/etc/selfhost-backup/restic/app/passphrase',
-                             'environment_files': jobs['app']['env_files']}]
+    assert repositories == [{'name': 'app', 'user': 'postgres', 'password_file': '/etc/selfhost-backup/restic/app/passphrase',
+                             'environment_files': jobs['app']['env_files'], 'reinitialise': False}]
     assert 'pw-123' not in str(repositories)
+
+
+def test_repositories_skip_the_present_ones_and_mark_the_reinitialised():
+    jobs = restic_filter.restic_jobs({'app': contract(), 'db': contract(), 'new': contract()}, 'restic 0.14.0', 'h1')
+    enabled = [{'key': name, 'value': job} for name, job in jobs.items()]
+    repositories = restic_filter.restic_repositories(enabled, ['db'], ['app'])
+    assert [(item['name'], item['reinitialise']) for item in repositories] == [('db', True), ('new', False)]
+    with pytest.raises(AnsibleFilterError, match='list of instance names'):
+        restic_filter.restic_repositories(enabled, 'db')
+
+
+def test_repository_checks_carry_the_secrets_about_to_be_written():
+    contracts = {
+        'app': contract(),
+        'remote': contract(repository={'url': 'rest:http://u:restpw@h:8000/x/'}, passphrase=None,
+                           passphrase_file='/etc/pass', environment_secrets={'AWS_SECRET_ACCESS_KEY': 'aws-1'}),
+        'old': contract(enable=False),
+    }
+    del contracts['remote']['settings']['passphrase']
+    checks = restic_filter.restic_repository_checks(contracts, ['remote'])
+    assert checks == [
+        {'name': 'app', 'user': 'postgres', 'password_file': '/etc/selfhost-backup/restic/app/passphrase',
+         'environment_files': {}, 'environment': {}, 'repository': '/srv/b', 'reinitialise': False,
+         'passphrase': 'pw-123'},
+        # A passphrase file already on the host: the module reads it there.
+        {'name': 'remote', 'user': 'postgres', 'password_file': '/etc/pass', 'environment_files': {},
+         'environment': {'RESTIC_REPOSITORY': 'rest:http://u:restpw@h:8000/x/', 'AWS_SECRET_ACCESS_KEY': 'aws-1'},
+         'reinitialise': True},
+    ]
 
 
 @pytest.mark.parametrize('enabled', [{'app': {}}, [{'key': 'app'}], 'app'])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.selfhost.backup.plugins.modules import restic_repository
 
 SECRET = 'repo-passphrase-42'
+# A file that exists, standing for an installed restic (the command runner is stubbed: it never runs).
+RESTIC_ON_HOST = sys.executable
 
 
 class ModuleExit(Exception):
@@ -28,11 +31,12 @@ class ModuleExit(Exception):
 
 @pytest.fixture(autouse=True)
 def module_exits(monkeypatch):
+    # As AnsibleModule does: every no_log value is masked in what the module returns.
     def exit_json(self, **result):
-        raise ModuleExit(dict(result, failed=False))
+        raise ModuleExit(basic.remove_values(dict(result, failed=False), self.no_log_values))
 
     def fail_json(self, msg, **result):
-        raise ModuleExit(dict(result, msg=msg, failed=True))
+        raise ModuleExit(basic.remove_values(dict(result, msg=msg, failed=True), self.no_log_values))
 
     monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
     monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
@@ -60,6 +64,8 @@ def run(monkeypatch, files, answers, check=False, **params):
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
     args = dict(password_file=str(files / 'pass'), environment_files={'RESTIC_REPOSITORY': str(files / 'repo')},
                 user=getpass.getuser(), state_file=str(files / 'state' / 'opened.json'), _ansible_check_mode=check)
+    if check:
+        args['restic'] = RESTIC_ON_HOST  # in check mode a restic that is not installed yet is not run
     args.update(params)
     with patch_module_args(args):
         with pytest.raises(ModuleExit) as info:
@@ -69,7 +75,7 @@ def run(monkeypatch, files, answers, check=False, **params):
 
 def test_existing_repository_is_left_alone(monkeypatch, files):
     result, calls = run(monkeypatch, files, [(0, '{}', '')])
-    assert result == {'changed': False, 'initialized': False, 'failed': False}
+    assert result == {'changed': False, 'initialized': False, 'state': 'present', 'failed': False}
     call = calls[0]
     assert call['argv'][:2] == ['timeout', '120']
     assert call['argv'][2:] == ['/usr/bin/restic', '--no-cache', '--quiet', 'cat', 'config']
@@ -126,11 +132,11 @@ def test_check_mode_before_the_secrets_exist(monkeypatch, files):
     assert calls == []
 
 
-def run_list(monkeypatch, answers, repositories, check=False):
+def run_list(monkeypatch, answers, repositories, check=False, **params):
     fake = FakeRestic(answers)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
-    with patch_module_args({'repositories': repositories, '_ansible_check_mode': check,
-                            'state_file': str(repositories_state(repositories))}):
+    with patch_module_args({'repositories': repositories, '_ansible_check_mode': check, 'restic': RESTIC_ON_HOST,
+                            'state_file': str(repositories_state(repositories))} | params):
         with pytest.raises(ModuleExit) as info:
             restic_repository.main()
     return info.value.result, fake.calls
@@ -164,7 +170,7 @@ def test_a_local_repository_opened_before_with_this_passphrase_runs_no_restic(mo
     state = files / 'state' / 'opened.json'
     assert oct(state.stat().st_mode & 0o777) == '0o600' and SECRET not in state.read_text()
     result, calls = run(monkeypatch, files, [], **local)
-    assert calls == [] and result == {'changed': False, 'initialized': False, 'failed': False}
+    assert calls == [] and result == {'changed': False, 'initialized': False, 'state': 'present', 'failed': False}
     # A new passphrase, or another repository under the same path: probed again (a wrong one fails here).
     (files / 'pass').write_text('another passphrase\n')
     result, calls = run(monkeypatch, files, [(1, '', 'Fatal: wrong password or no key found')], **local)
@@ -224,7 +230,7 @@ def test_list_failure_names_the_repository_and_what_changed(monkeypatch, files):
     repositories = [local_repository(files, 'fresh', False), local_repository(files, 'broken', False)]
     result, dummy = run_list(monkeypatch, [(10, '', ''), (0, '', ''), (1, '', 'Fatal: wrong password')], repositories)
     assert result['failed'] is True and result['changed'] is True
-    assert result['msg'].startswith(f'repository of {files / "pass"}: restic cannot open the repository')
+    assert result['msg'].startswith(f'repository of {files / "pass"}: the passphrase does not open the existing repository')
 
 
 def test_single_and_list_forms_are_exclusive(monkeypatch, files):
@@ -235,3 +241,99 @@ def test_single_and_list_forms_are_exclusive(monkeypatch, files):
 def test_a_relative_local_path_is_probed(monkeypatch, files):
     result, calls = run(monkeypatch, files, [(0, '{}', '')], repository='local:repo', environment_files={})
     assert len(calls) == 1 and result['changed'] is False
+
+
+MISSING = (10, '', 'Fatal: repository does not exist: unable to open config file')
+
+
+def test_a_local_repository_seen_before_that_vanished_is_never_initialised_again(monkeypatch, files):
+    (files / 'config').write_text('encrypted')
+    local = {'repository': str(files), 'environment_files': {}}
+    run(monkeypatch, files, [(0, '{}', '')], **local)
+    # The volume is wiped (or not mounted): the directory is there, the repository is not.
+    (files / 'config').unlink()
+    result, calls = run(monkeypatch, files, [MISSING], **local)
+    assert result['failed'] is True
+    assert f'the repository {files} was opened on this host before and is missing now' in result['msg']
+    assert 'restic_reinitialise_repositories: [<instance>]' in result['msg']
+    assert [call['argv'][-2:] for call in calls] == [['cat', 'config']]  # probed, never initialised
+
+
+def test_reinitialise_starts_a_vanished_repository_again_on_purpose(monkeypatch, files):
+    repositories = [dict(local_repository(files, 'app', True), name='app')]
+    run_list(monkeypatch, [(0, '{}', '')], repositories)
+    (files / 'app' / 'config').unlink()
+    result, calls = run_list(monkeypatch, [MISSING], repositories)
+    assert result['failed'] is True and result['changed'] is False
+    assert result['msg'].startswith('restic_instances.app: the repository ')
+    assert 'restic_reinitialise_repositories: [app]' in result['msg'] and len(calls) == 1
+    result, calls = run_list(monkeypatch, [MISSING, (0, 'created', '')], [dict(repositories[0], reinitialise=True)])
+    assert result['changed'] is True and result['repositories'][0]['initialized'] is True
+    assert calls[1]['argv'][-1] == 'init'
+
+
+def test_the_check_uses_the_secrets_given_and_initialises_nothing(monkeypatch, files):
+    check = {'name': 'app', 'user': getpass.getuser(), 'password_file': str(files / 'not-written-yet'),
+             'passphrase': 'the-new-one', 'environment': {'RESTIC_REPOSITORY': str(files / 'repo-dir'),
+                                                          'AWS_SECRET_ACCESS_KEY': 'aws-secret-9'}}
+    result, calls = run_list(monkeypatch, [MISSING], [check], init=False)
+    assert result['failed'] is False and result['changed'] is False
+    assert result['repositories'] == [{'name': 'app', 'password_file': str(files / 'not-written-yet'),
+                                       'user': getpass.getuser(), 'changed': False, 'initialized': False,
+                                       'state': 'absent'}]
+    assert len(calls) == 1 and calls[0]['data'] == 'the-new-one'
+    assert calls[0]['env']['RESTIC_REPOSITORY'] == str(files / 'repo-dir')
+    assert calls[0]['env']['AWS_SECRET_ACCESS_KEY'] == 'aws-secret-9'
+    # A repository that exists and does not open with the new passphrase: named, the secret never shown.
+    result, calls = run_list(monkeypatch, [(12, '', 'Fatal: wrong password or no key found')], [check], init=False)
+    assert result['failed'] is True
+    assert result['msg'] == ('restic_instances.app: the passphrase does not open the existing repository '
+                             '(restic: Fatal: wrong password or no key found)')
+    assert 'the-new-one' not in str(result) and 'aws-secret-9' not in str(result)
+
+
+def test_every_failing_repository_is_named(monkeypatch, files):
+    checks = [{'name': name, 'user': getpass.getuser(), 'password_file': str(files / 'pass'),
+               'passphrase': 'new', 'environment': {'RESTIC_REPOSITORY': f'/srv/{name}'}} for name in ('a', 'b', 'c')]
+    wrong = (1, '', 'Fatal: wrong password or no key found')
+    result, calls = run_list(monkeypatch, [wrong, (0, '{}', ''), wrong], checks, init=False)
+    assert result['failed'] is True and len(calls) == 3
+    assert [line.split(':')[0] for line in result['msg'].splitlines()] == ['restic_instances.a', 'restic_instances.c']
+
+
+def test_a_remote_repository_seen_before_is_recorded_without_its_credentials(monkeypatch, files):
+    remote = {'name': 'off', 'user': getpass.getuser(), 'password_file': str(files / 'pass'),
+              'environment': {'RESTIC_REPOSITORY': 'rest:http://backup:rest-pw-77@server:8000/db1/'}}
+    result, calls = run_list(monkeypatch, [(0, '{}', '')], [remote], init=False)
+    assert result['repositories'][0]['state'] == 'present'
+    state = (files / 'state' / 'opened.json').read_text()
+    assert 'rest-pw-77' not in state and 'server' not in state and 'remote:' in state
+    # Rotated credentials are the same repository: once it is gone, it is not initialised again.
+    rotated = dict(remote, environment={'RESTIC_REPOSITORY': 'rest:http://backup:new-pw-88@server:8000/db1/'})
+    result, calls = run_list(monkeypatch, [MISSING], [rotated])
+    assert result['failed'] is True and len(calls) == 1
+    assert 'restic_instances.off: the remote repository was opened on this host before' in result['msg']
+    assert 'new-pw-88' not in result['msg']
+    # Another location is a new repository.
+    other = dict(remote, environment={'RESTIC_REPOSITORY': 'rest:http://backup:rest-pw-77@server:8000/db2/'})
+    result, calls = run_list(monkeypatch, [MISSING, (0, 'created', '')], [other])
+    assert result['changed'] is True and calls[1]['argv'][-1] == 'init'
+
+
+def test_check_mode_without_restic_installed_checks_nothing(monkeypatch, files):
+    check = {'name': 'app', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'x',
+             'environment': {'RESTIC_REPOSITORY': '/srv/x'}}
+    result, calls = run_list(monkeypatch, [], [check], check=True, init=False, restic='/nonexistent/restic')
+    assert calls == [] and result['repositories'][0]['state'] == 'unknown' and result['changed'] is False
+
+
+def test_a_local_path_is_named_and_remote_credentials_are_masked(monkeypatch, files):
+    checks = [{'name': 'app', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw-1',
+               'repository': '/srv/restic/app', 'environment': {}},
+              {'name': 'off', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw-2',
+               'environment': {'RESTIC_REPOSITORY': 'rest:http://u:rest-pw-5@h:8000/x/'}}]
+    answer = (1, '', 'Fatal: unable to open repository at rest:http://u:rest-pw-5@h:8000/x/: connection refused')
+    result, calls = run_list(monkeypatch, [(1, '', 'Fatal: cannot read /srv/restic/app/config: I/O error'), answer],
+                             checks, init=False)
+    assert 'cannot read /srv/restic/app/config' in result['msg']
+    assert 'rest-pw-5' not in result['msg'] and 'unable to open repository at ********: connection' in result['msg']
