@@ -57,9 +57,11 @@ def world(tmp_path):
     return tmp_path
 
 
-def script(world, metrics=True, ping=True):
-    watch = _provider.Monitoring(metrics_file=str(world / 'metrics' / 'restic-backup-app.prom') if metrics else '',
-                                 ping_url_file=str(world / 'ping_url') if ping else '', ping_timeout=4, ping_retries=2)
+def script(world, metrics=True, ping=True, metrics_file=None):
+    if metrics_file is None:
+        metrics_file = str(world / 'metrics' / 'restic-backup-app.prom') if metrics else ''
+    watch = _provider.Monitoring(metrics_file=metrics_file, ping_url_file=str(world / 'ping_url') if ping else '',
+                                 ping_timeout=4, ping_retries=2)
     spec = _provider.ScriptSpec(
         layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
         credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
@@ -260,17 +262,11 @@ def test_metrics_in_another_user_s_directory_are_written_as_that_user(world):
         directory = os.path.join(top, 'metrics')
         os.mkdir(directory, 0o755)
         os.chown(directory, OTHER_UID, OTHER_UID)
-        watch = _provider.Monitoring(metrics_file=os.path.join(directory, 'restic-backup-app.prom'))
-        spec = _provider.ScriptSpec(
-            layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
-            credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
-            monitoring=watch)
-        path = world / 'job'
-        path.write_text(_provider.render_script(spec))
-        finished(world, path)
-        written = os.stat(watch.metrics_file)
+        metrics_file = os.path.join(directory, 'restic-backup-app.prom')
+        finished(world, script(world, ping=False, metrics_file=metrics_file))
+        written = os.stat(metrics_file)
         assert (written.st_uid, written.st_mode & 0o777) == (OTHER_UID, 0o644)
-        with open(watch.metrics_file, encoding='utf-8') as handle:
+        with open(metrics_file, encoding='utf-8') as handle:
             assert 'selfhost_backup_last_exit_status{provider="restic",name="app"} 0' in handle.read()
     finally:
         shutil.rmtree(top)
@@ -297,13 +293,6 @@ def test_metrics_below_a_directory_of_another_user_are_not_written(world):
     os.chown(world / 'metrics', OTHER_UID, OTHER_UID)
     nested = world / 'metrics' / 'textfiles'
     nested.mkdir(mode=0o755)
-    watch = _provider.Monitoring(metrics_file=str(nested / 'restic-backup-app.prom'))
-    spec = _provider.ScriptSpec(
-        layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
-        credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
-        monitoring=watch)
-    path = world / 'job'
-    path.write_text(_provider.render_script(spec))
-    result = finished(world, path)
+    result = finished(world, script(world, ping=False, metrics_file=str(nested / 'restic-backup-app.prom')))
     assert 'belongs to a user other than root: no metrics written below it' in result.stderr
     assert not (nested / 'restic-backup-app.prom').exists()
