@@ -22,7 +22,7 @@ testinfra_hosts = ["ansible://clients"]
 
 DATA = "/var/lib/borg-test"
 UNIT_DIR = "/etc/systemd/system"
-INSTANCES = ("local", "shared_a", "shared_b", "remote")
+INSTANCES = ("local", "shared_a", "shared_b", "remote", "ugly")
 ARCHIVE = re.compile(r"^(\S+-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6})\s", re.M)
 
 

@@ -21,7 +21,7 @@ testinfra_hosts = ["ansible://clients"]
 
 DATA = "/var/lib/restic-test"
 UNIT_DIR = "/etc/systemd/system"
-INSTANCES = ("local", "second", "shared_a", "shared_b", "remote")
+INSTANCES = ("local", "second", "shared_a", "shared_b", "remote", "ugly")
 
 
 def write(host, name: str, content: str) -> None:
