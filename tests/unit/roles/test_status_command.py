@@ -24,7 +24,10 @@ FAKE_SYSTEMCTL = '#!/bin/sh\ncat "$FAKE_UNITS/$2" 2>/dev/null\n'
 
 
 def restore_script(newest: str, late_after: int = 93600, rc: int = 0) -> str:
-    return f'#!/bin/sh\n[ "$1" = newest ] || exit 2\necho "newest={newest} late_after={late_after}"\nexit {rc}\n'
+    # Like the real script, it states late_after in a readonly line, and answers "newest" (from the repository).
+    return (f'#!/bin/sh\nreadonly LATE_AFTER={late_after}\n[ "$1" = newest ] || exit 2\n'
+            f'[ ! -e "$0.locked" ] || {{ echo "Failed to create/acquire the lock (timeout)." >&2; exit 2; }}\n'
+            f'echo "newest={newest} late_after={late_after}"\nexit {rc}\n')
 
 
 @pytest.fixture
@@ -226,3 +229,21 @@ def test_a_check_still_running_after_its_timeout_is_a_problem(host):
 def test_no_instance(host):
     result = status(host)
     assert result.returncode == 0 and result.stdout == 'no backup instance on this host\n'
+
+
+@pytest.mark.parametrize('running', ['backup', 'check'])
+def test_a_running_job_s_lock_never_makes_the_instance_unreadable(host, running):
+    """borg's backup and check hold the repository's lock for the whole run: status must not list the
+    repository then (it would wait up to lock_wait and report UNREADABLE)."""
+    busy = {'state': 'activating', 'started': NOW - 60}
+    if running == 'backup':
+        add(host, 'borg', 'app', **busy, check={'started': NOW - 86400})
+    else:
+        add(host, 'borg', 'app', check=busy)
+    (host / 'bin' / 'borg-restore-app.locked').write_text('')
+    result = status(host, '--json')
+    assert result.returncode == 0, result.stdout + result.stderr
+    entry = json.loads(result.stdout)[0]
+    assert entry['ok'] is True and entry['problems'] == [] and entry['error'] == ''
+    assert entry['late_after'] == 93600
+    assert entry['running'] is (running == 'backup')
