@@ -43,10 +43,12 @@ class BorgRepositoryError(Exception):
     """One repository fails the check; the message names no secret."""
 
 
-def _read_regular(path: str) -> bytes | None:
-    """The content of a regular file, as root in a directory a user owns: no link, no FIFO; None if absent."""
+def _read_regular(path: str, follow: bool = False) -> bytes | None:
+    """The content of a regular file, as root in a directory a user owns: no link (unless ``follow``, for a file
+    the administrator named, which may link into /run/secrets as the units' LoadCredential= allows), no FIFO;
+    None if absent."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
     except OSError:
         return None
     with os.fdopen(fd, 'rb') as handle:
@@ -103,7 +105,7 @@ class Repository:
         passphrase file (only when it is needed: a repository not created yet needs none)."""
         if self.passphrase is not None:
             return str(self.passphrase).rstrip('\n')
-        content = _read_regular(self.password_file) if self.password_file else None
+        content = _read_regular(self.password_file, follow=True) if self.password_file else None
         if content is None:
             raise BorgRepositoryError(f'cannot read the passphrase from {self.password_file}')
         password = content.decode('utf-8', 'replace').rstrip('\n')

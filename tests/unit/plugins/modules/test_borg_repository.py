@@ -159,6 +159,15 @@ def test_the_passphrase_file_is_read_when_no_passphrase_is_given(monkeypatch, tm
     assert result['failed'] is False and result['repositories'][0]['state'] == 'unknown'
 
 
+def test_a_passphrase_file_that_links_to_a_secrets_mount_is_read(monkeypatch, tmp):
+    # sops or a vault agent link passphrase files into /run/secrets; the units' LoadCredential= follows them too.
+    initialise(tmp)
+    (tmp / 'real').write_text('from-the-secrets-mount\n')
+    (tmp / 'pass').symlink_to(tmp / 'real')
+    result, calls = run(monkeypatch, tmp, [(0, '', '')], [local(tmp, passphrase=None, password_file=str(tmp / 'pass'))])
+    assert result['failed'] is False and calls[0]['data'] == 'from-the-secrets-mount'
+
+
 def test_a_vanished_local_repository_fails_until_reinitialised(monkeypatch, tmp):
     initialise(tmp)
     (tmp / 'repo' / 'config').unlink()  # a wiped volume: the directory is there, the repository is not
