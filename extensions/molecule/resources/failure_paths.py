@@ -207,8 +207,11 @@ def test_a_repository_the_user_swapped_for_a_link_hands_nothing_over(host, tool,
         assert not host.file(f"/etc/selfhost-backup/{tool.provider}/attack").exists
         # Nor is a directory of another user taken over (or root's, unless it is empty).
         host.check_output(f"rm -f {link} && install -d -m 0750 -o nobody {link}")
-        refused_and_unchanged(host, tool, scenario, "symlink_attack.yml", [
-            "exists and belongs to nobody, not to dbuser: it is not taken over"])
+        output = refused_and_unchanged(host, tool, scenario, "symlink_attack.yml", [])
+        # restic 0.14 cannot tell a directory it may not read from a broken repository: the repository check
+        # refuses it first, still before any change.
+        assert ("exists and belongs to nobody, not to dbuser: it is not taken over" in output
+                or "restic cannot open the repository" in output), output
         assert host.check_output(f"stat -c '%U %a' {link}") == "nobody 750"
     finally:
         host.check_output(f"rm -rf {link} && rmdir {victim}")
