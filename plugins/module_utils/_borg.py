@@ -6,8 +6,9 @@
 
 """borg command lines, in one place, and the borg instance plan built from a validated contract instance.
 
-Pure functions, no I/O. The job script is ``_provider.SCRIPT_TEMPLATE``; this module adds the borg half:
-the shell functions ``provider_snapshots``, ``provider_has_snapshot``, ``provider_dump``, ``provider_backup`` and ``provider_check``.
+Pure functions, no I/O. The job script is static shell (roles/provider_common/files/job.sh and
+roles/borg/files/borg.sh); this module builds the borg command lines borg.sh runs, as the instance's data
+(``shell_data``).
 
 - borg >= 1.2 is required: ``borg create --content-from-command`` (a failed dump creates no archive and the
   unit fails), ``--glob-archives``, ``borg compact`` and ``--upload-ratelimit`` all come with 1.2. Debian 12
@@ -38,7 +39,7 @@ import re
 import shlex
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_data, _provider
 
 PROVIDER = 'borg'
 DEFAULT_BINARY = '/usr/bin/borg'
@@ -55,7 +56,7 @@ RC_SUCCESS, RC_WARNING, RC_ERROR = 0, 1, 2
 # Commands for which a warning (rc 1) still counts as success.
 WARNING_OK = frozenset({'create', 'prune', 'compact'})
 ARCHIVE_TIMESTAMP = '{utcnow:%Y-%m-%dT%H:%M:%S.%f}'
-# The marker of an initialised repository, in the job's BORG_BASE_DIR (see provider_init in FUNCTIONS).
+# The marker of an initialised repository, in the job's BORG_BASE_DIR (see provider_init in borg.sh).
 INIT_MARKER = 'selfhost-backup-initialised'
 _TIMESTAMP_GLOB = '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].*'
 _TIMESTAMP_RE = '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{6}'
@@ -155,10 +156,6 @@ def newest_args(instance: str, host: str) -> list[str]:
     return ['list', '--json', '--last', '1', '--glob-archives', archive_glob(instance, host)]
 
 
-def extract_args(archive: str, backup_name: str) -> list[str]:
-    return ['extract', '--stdout', f'::{archive}', backup_name]
-
-
 def prune_args(instance: str, host: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``borg prune`` of this instance's archives on this host only; None without any keep rule (keep all)."""
     args = _provider.retention_flags(retention, KEEP_FLAGS)
@@ -230,11 +227,16 @@ def _sh(args: t.Sequence[str]) -> str:
     return ' '.join(shlex.quote(str(arg)) for arg in args)
 
 
+def ssh_command() -> list[str]:
+    """ssh with the options every borg connection uses: no user configuration, no agent, no prompt, and only the
+    pinned host key (an unknown or changed one fails). ``rsh`` and the job script add the key and known_hosts."""
+    return ['ssh', '-F', 'none', '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'GlobalKnownHostsFile=/dev/null',
+            '-o', 'StrictHostKeyChecking=yes', '-o', 'UpdateHostKeys=no']
+
+
 def rsh(directory: str) -> str:
-    """``BORG_RSH``: the job's key and the pinned host key only; an unknown or changed host key fails."""
-    return _sh(['ssh', '-F', 'none', '-i', f'{directory}/ssh_key', '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-                '-o', f'UserKnownHostsFile={directory}/known_hosts', '-o', 'GlobalKnownHostsFile=/dev/null',
-                '-o', 'StrictHostKeyChecking=yes', '-o', 'UpdateHostKeys=no'])
+    """``BORG_RSH`` with the job's key and pinned host key in ``directory`` (as borg.sh builds it in the job)."""
+    return _sh(ssh_command() + ['-i', f'{directory}/ssh_key', '-o', f'UserKnownHostsFile={directory}/known_hosts'])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,199 +258,39 @@ class Commands:
     check: tuple[str, ...] | None = None
 
 
-FUNCTIONS = r'''readonly BORG=@@BINARY@@
-readonly BORG_REPOSITORY=@@REPOSITORY@@
-readonly BORG_ARGS=@@GLOBAL@@
-readonly BORG_HOME=@@CACHE@@
-readonly BORG_REMOTE=@@REMOTE@@
-readonly BORG_STDIN_NAME=@@STDIN_NAME@@
-readonly INIT_MARKER="$BORG_HOME"/@@MARKER@@
-
-# borg as the request's user; its exit code unchanged. In a unit the secrets are in $CREDENTIALS_DIRECTORY.
-# Interactively (root) they are copied into a private directory the request's user owns, removed on exit; the
-# directory is named after the shell that made it, so that the next run removes what a killed one left.
-# The secrets reach borg and ssh as file paths (BORG_PASSCOMMAND, BORG_RSH), never on a command line.
-borg_() (
-  if in_unit; then
-    dir="$CREDENTIALS_DIRECTORY"
-  else
-    remove_orphaned_secrets
-    dir="$(mktemp -d "/run/borg-restore.$BASHPID.XXXXXXXX")"
-    trap 'rm -rf -- "$dir"' EXIT
-    cp -- "$(secret passphrase)" "$dir/passphrase"
-    if [ -n "$BORG_REMOTE" ]; then
-      cp -- "$(secret ssh_key)" "$dir/ssh_key"
-      cp -- "$(secret known_hosts)" "$dir/known_hosts"
-    fi
-    chown -R -- "$JOB_USER" "$dir"
-    [ -d "$BORG_HOME" ] || install -d -m 0700 -o "$JOB_USER" -g "$(id -g "$JOB_USER")" -- "$BORG_HOME"
-  fi
-  export BORG_REPO="$BORG_REPOSITORY" BORG_BASE_DIR="$BORG_HOME" BORG_EXIT_CODES=legacy
-  export BORG_PASSCOMMAND="cat $dir/passphrase"
-  if [ -n "$BORG_REMOTE" ]; then
-    export BORG_RSH=@@RSH@@
-  fi
-  as_user "$BORG" "${BORG_ARGS[@]}" "$@"
-)
-
-# The secrets directories of interactive runs that were killed (SIGKILL runs no EXIT trap): their shell is gone.
-remove_orphaned_secrets() {
-  local orphan pid
-  for orphan in /run/borg-restore.*; do
-    pid="${orphan#/run/borg-restore.}"
-    pid="${pid%%.*}"
-    [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null || continue
-    rm -rf -- "$orphan"
-  done
-}
-
-# Exit-code policy for the commands that write: a warning (1) is logged and counts as success;
-# errors (2) and signals (128+N) fail. BORG_EXIT_CODES=legacy keeps borg 1.4 to these codes.
-borg_warning_ok() {
-  local rc=0
-  borg_ "$@" || rc=$?
-  if [ "$rc" -eq 1 ]; then
-    printf '%s: borg %s finished with a warning (exit 1): counted as success\n' "$SCRIPT" "$1" >&2
-    return 0
-  fi
-  return "$rc"
-}
-
-provider_snapshots() {
-  borg_ @@LIST@@
-}
-
-# Before the first backup has created the repository there is no archive yet, which is no error (selfhost-backup
-# status says pending). Once the marker names the repository, a repository that is not there fails: it vanished.
-provider_newest_json() {
-  local errors rc=0
-  errors="$(mktemp)"
-  borg_ @@NEWEST@@ 2>"$errors" || rc=$?
-  if [ "$rc" -ne 0 ] && [ "$(cat -- "$INIT_MARKER" 2>/dev/null)" != "$BORG_REPOSITORY" ] \
-      && grep -qE 'does not exist|is not a valid repository' "$errors"; then
-    rc=0
-  else
-    cat -- "$errors" >&2
-  fi
-  rm -f -- "$errors"
-  return "$rc"
-}
-
-# Whether this instance has that archive (latest: any archive); the restore checks it before anything stops.
-provider_has_snapshot() {
-  local names
-  names="$(borg_ @@NAMES@@)" || fail "cannot list the archives of this instance"
-  if [ "$1" = latest ]; then
-    [ -n "$names" ]
-  else
-    grep -qxF -- "$1" <<<"$names"
-  fi
-}
-
-# Every non-zero exit fails here: borg extract warns (1) when the dump is not in the archive.
-provider_dump() {
-  local archive="$1"
-  if [ "$archive" = latest ]; then
-    archive="$(borg_ @@LATEST@@)" || fail "cannot list the archives of this instance"
-    [ -n "$archive" ] || fail "instance $INSTANCE has no archive yet"
-  fi
-  borg_ extract --stdout "::$archive" "$BORG_STDIN_NAME"
-}
-
-# Create the repository on the first backup only (a remote server knows the job's key only after the role
-# ran). The marker records which repository this job has seen: once it names this repository, a vanished
-# repository fails the backup ("does not exist") instead of silently starting again from an empty one.
-provider_init() {
-  local out rc=0
-  if [ "$(cat -- "$INIT_MARKER" 2>/dev/null)" = "$BORG_REPOSITORY" ]; then
-    return 0
-  fi
-  out="$(borg_ @@INIT@@ 2>&1)" || rc=$?
-  if [ "$rc" -eq 0 ]; then
-    printf '%s: initialised the repository (encryption %s)\n' "$SCRIPT" @@ENCRYPTION@@ >&2
-  else
-    case "$out" in
-      *"already exists"*) ;;
-      *) printf '%s\n' "$out" >&2
-         fail "cannot initialise the repository (borg init exit $rc)" ;;
-    esac
-  fi
-  printf '%s\n' "$BORG_REPOSITORY" > "$INIT_MARKER"
-}
-
-provider_retention() {
-@@RETENTION@@
-}
-@@CHECK@@
-# borg runs the dump itself: when it fails, borg creates no archive and exits 2, and the unit fails.
-# --json: the archive's statistics on stdout, of which the deduplicated size is what the backup added. An empty
-# dump (backup_cmd exits 0 having written nothing) makes an archive that would count as good and, pruned in,
-# push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup. Telling
-# an empty dump costs one more repository read (list): borg's statistics count the archive's metadata too.
-provider_backup() {
-  local stats status borg_rc=0 archive size
-  provider_init
-  status="$(mktemp)"
-  stats="$(borg_warning_ok @@CREATE@@ "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}")" || borg_rc=$?
-  printf '%s\n' "$stats"
-  [ "$borg_rc" -eq 0 ] \
-    || fail "backup failed (backup_cmd $(backup_cmd_outcome "$status"), borg exit $borg_rc): no archive created"
-  rm -f -- "$status"
-  # The archive's original_size counts its metadata too: the dump's own size is that of its one item.
-  archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
-  [ -n "$archive" ] && size="$(borg_ list --format '{size}{NL}' "::$archive")" \
-    || fail "cannot read the size of the dump in archive '$archive'"
-  if [ "$size" = 0 ]; then
-    borg_warning_ok delete "::$archive" \
-      || fail "backup failed: backup_cmd wrote nothing, and the empty archive '$archive' could not be deleted: delete it by hand"
-    fail "backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive $archive deleted, nothing kept"
-  fi
-  provider_retention
-  record_backup "$(json_number deduplicated_size <<<"$stats")"
-}
-
-# The first number called $1 in borg's indented --json output on stdin.
-json_number() {
-  sed -n "s/^ *\"$1\": *\([0-9]*\).*/\1/p" | head -n 1
-}
-
-# The number of archives of this instance (for the metrics).
-provider_snapshot_count() {
-  local names
-  names="$(borg_ @@NAMES@@)" || return 1
-  grep -c . <<<"$names" || true
-}'''
+# The data borg.sh reads (its PROVIDER_DATA; a unit test keeps the two lists equal).
+DATA_NAMES = ('BORG', 'BORG_REPOSITORY', 'BORG_ARGS', 'BORG_HOME', 'BORG_INIT_MARKER', 'BORG_REMOTE', 'BORG_SSH', 'BORG_STDIN_NAME',
+              'BORG_ENCRYPTION', 'BORG_LIST', 'BORG_NEWEST', 'BORG_NAMES', 'BORG_LATEST', 'BORG_INIT', 'BORG_CREATE',
+              'BORG_PRUNE', 'BORG_COMPACT', 'BORG_CHECK')
 
 
-def shell_functions(commands: Commands) -> str:
-    """The borg half of the job script (see _provider.SCRIPT_TEMPLATE for the other half)."""
-    if commands.retention:
-        retention = (f'  borg_warning_ok {_sh(commands.retention)} || fail "borg prune failed"\n'
-                     f'  borg_warning_ok {_sh(compact_args())} || fail "borg compact failed"')
-    else:
-        retention = '  : # no retention rule: every archive is kept'
-    check = f'\nprovider_check() {{\n  borg_ {_sh(commands.check)}\n}}\n' if commands.check else ''
-    replacements = {
-        '@@BINARY@@': shlex.quote(commands.binary),
-        '@@REPOSITORY@@': shlex.quote(commands.repository),
-        '@@GLOBAL@@': '(' + _sh(commands.global_args) + ')',
-        '@@CACHE@@': shlex.quote(commands.cache_dir),
-        '@@REMOTE@@': 'yes' if commands.remote else "''",
-        '@@STDIN_NAME@@': shlex.quote(commands.backup_name),
-        '@@MARKER@@': shlex.quote(INIT_MARKER),
-        '@@RSH@@': '"' + rsh('$dir') + '"',
-        '@@LIST@@': _sh(list_args(commands.instance, commands.host)),
-        '@@NEWEST@@': _sh(newest_args(commands.instance, commands.host)),
-        '@@LATEST@@': _sh(latest_args(commands.instance, commands.host)),
-        '@@NAMES@@': _sh(names_args(commands.instance, commands.host)),
-        '@@INIT@@': _sh(init_args(commands.encryption)),
-        '@@ENCRYPTION@@': shlex.quote(commands.encryption),
-        '@@RETENTION@@': retention,
-        '@@CHECK@@': check,
-        '@@CREATE@@': _sh(create_args(commands.version, commands.instance, commands.host, commands.backup_name,
-                                      commands.compression)),
-    }
-    return _provider.fill_template(FUNCTIONS, replacements)
+def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
+    """The borg half of the job script's data: every borg command line borg.sh runs, as an array.
+
+    An empty BORG_PRUNE means no retention rule (every archive is kept), an empty BORG_CHECK no check.
+    Refuses borg < 1.2.
+    """
+    return (
+        ('BORG', commands.binary),
+        ('BORG_REPOSITORY', commands.repository),
+        ('BORG_ARGS', list(commands.global_args)),
+        ('BORG_HOME', commands.cache_dir),
+        ('BORG_INIT_MARKER', f'{commands.cache_dir}/{INIT_MARKER}'),
+        ('BORG_REMOTE', 'yes' if commands.remote else ''),
+        ('BORG_SSH', ssh_command()),
+        ('BORG_STDIN_NAME', commands.backup_name),
+        ('BORG_ENCRYPTION', commands.encryption),
+        ('BORG_LIST', list_args(commands.instance, commands.host)),
+        ('BORG_NEWEST', newest_args(commands.instance, commands.host)),
+        ('BORG_NAMES', names_args(commands.instance, commands.host)),
+        ('BORG_LATEST', latest_args(commands.instance, commands.host)),
+        ('BORG_INIT', init_args(commands.encryption)),
+        ('BORG_CREATE', create_args(commands.version, commands.instance, commands.host, commands.backup_name,
+                                    commands.compression)),
+        ('BORG_PRUNE', list(commands.retention or ())),
+        ('BORG_COMPACT', compact_args()),
+        ('BORG_CHECK', list(commands.check or ())),
+    )
 
 
 def remote_server(settings: t.Mapping[str, t.Any]) -> tuple[SshUrl, str]:
@@ -467,7 +309,8 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
     """The rules of a validated instance that its schema cannot express and no borg version changes: run on the
     controller before any host is touched (``plan`` runs them again). Raises BorgError or ProviderError."""
     dummy = request
-    _provider.secrets(_provider.Layout(PROVIDER, instance), settings.get('passphrase'), settings.get('passphrase_file'), {})
+    _provider.secrets(_provider.Layout(PROVIDER, instance), settings.get('passphrase'), settings.get('passphrase_file'), {},
+                      DATA_NAMES)
     if not settings['repository'].get('path'):
         remote_server(settings)
     job_host = settings.get('host') or host
@@ -494,7 +337,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     layout = _provider.Layout(PROVIDER, instance)
     repository = settings['repository']
     local_path = repository.get('path')
-    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), {})
+    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), {}, DATA_NAMES)
     credentials = dict(secrets.credentials)
     ssh_key = known_hosts = serve_path = None
     if not local_path:
@@ -522,7 +365,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         retention=_provider.tuple_or_none(prune_args(instance, job_host, retention)),
         check=tuple(check_args(bool(check.get('verify_data')), check.get('max_duration'))) if check.get('enabled') else None,
     )
-    shell = shell_functions(commands)  # refuses borg < 1.2
+    shell = shell_data(commands)  # refuses borg < 1.2
     spec = _provider.ScriptSpec(
         layout=layout,
         user=request['user'],
@@ -533,7 +376,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         env_names=(),
         stop_units=_provider.stop_units(settings),
         monitoring=_provider.monitoring(layout, settings),
-        functions=shell,
+        provider_data=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
         snapshot_pattern=archive_pattern(instance, job_host),
         snapshot_word='archive',

@@ -4,14 +4,13 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""The provider-neutral half of a backup provider (restic, borg): names, secrets layout, job script, job options.
+"""The provider-neutral half of a backup provider (restic, borg): names, secrets layout, job data, job options.
 
-A provider module (``_restic.py``, later ``_borg.py``) only adds what is specific to its tool: the shell functions
-``provider_snapshots``, ``provider_has_snapshot <snapshot>``, ``provider_dump <snapshot>``,
-``provider_newest_json``, ``provider_backup`` (and optional maintenance functions such as ``provider_check``), the
-credentials it needs and the command line flags. Everything else is here, once: where secrets live on the host,
-how they reach the job (``LoadCredential=``), how the tool runs as the request's user whoever calls the script,
-``stop_units``, ``pipefail`` and the options of ``selfhost.backup.backup_timer``. Pure functions, no I/O.
+The job script itself is static shell (roles/provider_common/files/job.sh and the provider's half,
+roles/<provider>/files/<provider>.sh). A provider module (``_restic.py``, ``_borg.py``) adds the data its half
+reads (its command lines, as arrays) and the credentials it needs. Everything else is here, once: where
+secrets live on the host, how they reach the job (``LoadCredential=``), the data job.sh reads (``script_data``)
+and the options of ``selfhost.backup.backup_timer``. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-import shlex
 import typing as t
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_data
 
 SECRETS_ROOT = '/etc/selfhost-backup'
 SCRIPT_DIR = '/usr/local/bin'
@@ -93,12 +93,6 @@ def local_repositories_shared_by_users(jobs: t.Mapping[str, t.Mapping[str, t.Any
             users_by_path.setdefault(job['local_path'], {})[name] = job['user']
     return [f'{path}: ' + ', '.join(f'{name} (user {user})' for name, user in instances.items())
             for path, instances in sorted(users_by_path.items()) if len(set(instances.values())) > 1]
-
-
-def fill_template(template: str, replacements: t.Mapping[str, str]) -> str:
-    """Replace every ``@@NAME@@`` marker in one pass, so that a value containing a marker is never replaced
-    again; a marker without a replacement is a bug and raises KeyError."""
-    return re.sub(r'@@[A-Z_]+@@', lambda match: replacements[match.group(0)], template)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,14 +218,24 @@ SHELL_VARIABLES = frozenset({
 RESERVED_PREFIXES = ('BASH_', 'LD_', 'LC_', 'SELFHOST_BACKUP_', 'SYSTEMD_', 'MONITOR_', 'LISTEN_', 'WATCHDOG_')
 
 
-def script_variables(script: str) -> frozenset[str]:
-    """The variables a job script sets readonly (``readonly NAME=``): a secret of that name would break it."""
-    return frozenset(re.findall(r'^readonly ([A-Za-z_][A-Za-z0-9_]*)=', script, re.M))
+# Variables the static job script sets itself (job.sh, restic.sh, borg.sh: a unit test keeps this list complete),
+# and the data variables job.sh reads (JOB_DATA; script_data writes them): a secret of such a name would fail to
+# export (they are readonly) or change what the job does.
+SCRIPT_GLOBALS = frozenset({
+    'JOB_DATA', 'PROVIDER_INTERFACE', 'PROVIDER_DATA', 'JOB_CACHE', 'STATS_FILE', 'RUN_BACKUP_CMD', 'BACKUP_CMD_HIDES',
+    'STOPPED_UNITS', 'FORGET_RETRY_SECONDS', 'UNFINISHED_MARK',
+})
+JOB_DATA = (
+    'PROVIDER', 'SCRIPT', 'INSTANCE', 'BACKUP_SERVICE', 'JOB_NAME', 'JOB_USER', 'BACKUP_NAME', 'BACKUP_CMD',
+    'RESTORE_CMD', 'STOP_UNITS', 'ENV_SECRETS', 'SECRET_FILES', 'SNAPSHOT_PATTERN', 'SNAPSHOT_WORD', 'MAINTENANCE',
+    'NOTES', 'NOTIFY_CMD', 'LATE_AFTER', 'METRICS_FILE', 'PING_URL_FILE', 'PING_TIMEOUT', 'PING_RETRIES', 'LIBRARY',
+)
 
 
-def check_environment_names(names: t.Iterable[str], provider_functions: str = '') -> None:
-    """Refuse secret environment variables that the shell, the loader or the job script own."""
-    taken = SHELL_VARIABLES | script_variables(SCRIPT_TEMPLATE) | script_variables(provider_functions)
+def check_environment_names(names: t.Iterable[str], provider_data: t.Iterable[str] = ()) -> None:
+    """Refuse secret environment variables that the shell, the loader or the job script own; ``provider_data``
+    names the provider's data variables."""
+    taken = SHELL_VARIABLES | SCRIPT_GLOBALS | frozenset(JOB_DATA) | frozenset(provider_data)
     odd = [repr(name) for name in names if not isinstance(name, str)]
     if odd:
         raise ProviderError(f'environment_secrets: names must be strings, got {", ".join(odd)}')
@@ -244,14 +248,14 @@ def check_environment_names(names: t.Iterable[str], provider_functions: str = ''
 
 
 def secrets(layout: Layout, passphrase: str | None, passphrase_file: str | None,
-            environment_secrets: t.Mapping[str, str], provider_functions: str = '') -> Secrets:
+            environment_secrets: t.Mapping[str, str], provider_data: t.Iterable[str] = ()) -> Secrets:
     """The passphrase (inline value or an existing file) and secret environment variables of one instance.
 
-    ``provider_functions`` is the provider's half of the job script, whose readonly variables are taken too.
+    ``provider_data`` names the provider's data variables (readonly in the job script), which are taken too.
     """
     if (passphrase is None) == (passphrase_file is None):
         raise ProviderError('give exactly one of passphrase and passphrase_file')
-    check_environment_names(environment_secrets, provider_functions)
+    check_environment_names(environment_secrets, provider_data)
     credentials: dict[str, str] = {}
     files: list[tuple[str, str]] = []
     if passphrase is not None:
@@ -279,437 +283,61 @@ class ScriptSpec:
     credentials: dict[str, str]
     env_names: tuple[str, ...]
     stop_units: tuple[str, ...]
-    functions: str  # the provider's shell functions (provider_snapshots, provider_has_snapshot, provider_dump, provider_backup, ...)
+    provider_data: tuple[tuple[str, _job_data.Value], ...]  # what the provider's half reads: its command lines
     maintenance: tuple[str, ...] = ('backup',)  # subcommands only the units run: provider_<name>
     snapshot_pattern: str = '^[0-9a-f]{8,64}$'
     snapshot_word: str = 'snapshot'
     notes: tuple[str, ...] = ()
     monitoring: Monitoring = Monitoring()
-
-
-def _bash_array(values: t.Iterable[str]) -> str:
-    return '(' + ' '.join(shlex.quote(value) for value in values) + ')'
-
-
-def _secret_cases(credentials: t.Mapping[str, str]) -> str:
-    return '\n'.join(
-        f'    {shlex.quote(name)}) printf \'%s\\n\' {shlex.quote(path)} ;;' for name, path in sorted(credentials.items())
-    )
-
-
-SCRIPT_TEMPLATE = r'''#!/bin/bash
-# Managed by Ansible (selfhost.backup): local changes will be overwritten.
-# @@SCRIPT@@: restore script of @@PROVIDER@@ instance @@INSTANCE@@. It holds no secret; see --help.
-set -euo pipefail
-umask 077
-
-readonly SCRIPT=@@Q_SCRIPT@@
-readonly INSTANCE=@@Q_INSTANCE@@
-readonly BACKUP_SERVICE=@@Q_SERVICE@@
-readonly JOB_USER=@@Q_USER@@
-readonly BACKUP_CMD=@@Q_BACKUP_CMD@@
-readonly RESTORE_CMD=@@Q_RESTORE_CMD@@
-readonly STOP_UNITS=@@STOP_UNITS@@
-readonly ENV_SECRETS=@@ENV_SECRETS@@
-readonly SNAPSHOT_PATTERN=@@Q_PATTERN@@
-readonly NOTIFY_CMD=@@Q_NOTIFY_CMD@@
-readonly LATE_AFTER=@@LATE_AFTER@@
-readonly METRICS_FILE=@@Q_METRICS_FILE@@
-readonly PING_URL_FILE=@@Q_PING_URL_FILE@@
-readonly PING_TIMEOUT=@@PING_TIMEOUT@@
-readonly PING_RETRIES=@@PING_RETRIES@@
-# The units' CacheDirectory= (owned by the job's user): the tool's cache, and the figures the backup step
-# leaves for the finish hook. A restore run by hand uses it too when a unit has created it.
-readonly JOB_CACHE="${CACHE_DIRECTORY:-/var/cache/@@JOB@@}"
-readonly STATS_FILE="$JOB_CACHE/@@STATS_NAME@@"
-
-usage() {
-  cat <<'EOF'
-usage: @@SCRIPT@@ snapshots          list the @@WORD@@s of instance @@INSTANCE@@
-       @@SCRIPT@@ restore latest     restore the newest @@WORD@@ of this instance
-       @@SCRIPT@@ restore <@@WORD@@>   restore one @@WORD@@ (as listed by "snapshots")
-       @@SCRIPT@@ --help
-
-Run it as root. The backup tool and the restore command run as the user @@USER@@.
-A restore streams the dump "@@BACKUP_NAME@@" into the request's restore command and exits non-zero
-when either fails.@@STOP_HELP@@
-
-Back up now: systemctl start --wait @@SERVICE@@
-(@@MAINTENANCE@@ are run by the systemd units only.)@@NOTES@@
-EOF
-}
-
-fail() {
-  printf '%s: %s\n' "$SCRIPT" "$*" >&2
-  exit 1
-}
-
-usage_error() {
-  usage >&2
-  exit 2
-}
-
-# Inside the units systemd hands the secrets over in $CREDENTIALS_DIRECTORY (LoadCredential=).
-in_unit() {
-  [ -n "${CREDENTIALS_DIRECTORY:-}" ]
-}
-
-# Path of a secret: the unit's credential, or (root, interactively) the root-only file it is loaded from.
-secret() {
-  if in_unit; then
-    printf '%s/%s\n' "$CREDENTIALS_DIRECTORY" "$1"
-    return
-  fi
-  case "$1" in
-@@SECRET_CASES@@
-    *) fail "unknown secret $1" ;;
-  esac
-}
-
-# Export the secret environment variables; call it in a subshell so that they reach only the tool.
-export_secrets() {
-  local name value
-  for name in "${ENV_SECRETS[@]}"; do
-    value="$(cat "$(secret "env.$name")")"
-    export "$name=$value"
-  done
-}
-
-# Run a program as the request's user whoever calls the script: no root-owned files in the repository.
-as_user() {
-  if [ "$(id -un)" = "$JOB_USER" ]; then
-    "$@"
-    return
-  fi
-  [ "$(id -u)" -eq 0 ] || fail "run this as root"
-  # The user's own HOME, USER and LOGNAME: tools such as psql read their dotfiles from there, not root's.
-  HOME="$(getent passwd "$JOB_USER" | cut -d: -f6)" USER="$JOB_USER" LOGNAME="$JOB_USER" \
-    setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
-}
-
-# backup_cmd as the tools run it (restic's stdin-from-command or legacy pipe, borg's content-from-command),
-# followed by the path of a file where /bin/sh leaves backup_cmd's exit status (the tool only says that its
-# command failed, and a failed backup must name the part that failed), then the variables in BACKUP_CMD_HIDES.
-readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2; shift 2
-unset "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG_[A-Za-z0-9_]*\)=.*/\1/p")
-/bin/sh -c "$cmd"; rc=$?; echo "$rc" >"$status"; exit "$rc"' backup_cmd "$BACKUP_CMD")
-# What backup_cmd must not see, besides every RESTIC_* and BORG_* variable: restic and borg hand their whole
-# environment to the command they run, where the request's user could read it in /proc/<pid>/environ (a
-# repository URL with credentials, a cloud key).
-readonly BACKUP_CMD_HIDES=("${ENV_SECRETS[@]}" CREDENTIALS_DIRECTORY)
-
-# What became of backup_cmd, from the file RUN_BACKUP_CMD wrote (removed here): "exit N", or no status when the
-# tool failed before it started it (or its shell was killed).
-backup_cmd_outcome() {
-  local rc
-  rc="$(cat -- "$1" 2>/dev/null)" || rc=''
-  rm -f -- "$1"
-  if [[ "$rc" =~ ^[0-9]+$ ]]; then echo "exit $rc"; else echo "left no exit status (it did not run, or its shell was killed)"; fi
-}
-
-# Only the units that were running are stopped, and so started again afterwards: a restore never starts a
-# service the administrator had stopped.
-STOPPED_UNITS=()
-stop_units() {
-  local unit
-  for unit in "${STOP_UNITS[@]}"; do
-    systemctl is-active --quiet -- "$unit" || continue
-    printf '%s: stopping %s\n' "$SCRIPT" "$unit" >&2
-    STOPPED_UNITS+=("$unit")
-    systemctl stop -- "$unit"
-  done
-}
-
-# EXIT trap of a restore: start the stopped units again, also when the restore failed; keep a failure.
-start_units() {
-  local rc=$? unit
-  for unit in "${STOPPED_UNITS[@]}"; do
-    printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2
-    systemctl start -- "$unit" || rc=1
-  done
-  exit "$rc"
-}
-
-restore() {
-  local snapshot="$1"
-  if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
-    fail "not a valid @@WORD@@: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
-  fi
-  # Before anything stops or the restore command starts: the tool would dump another instance's @@WORD@@ by
-  # its id, and a wrong id must leave the database untouched. "latest" needs no such listing: the tool
-  # selects this instance's newest @@WORD@@ itself, and nothing happens before its dump's first byte arrives.
-  if [ "$snapshot" != latest ]; then
-    provider_has_snapshot "$snapshot" \
-      || fail "no @@WORD@@ '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
-  fi
-  provider_dump "$snapshot" | restore_arriving_dump "$snapshot"
-  printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
-}
-
-# The restore's right-hand side: stops the stop_units and starts the restore command once the dump's first
-# byte has arrived. A dump that yields nothing (no @@WORD@@ of this instance, an unreachable repository, a
-# wrong passphrase) leaves every unit running and the database untouched.
-restore_arriving_dump() {
-  local first
-  first="$(mktemp)"
-  dd bs=1 count=1 of="$first" status=none
-  if ! [ -s "$first" ]; then
-    rm -f -- "$first"
-    fail "no @@WORD@@ '$1' of instance $INSTANCE could be read: nothing was stopped or restored (see '$SCRIPT snapshots')"
-  fi
-  trap start_units EXIT
-  stop_units
-  { cat -- "$first"; rm -f -- "$first"; cat; } | as_user /bin/sh -c "$RESTORE_CMD"
-}
-
-# OnFailure= of the units (<backup service>-notify.service, as root): the administrator's command gets the
-# failed unit's last log lines on stdin and what failed in SELFHOST_BACKUP_* variables. systemd names the
-# failed unit in MONITOR_UNIT (the backup or the check service).
-notify_failure() {
-  local unit="${MONITOR_UNIT:-$BACKUP_SERVICE}"
-  [ -n "$NOTIFY_CMD" ] || return 0
-  journalctl --no-pager -o short-iso -n 50 -u "$unit" \
-    | SELFHOST_BACKUP_PROVIDER=@@Q_PROVIDER@@ SELFHOST_BACKUP_INSTANCE="$INSTANCE" SELFHOST_BACKUP_UNIT="$unit" \
-      SELFHOST_BACKUP_RESULT="${MONITOR_SERVICE_RESULT:-failed}" SELFHOST_BACKUP_HOST="$(uname -n)" \
-      /bin/sh -c "$NOTIFY_CMD"
-}
-
-# For selfhost-backup status: when the newest @@WORD@@ of this instance was made (seconds since the epoch,
-# empty without one), and how old it may get before the instance counts as late.
-# provider_newest_json lists the newest @@WORD@@ as JSON; restic and borg both call its time "time".
-newest() {
-  local listed time
-  listed="$(provider_newest_json)" || fail "cannot list the @@WORD@@s of this instance"
-  time="$(sed -n 's/.*"time": *"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1)"
-  printf 'newest=%s late_after=%s\n' "${time:+$(date -d "$time" +%s)}" "$LATE_AFTER"
-}
-
-# The backup step (in the unit, after a good backup and its retention) leaves the bytes it added and the
-# instance's snapshot count for the finish hook; $1: the bytes, as the tool reported them.
-record_backup() {
-  local count
-  [ -n "$METRICS_FILE" ] || return 0
-  count="$(provider_snapshot_count)" || count=''
-  printf 'added_bytes=%s\nsnapshots=%s\n' "${1:-}" "$count" >"$STATS_FILE.tmp"
-  mv -f -- "$STATS_FILE.tmp" "$STATS_FILE"
-}
-
-# ExecStartPre= hook of the backup service (root; its failure is ignored): forget the last run's figures and
-# tell the monitor the run starts.
-job_started() {
-  rm -f -- "$STATS_FILE"
-  ping_monitor /start
-}
-
-# ExecStopPost= hook (root, after every run, also a killed one): metrics and the monitor's success or fail.
-job_finished() {
-  local status
-  status="$(exit_status_of_run)"
-  [ -z "$METRICS_FILE" ] || write_metrics "$status" || printf '%s: could not write %s\n' "$SCRIPT" "$METRICS_FILE" >&2
-  if [ "$status" -eq 0 ]; then ping_monitor ''; else ping_monitor /fail; fi
-}
-
-# systemd describes the run in SERVICE_RESULT, EXIT_CODE (exited, killed, dumped) and EXIT_STATUS (a number,
-# or a signal name): one number as a shell gives it, 128+N for a signal.
-exit_status_of_run() {
-  if [ "${SERVICE_RESULT:-}" = success ]; then
-    echo 0
-  elif [ "${EXIT_CODE:-}" = exited ] && [[ "${EXIT_STATUS:-}" =~ ^[0-9]+$ ]] && [ "$EXIT_STATUS" -ne 0 ]; then
-    echo "$EXIT_STATUS"
-  elif [ "${EXIT_CODE:-}" = killed ] || [ "${EXIT_CODE:-}" = dumped ]; then
-    echo $((128 + $(kill -l "${EXIT_STATUS:-KILL}" 2>/dev/null || echo 0)))
-  else
-    echo 1  # failed before the command ran (e.g. a missing credential), or a timeout
-  fi
-}
-
-# A previous value of a metric of this instance, to carry it over a failed run; empty when there is none.
-previous_metric() {
-  sed -n "s/^$1{[^}]*} \([0-9.e+]*\)\$/\1/p" "$METRICS_FILE" 2>/dev/null | tail -n 1
-}
-
-# The node-exporter textfile of this instance, replaced atomically (the exporter never reads half a file).
-write_metrics() {
-  local status="$1" started now added snapshots success labels
-  labels="provider=\"@@PROVIDER@@\",name=\"$INSTANCE\""
-  now="$(date +%s)"
-  started="$(systemctl show --timestamp=unix -P InactiveExitTimestamp "$BACKUP_SERVICE" 2>/dev/null)"
-  started="${started#@}"
-  [[ "$started" =~ ^[0-9]+$ ]] || started="$now"
-  added="$(sed -n 's/^added_bytes=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
-  snapshots="$(sed -n 's/^snapshots=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
-  success="$(previous_metric selfhost_backup_last_success_timestamp_seconds)"
-  if [ "$status" -eq 0 ]; then
-    success="$now"
-  else
-    added="$(previous_metric selfhost_backup_last_added_bytes)"
-  fi
-  [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
-  # Called in an || list, where set -e is off: each step checks for itself.
-  mkdir -p -- "$(dirname -- "$METRICS_FILE")" || return 1
-  {
-    metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
-    metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$((now - started))"
-    metric selfhost_backup_last_exit_status "Exit status of the last backup run: 0 success, 128+N killed by signal N." "$status"
-    metric selfhost_backup_last_success_timestamp_seconds "When the last successful backup run ended." "$success"
-    metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
-    metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
-  } | write_file_as "$(metrics_writer)" "$METRICS_FILE"
-}
-
-# Who writes the metrics file: "root" when only root can change its directory and every directory above it,
-# else the directory's owner as uid:gid (Debian's prometheus owns /var/lib/prometheus): a user who can change a
-# directory root writes in could swap the temporary file for a link and have root overwrite or chmod any file.
-# A directory others can write is fine only with the sticky bit (/tmp). Anything else: no metrics, a message.
-metrics_writer() {
-  local dir part owner group mode writer=root
-  dir="$(realpath -e -- "$(dirname -- "$METRICS_FILE")")" || return 1
-  part="$dir"
-  while :; do
-    read -r owner group mode < <(stat -c '%u %g %a' -- "$part") || return 1
-    if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then
-      printf '%s: %s can be changed by a group or by other users: no metrics written\n' "$SCRIPT" "$part" >&2
-      return 1
-    fi
-    if [ "$owner" != 0 ]; then
-      if [ "$part" != "$dir" ]; then
-        printf '%s: %s belongs to a user other than root: no metrics written below it\n' "$SCRIPT" "$part" >&2
-        return 1
-      fi
-      writer="$owner:$group"
-    fi
-    [ "$part" != / ] || break
-    part="$(dirname -- "$part")"
-  done
-  echo "$writer"
-}
-
-# Replace the file $2 atomically with stdin (mode 0644: the exporter reads it), as $1: root, or uid:gid.
-write_file_as() {
-  local writer=(/bin/sh -c 'tmp="$(mktemp "$1.XXXXXX.tmp")" && cat >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$1" \
-    || { rm -f "$tmp"; exit 1; }' write_file)
-  case "$1" in
-    root) "${writer[@]}" "$2" ;;
-    *:*) setpriv --reuid="${1%:*}" --regid="${1#*:}" --clear-groups -- "${writer[@]}" "$2" ;;
-    *) cat >/dev/null; return 1 ;;
-  esac
-}
-
-# One gauge with HELP and TYPE lines; left out while it has no value yet (no success so far).
-metric() {
-  [ -n "$3" ] || return 0
-  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$2" "$1" "$1" "$labels" "$3"
-}
-
-# A healthchecks-style ping: $1 is the suffix (/start, /fail or nothing for success). The URL is read from its
-# root-only file and handed to curl on stdin (--config -), never on a command line. A monitor that is down
-# never fails the backup: the hooks' failures are ignored and this one only logs.
-ping_monitor() {
-  local url
-  [ -n "$PING_URL_FILE" ] || return 0
-  url="$(cat -- "$PING_URL_FILE")" || { printf '%s: cannot read the ping URL\n' "$SCRIPT" >&2; return 0; }
-  curl --silent --show-error --fail --output /dev/null --max-time "$PING_TIMEOUT" --retry "$PING_RETRIES" \
-      --retry-connrefused --retry-delay 2 --config - <<<"url = \"$url$1\"" \
-    || printf '%s: the monitoring ping%s failed (ignored: the backup result stands)\n' "$SCRIPT" "${1:+ $1}" >&2
-}
-
-# ---- @@PROVIDER@@ ----
-@@FUNCTIONS@@
-# ---- main ----
-case "${1:-}" in
-  -h | --help | help)
-    usage
-    ;;
-  snapshots)
-    [ "$#" -eq 1 ] || usage_error
-    in_unit || [ "$(id -u)" -eq 0 ] || fail "run this as root"
-    provider_snapshots
-    ;;
-  restore)
-    [ "$#" -eq 2 ] || usage_error
-    in_unit || [ "$(id -u)" -eq 0 ] || fail "run this as root"
-    restore "$2"
-    ;;
-@@MAINTENANCE_CASES@@
-  notify)
-    [ "$#" -eq 1 ] || usage_error
-    [ "$(id -u)" -eq 0 ] || fail "run this as root"
-    notify_failure
-    ;;
-  newest)
-    [ "$#" -eq 1 ] || usage_error
-    [ "$(id -u)" -eq 0 ] || fail "run this as root"
-    newest
-    ;;
-  started | finished)
-    [ "$#" -eq 1 ] || usage_error
-    [ "$(id -u)" -eq 0 ] || fail "run this as root"
-    "job_$1"
-    ;;
-  *)
-    usage_error
-    ;;
-esac
-'''
+    library: str = _job_data.LIBRARY
 
 
 RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'help', 'notify', 'newest', 'started', 'finished')
 
 
-def render_script(spec: ScriptSpec) -> str:
-    """The job script of one instance: restore script on PATH, backup and maintenance steps of its units."""
+def script_data(spec: ScriptSpec) -> list[tuple[str, _job_data.Value]]:
+    """The data of one instance's job script: the variables job.sh reads (its JOB_DATA), then the provider's."""
     layout = spec.layout
     for name in spec.maintenance:
         if not re.fullmatch(r'[a-z][a-z0-9_]*', name) or name in RESERVED_SUBCOMMANDS:
             raise ProviderError(f'maintenance subcommand {name!r} is not a plain name of its own')
-    maintenance_cases = '\n'.join(
-        f'  {name})\n'
-        f'    [ "$#" -eq 1 ] || usage_error\n'
-        f'    in_unit || fail "{name} runs inside the units: systemctl start --wait $BACKUP_SERVICE"\n'
-        f'    provider_{name}\n'
-        f'    ;;'
-        for name in spec.maintenance
+    common: list[tuple[str, _job_data.Value]] = [
+        ('PROVIDER', layout.provider),
+        ('SCRIPT', layout.restore_script),
+        ('INSTANCE', layout.instance),
+        ('BACKUP_SERVICE', layout.backup_service),
+        ('JOB_NAME', layout.job_name),
+        ('JOB_USER', spec.user),
+        ('BACKUP_NAME', spec.backup_name),
+        ('BACKUP_CMD', spec.backup_cmd),
+        ('RESTORE_CMD', spec.restore_cmd),
+        ('STOP_UNITS', list(spec.stop_units)),
+        ('ENV_SECRETS', list(spec.env_names)),
+        ('SECRET_FILES', dict(spec.credentials)),
+        ('SNAPSHOT_PATTERN', spec.snapshot_pattern),
+        ('SNAPSHOT_WORD', spec.snapshot_word),
+        ('MAINTENANCE', list(spec.maintenance)),
+        ('NOTES', list(spec.notes)),
+        ('NOTIFY_CMD', spec.monitoring.notify_cmd),
+        ('LATE_AFTER', int(spec.monitoring.late_after)),
+        ('METRICS_FILE', spec.monitoring.metrics_file),
+        ('PING_URL_FILE', spec.monitoring.ping_url_file),
+        ('PING_TIMEOUT', int(spec.monitoring.ping_timeout)),
+        ('PING_RETRIES', int(spec.monitoring.ping_retries)),
+        ('LIBRARY', spec.library),
+    ]
+    return common + list(spec.provider_data)
+
+
+def render_script(spec: ScriptSpec) -> str:
+    """The restore script of one instance: its data, then ``source $LIBRARY/job.sh`` (the program)."""
+    layout = spec.layout
+    header = (
+        'Managed by Ansible (selfhost.backup): local changes will be overwritten.',
+        f'{layout.restore_script}: restore script of {layout.provider} instance {layout.instance}; see --help.',
+        f'The data of the instance only, no secret. The program: {spec.library}/job.sh and {layout.provider}.sh.',
     )
-    stop_help = (
-        f'\nBefore a restore it stops {", ".join(spec.stop_units)} and starts them again afterwards, also on failure.'
-        if spec.stop_units else ''
-    )
-    notes = ''.join(f'\n{note}' for note in spec.notes)
-    replacements = {
-        '@@Q_SCRIPT@@': shlex.quote(layout.restore_script),
-        '@@Q_INSTANCE@@': shlex.quote(layout.instance),
-        '@@Q_SERVICE@@': shlex.quote(layout.backup_service),
-        '@@Q_USER@@': shlex.quote(spec.user),
-        '@@Q_BACKUP_CMD@@': shlex.quote(spec.backup_cmd),
-        '@@Q_RESTORE_CMD@@': shlex.quote(spec.restore_cmd),
-        '@@Q_PATTERN@@': shlex.quote(spec.snapshot_pattern),
-        '@@Q_NOTIFY_CMD@@': shlex.quote(spec.monitoring.notify_cmd),
-        '@@LATE_AFTER@@': str(int(spec.monitoring.late_after)),
-        '@@Q_METRICS_FILE@@': shlex.quote(spec.monitoring.metrics_file),
-        '@@Q_PING_URL_FILE@@': shlex.quote(spec.monitoring.ping_url_file),
-        '@@PING_TIMEOUT@@': str(int(spec.monitoring.ping_timeout)),
-        '@@PING_RETRIES@@': str(int(spec.monitoring.ping_retries)),
-        '@@JOB@@': layout.job_name,  # letters, digits, _ . - only (INSTANCE_NAME): safe in double quotes
-        '@@STATS_NAME@@': BACKUP_STATS_FILE,
-        '@@Q_PROVIDER@@': shlex.quote(layout.provider),
-        '@@STOP_UNITS@@': _bash_array(spec.stop_units),
-        '@@ENV_SECRETS@@': _bash_array(spec.env_names),
-        '@@SECRET_CASES@@': _secret_cases(spec.credentials),
-        '@@MAINTENANCE_CASES@@': maintenance_cases,
-        '@@FUNCTIONS@@': spec.functions.rstrip('\n'),
-        '@@MAINTENANCE@@': ', '.join(spec.maintenance),
-        '@@STOP_HELP@@': stop_help,
-        '@@NOTES@@': notes,
-        '@@SCRIPT@@': layout.restore_script,
-        '@@PROVIDER@@': layout.provider,
-        '@@INSTANCE@@': layout.instance,
-        '@@SERVICE@@': layout.backup_service,
-        '@@USER@@': spec.user,
-        '@@BACKUP_NAME@@': spec.backup_name,
-        '@@WORD@@': spec.snapshot_word,
-    }
-    # One pass: a value that happens to contain a marker is never substituted again.
-    return fill_template(SCRIPT_TEMPLATE, replacements)
+    return _job_data.render(script_data(spec), header)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import subprocess
 from drills import SCENARIOS, Tool, backup_ok, flags, read, restore_ok, snapshots, wait_for, wait_until_inactive, write
 
 __all__ = [
+    "test_the_restore_scripts_hold_data_only_and_source_root_s_program",
     "test_an_empty_dump_fails_and_keeps_every_good_snapshot",
     "test_a_failed_dump_names_backup_cmd_and_its_exit_status",
     "test_the_dump_runs_without_the_tool_s_variables_and_secrets",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 UNIT_DIR = "/etc/systemd/system"
+LIBRARY = "/usr/local/lib/selfhost-backup"  # the job script's program: job.sh and <provider>.sh
 EMPTY_RUNS = 3  # as many as instance local's retention keeps (keep_last 3): each could push a good one out
 
 
@@ -36,7 +38,7 @@ def host_state(host, tool: Tool) -> str:
     """Everything a provider run writes on the host, with times to the nanosecond."""
     # The repositories' directory by name only: a tool's lock files change its entries' times at any moment.
     return host.check_output(
-        f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin /var/lib/selfhost-backup "
+        f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin {LIBRARY} /var/lib/selfhost-backup "
         f"/etc/selfhost-backup/{tool.provider}; ls -1 /srv/{tool.provider}; "
         f"sha256sum /etc/selfhost-backup/{tool.provider}/*/* {UNIT_DIR}/{tool.provider}-* 2>/dev/null; "
         "systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort; "
@@ -75,6 +77,23 @@ def last_run_log(host, unit: str, text: str) -> str:
     read = f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={shlex.quote(invocation)}"
     host.run(f"timeout 20 sh -c {shlex.quote(f'until {read} | grep -qF -- {shlex.quote(text)}; do sleep 0.5; done')}")
     return host.check_output(read)
+
+
+def test_the_restore_scripts_hold_data_only_and_source_root_s_program(host, tool):
+    """The per-instance restore scripts are data (readonly assignments) and one source line; the program they
+    run as root is static, root's, and changes only with the collection."""
+    library = host.file(LIBRARY)
+    assert (library.user, library.group, library.mode) == ("root", "root", 0o755)
+    for name in ("job.sh", f"{tool.provider}.sh"):
+        program = host.file(f"{LIBRARY}/{name}")
+        assert (program.user, program.group, program.mode) == ("root", "root", 0o644), name
+    scripts = host.check_output(f"ls /usr/local/bin/{tool.provider}-restore-*").split()
+    assert scripts
+    for path in scripts:
+        assert host.file(path).content_string.endswith('source "$LIBRARY/job.sh"\n'), path
+        # Without its last line a script runs no command: no output, no error, even with no PATH at all.
+        bare = host.run(f"head -n -1 {path} | env -i /bin/bash -eu")
+        assert (bare.rc, bare.stdout, bare.stderr) == (0, "", ""), (path, bare.stderr)
 
 
 def test_an_empty_dump_fails_and_keeps_every_good_snapshot(host, tool):

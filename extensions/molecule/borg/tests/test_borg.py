@@ -99,7 +99,7 @@ def test_command_lines(host):
     assert borg_version(host) >= (1, 2, 0)
     script = host.file("/usr/local/bin/borg-restore-local").content_string
     assert "--content-from-command --stdin-name app.txt" in script
-    assert "BORG_EXIT_CODES=legacy" in script
+    assert "BORG_EXIT_CODES=legacy" in host.file("/usr/local/lib/selfhost-backup/borg.sh").content_string
     assert "--upload-ratelimit 100000" in script and "--lock-wait 30" in script
     assert "check --repository-only --max-duration 600" in script
     remote = host.file("/usr/local/bin/borg-restore-remote").content_string

@@ -142,10 +142,11 @@ def test_pinned_binary_on_debian12_distribution_package_on_debian13(host):
 
 def test_command_lines_follow_the_restic_version(host):
     script = host.file("/usr/local/bin/restic-restore-local").content_string
+    # The restore script holds the instance's data; restic.sh, installed beside job.sh, sequences it.
     if restic_version(host) >= (0, 17, 0):
-        assert "--stdin-from-command" in script and "PIPESTATUS" not in script
+        assert "readonly RESTIC_STDIN_FROM_COMMAND=yes" in script and "--stdin-from-command" in script
     else:
-        assert "--stdin-from-command" not in script and "PIPESTATUS" in script
+        assert "readonly RESTIC_STDIN_FROM_COMMAND=''" in script and "--stdin-from-command" not in script
     assert ("--retry-lock 30s" in script) == (restic_version(host) >= (0, 16, 0))
     assert "--tag selfhost-backup:local" in script
 

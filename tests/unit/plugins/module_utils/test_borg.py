@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from job_library import job_data
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
@@ -113,7 +114,6 @@ def test_list_latest_extract_init():
     assert _borg.list_args('app', 'db1') == ['list', '--glob-archives', glob]
     assert _borg.names_args('app', 'db1') == ['list', '--short', '--glob-archives', glob]
     assert _borg.latest_args('app', 'db1') == ['list', '--short', '--last', '1', '--glob-archives', glob]
-    assert _borg.extract_args('app-x', 'db.sql') == ['extract', '--stdout', '::app-x', 'db.sql']
     assert _borg.init_args() == ['init', '--encryption', 'repokey-blake2']
     assert _borg.init_args('authenticated') == ['init', '--encryption', 'authenticated']
     assert _borg.compact_args() == ['compact']
@@ -189,15 +189,16 @@ def test_plan_local_repository():
     assert timer['restore_script']['name'] == 'borg-restore-app'
     assert plan.secret_files == (('/etc/selfhost-backup/borg/app/passphrase', 'pw-123'),)
     assert plan.local_path == '/srv/borg/app' and plan.ssh_key is None and plan.known_hosts is None
-    script = timer['restore_script']['content']
+    data = job_data(timer['restore_script']['content'])
     assert 'pw-123' not in str(timer)
-    assert "readonly BORG_REPOSITORY=/srv/borg/app" in script
-    assert "readonly BORG_HOME=/var/cache/borg-backup-app" in script
-    assert 'BORG_EXIT_CODES=legacy' in script
-    assert '--content-from-command --stdin-name db.sql' in script
-    assert "readonly BORG_ARGS=(--lock-wait 300)" in script
-    assert 'no retention rule' in script
-    assert 'provider_check' not in script
+    assert data['BORG_REPOSITORY'] == '/srv/borg/app' and data['BORG_REMOTE'] == ''
+    assert data['BORG_HOME'] == '/var/cache/borg-backup-app'
+    assert data['BORG_INIT_MARKER'] == f'/var/cache/borg-backup-app/{_borg.INIT_MARKER}'
+    assert data['BORG_CREATE'] == ['create', '--json', '--compression', 'zstd,3', '--content-from-command',
+                                   '--stdin-name', 'db.sql', '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
+    assert data['BORG_ARGS'] == ['--lock-wait', '300']
+    assert data['BORG_PRUNE'] == [] and data['BORG_CHECK'] == [] and data['MAINTENANCE'] == ['backup']
+    assert data['SNAPSHOT_WORD'] == 'archive' and data['SNAPSHOT_PATTERN'] == _borg.archive_pattern('app', 'db1')
 
 
 def test_plan_remote_repository_with_everything():
@@ -218,16 +219,19 @@ def test_plan_remote_repository_with_everything():
     assert timer['nice'] == 10 and timer['io_scheduling_class'] == 'idle'
     assert timer['extra_jobs'][0]['suffix'] == 'check' and timer['extra_jobs'][0]['on_calendar'] == 'monthly'
     script = timer['restore_script']['content']
-    assert "readonly BORG_REPOSITORY=ssh://borg@backup.example:2222/srv/borg/app" in script
-    assert 'readonly BORG_REMOTE=yes' in script
-    assert '--upload-ratelimit 1000' in script and '--compression lz4' in script
-    assert 'init --encryption repokey' in script
-    assert f"prune --glob-archives '{_borg.archive_glob('off.site', 'db-renamed')}' --keep-daily 7" in script
-    assert '::off.site@db-renamed-{utcnow' in script and '@db1' not in script
-    assert 'compact' in script
-    assert 'check --repository-only --max-duration 600' in script
-    assert 'StrictHostKeyChecking=yes' in script and 'StrictHostKeyChecking=no' not in script
-    assert 'app.service' in script
+    data = job_data(script)
+    assert data['BORG_REPOSITORY'] == 'ssh://borg@backup.example:2222/srv/borg/app' and data['BORG_REMOTE'] == 'yes'
+    assert data['BORG_ARGS'] == ['--lock-wait', '300', '--upload-ratelimit', '1000']
+    assert data['BORG_CREATE'][:4] == ['create', '--json', '--compression', 'lz4']
+    assert data['BORG_INIT'] == ['init', '--encryption', 'repokey']
+    assert data['BORG_PRUNE'] == ['prune', '--glob-archives', _borg.archive_glob('off.site', 'db-renamed'),
+                                  '--keep-daily', '7']
+    assert '::off.site@db-renamed-{utcnow:%Y-%m-%dT%H:%M:%S.%f}' in data['BORG_CREATE'] and '@db1' not in script
+    assert data['BORG_COMPACT'] == ['compact']
+    assert data['BORG_CHECK'] == ['check', '--repository-only', '--max-duration', '600']
+    assert data['MAINTENANCE'] == ['backup', 'check']
+    assert data['BORG_SSH'] == _borg.ssh_command() and 'StrictHostKeyChecking=yes' in data['BORG_SSH']
+    assert data['STOP_UNITS'] == ['app.service']
 
 
 @pytest.mark.parametrize('changes, message', [

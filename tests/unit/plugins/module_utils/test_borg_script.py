@@ -59,7 +59,9 @@ exit "$rc"
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(tmp_path, job_library):
+    # The library the data file sources, as /usr/local/lib/selfhost-backup on a host.
+    (tmp_path / 'lib').symlink_to(job_library)
     store = tmp_path / 'store'
     store.mkdir()
     fake = tmp_path / 'borg'
@@ -87,7 +89,7 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
     spec = _provider.ScriptSpec(
         layout=_provider.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
-        functions=_borg.shell_functions(commands), maintenance=('backup', 'check') if check else ('backup',),
+        provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
         snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
         monitoring=_provider.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file))
     path = world / 'job'
@@ -375,6 +377,20 @@ def test_the_secrets_a_killed_interactive_run_left_are_removed_by_the_next(world
     finally:
         shutil.rmtree(orphan, ignore_errors=True)
         shutil.rmtree(live, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='an interactive run as root writes /run')
+def test_an_interactive_run_s_secrets_are_named_after_a_live_shell(world):
+    # The next run removes the copies of runs whose shell is gone: the shell named in this run's directory must
+    # live as long as borg runs, or a second restore started meanwhile removes the passphrase under this one.
+    fake = world / 'borg'
+    fake.write_text(FAKE_BORG.replace('store="$FAKE_STORE"\n', 'store="$FAKE_STORE"\n'
+                                      'owner="${BORG_PASSCOMMAND#cat /run/borg-restore.}"; owner="${owner%%.*}"\n'
+                                      'kill -0 "$owner" && echo alive >>"$store/owner" || echo gone >>"$store/owner"\n', 1))
+    assert run(world, script(world), 'backup').returncode == 0
+    (world / 'store' / 'owner').write_text('')
+    assert run(world, script(world), 'snapshots', unit=False).returncode == 0
+    assert (world / 'store' / 'owner').read_text() == 'alive\n'
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='newest runs as root')

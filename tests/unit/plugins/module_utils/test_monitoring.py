@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import pytest
+from job_library import make_library
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _systemd_units
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
@@ -26,8 +27,11 @@ URL = 'https://hc.example.invalid/ping/0f6c3a2e-secret-uuid'
 STARTED = 1_700_000_000
 
 # The provider half: a backup that records 4096 added bytes, an instance with 7 snapshots.
-FUNCTIONS = '''provider_snapshots() { :; }
+STAND_IN = '''provider_snapshots() { :; }
+provider_has_snapshot() { :; }
 provider_dump() { :; }
+provider_newest_json() { :; }
+provider_retention() { :; }
 provider_snapshot_count() { echo 7; }
 provider_backup() { record_backup 4096; }
 '''
@@ -44,8 +48,16 @@ exit "${FAKE_CURL_RC:-0}"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the hooks refuse to run as anyone but root (as systemd runs them)')
 
 
+@pytest.fixture(scope='module')
+def library():
+    directory = make_library({'restic.sh': STAND_IN})
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture
-def world(tmp_path):
+def world(tmp_path, library):
+    (tmp_path / 'lib').symlink_to(library)
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     for name, text in (('systemctl', FAKE_SYSTEMCTL), ('curl', FAKE_CURL)):
@@ -64,8 +76,8 @@ def script(world, metrics=True, ping=True, metrics_file=None):
                                  ping_timeout=4, ping_retries=2)
     spec = _provider.ScriptSpec(
         layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
-        credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), functions=FUNCTIONS,
-        monitoring=watch)
+        credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), provider_data=(),
+        monitoring=watch, library=os.readlink(world / 'lib'))
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
     return path
@@ -204,7 +216,7 @@ def test_the_hooks_refuse_anyone_but_root(world):
 def test_hooks_become_privileged_ignored_exec_lines_of_the_backup_service_only():
     watch = _provider.Monitoring(metrics_file='/var/lib/prometheus/node-exporter/restic-backup-app.prom')
     spec = _provider.ScriptSpec(layout=LAYOUT, user='postgres', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
-                                credentials={}, env_names=(), stop_units=(), functions=FUNCTIONS, monitoring=watch)
+                                credentials={}, env_names=(), stop_units=(), provider_data=(), monitoring=watch)
     options = _provider.job_options(spec, _provider.Schedule(), extra_jobs=[('check', 'weekly')])
     assert options['hooks'] == {'start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'started']],
                                 'finish': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'finished']]}

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 
 import pytest
+from job_library import job_data, make_library
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _provider
 
@@ -19,7 +22,7 @@ def spec(**changes):
     values = dict(
         layout=LAYOUT, user='postgres', backup_name='db.sql', backup_cmd='pg_dumpall', restore_cmd='psql',
         credentials={'passphrase': '/etc/selfhost-backup/borg/app/passphrase'}, env_names=(), stop_units=(),
-        functions='provider_snapshots() { :; }\nprovider_dump() { :; }\nprovider_backup() { :; }\n',
+        provider_data=(),
     )
     values.update(changes)
     return _provider.ScriptSpec(**values)
@@ -83,24 +86,79 @@ def test_secrets_refuse_bad_environment_names():
         _provider.secrets(LAYOUT, 'pw', None, {'lower-case': 'x'})
 
 
-def test_render_script_quotes_values_and_is_valid_bash(tmp_path):
-    nasty = "printf '%s' \"$HOME\" @@SCRIPT@@ `id`; echo 100%"
-    script = _provider.render_script(spec(backup_cmd=nasty, stop_units=('a.service', 'b.service'),
-                                          env_names=('AWS_KEY',), notes=('a note',)))
-    assert script.startswith('#!/bin/bash\n')
-    assert "set -euo pipefail" in script
-    # shlex quoting keeps the command verbatim; a marker inside a value is not substituted again.
-    assert "readonly BACKUP_CMD='printf '\"'\"'%s'\"'\"' \"$HOME\" @@SCRIPT@@ `id`; echo 100%'" in script
-    assert 'readonly STOP_UNITS=(a.service b.service)' in script
-    assert 'readonly ENV_SECRETS=(AWS_KEY)' in script
-    assert "passphrase) printf '%s\\n' /etc/selfhost-backup/borg/app/passphrase ;;" in script
-    assert 'a note' in script and 'stops a.service, b.service' in script
-    path = tmp_path / 'script'
-    path.write_text(script)
-    assert subprocess.run(['bash', '-n', str(path)], check=False).returncode == 0
-    helped = subprocess.run(['bash', str(path), '--help'], capture_output=True, text=True, check=False)
-    assert helped.returncode == 0 and 'borg-restore-app restore latest' in helped.stdout
-    assert subprocess.run(['bash', str(path), 'nonsense'], capture_output=True, check=False).returncode == 2
+UGLY = ("printf '%s' \"$HOME\" `id`; echo 100% \\ done", "it's \"quoted\"\n\ttwo lines $(true) ${x} é", '', '-n', '*')
+
+# A provider half that defines the interface and shows what it was given.
+STAND_IN = """provider_snapshots() { printf '%s\\n' "${STAND_IN_LIST[@]}"; }
+provider_has_snapshot() { :; }
+provider_dump() { :; }
+provider_newest_json() { :; }
+provider_snapshot_count() { :; }
+provider_retention() { :; }
+provider_backup() { :; }
+"""
+
+
+def test_the_data_file_holds_every_value_verbatim_and_nothing_else():
+    script = _provider.render_script(spec(
+        backup_cmd=UGLY[0], restore_cmd=UGLY[1], stop_units=('a.service', 'b b.service'), env_names=('AWS_KEY',),
+        notes=UGLY, provider_data=(('STAND_IN_LIST', list(UGLY)), ('STAND_IN_TEXT', UGLY[1]))))
+    assert script.startswith('#!/bin/bash\n') and script.endswith('source "$LIBRARY/job.sh"\n')
+    # Assignments only: without its last line, the file runs no command (no PATH, no output, no error).
+    bare = subprocess.run([shutil.which('bash'), '-euc', script.removesuffix('source "$LIBRARY/job.sh"\n')], env={'PATH': ''},
+                          capture_output=True, text=True, check=False)
+    assert (bare.returncode, bare.stdout, bare.stderr) == (0, '', '')
+    data = job_data(script)
+    assert data['BACKUP_CMD'] == UGLY[0] and data['RESTORE_CMD'] == UGLY[1]
+    assert data['STOP_UNITS'] == ['a.service', 'b b.service'] and data['ENV_SECRETS'] == ['AWS_KEY']
+    assert data['SECRET_FILES'] == {'passphrase': '/etc/selfhost-backup/borg/app/passphrase'}
+    assert data['NOTES'] == list(UGLY) and data['STAND_IN_LIST'] == list(UGLY) and data['STAND_IN_TEXT'] == UGLY[1]
+    assert data['LIBRARY'] == '/usr/local/lib/selfhost-backup' and data['MAINTENANCE'] == ['backup']
+    assert list(data)[:len(_provider.JOB_DATA)] == list(_provider.JOB_DATA)
+
+
+def test_the_script_runs_the_static_program_with_its_data(tmp_path):
+    library = make_library({'borg.sh': STAND_IN})
+    try:
+        path = tmp_path / 'script'
+        path.write_text(_provider.render_script(spec(
+            stop_units=('a.service', 'b.service'), notes=('a note',), library=library,
+            provider_data=(('STAND_IN_LIST', list(UGLY)),))))
+        helped = subprocess.run(['bash', str(path), '--help'], capture_output=True, text=True, check=False)
+        assert helped.returncode == 0, helped.stderr
+        assert 'borg-restore-app restore latest' in helped.stdout and 'restore one archive' not in helped.stdout
+        assert 'a note' in helped.stdout and 'stops a.service, b.service' in helped.stdout
+        assert subprocess.run(['bash', str(path), 'nonsense'], capture_output=True, check=False).returncode == 2
+        listed = subprocess.run(['bash', str(path), 'snapshots'], capture_output=True, text=True, check=False,
+                                env={'PATH': os.environ['PATH'], 'CREDENTIALS_DIRECTORY': str(tmp_path)})
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout == ''.join(f'{value}\n' for value in UGLY)
+    finally:
+        shutil.rmtree(library)
+
+
+@pytest.mark.parametrize('missing', ['provider_dump', 'provider_backup'])
+def test_a_provider_half_without_a_function_of_the_interface_fails_at_once(tmp_path, missing):
+    library = make_library({'borg.sh': STAND_IN.replace(f'{missing}()', 'something_else()')})
+    try:
+        path = tmp_path / 'script'
+        path.write_text(_provider.render_script(spec(library=library)))
+        result = subprocess.run(['bash', str(path), '--help'], capture_output=True, text=True, check=False)
+        assert result.returncode == 1 and f'borg.sh does not define {missing}' in result.stderr
+    finally:
+        shutil.rmtree(library)
+
+
+def test_a_data_file_without_a_variable_of_job_sh_fails_at_once(tmp_path):
+    library = make_library({'borg.sh': STAND_IN})
+    try:
+        script = _provider.render_script(spec(library=library))
+        path = tmp_path / 'script'
+        path.write_text('\n'.join(line for line in script.splitlines() if not line.startswith('readonly RESTORE_CMD=')))
+        result = subprocess.run(['bash', str(path), '--help'], capture_output=True, text=True, check=False)
+        assert result.returncode == 1 and 'the job data does not define RESTORE_CMD' in result.stderr
+    finally:
+        shutil.rmtree(library)
 
 
 @pytest.mark.parametrize('name', ['restore', 'Bad', 'a b'])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from job_library import job_data
 from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -f -'}
@@ -93,8 +94,6 @@ def test_other_command_lines():
         'snapshots', '--json', '--tag', 'selfhost-backup:app', '--host', 'h1']
     assert _restic.dump_latest_args('app', 'h1', 'db.sql') == [
         'dump', '--tag', 'selfhost-backup:app', '--host', 'h1', '--path', '/db.sql', 'latest', '/db.sql']
-    assert _restic.dump_args('0123abcd', 'db.sql') == ['dump', '0123abcd', '/db.sql']
-    assert _restic.forget_snapshot_args('0123abcd') == ['forget', '0123abcd']
     assert _restic.init_args() == ['init']
     assert _restic.probe_args() == ['cat', 'config']
 
@@ -118,7 +117,7 @@ def test_probe_state_never_initialises_over_an_error(rc, stderr):
 def test_plan_legacy_local_repository():
     plan = _restic.plan('app', REQUEST, settings(), 'restic 0.14.0 compiled', 'db1')
     timer = plan.timer
-    script = timer['restore_script']['content']
+    data = job_data(timer['restore_script']['content'])
     assert timer['name'] == 'restic-backup-app'
     assert timer['user'] == 'postgres'
     assert timer['exec_start'] == [['/bin/bash', '/usr/local/bin/restic-restore-app', 'backup']]
@@ -128,8 +127,14 @@ def test_plan_legacy_local_repository():
         'passphrase': '/etc/selfhost-backup/restic/app/passphrase',
         'env.RESTIC_REPOSITORY': '/etc/selfhost-backup/restic/app/env.RESTIC_REPOSITORY',
     }
-    assert 'PIPESTATUS' in script and '--stdin-from-command' not in script
-    assert '--host db1' in script and '--tag selfhost-backup:app' in script
+    assert data['RESTIC_STDIN_FROM_COMMAND'] == ''
+    assert data['RESTIC_BACKUP'] == ['backup', '--json', '--stdin', '--stdin-filename', 'db.sql',
+                                     '--tag', 'selfhost-backup:app', '--host', 'db1']
+    assert data['RESTIC_DUMP_LATEST'] == ['dump', '--tag', 'selfhost-backup:app', '--host', 'db1',
+                                          '--path', '/db.sql', 'latest', '/db.sql']
+    assert data['RESTIC_DUMP_PATH'] == '/db.sql'
+    assert data['RESTIC_FORGET'] == [] and data['RESTIC_CHECK'] == [] and data['MAINTENANCE'] == ['backup']
+    assert data['ENV_SECRETS'] == ['RESTIC_REPOSITORY'] and data['SECRET_FILES'] == timer['credentials']
     assert SECRET not in str(timer)
     assert plan.local_path == '/srv/backup/app'
     assert dict(plan.secret_files) == {
@@ -148,14 +153,17 @@ def test_plan_modern_remote_with_everything():
         schedule={'on_calendar': 'hourly', 'randomized_delay_sec': 9, 'persistent': False},
     ), (0, 18, 0), 'db1', binary='/usr/local/bin/restic')
     timer = plan.timer
-    script = timer['restore_script']['content']
-    assert '--stdin-from-command' in script and 'PIPESTATUS' not in script
-    assert "readonly RESTIC=/usr/local/bin/restic" in script
-    assert "readonly RESTIC_ARGS=(--retry-lock 30s --limit-upload 10)" in script
-    assert 'restic_ forget --tag selfhost-backup:app --host named --group-by host,tags --keep-last 2 --prune' in script
-    assert 'restic_ check --read-data-subset=5%' in script
-    assert 'readonly STOP_UNITS=(app.service)' in script
-    assert '--host named' in script
+    data = job_data(timer['restore_script']['content'])
+    assert data['RESTIC_STDIN_FROM_COMMAND'] == 'yes'
+    assert data['RESTIC_BACKUP'] == ['backup', '--json', '--stdin-from-command', '--stdin-filename', 'db.sql',
+                                     '--tag', 'selfhost-backup:app', '--host', 'named', '--']
+    assert data['RESTIC'] == '/usr/local/bin/restic'
+    assert data['RESTIC_ARGS'] == ['--retry-lock', '30s', '--limit-upload', '10']
+    assert data['RESTIC_FORGET'] == ['forget', '--tag', 'selfhost-backup:app', '--host', 'named',
+                                     '--group-by', 'host,tags', '--keep-last', '2', '--prune']
+    assert data['RESTIC_CHECK'] == ['check', '--read-data-subset=5%'] and data['MAINTENANCE'] == ['backup', 'check']
+    assert data['STOP_UNITS'] == ['app.service']
+    assert data['ENV_SECRETS'] == ['AWS_SECRET_ACCESS_KEY', 'RESTIC_REPOSITORY']
     assert timer['extra_jobs'] == [{
         'suffix': 'check', 'on_calendar': 'Sun 04:00',
         'exec_start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'check']],

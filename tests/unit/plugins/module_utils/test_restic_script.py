@@ -66,7 +66,9 @@ esac
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(tmp_path, job_library):
+    # The library the data file sources, as /usr/local/lib/selfhost-backup on a host.
+    (tmp_path / 'lib').symlink_to(job_library)
     store = tmp_path / 'store'
     store.mkdir()
     fake = tmp_path / 'restic'
@@ -89,7 +91,7 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop
         restore_cmd=restore_cmd or f'cat > {world}/restored',
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
-        env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, functions=_restic.shell_functions(commands),
+        env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, provider_data=_restic.shell_data(commands), library=str(world / 'lib'),
         monitoring=_provider.Monitoring(metrics_file=metrics_file),
     )
     path = world / 'job'
@@ -389,7 +391,7 @@ def test_a_killed_run_s_mark_makes_the_check_unlock_too(world):
     spec = _provider.ScriptSpec(
         layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd='true',
         restore_cmd='cat', credentials={'passphrase': str(world / 'creds' / 'passphrase')}, env_names=(),
-        stop_units=(), functions=_restic.shell_functions(commands), maintenance=('backup', 'check'))
+        stop_units=(), provider_data=_restic.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check'))
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
     result = run(world, path, 'check')
@@ -442,7 +444,7 @@ def test_backup_cmd_sees_no_secret_and_no_restic_variable(world, version):
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY'),
                      'env.AWS_SECRET_ACCESS_KEY': str(world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY')},
         env_names=('AWS_SECRET_ACCESS_KEY', 'RESTIC_REPOSITORY'), stop_units=(),
-        functions=_restic.shell_functions(commands))
+        provider_data=_restic.shell_data(commands), library=str(world / 'lib'))
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
     result = run(world, path, 'backup')

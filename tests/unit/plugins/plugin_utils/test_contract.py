@@ -324,7 +324,7 @@ def test_every_job_has_a_run_timeout_by_default(provider, limits, timeout):
     assert filled['limits'] == {**(limits or {}), 'timeout': timeout}
     spec = _provider.ScriptSpec(layout=_provider.Layout(provider, 'app'), user='root', backup_name='dump',
                                 backup_cmd='true', restore_cmd='cat', credentials={}, env_names=(), stop_units=(),
-                                functions='')
+                                provider_data=())
     options = _provider.job_options_from_settings(spec, filled, '/srv/r', check_enabled=True)
     # One value for the backup and its check job: backup_timer writes it into both services.
     assert options['timeout_sec'] == timeout

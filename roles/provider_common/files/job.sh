@@ -1,0 +1,398 @@
+# shellcheck shell=bash
+# Managed by Ansible (selfhost.backup): local changes will be overwritten.
+#
+# The job script of every provider instance, provider-neutral half: the restore script on PATH
+# (/usr/local/bin/<provider>-restore-<instance>) and the steps its systemd units run.
+#
+# How it is put together (docs/source-code.md has the whole data flow):
+# - /usr/local/bin/<provider>-restore-<instance> holds the instance's DATA only: readonly shell assignments written
+#   by Python (plugins/module_utils/_job_data.py, every value shlex-quoted once, every restic and borg command line
+#   as an array), then it sources this file. It holds no secret.
+# - This file sources the provider's half, /usr/local/lib/selfhost-backup/<provider>.sh (roles/<provider>/files/),
+#   and checks that it defines every function of the provider interface (PROVIDER_INTERFACE below).
+# The data variables are checked here before anything runs (JOB_DATA); shellcheck cannot see them.
+# shellcheck disable=SC2154
+set -euo pipefail
+umask 077
+
+# What the data file must define (the names _job_data.py writes; a unit test keeps the two lists equal).
+readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BACKUP_NAME BACKUP_CMD RESTORE_CMD
+  STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
+  METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY)
+# What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
+readonly PROVIDER_INTERFACE=(provider_snapshots provider_has_snapshot provider_dump provider_newest_json
+  provider_snapshot_count provider_retention)
+
+fail() {
+  printf '%s: %s\n' "${SCRIPT:-${0##*/}}" "$*" >&2
+  exit 1
+}
+
+for name in "${JOB_DATA[@]}"; do
+  declare -p "$name" >/dev/null 2>&1 || fail "the job data does not define $name: run the role again"
+done
+unset name
+
+# The units' CacheDirectory= (owned by the job's user): the tool's cache, and the figures the backup step
+# leaves for the finish hook. A restore run by hand uses it too when a unit has created it.
+readonly JOB_CACHE="${CACHE_DIRECTORY:-/var/cache/$JOB_NAME}"
+readonly STATS_FILE="$JOB_CACHE/last-backup"
+
+usage() {
+  local note
+  cat <<EOF
+usage: $SCRIPT snapshots          list the ${SNAPSHOT_WORD}s of instance $INSTANCE
+       $SCRIPT restore latest     restore the newest $SNAPSHOT_WORD of this instance
+       $SCRIPT restore <$SNAPSHOT_WORD>   restore one $SNAPSHOT_WORD (as listed by "snapshots")
+       $SCRIPT --help
+
+Run it as root. The backup tool and the restore command run as the user $JOB_USER.
+A restore streams the dump "$BACKUP_NAME" into the request's restore command and exits non-zero
+when either fails.
+EOF
+  if [ "${#STOP_UNITS[@]}" -gt 0 ]; then
+    printf 'Before a restore it stops %s and starts them again afterwards, also on failure.\n' \
+      "$(IFS=,; printf '%s' "${STOP_UNITS[*]}" | sed 's/,/, /g')"
+  fi
+  printf '\nBack up now: systemctl start --wait %s\n' "$BACKUP_SERVICE"
+  printf '(%s are run by the systemd units only.)\n' "$(IFS=,; printf '%s' "${MAINTENANCE[*]}" | sed 's/,/, /g')"
+  for note in "${NOTES[@]}"; do
+    printf '%s\n' "$note"
+  done
+}
+
+usage_error() {
+  usage >&2
+  exit 2
+}
+
+# Inside the units systemd hands the secrets over in $CREDENTIALS_DIRECTORY (LoadCredential=).
+in_unit() {
+  [ -n "${CREDENTIALS_DIRECTORY:-}" ]
+}
+
+# Path of a secret: the unit's credential, or (root, interactively) the root-only file it is loaded from.
+secret() {
+  if in_unit; then
+    printf '%s/%s\n' "$CREDENTIALS_DIRECTORY" "$1"
+    return
+  fi
+  [ -n "${SECRET_FILES[$1]+set}" ] || fail "unknown secret $1"
+  printf '%s\n' "${SECRET_FILES[$1]}"
+}
+
+# Export the secret environment variables; call it in a subshell so that they reach only the tool.
+export_secrets() {
+  local name value
+  for name in "${ENV_SECRETS[@]}"; do
+    value="$(cat "$(secret "env.$name")")"
+    export "$name=$value"
+  done
+}
+
+# Run a program as the request's user whoever calls the script: no root-owned files in the repository.
+as_user() {
+  if [ "$(id -un)" = "$JOB_USER" ]; then
+    "$@"
+    return
+  fi
+  [ "$(id -u)" -eq 0 ] || fail "run this as root"
+  # The user's own HOME, USER and LOGNAME: tools such as psql read their dotfiles from there, not root's.
+  HOME="$(getent passwd "$JOB_USER" | cut -d: -f6)" USER="$JOB_USER" LOGNAME="$JOB_USER" \
+    setpriv --reuid="$JOB_USER" --regid="$(id -g "$JOB_USER")" --init-groups -- "$@"
+}
+
+# backup_cmd as the tools run it (restic's stdin-from-command or legacy pipe, borg's content-from-command),
+# followed by the path of a file where /bin/sh leaves backup_cmd's exit status (the tool only says that its
+# command failed, and a failed backup must name the part that failed), then the variables in BACKUP_CMD_HIDES.
+# Both are used by the provider's half, which runs backup_cmd.
+# shellcheck disable=SC2016,SC2034 # the inner script is /bin/sh's, expanded there
+readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2; shift 2
+unset "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG_[A-Za-z0-9_]*\)=.*/\1/p")
+/bin/sh -c "$cmd"; rc=$?; echo "$rc" >"$status"; exit "$rc"' backup_cmd "$BACKUP_CMD")
+# What backup_cmd must not see, besides every RESTIC_* and BORG_* variable: restic and borg hand their whole
+# environment to the command they run, where the request's user could read it in /proc/<pid>/environ (a
+# repository URL with credentials, a cloud key).
+# shellcheck disable=SC2034
+readonly BACKUP_CMD_HIDES=("${ENV_SECRETS[@]}" CREDENTIALS_DIRECTORY)
+
+# What became of backup_cmd, from the file RUN_BACKUP_CMD wrote (removed here): "exit N", or no status when the
+# tool failed before it started it (or its shell was killed).
+backup_cmd_outcome() {
+  local rc
+  rc="$(cat -- "$1" 2>/dev/null)" || rc=''
+  rm -f -- "$1"
+  if [[ "$rc" =~ ^[0-9]+$ ]]; then echo "exit $rc"; else echo "left no exit status (it did not run, or its shell was killed)"; fi
+}
+
+# Only the units that were running are stopped, and so started again afterwards: a restore never starts a
+# service the administrator had stopped.
+STOPPED_UNITS=()
+stop_units() {
+  local unit
+  for unit in "${STOP_UNITS[@]}"; do
+    systemctl is-active --quiet -- "$unit" || continue
+    printf '%s: stopping %s\n' "$SCRIPT" "$unit" >&2
+    STOPPED_UNITS+=("$unit")
+    systemctl stop -- "$unit"
+  done
+}
+
+# EXIT trap of a restore: start the stopped units again, also when the restore failed; keep a failure.
+start_units() {
+  local rc=$? unit
+  for unit in "${STOPPED_UNITS[@]}"; do
+    printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2
+    systemctl start -- "$unit" || rc=1
+  done
+  exit "$rc"
+}
+
+restore() {
+  local snapshot="$1"
+  if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
+    fail "not a valid $SNAPSHOT_WORD: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
+  fi
+  # Before anything stops or the restore command starts: the tool would dump another instance's snapshot by
+  # its id, and a wrong id must leave the database untouched. "latest" needs no such listing: the tool
+  # selects this instance's newest snapshot itself, and nothing happens before its dump's first byte arrives.
+  if [ "$snapshot" != latest ]; then
+    provider_has_snapshot "$snapshot" \
+      || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
+  fi
+  provider_dump "$snapshot" | restore_arriving_dump "$snapshot"
+  printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
+}
+
+# The restore's right-hand side: stops the stop_units and starts the restore command once the dump's first
+# byte has arrived. A dump that yields nothing (no snapshot of this instance, an unreachable repository, a
+# wrong passphrase) leaves every unit running and the database untouched.
+restore_arriving_dump() {
+  local first
+  first="$(mktemp)"
+  dd bs=1 count=1 of="$first" status=none
+  if ! [ -s "$first" ]; then
+    rm -f -- "$first"
+    fail "no $SNAPSHOT_WORD '$1' of instance $INSTANCE could be read: nothing was stopped or restored (see '$SCRIPT snapshots')"
+  fi
+  trap start_units EXIT
+  stop_units
+  { cat -- "$first"; rm -f -- "$first"; cat; } | as_user /bin/sh -c "$RESTORE_CMD"
+}
+
+# OnFailure= of the units (<backup service>-notify.service, as root): the administrator's command gets the
+# failed unit's last log lines on stdin and what failed in SELFHOST_BACKUP_* variables. systemd names the
+# failed unit in MONITOR_UNIT (the backup or the check service).
+notify_failure() {
+  local unit="${MONITOR_UNIT:-$BACKUP_SERVICE}"
+  [ -n "$NOTIFY_CMD" ] || return 0
+  journalctl --no-pager -o short-iso -n 50 -u "$unit" \
+    | SELFHOST_BACKUP_PROVIDER="$PROVIDER" SELFHOST_BACKUP_INSTANCE="$INSTANCE" SELFHOST_BACKUP_UNIT="$unit" \
+      SELFHOST_BACKUP_RESULT="${MONITOR_SERVICE_RESULT:-failed}" SELFHOST_BACKUP_HOST="$(uname -n)" \
+      /bin/sh -c "$NOTIFY_CMD"
+}
+
+# For selfhost-backup status: when the newest snapshot of this instance was made (seconds since the epoch,
+# empty without one), and how old it may get before the instance counts as late.
+# provider_newest_json lists the newest snapshot as JSON; restic and borg both call its time "time".
+newest() {
+  local listed time
+  listed="$(provider_newest_json)" || fail "cannot list the ${SNAPSHOT_WORD}s of this instance"
+  time="$(sed -n 's/.*"time": *"\([^"]*\)".*/\1/p' <<<"$listed" | tail -n 1)"
+  printf 'newest=%s late_after=%s\n' "${time:+$(date -d "$time" +%s)}" "$LATE_AFTER"
+}
+
+# The backup step (in the unit, after a good backup and its retention) leaves the bytes it added and the
+# instance's snapshot count for the finish hook; $1: the bytes, as the tool reported them.
+record_backup() {
+  local count
+  [ -n "$METRICS_FILE" ] || return 0
+  count="$(provider_snapshot_count)" || count=''
+  printf 'added_bytes=%s\nsnapshots=%s\n' "${1:-}" "$count" >"$STATS_FILE.tmp"
+  mv -f -- "$STATS_FILE.tmp" "$STATS_FILE"
+}
+
+# ExecStartPre= hook of the backup service (root; its failure is ignored): forget the last run's figures and
+# tell the monitor the run starts.
+job_started() {
+  rm -f -- "$STATS_FILE"
+  ping_monitor /start
+}
+
+# ExecStopPost= hook (root, after every run, also a killed one): metrics and the monitor's success or fail.
+job_finished() {
+  local status
+  status="$(exit_status_of_run)"
+  [ -z "$METRICS_FILE" ] || write_metrics "$status" || printf '%s: could not write %s\n' "$SCRIPT" "$METRICS_FILE" >&2
+  if [ "$status" -eq 0 ]; then ping_monitor ''; else ping_monitor /fail; fi
+}
+
+# systemd describes the run in SERVICE_RESULT, EXIT_CODE (exited, killed, dumped) and EXIT_STATUS (a number,
+# or a signal name): one number as a shell gives it, 128+N for a signal.
+exit_status_of_run() {
+  if [ "${SERVICE_RESULT:-}" = success ]; then
+    echo 0
+  elif [ "${EXIT_CODE:-}" = exited ] && [[ "${EXIT_STATUS:-}" =~ ^[0-9]+$ ]] && [ "$EXIT_STATUS" -ne 0 ]; then
+    echo "$EXIT_STATUS"
+  elif [ "${EXIT_CODE:-}" = killed ] || [ "${EXIT_CODE:-}" = dumped ]; then
+    echo $((128 + $(kill -l "${EXIT_STATUS:-KILL}" 2>/dev/null || echo 0)))
+  else
+    echo 1  # failed before the command ran (e.g. a missing credential), or a timeout
+  fi
+}
+
+# A previous value of a metric of this instance, to carry it over a failed run; empty when there is none.
+previous_metric() {
+  sed -n "s/^$1{[^}]*} \([0-9.e+]*\)\$/\1/p" "$METRICS_FILE" 2>/dev/null | tail -n 1
+}
+
+# The node-exporter textfile of this instance, replaced atomically (the exporter never reads half a file).
+write_metrics() {
+  local status="$1" started now added snapshots success labels
+  labels="provider=\"$PROVIDER\",name=\"$INSTANCE\""
+  now="$(date +%s)"
+  started="$(systemctl show --timestamp=unix -P InactiveExitTimestamp "$BACKUP_SERVICE" 2>/dev/null)"
+  started="${started#@}"
+  [[ "$started" =~ ^[0-9]+$ ]] || started="$now"
+  added="$(sed -n 's/^added_bytes=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
+  snapshots="$(sed -n 's/^snapshots=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
+  success="$(previous_metric selfhost_backup_last_success_timestamp_seconds)"
+  if [ "$status" -eq 0 ]; then
+    success="$now"
+  else
+    added="$(previous_metric selfhost_backup_last_added_bytes)"
+  fi
+  [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
+  # Called in an || list, where set -e is off: each step checks for itself.
+  mkdir -p -- "$(dirname -- "$METRICS_FILE")" || return 1
+  {
+    metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
+    metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$((now - started))"
+    metric selfhost_backup_last_exit_status "Exit status of the last backup run: 0 success, 128+N killed by signal N." "$status"
+    metric selfhost_backup_last_success_timestamp_seconds "When the last successful backup run ended." "$success"
+    metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
+    metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
+  } | write_file_as "$(metrics_writer)" "$METRICS_FILE"
+}
+
+# Who writes the metrics file: "root" when only root can change its directory and every directory above it,
+# else the directory's owner as uid:gid (Debian's prometheus owns /var/lib/prometheus): a user who can change a
+# directory root writes in could swap the temporary file for a link and have root overwrite or chmod any file.
+# A directory others can write is fine only with the sticky bit (/tmp). Anything else: no metrics, a message.
+metrics_writer() {
+  local dir part owner group mode writer=root
+  dir="$(realpath -e -- "$(dirname -- "$METRICS_FILE")")" || return 1
+  part="$dir"
+  while :; do
+    read -r owner group mode < <(stat -c '%u %g %a' -- "$part") || return 1
+    if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then
+      printf '%s: %s can be changed by a group or by other users: no metrics written\n' "$SCRIPT" "$part" >&2
+      return 1
+    fi
+    if [ "$owner" != 0 ]; then
+      if [ "$part" != "$dir" ]; then
+        printf '%s: %s belongs to a user other than root: no metrics written below it\n' "$SCRIPT" "$part" >&2
+        return 1
+      fi
+      writer="$owner:$group"
+    fi
+    [ "$part" != / ] || break
+    part="$(dirname -- "$part")"
+  done
+  echo "$writer"
+}
+
+# Replace the file $2 atomically with stdin (mode 0644: the exporter reads it), as $1: root, or uid:gid.
+write_file_as() {
+  # shellcheck disable=SC2016 # the inner script is /bin/sh's, expanded there
+  local writer=(/bin/sh -c 'tmp="$(mktemp "$1.XXXXXX.tmp")" && cat >"$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$1" \
+    || { rm -f "$tmp"; exit 1; }' write_file)
+  case "$1" in
+    root) "${writer[@]}" "$2" ;;
+    *:*) setpriv --reuid="${1%:*}" --regid="${1#*:}" --clear-groups -- "${writer[@]}" "$2" ;;
+    *) cat >/dev/null; return 1 ;;
+  esac
+}
+
+# One gauge with HELP and TYPE lines; left out while it has no value yet (no success so far).
+# $labels is write_metrics' local.
+metric() {
+  [ -n "$3" ] || return 0
+  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$2" "$1" "$1" "$labels" "$3"
+}
+
+# A healthchecks-style ping: $1 is the suffix (/start, /fail or nothing for success). The URL is read from its
+# root-only file and handed to curl on stdin (--config -), never on a command line. A monitor that is down
+# never fails the backup: the hooks' failures are ignored and this one only logs.
+ping_monitor() {
+  local url
+  [ -n "$PING_URL_FILE" ] || return 0
+  url="$(cat -- "$PING_URL_FILE")" || { printf '%s: cannot read the ping URL\n' "$SCRIPT" >&2; return 0; }
+  curl --silent --show-error --fail --output /dev/null --max-time "$PING_TIMEOUT" --retry "$PING_RETRIES" \
+      --retry-connrefused --retry-delay 2 --config - <<<"url = \"$url$1\"" \
+    || printf '%s: the monitoring ping%s failed (ignored: the backup result stands)\n' "$SCRIPT" "${1:+ $1}" >&2
+}
+
+# Whether $1 is a maintenance step of this instance (backup, check, ...): run by its units only.
+is_maintenance() {
+  local step
+  for step in "${MAINTENANCE[@]}"; do
+    [ "$step" != "$1" ] || return 0
+  done
+  return 1
+}
+
+require_root() {
+  [ "$(id -u)" -eq 0 ] || fail "run this as root"
+}
+
+# The provider's half, then the check that it implements the interface: a missing function fails here, at
+# once, not in the middle of a restore.
+[[ "$PROVIDER" =~ ^[a-z][a-z0-9_]*$ ]] || fail "not a provider name: '$PROVIDER'"
+# shellcheck source=/dev/null # roles/restic/files/restic.sh or roles/borg/files/borg.sh
+source "$LIBRARY/$PROVIDER.sh"
+for required in "${PROVIDER_INTERFACE[@]}" "${MAINTENANCE[@]/#/provider_}"; do
+  declare -F "$required" >/dev/null || fail "$LIBRARY/$PROVIDER.sh does not define $required (the provider interface)"
+done
+unset required
+
+main() {
+  case "${1:-}" in
+    -h | --help | help)
+      usage
+      ;;
+    snapshots)
+      [ "$#" -eq 1 ] || usage_error
+      in_unit || require_root
+      provider_snapshots
+      ;;
+    restore)
+      [ "$#" -eq 2 ] || usage_error
+      in_unit || require_root
+      restore "$2"
+      ;;
+    notify)
+      [ "$#" -eq 1 ] || usage_error
+      require_root
+      notify_failure
+      ;;
+    newest)
+      [ "$#" -eq 1 ] || usage_error
+      require_root
+      newest
+      ;;
+    started | finished)
+      [ "$#" -eq 1 ] || usage_error
+      require_root
+      "job_$1"
+      ;;
+    *)
+      is_maintenance "${1:-}" || usage_error
+      [ "$#" -eq 1 ] || usage_error
+      in_unit || fail "$1 runs inside the units: systemctl start --wait $BACKUP_SERVICE"
+      "provider_$1"
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,75 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Helpers of the job script tests: the library (job.sh and the providers' halves) as the roles install it, and
+the data file as bash reads it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import typing as t
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+# The shell files of the job script: name in the library -> source in the roles.
+JOB_FILES = {
+    'job.sh': os.path.join(ROOT, 'roles', 'provider_common', 'files', 'job.sh'),
+    'restic.sh': os.path.join(ROOT, 'roles', 'restic', 'files', 'restic.sh'),
+    'borg.sh': os.path.join(ROOT, 'roles', 'borg', 'files', 'borg.sh'),
+}
+
+
+def make_library(replace: t.Mapping[str, str] | None = None) -> str:
+    """A library directory readable by every user (a test may drop root), with the real shell files; ``replace``
+    maps a file name to other content (a stand-in provider half)."""
+    directory = tempfile.mkdtemp(prefix='selfhost-backup-library-')
+    os.chmod(directory, 0o755)
+    for name, source in JOB_FILES.items():
+        shutil.copyfile(source, os.path.join(directory, name))
+    for name, text in (replace or {}).items():
+        with open(os.path.join(directory, name), 'w', encoding='utf-8') as handle:
+            handle.write(text)
+    for name in os.listdir(directory):
+        os.chmod(os.path.join(directory, name), 0o644)
+    return directory
+
+
+# Prints each data variable as name, kind (a: array, A: associative array, s: string), count, elements, NUL-separated.
+_DUMP_DATA = r'''
+for __name in "$@"; do
+  declare -n __ref="$__name"
+  case "$(declare -p "$__name")" in
+    "declare -A"*) __kind=A ;;
+    "declare -a"*) __kind=a ;;
+    *) __kind=s ;;
+  esac
+  printf '%s\0%s\0%s\0' "$__name" "$__kind" "${#__ref[@]}"
+  [ "$__kind" != A ] || for __key in "${!__ref[@]}"; do printf '%s\0' "$__key"; done
+  [ "${#__ref[@]}" -eq 0 ] || printf '%s\0' "${__ref[@]}"
+  unset -n __ref
+done
+'''
+
+
+def job_data(script: str) -> dict[str, t.Any]:
+    """What bash makes of a data file: each variable as a string, a list or a dict, read back by bash itself."""
+    assert script.endswith('source "$LIBRARY/job.sh"\n')
+    names = re.findall(r'^readonly (?:-A )?([A-Z_][A-Z0-9_]*)=', script, re.M)
+    program = script[:-len('source "$LIBRARY/job.sh"\n')] + _DUMP_DATA
+    out = subprocess.run(['bash', '-c', program, 'data', *names], capture_output=True, check=True).stdout
+    fields = out.decode().split('\0')
+    data: dict[str, t.Any] = {}
+    while len(fields) > 1:
+        name, kind, count = fields[0], fields[1], int(fields[2])
+        fields = fields[3:]
+        if kind == 'A':
+            data[name] = dict(zip(fields[:count], fields[count:2 * count]))
+            fields = fields[2 * count:]
+        else:
+            data[name] = fields[0] if kind == 's' else fields[:count]
+            fields = fields[1:] if kind == 's' else fields[count:]
+    return data
