@@ -61,7 +61,7 @@ def render(data: t.Sequence[tuple[str, Value]], header: t.Sequence[str] = ()) ->
 
     ``data`` must define ``LIBRARY``; a name given twice is a bug and raises.
     """
-    names = [name for name, _ in data]
+    names = [name for name, dummy in data]
     doubled = sorted({name for name in names if names.count(name) > 1})
     if doubled:
         raise JobDataError(f'data variables given twice: {", ".join(doubled)}')

@@ -46,6 +46,7 @@ borg_() (
   export BORG_PASSCOMMAND="cat $dir/passphrase"
   if [ -n "$BORG_REMOTE" ]; then
     # The job's key and the pinned host key only: an unknown or changed host key fails.
+    # shellcheck disable=SC2153 # BORG_SSH is data, not a misspelt BORG_RSH
     printf -v rsh '%q ' "${BORG_SSH[@]}" -i "$dir/ssh_key" -o "UserKnownHostsFile=$dir/known_hosts"
     export BORG_RSH="${rsh% }"
   fi
@@ -58,8 +59,9 @@ remove_orphaned_secrets() {
   for orphan in /run/borg-restore.*; do
     pid="${orphan#/run/borg-restore.}"
     pid="${pid%%.*}"
-    [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null || continue
-    rm -rf -- "$orphan"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+      rm -rf -- "$orphan"
+    fi
   done
 }
 
@@ -167,8 +169,9 @@ provider_backup() {
   rm -f -- "$status"
   # The archive's original_size counts its metadata too: the dump's own size is that of its one item.
   archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
-  [ -n "$archive" ] && size="$(borg_ list --format '{size}{NL}' "::$archive")" \
-    || fail "cannot read the size of the dump in archive '$archive'"
+  if [ -z "$archive" ] || ! size="$(borg_ list --format '{size}{NL}' "::$archive")"; then
+    fail "cannot read the size of the dump in archive '$archive'"
+  fi
   if [ "$size" = 0 ]; then
     borg_warning_ok delete "::$archive" \
       || fail "backup failed: backup_cmd wrote nothing, and the empty archive '$archive' could not be deleted: delete it by hand"

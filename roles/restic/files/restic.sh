@@ -88,7 +88,9 @@ begin_run() {
       # its own failure still makes the next run unlock.
       for mark in "$UNFINISHED_MARK".*; do
         step="${mark##*.}"
-        [ "$step" != "$1" ] && systemctl is-active --quiet "$(step_unit "$step")" || rm -f -- "$mark"
+        if [ "$step" = "$1" ] || ! systemctl is-active --quiet "$(step_unit "$step")"; then
+          rm -f -- "$mark"
+        fi
       done
     else
       printf '%s: could not remove stale locks (restic unlock failed)\n' "$SCRIPT" >&2

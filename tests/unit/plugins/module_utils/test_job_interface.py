@@ -37,7 +37,7 @@ def test_job_sh_reads_what_the_data_file_defines():
 ])
 def test_the_provider_half_reads_what_its_python_writes(provider, module, commands):
     assert shell_list(f'{provider}.sh', 'PROVIDER_DATA') == list(module.DATA_NAMES)
-    assert [name for name, _ in module.shell_data(commands)] == list(module.DATA_NAMES)
+    assert [name for name, dummy in module.shell_data(commands)] == list(module.DATA_NAMES)
 
 
 def test_no_secret_can_take_a_variable_of_the_job_script():
