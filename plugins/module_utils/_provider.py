@@ -81,20 +81,6 @@ def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
     return instance if INSTANCE_NAME.fullmatch(instance) else None
 
 
-def local_repositories_shared_by_users(jobs: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
-    """Local repositories that enabled instances with different users share, one description each.
-
-    ``jobs`` maps instance names to the provider's job facts (``enable``, ``local_path``, ``user``). A local
-    repository belongs to the request's user, so it can serve one user only.
-    """
-    users_by_path: dict[str, dict[str, str]] = {}
-    for name, job in sorted(jobs.items()):
-        if job.get('enable', True) and job.get('local_path'):
-            users_by_path.setdefault(job['local_path'], {})[name] = job['user']
-    return [f'{path}: ' + ', '.join(f'{name} (user {user})' for name, user in instances.items())
-            for path, instances in sorted(users_by_path.items()) if len(set(instances.values())) > 1]
-
-
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """What every provider plans for one instance: backup_timer options (no secret), the secret files the role
@@ -149,24 +135,6 @@ def monitoring_secret_files(layout: Layout, settings: t.Mapping[str, t.Any]) -> 
     """The root-only files of settings.monitoring (the ping URL), as (path, content) like Secrets.files."""
     url = (settings.get('monitoring') or {}).get('ping_url')
     return [(layout.secret_path(PING_URL_SECRET), str(url))] if url else []
-
-
-def job_facts(layout: Layout, contract: t.Mapping[str, t.Any], timer: t.Mapping[str, t.Any],
-              credentials: t.Mapping[str, str], local_path: str | None) -> dict[str, t.Any]:
-    """What the shared role steps (roles/provider_common) need of one instance on the host; no secret in it."""
-    watch = monitoring(layout, contract['settings'])
-    return {
-        'enable': bool(contract['settings'].get('enable', True)),
-        'timer': dict(timer),
-        'credentials': dict(credentials),
-        # Root-only secret files besides the credentials; the role keeps them when it prunes the secrets.
-        'root_secrets': [watch.ping_url_file] if watch.ping_url_file else [],
-        'pings': bool(watch.ping_url_file),
-        'local_path': local_path,
-        'secrets_dir': layout.secrets_dir,
-        'user': contract['request']['user'],
-        'result': {'backup_service': layout.backup_service, 'restore_script': layout.restore_script},
-    }
 
 
 def retention_flags(retention: t.Mapping[str, t.Any], periods: t.Sequence[str]) -> list[str]:

@@ -99,6 +99,20 @@ def nesting_violations(var: str, instances: t.Mapping[str, t.Mapping[str, t.Any]
     return violations
 
 
+def shared_repository_violations(var: str, instances: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """A local repository belongs to the request's user: enabled instances whose requests run as different users
+    would take it from each other at every converge and lock each other out of it."""
+    users_by_path: dict[str, dict[str, str]] = {}
+    for name, valid in sorted(instances.items()):
+        path = valid['settings']['repository'].get('path')
+        if valid['settings'].get('enable', True) and path:
+            users_by_path.setdefault(path, {})[name] = valid['request']['user']
+    return [f'{var}: the local repository {path} is shared by instances whose requests run as different users ('
+            + ', '.join(f'{name}: user {user}' for name, user in users.items())
+            + '), which cannot all own it; give each user its own repository.path (rule: one user per repository)'
+            for path, users in sorted(users_by_path.items()) if len(set(users.values())) > 1]
+
+
 class Checked(t.NamedTuple):
     """The validated instances (defaults filled in; they hold secrets), the calendar expressions to check on the
     host (expression -> the settings paths that use it), and every violation."""
@@ -212,4 +226,5 @@ def check(provider: str, instances: t.Any, host: str, var: str | None = None) ->
             for expression, paths in calendar_uses(var, name, checked['settings']).items():
                 calendars.setdefault(expression, []).extend(paths)
     violations += nesting_violations(var, valid)
+    violations += shared_repository_violations(var, valid)
     return Checked(valid, calendars, violations)

@@ -292,3 +292,15 @@ def test_a_timeout_systemd_would_ignore_is_refused(provider, settings):
     # systemd-analyze verify only warns about TimeoutStartSec=10^30 and the unit then runs without a timeout.
     found = violations(provider, {'app': instance(settings | {'limits': {'timeout': 10 ** 30}})})
     assert len(found) == 1 and found[0].startswith(f'{provider}_instances.app.settings.limits.timeout: ')
+
+
+def test_a_local_repository_of_two_users_is_refused_before_any_host():
+    shared = {'repository': {'path': '/srv/r'}, 'passphrase': 'pw'}
+    found = violations('restic', {
+        'pg': instance(shared), 'maria': instance(shared, dict(REQUEST, user='mysql')),
+        'pg2': instance(shared), 'off': instance(dict(shared, enable=False), dict(REQUEST, user='nobody'))})
+    assert found == ['restic_instances: the local repository /srv/r is shared by instances whose requests run as '
+                     'different users (maria: user mysql, pg: user postgres, pg2: user postgres), which cannot all '
+                     'own it; give each user its own repository.path (rule: one user per repository)']
+    # One user in one repository is fine, and so is a disabled instance of another user.
+    assert violations('restic', {'pg': instance(shared), 'pg2': instance(shared)}) == []

@@ -1,0 +1,44 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Plan every host step of one provider on the controller (see plugin_utils/_plan.py)."""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _plan
+
+ARGUMENT_SPEC = {
+    'provider': {'type': 'str', 'required': True, 'choices': sorted(_plan.UNINSTALLED_VERSION)},
+    'instances': {'type': 'dict', 'required': True},
+    'version': {'type': 'str', 'default': ''},
+    'binary': {'type': 'str'},
+    'host': {'type': 'str'},
+    'reinitialise': {'type': 'list', 'elements': 'str', 'default': []},
+}
+
+
+class ActionModule(ActionBase):
+    # Pure controller work: no connection, no files, no module shipped to the host.
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp: str | None = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
+        result = super().run(tmp, task_vars)
+        dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        host = args['host'] or (task_vars or {}).get('inventory_hostname', '')
+        try:
+            planned = _plan.plan(args['provider'], args['instances'], args['version'], host, args['binary'],
+                                 args['reinitialise'])
+        except _plan.PlanError as exc:
+            # Shown by the role's next task: the caller registers this result under no_log.
+            result.update(failed=True, changed=False, msg=str(exc))
+            return result
+        result.update(changed=False, **planned)
+        return result

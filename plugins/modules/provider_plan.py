@@ -1,0 +1,153 @@
+#!/usr/bin/python
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: provider_plan
+short_description: Plan every host step of a backup provider on the controller
+version_added: 0.1.0
+description:
+  - Turns the instances that M(selfhost.backup.provider_instances) validated into everything the provider role's
+    host steps need, on the Ansible controller only, in one step; the host modules then only carry it out.
+  - Per instance, the job (the options of M(selfhost.backup.backup_timer), with the data of its restore script)
+    and its secret files; for all of them, the directories and secret files of M(selfhost.backup.job_paths), the
+    repository checks and initialisations, the SSH keys to generate (borg), and the contract results.
+  - The command lines follow the installed version of the tool (O(version)).
+author:
+  - selfhost.backup developers (!UNKNOWN)
+options:
+  provider:
+    description: The provider whose instances these are.
+    type: str
+    required: true
+    choices: [borg, restic]
+  instances:
+    description: The validated instances, RV(selfhost.backup.provider_instances#module:instances).
+    type: dict
+    required: true
+  version:
+    description:
+      - The output of C(restic version) or C(borg --version) on the host.
+      - Empty where the tool is not installed yet (check mode on a fresh host); the oldest command lines are
+        planned then.
+    type: str
+    default: ''
+  binary:
+    description: The path of the tool on the host. Defaults to the distribution's.
+    type: str
+  host:
+    description:
+      - The host name the jobs record in their snapshots when the settings do not set C(host).
+      - Defaults to the inventory hostname.
+    type: str
+  reinitialise:
+    description: Instances whose vanished repository may be initialised again.
+    type: list
+    elements: str
+    default: []
+attributes:
+  action:
+    description: Runs as an action plugin on the controller.
+    support: full
+  async:
+    description: Cannot run asynchronously.
+    support: none
+  bypass_host_loop:
+    description: Runs once per host.
+    support: none
+  check_mode:
+    description: Planning changes nothing, so it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing is changed, so there is no diff.
+    support: none
+  platform:
+    description: Runs on the controller; the target's platform does not matter.
+    support: full
+    platforms: all
+notes:
+  - The result holds secrets (RV(secret_files), RV(repository_checks)); set C(no_log) on the task.
+seealso:
+  - module: selfhost.backup.provider_instances
+  - module: selfhost.backup.backup_timer
+  - module: selfhost.backup.job_paths
+"""
+
+EXAMPLES = r"""
+- name: Plan the restic jobs
+  selfhost.backup.provider_plan:
+    provider: restic
+    instances: "{{ __restic_checked.instances }}"
+    version: "{{ __restic_version.stdout }}"
+  register: __restic_plan
+  no_log: true
+
+- name: Install the backup services, timers and restore scripts
+  selfhost.backup.backup_timer:
+    jobs: "{{ __restic_plan.timer_jobs }}"
+"""
+
+RETURN = r"""
+instances:
+  description: The names of every listed instance, enabled or not.
+  returned: success
+  type: list
+  elements: str
+enabled:
+  description: The enabled instances.
+  returned: success
+  type: list
+  elements: str
+disabled:
+  description: The disabled instances (C(settings.enable=false)), to uninstall.
+  returned: success
+  type: list
+  elements: str
+users:
+  description: The users the enabled instances' requests run as.
+  returned: success
+  type: list
+  elements: str
+pings:
+  description: Whether an enabled instance pings a monitor (curl is needed).
+  returned: success
+  type: bool
+job_paths:
+  description: The O(selfhost.backup.job_paths#module:directories) and O(selfhost.backup.job_paths#module:prune) options.
+  returned: success
+  type: dict
+secret_files:
+  description: The secret files of the enabled instances, C({dest, content}). Secret.
+  returned: success
+  type: list
+  elements: dict
+timer_jobs:
+  description: The O(selfhost.backup.backup_timer#module:jobs) option for the enabled instances.
+  returned: success
+  type: list
+  elements: dict
+results:
+  description: The contract results of the enabled instances, C({backup_service, restore_script}) by name.
+  returned: success
+  type: dict
+repository_checks:
+  description:
+    - The options of the repository check (restic_repository with C(init=false), borg_repository) with the secrets
+      about to be written. Secret.
+  returned: success
+  type: list
+  elements: dict
+repositories:
+  description: restic - the repositories to initialise where the check found none (paths, no secret).
+  returned: success
+  type: list
+  elements: dict
+ssh_keys:
+  description: borg - the SSH keys to generate for remote repositories, C({name, path, comment, serve_path}).
+  returned: success
+  type: list
+  elements: dict
+"""

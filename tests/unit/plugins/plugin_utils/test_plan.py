@@ -1,0 +1,146 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The plan of a provider's host steps: what each host module gets, secrets only where a no_log step needs them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _plan
+
+REQUEST = {'user': 'postgres', 'backup_name': 'dump', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
+ROOT_ONLY = {'owner': 'root', 'group': 'root', 'mode': '0700'}
+REMOTE = {'repository': {'url': 'ssh://borg@srv/srv/borg/r'}, 'ssh': {'known_hosts': 'srv ssh-ed25519 AAAA'}}
+
+
+def instance(enable=True, user='postgres', **settings):
+    values = {'enable': enable, 'repository': {'path': '/srv/b'}, 'passphrase': 'pw-123'}
+    values.update(settings)
+    return {'request': dict(REQUEST, user=user), 'settings': values}
+
+
+def without_secrets(planned):
+    return {key: value for key, value in planned.items() if key not in ('secret_files', 'repository_checks')}
+
+
+def test_enabled_disabled_results_and_jobs_hold_no_secret():
+    planned = _plan.plan('restic', {'app': instance(), 'old': instance(enable=False),
+                                    'shop': instance(user='mysql', repository={'path': '/srv/shop'})},
+                         'restic 0.14.0', 'h1')
+    assert planned['instances'] == ['app', 'old', 'shop']
+    assert (planned['enabled'], planned['disabled']) == (['app', 'shop'], ['old'])
+    assert planned['users'] == ['mysql', 'postgres'] and planned['pings'] is False
+    assert planned['results'] == {
+        'app': {'backup_service': 'restic-backup-app.service', 'restore_script': 'restic-restore-app'},
+        'shop': {'backup_service': 'restic-backup-shop.service', 'restore_script': 'restic-restore-shop'}}
+    assert [job['name'] for job in planned['timer_jobs']] == ['restic-backup-app', 'restic-backup-shop']
+    assert 'pw-123' not in str(without_secrets(planned))
+    assert {'dest': '/etc/selfhost-backup/restic/app/passphrase', 'content': 'pw-123'} in planned['secret_files']
+    assert not any('/old/' in item['dest'] for item in planned['secret_files'])
+
+
+def test_job_paths_parents_first_then_repositories_then_secrets():
+    planned = _plan.plan('restic', {
+        'app': instance(monitoring={'ping_url': 'https://hc/x'}),
+        'app2': instance(),
+        'remote': instance(repository={'url': 'rest:http://h:8000/x/'}),
+        'shop': instance(user='mysql', repository={'path': '/srv/shop'}),
+    }, 'restic 0.18.0', 'h1')
+    assert planned['job_paths']['directories'] == [
+        # the shared parent once, without owner or mode: created when missing, else left alone
+        {'path': '/srv'},
+        {'path': '/srv/b', 'owner': 'postgres', 'mode': '0700'},
+        {'path': '/srv/shop', 'owner': 'mysql', 'mode': '0700'},
+        {'path': '/etc/selfhost-backup'} | ROOT_ONLY,
+        {'path': '/etc/selfhost-backup/restic'} | ROOT_ONLY,
+    ] + [{'path': f'/etc/selfhost-backup/restic/{name}'} | ROOT_ONLY for name in ('app', 'app2', 'remote', 'shop')]
+    prune = planned['job_paths']['prune']
+    assert prune['directories'] == [f'/etc/selfhost-backup/restic/{name}' for name in ('app', 'app2', 'remote', 'shop')]
+    assert '/etc/selfhost-backup/restic/app/ping_url' in prune['keep'] and planned['pings'] is True
+    assert '/etc/selfhost-backup/restic/remote/env.RESTIC_REPOSITORY' in prune['keep']
+
+
+def test_without_enabled_instances_the_secrets_root_is_still_made():
+    planned = _plan.plan('borg', {'old': instance(enable=False)}, 'borg 1.4.0', 'h1')
+    assert [entry['path'] for entry in planned['job_paths']['directories']] == [
+        '/etc/selfhost-backup', '/etc/selfhost-backup/borg']
+    assert planned['job_paths']['prune'] == {'directories': [], 'keep': []}
+    assert planned['timer_jobs'] == [] and planned['repository_checks'] == [] and planned['results'] == {}
+
+
+def test_restic_checks_carry_the_secrets_about_to_be_written_and_init_holds_paths_only():
+    remote = instance(repository={'url': 'rest:http://u:restpw@h:8000/x/'}, passphrase=None,
+                      passphrase_file='/etc/pass', environment_secrets={'AWS_SECRET_ACCESS_KEY': 'aws-1'})
+    del remote['settings']['passphrase']
+    planned = _plan.plan('restic', {'app': instance(), 'old': instance(enable=False), 'remote': remote},
+                         'restic 0.18.0', 'h1', reinitialise=['remote'])
+    assert planned['repository_checks'] == [
+        {'name': 'app', 'user': 'postgres', 'password_file': '/etc/selfhost-backup/restic/app/passphrase',
+         'environment_files': {}, 'environment': {}, 'repository': '/srv/b', 'reinitialise': False,
+         'passphrase': 'pw-123'},
+        # A passphrase file already on the host: the module reads it there.
+        {'name': 'remote', 'user': 'postgres', 'password_file': '/etc/pass', 'environment_files': {},
+         'environment': {'AWS_SECRET_ACCESS_KEY': 'aws-1', 'RESTIC_REPOSITORY': 'rest:http://u:restpw@h:8000/x/'},
+         'reinitialise': True},
+    ]
+    assert [(item['name'], item['reinitialise']) for item in planned['repositories']] == [('app', False),
+                                                                                         ('remote', True)]
+    assert planned['repositories'][1]['environment_files'] == {
+        'AWS_SECRET_ACCESS_KEY': '/etc/selfhost-backup/restic/remote/env.AWS_SECRET_ACCESS_KEY',
+        'RESTIC_REPOSITORY': '/etc/selfhost-backup/restic/remote/env.RESTIC_REPOSITORY'}
+    for secret in ('pw-123', 'restpw', 'aws-1'):
+        assert secret not in str(planned['repositories']) and secret not in str(planned['timer_jobs'])
+
+
+def test_borg_checks_ssh_keys_and_pinned_host_keys():
+    remote = instance(passphrase=None, passphrase_file='/root/pw', **REMOTE)
+    del remote['settings']['passphrase']
+    planned = _plan.plan('borg', {'app': instance(), 'old': instance(enable=False), 'r': remote}, 'borg 1.2.4', 'db1',
+                         reinitialise=['r'])
+    assert planned['repository_checks'] == [
+        {'name': 'app', 'user': 'postgres', 'repository': '/srv/b',
+         'marker': '/var/cache/borg-backup-app/selfhost-backup-initialised',
+         'password_file': '/etc/selfhost-backup/borg/app/passphrase', 'reinitialise': False, 'passphrase': 'pw-123'},
+        # The passphrase file already on the host: the module reads it there.
+        {'name': 'r', 'user': 'postgres', 'repository': 'ssh://borg@srv/srv/borg/r',
+         'marker': '/var/cache/borg-backup-r/selfhost-backup-initialised', 'password_file': '/root/pw',
+         'reinitialise': True, 'ssh_key': '/etc/selfhost-backup/borg/r/ssh_key', 'known_hosts': 'srv ssh-ed25519 AAAA\n'},
+    ]
+    assert planned['ssh_keys'] == [{'name': 'r', 'path': '/etc/selfhost-backup/borg/r/ssh_key',
+                                    'comment': 'borg-backup-r', 'serve_path': '/srv/borg/r'}]
+    assert planned['secret_files'] == [
+        {'dest': '/etc/selfhost-backup/borg/app/passphrase', 'content': 'pw-123'},
+        {'dest': '/etc/selfhost-backup/borg/r/known_hosts', 'content': 'srv ssh-ed25519 AAAA\n'}]
+    # The public half of the key is no credential, but stays when the secrets are pruned.
+    assert '/etc/selfhost-backup/borg/r/ssh_key.pub' in planned['job_paths']['prune']['keep']
+    assert planned['repositories'] == []
+
+
+def test_the_timer_jobs_keep_only_the_options_of_a_job():
+    planned = _plan.plan('borg', {'app': instance()}, 'borg 1.4.0', 'db1')
+    from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JOB_SPEC
+    assert planned['timer_jobs'] and set(planned['timer_jobs'][0]) <= set(JOB_SPEC)
+    assert planned['timer_jobs'][0]['restore_script']['name'] == 'borg-restore-app'
+
+
+@pytest.mark.parametrize('provider, version, planned_version', [
+    ('restic', '', "readonly RESTIC_STDIN_FROM_COMMAND=''"),
+    ('restic', 'restic 0.18.0 compiled with go1.22', 'readonly RESTIC_STDIN_FROM_COMMAND=yes'),
+    ('borg', '', 'borg 1.2.0'),
+])
+def test_an_uninstalled_tool_plans_its_oldest_command_lines(provider, version, planned_version):
+    planned = _plan.plan(provider, {'app': instance()}, version, 'h1')
+    assert planned_version in planned['timer_jobs'][0]['restore_script']['content']
+
+
+@pytest.mark.parametrize('provider, version, message', [
+    ('borg', 'borg 1.1.18', 'borg_instances.app.settings: borg 1.1.18 is too old'),
+    ('borg', 'garbage', 'cannot read a borg version'),
+    ('restic', 'garbage', 'cannot read a restic version'),
+    ('kopia', '1.0', 'unknown provider'),
+])
+def test_what_cannot_be_planned_fails_naming_the_instance(provider, version, message):
+    with pytest.raises(_plan.PlanError, match=message):
+        _plan.plan(provider, {'app': instance()}, version, 'h1')
