@@ -85,8 +85,8 @@ def test_restic_checks_carry_the_secrets_about_to_be_written_and_init_holds_path
          'environment': {'AWS_SECRET_ACCESS_KEY': 'aws-1', 'RESTIC_REPOSITORY': 'rest:http://u:restpw@h:8000/x/'},
          'reinitialise': True},
     ]
-    assert [(item['name'], item['reinitialise']) for item in planned['repositories']] == [('app', False),
-                                                                                         ('remote', True)]
+    reinitialised = [(item['name'], item['reinitialise']) for item in planned['repositories']]
+    assert reinitialised == [('app', False), ('remote', True)]
     assert planned['repositories'][1]['environment_files'] == {
         'AWS_SECRET_ACCESS_KEY': '/etc/selfhost-backup/restic/remote/env.AWS_SECRET_ACCESS_KEY',
         'RESTIC_REPOSITORY': '/etc/selfhost-backup/restic/remote/env.RESTIC_REPOSITORY'}
