@@ -9,9 +9,8 @@ from __future__ import annotations
 import typing as t
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
+from ansible_collections.selfhost.backup.plugins.plugin_utils._controller_action import ControllerAction
 
 ARGUMENT_SPEC = {
     'request': {'type': 'dict', 'required': True},
@@ -23,12 +22,7 @@ ARGUMENT_SPEC = {
 MUTUALLY_EXCLUSIVE = [('provider', 'settings_schema')]
 
 
-class ActionModule(ActionBase):
-    # Validation is pure controller work: no connection, no files, no module shipped to the host.
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _supports_check_mode = True
-    _supports_async = False
+class ActionModule(ControllerAction):
 
     def run(self, tmp: str | None = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
         result = super().run(tmp, task_vars)

@@ -57,26 +57,8 @@ options:
       - With V(restic_instances.app), a bad backup name is reported as C(restic_instances.app.request.backup_name).
       - When omitted, paths start with C(request) and C(settings).
     type: str
-attributes:
-  action:
-    description: Runs as an action plugin on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  bypass_host_loop:
-    description: Runs once per host.
-    support: none
-  check_mode:
-    description: Validation changes nothing, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
-  platform:
-    description: Runs on the controller; the target's platform does not matter.
-    support: full
-    platforms: all
+extends_documentation_fragment:
+  - selfhost.backup.controller_only
 notes:
   - When O(settings) carry secrets, set C(no_log) on the task; the returned settings contain them.
 seealso:

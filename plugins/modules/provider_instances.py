@@ -44,26 +44,8 @@ options:
   name:
     description: Prefix of the paths in violation messages. Defaults to C(<provider>_instances).
     type: str
-attributes:
-  action:
-    description: Runs as an action plugin on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  bypass_host_loop:
-    description: Runs once per host.
-    support: none
-  check_mode:
-    description: The check changes nothing, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
-  platform:
-    description: Runs on the controller; the target's platform does not matter.
-    support: full
-    platforms: all
+extends_documentation_fragment:
+  - selfhost.backup.controller_only
 notes:
   - The returned instances hold the secrets of the settings; set C(no_log) on the task and show RV(violations),
     which never quote a secret, in a task of their own.

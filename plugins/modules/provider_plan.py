@@ -48,26 +48,8 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  action:
-    description: Runs as an action plugin on the controller.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  bypass_host_loop:
-    description: Runs once per host.
-    support: none
-  check_mode:
-    description: Planning changes nothing, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
-  platform:
-    description: Runs on the controller; the target's platform does not matter.
-    support: full
-    platforms: all
+extends_documentation_fragment:
+  - selfhost.backup.controller_only
 notes:
   - The result holds secrets (RV(secret_files), RV(repository_checks)); set C(no_log) on the task.
 seealso:
