@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg_ssh
 
 
 def borg_authorized_keys(public_key: str, path: str, append_only: bool = True) -> str:
     """The authorized_keys line of the server for one job's public key."""
-    return _borg.authorized_keys_line(public_key, path, append_only)
+    return _borg_ssh.authorized_keys_line(public_key, path, append_only)
 
 
 class FilterModule:

@@ -55,7 +55,7 @@ class BackupJob:
         self.changed = False
         self.needed = False
         self.job: Job | None = None
-        self.plan = files.Plan(writes=[], removals=[], before={})
+        self.plan = files.FileChanges(writes=[], removals=[], before={})
         self.installed: dict[str, t.Any] = {'files': [], 'timers': []}
         self.manifest_text = ''
         self.timers: list[str] = []

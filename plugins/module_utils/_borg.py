@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shlex
 import typing as t
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _job_data, _provider
+from ansible_collections.selfhost.backup.plugins.module_utils._borg_ssh import SshError, SshUrl, names_server, parse_ssh_url, ssh_command
 
 PROVIDER = 'borg'
 DEFAULT_BINARY = '/usr/bin/borg'
@@ -62,7 +62,6 @@ _TIMESTAMP_GLOB = '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0
 _TIMESTAMP_RE = '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{6}'
 _HOST = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$')
 _VERSION = re.compile(r'(?:^|borg(?:-linux\S*)? )(\d+)\.(\d+)\.(\d+)')
-_SSH_URL = re.compile(r'^ssh://(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/\S*)$')
 
 Version = t.Tuple[int, int, int]
 
@@ -178,68 +177,6 @@ def check_args(verify_data: bool = False, max_duration: int | None = None) -> li
 
 
 @dataclasses.dataclass(frozen=True)
-class SshUrl:
-    user: str
-    host: str
-    port: int | None
-    path: str
-
-    @property
-    def known_hosts_name(self) -> str:
-        """How ssh names this server in known_hosts: ``host`` on port 22, else ``[host]:port``."""
-        return self.host if self.port in (None, 22) else f'[{self.host}]:{self.port}'
-
-    @property
-    def serve_path(self) -> str:
-        """The path ``borg serve --restrict-to-path`` sees: absolute, or relative to the home (``/~/`` or ``/./``)."""
-        for home in ('/~/', '/./'):
-            if self.path.startswith(home):
-                return self.path[len(home):]
-        return self.path
-
-
-def parse_ssh_url(url: str) -> SshUrl:
-    match = _SSH_URL.fullmatch(url or '')
-    if not match:
-        raise BorgError(f'repository.url {url!r} is not ssh://user@host[:port]/path')
-    port = int(match.group('port')) if match.group('port') else None
-    if port is not None and not 0 < port < 65536:
-        raise BorgError(f'repository.url {url!r}: port {port} is out of range')
-    return SshUrl(match.group('user'), match.group('host'), port, match.group('path'))
-
-
-def names_server(known_hosts: str, name: str) -> bool:
-    """Whether a known_hosts text has a line for ``name``; hashed lines (``|1|...``) cannot be read, so they count."""
-    for line in known_hosts.splitlines():
-        fields = line.split()
-        if fields and (fields[0].startswith('|1|') or name in fields[0].split(',')):
-            return True
-    return False
-
-
-def authorized_keys_line(public_key: str, path: str, append_only: bool = True) -> str:
-    """The server side of a remote repository: this job's key may only run borg serve on its path."""
-    command = ['borg', 'serve', '--restrict-to-path', path] + (['--append-only'] if append_only else [])
-    return f'command="{_sh(command)}",restrict {public_key.strip()}'
-
-
-def _sh(args: t.Sequence[str]) -> str:
-    return ' '.join(shlex.quote(str(arg)) for arg in args)
-
-
-def ssh_command() -> list[str]:
-    """ssh with the options every borg connection uses: no user configuration, no agent, no prompt, and only the
-    pinned host key (an unknown or changed one fails). ``rsh`` and the job script add the key and known_hosts."""
-    return ['ssh', '-F', 'none', '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'GlobalKnownHostsFile=/dev/null',
-            '-o', 'StrictHostKeyChecking=yes', '-o', 'UpdateHostKeys=no']
-
-
-def rsh(directory: str) -> str:
-    """``BORG_RSH`` with the job's key and pinned host key in ``directory`` (as borg.sh builds it in the job)."""
-    return _sh(ssh_command() + ['-i', f'{directory}/ssh_key', '-o', f'UserKnownHostsFile={directory}/known_hosts'])
-
-
-@dataclasses.dataclass(frozen=True)
 class Commands:
     """Everything the job script needs to know about borg for one instance."""
 
@@ -295,7 +232,10 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
 
 def remote_server(settings: t.Mapping[str, t.Any]) -> tuple[SshUrl, str]:
     """The SSH URL of a remote repository and the pinned host key lines of its server (ending in a newline)."""
-    url = parse_ssh_url(settings['repository'].get('url', ''))
+    try:
+        url = parse_ssh_url(settings['repository'].get('url', ''))
+    except SshError as exc:
+        raise BorgError(str(exc)) from exc
     known_hosts = (settings.get('ssh') or {}).get('known_hosts')
     if not known_hosts:
         raise BorgError('a remote repository needs ssh.known_hosts, the server\'s host key line(s)')
@@ -322,7 +262,7 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan(_provider.Plan):
+class BorgJob(_provider.InstanceJob):
     """One borg instance, with the SSH details of a remote repository (all None for a local one)."""
 
     ssh_key: str | None
@@ -331,7 +271,7 @@ class Plan(_provider.Plan):
 
 
 def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
-         host: str, binary: str = DEFAULT_BINARY) -> Plan:
+         host: str, binary: str = DEFAULT_BINARY) -> BorgJob:
     """Turn a validated instance (request and settings with the schema's defaults) into a borg job."""
     the_version = t.cast(Version, parse_version(version) if isinstance(version, str) else tuple(version))
     layout = _provider.Layout(PROVIDER, instance)
@@ -385,5 +325,5 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     )
     timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
     secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
-    return Plan(layout=layout, timer=timer, secret_files=secret_files, credentials=credentials,
+    return BorgJob(layout=layout, timer=timer, secret_files=secret_files, credentials=credentials,
                 local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)

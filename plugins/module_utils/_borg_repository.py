@@ -7,7 +7,8 @@
 """Check borg repositories before the role replaces anything (selfhost.backup.borg_repository).
 
 The borg jobs initialise their repository at the first backup and then record it in a marker file in their
-BORG_BASE_DIR (see ``_borg.provider_init``). At converge time, before any secret, unit or script is written:
+BORG_BASE_DIR (see ``provider_init`` in roles/borg/files/borg.sh). At converge time, before any secret, unit or
+script is written:
 
 - a repository that exists must open with the passphrase about to be installed (``borg list`` with the
   passphrase on a file descriptor, never in argv, the environment or a file of its own): a wrong one fails the
@@ -32,7 +33,7 @@ import stat
 import tempfile
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg_ssh
 from ansible_collections.selfhost.backup.plugins.module_utils._restic_repository import Opened, fingerprint
 
 WRONG_PASSPHRASE = 'is incorrect'  # "passphrase supplied in BORG_PASSPHRASE, ... is incorrect." (1.2, 1.4)
@@ -115,7 +116,7 @@ class Repository:
 
     @property
     def initialised_before(self) -> bool:
-        """Whether the job recorded this repository as initialised (see _borg.provider_init)."""
+        """Whether the job recorded this repository as initialised (see provider_init in borg.sh)."""
         content = _read_regular(self.marker)
         return content is not None and content.decode('utf-8', 'replace').rstrip('\n') == self.repository
 
@@ -140,7 +141,7 @@ class Repository:
                 shutil.copyfile(t.cast(str, self.ssh_key), posixpath.join(directory, 'ssh_key'))
                 with open(posixpath.join(directory, 'known_hosts'), 'w', encoding='utf-8') as handle:
                     handle.write(self.known_hosts)
-                environ['BORG_RSH'] = _borg.rsh(directory)
+                environ['BORG_RSH'] = _borg_ssh.rsh(directory)
             for root, dirs, files in os.walk(directory):
                 for entry in [root] + [posixpath.join(root, name) for name in dirs + files]:
                     os.chmod(entry, 0o700 if os.path.isdir(entry) else 0o600)

@@ -51,7 +51,7 @@ class DesiredFile:
 
 
 @dataclasses.dataclass
-class Plan:
+class FileChanges:
     writes: list[DesiredFile]
     removals: list[str]
     before: dict[str, str]
@@ -103,17 +103,17 @@ def render_manifest(name: str, files: t.Iterable[str], timers: t.Iterable[str]) 
     return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
 
 
-def plan(desired: t.Sequence[DesiredFile], installed: t.Iterable[str]) -> Plan:
+def plan(desired: t.Sequence[DesiredFile], installed: t.Iterable[str]) -> FileChanges:
     """What to write (new content or wrong mode) and what to remove (installed before, not wanted now)."""
     wanted = {item.path for item in desired}
     before = {item.path: read_text(item.path) for item in desired}
     writes = [item for item in desired if before[item.path] != item.content or file_mode(item.path) != item.mode]
     removals = sorted(path for path in set(installed) - wanted if os.path.lexists(path))
     before.update({path: read_text(path) for path in removals})
-    return Plan(writes=writes, removals=removals, before={path: text or '' for path, text in before.items()})
+    return FileChanges(writes=writes, removals=removals, before={path: text or '' for path, text in before.items()})
 
 
-def diffs(the_plan: Plan, desired: t.Sequence[DesiredFile]) -> list[dict[str, str]]:
+def diffs(the_plan: FileChanges, desired: t.Sequence[DesiredFile]) -> list[dict[str, str]]:
     after = {item.path: item.content for item in desired}
     paths = [item.path for item in the_plan.writes] + the_plan.removals
     return [

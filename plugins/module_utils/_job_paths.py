@@ -59,7 +59,7 @@ class SecretFile:
 
 
 @dataclasses.dataclass
-class Plan:
+class PathChanges:
     """What to do, in order: directories to create or fix, secret files to write, files to remove."""
 
     directories: list[tuple[Directory, os.stat_result | None]]
@@ -253,9 +253,9 @@ def prune_candidates(directories: t.Iterable[str], wanted: t.Iterable[str]) -> l
 
 
 def plan(directories: t.Sequence[Directory], secrets: t.Sequence[SecretFile], prune_dirs: t.Sequence[str],
-         keep: t.Sequence[str]) -> Plan:
+         keep: t.Sequence[str]) -> PathChanges:
     """Decide everything; reads the file system, changes nothing."""
-    the_plan = Plan(directories=[], secrets=[], removals=[])
+    the_plan = PathChanges(directories=[], secrets=[], removals=[])
     planned: set[str] = set()
     for directory in directories:
         state = _plan_directory(directory, planned)
@@ -320,7 +320,7 @@ def write_secret(mover: Mover, item: SecretFile, content_differs: bool) -> None:
     _set_attributes(item.path, item.attributes)
 
 
-def apply(mover: Mover, the_plan: Plan) -> None:
+def apply(mover: Mover, the_plan: PathChanges) -> None:
     for directory, dummy in the_plan.directories:
         ensure_directory(directory)
     for secret, dummy, content_differs in the_plan.secrets:
@@ -368,7 +368,7 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def diffs(the_plan: Plan) -> list[dict[str, str]]:
+def diffs(the_plan: PathChanges) -> list[dict[str, str]]:
     """One diff per path that changes, with paths, owners and modes only; call it before ``apply``."""
     result = []
     for directory, found in the_plan.directories:

@@ -82,7 +82,7 @@ def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class InstanceJob:
     """What every provider plans for one instance: backup_timer options (no secret), the secret files the role
     writes root-only, the credentials the units load, and the local repository to create (if any)."""
 

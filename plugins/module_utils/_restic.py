@@ -185,7 +185,7 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan(_provider.Plan):
+class ResticJob(_provider.InstanceJob):
     """One restic instance; ``env_files`` maps backend variables to their secret files, for restic_repository."""
 
     env_files: dict[str, str]
@@ -213,7 +213,7 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
 
 
 def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
-         host: str, binary: str = DEFAULT_BINARY) -> Plan:
+         host: str, binary: str = DEFAULT_BINARY) -> ResticJob:
     """Turn a validated instance (request and settings with the schema's defaults) into a restic job."""
     the_version = parse_version(version) if isinstance(version, str) else tuple(version)
     layout = _provider.Layout(PROVIDER, instance)
@@ -252,5 +252,5 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
     env_files = {name: secrets.credentials[_provider.env_credential(name)] for name in secrets.env_names}
     secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
-    return Plan(layout=layout, timer=timer, secret_files=secret_files, credentials=secrets.credentials,
+    return ResticJob(layout=layout, timer=timer, secret_files=secret_files, credentials=secrets.credentials,
                 env_files=env_files, local_path=local_path)

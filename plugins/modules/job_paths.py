@@ -209,7 +209,7 @@ ARGUMENT_SPEC = {
 }
 
 
-def build_plan(params: dict[str, t.Any]) -> paths.Plan:
+def build_plan(params: dict[str, t.Any]) -> paths.PathChanges:
     directories = [paths.Directory(item['path'], paths.attributes(item)) for item in params['directories']]
     secrets = [paths.SecretFile(item['path'], item['content'], paths.attributes(item)) for item in params['secret_files']]
     prune = params['prune'] or {'directories': [], 'keep': []}
@@ -231,7 +231,7 @@ def main() -> None:
     module.exit_json(**result)
 
 
-def summary(the_plan: paths.Plan, with_diff: bool) -> dict[str, t.Any]:
+def summary(the_plan: paths.PathChanges, with_diff: bool) -> dict[str, t.Any]:
     """The result: paths only. The diff is taken before applying, while the old state is still there."""
     result: dict[str, t.Any] = {
         'changed': the_plan.changed,

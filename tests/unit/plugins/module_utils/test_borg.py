@@ -12,7 +12,7 @@ import re
 import pytest
 
 from job_library import job_data
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _borg_ssh, _provider
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
 KNOWN = 'backup.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3x'
@@ -151,7 +151,7 @@ def test_global_args():
     ('ssh://b@h:22/~/r', ('b', 'h', 22, '/~/r'), 'h', 'r'),
 ])
 def test_parse_ssh_url(url, parsed, known, serve):
-    result = _borg.parse_ssh_url(url)
+    result = _borg_ssh.parse_ssh_url(url)
     assert (result.user, result.host, result.port, result.path) == parsed
     assert result.known_hosts_name == known
     assert result.serve_path == serve
@@ -159,18 +159,18 @@ def test_parse_ssh_url(url, parsed, known, serve):
 
 @pytest.mark.parametrize('url', ['sftp://b@h/x', 'ssh://h/x', 'ssh://b@h:99999/x', 'ssh://b@h', '', 'ssh://b@h/x y'])
 def test_parse_ssh_url_refuses(url):
-    with pytest.raises(_borg.BorgError):
-        _borg.parse_ssh_url(url)
+    with pytest.raises(_borg_ssh.SshError):
+        _borg_ssh.parse_ssh_url(url)
 
 
 def test_authorized_keys_line():
-    line = _borg.authorized_keys_line('ssh-ed25519 AAAA borg-backup-app\n', '/srv/borg/app')
+    line = _borg_ssh.authorized_keys_line('ssh-ed25519 AAAA borg-backup-app\n', '/srv/borg/app')
     assert line == 'command="borg serve --restrict-to-path /srv/borg/app --append-only",restrict ssh-ed25519 AAAA borg-backup-app'
-    assert '--append-only' not in _borg.authorized_keys_line('k', '/x', append_only=False)
+    assert '--append-only' not in _borg_ssh.authorized_keys_line('k', '/x', append_only=False)
 
 
 def test_rsh_pins_the_host_key_and_uses_only_the_job_key():
-    rsh = _borg.rsh('/run/credentials/x')
+    rsh = _borg_ssh.rsh('/run/credentials/x')
     assert '-i /run/credentials/x/ssh_key' in rsh
     assert 'UserKnownHostsFile=/run/credentials/x/known_hosts' in rsh
     assert 'StrictHostKeyChecking=yes' in rsh and 'IdentitiesOnly=yes' in rsh and 'BatchMode=yes' in rsh
@@ -230,7 +230,7 @@ def test_plan_remote_repository_with_everything():
     assert data['BORG_COMPACT'] == ['compact']
     assert data['BORG_CHECK'] == ['check', '--repository-only', '--max-duration', '600']
     assert data['MAINTENANCE'] == ['backup', 'check']
-    assert data['BORG_SSH'] == _borg.ssh_command() and 'StrictHostKeyChecking=yes' in data['BORG_SSH']
+    assert data['BORG_SSH'] == _borg_ssh.ssh_command() and 'StrictHostKeyChecking=yes' in data['BORG_SSH']
     assert data['STOP_UNITS'] == ['app.service']
 
 
@@ -254,7 +254,7 @@ def test_plan_refuses_bad_remote_settings(changes, message):
     ('', 'h', False),
 ])
 def test_names_server(text, name, found):
-    assert _borg.names_server(text, name) is found
+    assert _borg_ssh.names_server(text, name) is found
 
 
 def test_writable_paths_join_the_repository_in_read_write_paths():

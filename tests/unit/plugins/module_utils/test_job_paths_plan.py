@@ -66,7 +66,7 @@ def test_owner_and_group_are_fixed_only_when_they_differ(tmp_path, monkeypatch):
     chowned = []
     monkeypatch.setattr(os, 'chown', lambda path, uid, gid: chowned.append((uid, gid)))
     found = os.stat(tmp_path / 'd')
-    paths.apply(Mover(), paths.Plan([(paths.Directory(str(tmp_path / 'd'), paths.Attributes(gid=found.st_gid + 1)), found)], [], []))
+    paths.apply(Mover(), paths.PathChanges([(paths.Directory(str(tmp_path / 'd'), paths.Attributes(gid=found.st_gid + 1)), found)], [], []))
     assert chowned == [(-1, found.st_gid + 1)]
 
 

@@ -1,0 +1,85 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
+
+"""borg's remote repositories over SSH: the URL, the pinned host key, the ssh command line and the server's
+authorized_keys line. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import typing as t
+
+_SSH_URL = re.compile(r'^ssh://(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?(?P<path>/\S*)$')
+
+
+class SshError(ValueError):
+    """A remote repository that cannot be reached safely."""
+
+
+def _sh(args: t.Sequence[str]) -> str:
+    return ' '.join(shlex.quote(str(arg)) for arg in args)
+
+
+@dataclasses.dataclass(frozen=True)
+class SshUrl:
+    user: str
+    host: str
+    port: int | None
+    path: str
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How ssh names this server in known_hosts: ``host`` on port 22, else ``[host]:port``."""
+        return self.host if self.port in (None, 22) else f'[{self.host}]:{self.port}'
+
+    @property
+    def serve_path(self) -> str:
+        """The path ``borg serve --restrict-to-path`` sees: absolute, or relative to the home (``/~/`` or ``/./``)."""
+        for home in ('/~/', '/./'):
+            if self.path.startswith(home):
+                return self.path[len(home):]
+        return self.path
+
+
+def parse_ssh_url(url: str) -> SshUrl:
+    match = _SSH_URL.fullmatch(url or '')
+    if not match:
+        raise SshError(f'repository.url {url!r} is not ssh://user@host[:port]/path')
+    port = int(match.group('port')) if match.group('port') else None
+    if port is not None and not 0 < port < 65536:
+        raise SshError(f'repository.url {url!r}: port {port} is out of range')
+    return SshUrl(match.group('user'), match.group('host'), port, match.group('path'))
+
+
+def names_server(known_hosts: str, name: str) -> bool:
+    """Whether a known_hosts text has a line for ``name``; hashed lines (``|1|...``) cannot be read, so they count."""
+    for line in known_hosts.splitlines():
+        fields = line.split()
+        if fields and (fields[0].startswith('|1|') or name in fields[0].split(',')):
+            return True
+    return False
+
+
+def authorized_keys_line(public_key: str, path: str, append_only: bool = True) -> str:
+    """The server side of a remote repository: this job's key may only run borg serve on its path."""
+    command = ['borg', 'serve', '--restrict-to-path', path] + (['--append-only'] if append_only else [])
+    return f'command="{_sh(command)}",restrict {public_key.strip()}'
+
+
+def ssh_command() -> list[str]:
+    """ssh with the options every borg connection uses: no user configuration, no agent, no prompt, and only the
+    pinned host key (an unknown or changed one fails). ``rsh`` and the job script add the key and known_hosts."""
+    return ['ssh', '-F', 'none', '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'GlobalKnownHostsFile=/dev/null',
+            '-o', 'StrictHostKeyChecking=yes', '-o', 'UpdateHostKeys=no']
+
+
+def rsh(directory: str) -> str:
+    """``BORG_RSH`` with the job's key and pinned host key in ``directory`` (as borg.sh builds it in the job)."""
+    return _sh(ssh_command() + ['-i', f'{directory}/ssh_key', '-o', f'UserKnownHostsFile={directory}/known_hosts'])
+
+
