@@ -71,16 +71,6 @@ class Layout:
         return posixpath.join(self.secrets_dir, credential)
 
 
-def job_name_of_manifest(provider: str, manifest_file: str) -> str | None:
-    """The instance a backup_timer manifest (``<provider>-backup-<instance>.json``) belongs to, else None."""
-    base = posixpath.basename(manifest_file)
-    prefix = f'{provider}-backup-'
-    if not base.startswith(prefix) or not base.endswith('.json'):
-        return None
-    instance = base[len(prefix):-len('.json')]
-    return instance if INSTANCE_NAME.fullmatch(instance) else None
-
-
 @dataclasses.dataclass(frozen=True)
 class InstanceJob:
     """What every provider plans for one instance: backup_timer options (no secret), the secret files the role
@@ -96,8 +86,6 @@ class InstanceJob:
 # The ping URL identifies the check at the monitoring service: whoever knows it can report for the job, so it
 # is a secret, kept in a root-only file that only the root hooks read (never a credential of the job's user).
 PING_URL_SECRET = 'ping_url'
-# What the backup step tells the finish hook about a good backup, in the unit's cache directory.
-BACKUP_STATS_FILE = 'last-backup'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,17 +43,6 @@ def test_layout_refuses_bad_instance_names(name):
         _provider.Layout('restic', name)
 
 
-@pytest.mark.parametrize('path, instance', [
-    ('/var/lib/selfhost-backup/restic-backup-app.json', 'app'),
-    ('/var/lib/selfhost-backup/restic-backup-a.b-c.json', 'a.b-c'),
-    ('/var/lib/selfhost-backup/borg-backup-app.json', None),
-    ('/var/lib/selfhost-backup/restic-backup-.json', None),
-    ('/var/lib/selfhost-backup/restic-backup-app.txt', None),
-])
-def test_job_name_of_manifest(path, instance):
-    assert _provider.job_name_of_manifest('restic', path) == instance
-
-
 def test_secrets_inline_passphrase_and_environment():
     secrets = _provider.secrets(LAYOUT, 'pw', None, {'B': 'b', 'A': 'a'})
     assert secrets.credentials == {
