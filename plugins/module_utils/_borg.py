@@ -45,8 +45,6 @@ PROVIDER = 'borg'
 DEFAULT_BINARY = '/usr/bin/borg'
 MIN_VERSION = (1, 2, 0)
 MODERN_EXIT_CODES = (1, 4, 0)  # from here borg knows BORG_EXIT_CODES=modern (default legacy in 1.4)
-DEFAULT_ENCRYPTION = 'repokey-blake2'
-DEFAULT_COMPRESSION = 'zstd,3'
 KEEP_FLAGS = ('last', 'secondly', 'minutely', 'hourly', 'daily', 'weekly', 'monthly', 'yearly')
 # Where borg keeps its cache and its security database (BORG_BASE_DIR): the job's CacheDirectory=, so that
 # the units and an interactive restore share it and it belongs to the request's user.
@@ -125,14 +123,14 @@ def global_args(lock_wait: int = 0, upload_ratelimit: int | None = None) -> list
 
 
 def create_args(version: Version, instance: str, host: str, backup_name: str,
-                compression: str = DEFAULT_COMPRESSION) -> list[str]:
+                compression: str) -> list[str]:
     """``borg create`` running the dump itself; the command (``/bin/sh -c "$BACKUP_CMD"``) follows ``--``."""
     require_supported(version)
     return ['create', '--json', '--compression', compression, '--content-from-command', '--stdin-name', backup_name,
             f'::{archive_template(instance, host)}', '--']
 
 
-def init_args(encryption: str = DEFAULT_ENCRYPTION) -> list[str]:
+def init_args(encryption: str) -> list[str]:
     return ['init', '--encryption', encryption]
 
 
@@ -187,9 +185,9 @@ class Commands:
     backup_name: str
     repository: str
     cache_dir: str
+    encryption: str  # settings.encryption and settings.compression, defaults from the schema
+    compression: str
     remote: bool = False
-    encryption: str = DEFAULT_ENCRYPTION
-    compression: str = DEFAULT_COMPRESSION
     global_args: tuple[str, ...] = ('--lock-wait', '0')
     retention: tuple[str, ...] | None = None
     check: tuple[str, ...] | None = None
@@ -254,11 +252,11 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
     if not settings['repository'].get('path'):
         remote_server(settings)
     job_host = settings.get('host') or host
-    prune_args(instance, job_host, settings.get('retention') or {})
+    prune_args(instance, job_host, settings['retention'])
     archive_prefix(instance, job_host)
-    check = settings.get('check') or {}
-    if check.get('enabled'):
-        check_args(bool(check.get('verify_data')), check.get('max_duration'))
+    check = settings['check']
+    if check['enabled']:
+        check_args(check['verify_data'], check.get('max_duration'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,9 +284,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         credentials['ssh_key'] = ssh_key
         credentials['known_hosts'] = layout.secret_path('known_hosts')
         serve_path = url.serve_path
-    limits = settings.get('limits') or {}
-    check = settings.get('check') or {}
-    retention = settings.get('retention') or {}
+    limits, check, retention = settings['limits'], settings['check'], settings['retention']
     job_host = settings.get('host') or host
     commands = Commands(
         binary=binary,
@@ -299,11 +295,11 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         repository=local_path or repository['url'],
         cache_dir=f'{CACHE_ROOT}/{layout.job_name}',
         remote=not local_path,
-        encryption=settings.get('encryption', DEFAULT_ENCRYPTION),
-        compression=settings.get('compression', DEFAULT_COMPRESSION),
-        global_args=tuple(global_args(settings.get('lock_wait', 0), limits.get('upload_ratelimit'))),
+        encryption=settings['encryption'],
+        compression=settings['compression'],
+        global_args=tuple(global_args(settings['lock_wait'], limits.get('upload_ratelimit'))),
         retention=_provider.tuple_or_none(prune_args(instance, job_host, retention)),
-        check=tuple(check_args(bool(check.get('verify_data')), check.get('max_duration'))) if check.get('enabled') else None,
+        check=tuple(check_args(check['verify_data'], check.get('max_duration'))) if check['enabled'] else None,
     )
     shell = shell_data(commands)  # refuses borg < 1.2
     spec = _provider.ScriptSpec(

@@ -107,21 +107,21 @@ class Monitoring:
 
 def monitoring(layout: Layout, settings: t.Mapping[str, t.Any]) -> Monitoring:
     """settings.monitoring, validated by the provider's schema, with its defaults."""
-    given = settings.get('monitoring') or {}
+    given = settings['monitoring']
     metrics_dir = given.get('metrics_directory')
     return Monitoring(
         notify_cmd=str(given.get('on_failure') or ''),
-        late_after=int(given.get('late_after') or 93600),
+        late_after=int(given['late_after']),
         metrics_file=posixpath.join(metrics_dir, f'{layout.job_name}.prom') if metrics_dir else '',
         ping_url_file=layout.secret_path(PING_URL_SECRET) if given.get('ping_url') else '',
-        ping_timeout=int(given.get('ping_timeout') or 10),
-        ping_retries=int(given.get('ping_retries', 3)),
+        ping_timeout=int(given['ping_timeout']),
+        ping_retries=int(given['ping_retries']),
     )
 
 
 def monitoring_secret_files(layout: Layout, settings: t.Mapping[str, t.Any]) -> list[tuple[str, str]]:
     """The root-only files of settings.monitoring (the ping URL), as (path, content) like Secrets.files."""
-    url = (settings.get('monitoring') or {}).get('ping_url')
+    url = settings['monitoring'].get('ping_url')
     return [(layout.secret_path(PING_URL_SECRET), str(url))] if url else []
 
 
@@ -310,22 +310,19 @@ def tuple_or_none(args: t.Sequence[str] | None) -> tuple[str, ...] | None:
 
 def stop_units(settings: t.Mapping[str, t.Any]) -> tuple[str, ...]:
     """The units a restore stops first (``settings.restore.stop_units``), as the script spec wants them."""
-    return tuple((settings.get('restore') or {}).get('stop_units') or ())
+    return tuple(settings['restore']['stop_units'])
 
 
 def job_options_from_settings(spec: ScriptSpec, settings: t.Mapping[str, t.Any], local_path: str | None,
                               check_enabled: bool) -> dict[str, t.Any]:
     """job_options from the settings every provider shares: schedule, limits, check calendar, repository kind."""
-    schedule = settings.get('schedule') or {}
-    limits = settings.get('limits') or {}
-    check = settings.get('check') or {}
+    schedule, limits, check = settings['schedule'], settings['limits'], settings['check']
     return job_options(
         spec,
-        Schedule(on_calendar=schedule.get('on_calendar', 'daily'),
-                 randomized_delay_sec=schedule.get('randomized_delay_sec', 3600),
-                 persistent=schedule.get('persistent', True)),
-        read_write_paths=([local_path] if local_path else []) + list(settings.get('writable_paths') or []),
-        extra_jobs=[('check', check.get('on_calendar', 'Sun *-*-* 04:00:00'))] if check_enabled else [],
+        Schedule(on_calendar=schedule['on_calendar'], randomized_delay_sec=schedule['randomized_delay_sec'],
+                 persistent=schedule['persistent']),
+        read_write_paths=([local_path] if local_path else []) + list(settings['writable_paths']),
+        extra_jobs=[('check', check['on_calendar'])] if check_enabled else [],
         nice=limits.get('nice'),
         io_scheduling_class=limits.get('ionice_class'),
         timeout_sec=limits.get('timeout'),

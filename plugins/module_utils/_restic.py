@@ -194,7 +194,7 @@ class ResticJob(_provider.InstanceJob):
 def _secrets(layout: _provider.Layout, settings: t.Mapping[str, t.Any]) -> _provider.Secrets:
     """The passphrase and the backend's secret variables, RESTIC_REPOSITORY among them."""
     repository = settings['repository']
-    environment_secrets = dict(settings.get('environment_secrets') or {})
+    environment_secrets = dict(settings['environment_secrets'])
     for name in sorted(environment_secrets):
         if name in RESERVED_ENV:
             raise ResticError(f'environment_secrets.{name} is set by the role itself; use repository/passphrase')
@@ -209,7 +209,7 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
     controller before any host is touched (``plan`` runs them again). Raises ResticError or ProviderError."""
     dummy = request
     _secrets(_provider.Layout(PROVIDER, instance), settings)
-    forget_args(instance, settings.get('host') or host, settings.get('retention') or {})
+    forget_args(instance, settings.get('host') or host, settings['retention'])
 
 
 def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], version: str | Version,
@@ -219,8 +219,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     layout = _provider.Layout(PROVIDER, instance)
     local_path = settings['repository'].get('path')
     secrets = _secrets(layout, settings)
-    limits = settings.get('limits') or {}
-    check = settings.get('check') or {}
+    limits, check = settings['limits'], settings['check']
     job_host = settings.get('host') or host
     commands = Commands(
         binary=binary,
@@ -228,10 +227,10 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         instance=instance,
         backup_name=request['backup_name'],
         host=job_host,
-        global_args=tuple(global_args(t.cast(Version, the_version), settings.get('lock_wait') or 0,
+        global_args=tuple(global_args(t.cast(Version, the_version), settings['lock_wait'],
                                       limits.get('upload_kib'), limits.get('download_kib'))),
-        retention=_provider.tuple_or_none(forget_args(instance, job_host, settings.get('retention') or {})),
-        check=tuple(check_args(check.get('read_data_subset'))) if check.get('enabled') else None,
+        retention=_provider.tuple_or_none(forget_args(instance, job_host, settings['retention'])),
+        check=tuple(check_args(check.get('read_data_subset'))) if check['enabled'] else None,
     )
     maintenance = ('backup', 'check') if commands.check else ('backup',)
     spec = _provider.ScriptSpec(

@@ -13,6 +13,7 @@ import pytest
 
 from job_library import job_data
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _borg_ssh, _provider
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
 KNOWN = 'backup.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3x'
@@ -26,7 +27,8 @@ def settings(**changes):
               'retention': {}, 'check': {'enabled': False, 'on_calendar': 'weekly', 'verify_data': False},
               'limits': {}, 'restore': {'stop_units': []}}
     values.update(changes)
-    return values
+    # As provider_instances hands them over: the schema's defaults filled in.
+    return _contract.fill_defaults(values, _contract.load_provider_schema('borg'))
 
 
 @pytest.mark.parametrize('text, version', [
@@ -47,7 +49,7 @@ def test_parse_version_refuses_garbage(text):
 
 @pytest.mark.parametrize('version', [B12, B14])
 def test_create_uses_content_from_command_on_1_2_and_1_4(version):
-    args = _borg.create_args(version, 'app', 'db1', 'db.sql')
+    args = _borg.create_args(version, 'app', 'db1', 'db.sql', 'zstd,3')
     assert args == ['create', '--json', '--compression', 'zstd,3', '--content-from-command', '--stdin-name', 'db.sql',
                     '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
 
@@ -55,7 +57,7 @@ def test_create_uses_content_from_command_on_1_2_and_1_4(version):
 @pytest.mark.parametrize('version', [(1, 1, 18), (1, 0, 0), (0, 30, 0)])
 def test_borg_older_than_1_2_is_refused(version):
     with pytest.raises(_borg.BorgError, match='>= 1.2'):
-        _borg.create_args(version, 'app', 'db1', 'db.sql')
+        _borg.create_args(version, 'app', 'db1', 'db.sql', 'zstd,3')
     with pytest.raises(_borg.BorgError):
         _borg.plan('app', REQUEST, settings(), version, 'db1')
 
@@ -114,7 +116,7 @@ def test_list_latest_extract_init():
     assert _borg.list_args('app', 'db1') == ['list', '--glob-archives', glob]
     assert _borg.names_args('app', 'db1') == ['list', '--short', '--glob-archives', glob]
     assert _borg.latest_args('app', 'db1') == ['list', '--short', '--last', '1', '--glob-archives', glob]
-    assert _borg.init_args() == ['init', '--encryption', 'repokey-blake2']
+    assert _borg.init_args('repokey-blake2') == ['init', '--encryption', 'repokey-blake2']
     assert _borg.init_args('authenticated') == ['init', '--encryption', 'authenticated']
     assert _borg.compact_args() == ['compact']
 

@@ -80,6 +80,7 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
     commands = _borg.Commands(
         binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
+        encryption='repokey-blake2', compression='zstd,3',
         global_args=tuple(_borg.global_args(30)),
         retention=tuple(_borg.prune_args('app', 'h1', {'keep_last': 2} if retention else {'keep_daily': 1})),
         check=tuple(_borg.check_args()) if check else None)

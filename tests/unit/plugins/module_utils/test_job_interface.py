@@ -33,7 +33,8 @@ def test_job_sh_reads_what_the_data_file_defines():
     ('restic', _restic, _restic.Commands(binary='/usr/bin/restic', version=(0, 18, 0), instance='app',
                                          backup_name='db.sql', host='h1')),
     ('borg', _borg, _borg.Commands(binary='/usr/bin/borg', version=(1, 4, 0), instance='app', host='h1',
-                                   backup_name='db.sql', repository='/srv/app', cache_dir='/var/cache/x')),
+                                   backup_name='db.sql', repository='/srv/app', cache_dir='/var/cache/x',
+                                   encryption='repokey-blake2', compression='zstd,3')),
 ])
 def test_the_provider_half_reads_what_its_python_writes(provider, module, commands):
     assert shell_list(f'{provider}.sh', 'PROVIDER_DATA') == list(module.DATA_NAMES)

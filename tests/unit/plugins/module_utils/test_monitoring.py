@@ -231,16 +231,19 @@ def test_hooks_become_privileged_ignored_exec_lines_of_the_backup_service_only()
 
 
 def test_monitoring_settings_and_where_the_ping_url_goes():
-    settings = {'monitoring': {'metrics_directory': '/var/lib/prometheus/node-exporter', 'ping_url': URL,
-                               'ping_timeout': 5, 'ping_retries': 0}}
+    schema = _contract.load_provider_schema('restic')
+    settings = _contract.fill_defaults({'monitoring': {'metrics_directory': '/var/lib/prometheus/node-exporter',
+                                                       'ping_url': URL, 'ping_timeout': 5, 'ping_retries': 0}}, schema)
     watch = _provider.monitoring(LAYOUT, settings)
     assert watch.metrics_file == '/var/lib/prometheus/node-exporter/restic-backup-app.prom'
     assert watch.ping_url_file == '/etc/selfhost-backup/restic/app/ping_url'
     assert (watch.ping_timeout, watch.ping_retries) == (5, 0)
     assert URL not in json.dumps(dataclasses.asdict(watch))
     assert _provider.monitoring_secret_files(LAYOUT, settings) == [('/etc/selfhost-backup/restic/app/ping_url', URL)]
-    assert _provider.monitoring_secret_files(LAYOUT, {}) == []
-    assert not _provider.monitoring(LAYOUT, {}).has_hooks
+    unset = _contract.fill_defaults({}, schema)
+    assert _provider.monitoring_secret_files(LAYOUT, unset) == []
+    assert not _provider.monitoring(LAYOUT, unset).has_hooks
+    assert (_provider.monitoring(LAYOUT, unset).late_after, _provider.monitoring(LAYOUT, unset).ping_retries) == (93600, 3)
 
 
 @pytest.mark.parametrize('key, value, rule', [

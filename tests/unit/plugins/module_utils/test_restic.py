@@ -10,6 +10,7 @@ import pytest
 
 from job_library import job_data
 from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -f -'}
 SECRET = 'passphrase-value-123'
@@ -23,7 +24,8 @@ def settings(**changes):
         'restore': {'stop_units': []},
     }
     base.update(changes)
-    return base
+    # As provider_instances hands them over: the schema's defaults filled in.
+    return _contract.fill_defaults(base, _contract.load_provider_schema('restic'))
 
 
 @pytest.mark.parametrize('text, expected', [

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.selfhost.backup.plugins.plugin_utils import _plan
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract, _plan
 
 REQUEST = {'user': 'postgres', 'backup_name': 'dump', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
 ROOT_ONLY = {'owner': 'root', 'group': 'root', 'mode': '0700'}
 REMOTE = {'repository': {'url': 'ssh://borg@srv/srv/borg/r'}, 'ssh': {'known_hosts': 'srv ssh-ed25519 AAAA'}}
 
 
-def instance(enable=True, user='postgres', **settings):
+def instance(enable=True, user='postgres', provider='restic', **settings):
     values = {'enable': enable, 'repository': {'path': '/srv/b'}, 'passphrase': 'pw-123'}
     values.update(settings)
-    return {'request': dict(REQUEST, user=user), 'settings': values}
+    # As provider_instances hands them over: the schema's defaults filled in.
+    return {'request': dict(REQUEST, user=user),
+            'settings': _contract.fill_defaults(values, _contract.load_provider_schema(provider))}
 
 
 def without_secrets(planned):
@@ -63,7 +65,7 @@ def test_job_paths_parents_first_then_repositories_then_secrets():
 
 
 def test_without_enabled_instances_the_secrets_root_is_still_made():
-    planned = _plan.plan('borg', {'old': instance(enable=False)}, 'borg 1.4.0', 'h1')
+    planned = _plan.plan('borg', {'old': instance(enable=False, provider='borg')}, 'borg 1.4.0', 'h1')
     assert [entry['path'] for entry in planned['job_paths']['directories']] == [
         '/etc/selfhost-backup', '/etc/selfhost-backup/borg']
     assert planned['job_paths']['prune'] == {'directories': [], 'keep': []}
@@ -95,9 +97,10 @@ def test_restic_checks_carry_the_secrets_about_to_be_written_and_init_holds_path
 
 
 def test_borg_checks_ssh_keys_and_pinned_host_keys():
-    remote = instance(passphrase=None, passphrase_file='/root/pw', **REMOTE)
+    remote = instance(passphrase=None, passphrase_file='/root/pw', provider='borg', **REMOTE)
     del remote['settings']['passphrase']
-    planned = _plan.plan('borg', {'app': instance(), 'old': instance(enable=False), 'r': remote}, 'borg 1.2.4', 'db1',
+    planned = _plan.plan('borg', {'app': instance(provider='borg'), 'old': instance(enable=False, provider='borg'),
+                                  'r': remote}, 'borg 1.2.4', 'db1',
                          reinitialise=['r'])
     assert planned['repository_checks'] == [
         {'name': 'app', 'user': 'postgres', 'repository': '/srv/b',
@@ -119,7 +122,7 @@ def test_borg_checks_ssh_keys_and_pinned_host_keys():
 
 
 def test_the_timer_jobs_keep_only_the_options_of_a_job():
-    planned = _plan.plan('borg', {'app': instance()}, 'borg 1.4.0', 'db1')
+    planned = _plan.plan('borg', {'app': instance(provider='borg')}, 'borg 1.4.0', 'db1')
     from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JOB_SPEC
     assert planned['timer_jobs'] and set(planned['timer_jobs'][0]) <= set(JOB_SPEC)
     assert planned['timer_jobs'][0]['restore_script']['name'] == 'borg-restore-app'
@@ -131,7 +134,7 @@ def test_the_timer_jobs_keep_only_the_options_of_a_job():
     ('borg', '', 'borg 1.2.0'),
 ])
 def test_an_uninstalled_tool_plans_its_oldest_command_lines(provider, version, planned_version):
-    planned = _plan.plan(provider, {'app': instance()}, version, 'h1')
+    planned = _plan.plan(provider, {'app': instance(provider=provider)}, version, 'h1')
     assert planned_version in planned['timer_jobs'][0]['restore_script']['content']
 
 
@@ -143,4 +146,4 @@ def test_an_uninstalled_tool_plans_its_oldest_command_lines(provider, version, p
 ])
 def test_what_cannot_be_planned_fails_naming_the_instance(provider, version, message):
     with pytest.raises(_plan.PlanError, match=message):
-        _plan.plan(provider, {'app': instance()}, version, 'h1')
+        _plan.plan(provider, {'app': instance(provider='restic' if provider == 'kopia' else provider)}, version, 'h1')
