@@ -322,4 +322,4 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
     secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
     return BorgJob(layout=layout, timer=timer, secret_files=secret_files, credentials=credentials,
-                local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)
+                   local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)

@@ -81,5 +81,3 @@ def ssh_command() -> list[str]:
 def rsh(directory: str) -> str:
     """``BORG_RSH`` with the job's key and pinned host key in ``directory`` (as borg.sh builds it in the job)."""
     return _sh(ssh_command() + ['-i', f'{directory}/ssh_key', '-o', f'UserKnownHostsFile={directory}/known_hosts'])
-
-

@@ -252,4 +252,4 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
     env_files = {name: secrets.credentials[_provider.env_credential(name)] for name in secrets.env_names}
     secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
     return ResticJob(layout=layout, timer=timer, secret_files=secret_files, credentials=secrets.credentials,
-                env_files=env_files, local_path=local_path)
+                     env_files=env_files, local_path=local_path)
