@@ -1,0 +1,89 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The providers' effective settings schemas stay what they were when the shared blocks moved into one file.
+
+``fixtures/settings_<provider>_effective.json`` is ``load_provider_schema(<provider>)`` as it was before the
+blocks both providers repeat moved to ``schemas/settings/_common.json``: a change of a shared block shows here as a
+change of both providers, on purpose. When a setting changes on purpose, update the fixture in the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
+PROVIDERS = ['restic', 'borg']
+
+
+def fixture(provider):
+    with open(os.path.join(FIXTURES, f'settings_{provider}_effective.json'), encoding='utf-8') as handle:
+        return handle.read()
+
+
+def dumped(schema):
+    return json.dumps(schema, indent=2, ensure_ascii=False) + '\n'
+
+
+@pytest.mark.parametrize('provider', PROVIDERS)
+def test_effective_schema_is_the_one_before_the_shared_blocks(provider):
+    # Text, not dict equality: the order of the properties is the order of the defaults filled in.
+    assert dumped(_contract.load_provider_schema(provider)) == fixture(provider)
+
+
+@pytest.mark.parametrize('provider', PROVIDERS)
+def test_defaults_are_the_ones_before_the_shared_blocks(provider):
+    before = json.loads(fixture(provider))
+    now = _contract.load_provider_schema(provider)
+    for given in ({}, {'schedule': {}, 'check': {}, 'limits': {}, 'monitoring': {}, 'restore': {}, 'retention': {}}):
+        assert dumped(_contract.fill_defaults(given, now)) == dumped(_contract.fill_defaults(given, before))
+
+
+SECRET = 'sec-ret-value'
+DOCUMENTS = [
+    {},
+    {'repository': {'path': '/srv/r'}, 'passphrase': 'pw'},
+    {'repository': {'path': '/srv/r', 'url': 'no-url'}, 'passphrase': SECRET, 'passphrase_file': '/etc/p'},
+    {'repository': {'url': 5}, 'passphrase': 5, 'monitoring': 'https://x/' + SECRET},
+    {'repository': {'path': 'relative'}, 'passphrase': ' ' + SECRET, 'enable': 'yes', 'unknown': 1,
+     'schedule': {'on_calendar': '', 'randomized_delay_sec': -1, 'persistent': 'no', 'x': 1},
+     'writable_paths': ['/a', '/a', 'b'], 'restore': {'stop_units': ['x', '--now.service']},
+     'monitoring': {'ping_url': 'ftp://' + SECRET, 'ping_timeout': 0, 'ping_retries': 11, 'late_after': 1.5,
+                    'on_failure': 'a\nb', 'metrics_directory': 'rel'},
+     'check': {'enabled': 1, 'on_calendar': '\n', 'verify_data': True, 'max_duration': 5, 'read_data_subset': 'x'},
+     'limits': {'nice': 20, 'ionice_class': 'fast', 'timeout': 9, 'upload_kib': 0, 'upload_ratelimit': 0},
+     'retention': {'keep_last': 0, 'keep_daily': 7.0, 'keep_within': '1x', 'keep_secondly': 1},
+     'host': '-bad', 'lock_wait': -1, 'passphrase_file': '/etc/p'},
+    {'repository': {'path': '/srv/r'}, 'passphrase_file': '/etc/p', 'environment_secrets': {'lower': SECRET},
+     'ssh': {'known_hosts': 'not a key'}, 'encryption': 'none', 'compression': 'gzip'},
+    {'repository': {'url': 'sftp:u@h:/r'}, 'passphrase': SECRET, 'environment_secrets': {'B2_KEY': SECRET},
+     'host': 'db1', 'schedule': {'on_calendar': 'hourly'}, 'retention': {'keep_daily': 7, 'keep_within': '30d'},
+     'check': {'enabled': True, 'read_data_subset': '5%'}, 'limits': {'upload_kib': 10, 'nice': 5},
+     'writable_paths': ['/var/lib/app'], 'lock_wait': 0, 'restore': {'stop_units': ['app.service']},
+     'monitoring': {'ping_url': 'https://hc/' + SECRET, 'metrics_directory': '/var/lib/prom'}},
+    {'repository': {'url': 'ssh://b@h:2222/./r'}, 'passphrase_file': '/etc/p', 'encryption': 'repokey',
+     'ssh': {'known_hosts': 'h ssh-ed25519 AAAA'}, 'compression': 'lz4', 'retention': {'keep_secondly': 1},
+     'check': {'enabled': True, 'max_duration': 60}, 'limits': {'upload_ratelimit': 10, 'ionice_class': 'idle'}},
+]
+
+
+@pytest.mark.parametrize('provider', PROVIDERS)
+@pytest.mark.parametrize('index', range(len(DOCUMENTS)))
+def test_validation_says_what_it_said_before_the_shared_blocks(provider, index):
+    """The same documents give the same filled settings, or the same violations word for word."""
+    def outcome(schema):
+        try:
+            return _contract.validate_settings(DOCUMENTS[index], schema, f'{provider}_instances.app')
+        except _contract.ContractViolation as exc:
+            return exc.violations
+
+    now = outcome(_contract.load_provider_schema(provider))
+    assert dumped(now) == dumped(outcome(json.loads(fixture(provider))))
+    if isinstance(now, list):
+        assert now and SECRET not in repr(now)
