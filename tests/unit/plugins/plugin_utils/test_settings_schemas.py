@@ -87,3 +87,94 @@ def test_validation_says_what_it_said_before_the_shared_blocks(provider, index):
     assert dumped(now) == dumped(outcome(json.loads(fixture(provider))))
     if isinstance(now, list):
         assert now and SECRET not in repr(now)
+
+
+def raw(name):
+    with open(os.path.join(_contract.SETTINGS_SCHEMA_DIR, f'{name}.json'), encoding='utf-8') as handle:
+        return json.load(handle)
+
+
+def test_the_shared_blocks_are_no_provider():
+    assert _contract.known_providers() == PROVIDERS[::-1]
+    with pytest.raises(_contract.ContractError, match=r"Unknown provider '_common'.*known providers: borg, restic\)"):
+        _contract.load_provider_schema(_contract.SHARED_SETTINGS_SCHEMA)
+
+
+@pytest.mark.parametrize('provider', PROVIDERS)
+def test_a_provider_file_passed_as_settings_schema_takes_the_shared_blocks(provider):
+    """A user may pass a copy of restic.json as settings_schema: its $refs are resolved as by provider=restic."""
+    given = {'repository': {'path': '/srv/r'}, 'passphrase_file': '/etc/p', 'monitoring': {'ping_timeout': 0}}
+    with pytest.raises(_contract.ContractViolation) as by_file:
+        _contract.validate_settings(given, raw(provider), 'app')
+    with pytest.raises(_contract.ContractViolation) as by_name:
+        _contract.validate_settings(given, _contract.load_provider_schema(provider), 'app')
+    assert by_file.value.violations == by_name.value.violations == [
+        'app.settings.monitoring.ping_timeout: 0 is less than the minimum of 1 (rule: minimum)']
+    filled = _contract.validate_settings({'repository': {'path': '/srv/r'}, 'passphrase': 'pw'}, raw(provider))
+    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'persistent': True}
+
+
+def property_blocks(schema, path=''):
+    for key, subschema in schema.get('properties', {}).items():
+        yield f'{path}{key}', subschema
+        yield from property_blocks(subschema, f'{path}{key}.')
+
+
+def test_no_settings_block_is_written_twice():
+    """What both providers' files say alike belongs in _common.json, so that it cannot drift apart."""
+    borg = dict(property_blocks(raw('borg')))
+    alike = [path for path, block in property_blocks(raw('restic'))
+             if path in borg and borg[path] == block and '$ref' not in block]
+    assert alike == []
+
+
+def test_every_shared_block_is_used():
+    used = {block['$ref'].rpartition('/')[2] for provider in PROVIDERS
+            for dummy, block in property_blocks(raw(provider)) if '$ref' in block}
+    assert sorted(raw('_common')['$defs']) == sorted(used)
+
+
+BASE = {'$id': 'https://selfhost.backup/schemas/settings/x.json', 'type': 'object'}
+SHARED = {'$id': 'https://selfhost.backup/schemas/settings/_common.json',
+          '$defs': {'word': {'description': 'shared', 'type': 'string', 'maxLength': 3},
+                    'pair': {'type': 'object', 'properties': {'a': {'$ref': '#/$defs/word'}}},
+                    'loop': {'$ref': '#/$defs/loop'}, 'flag': True}}
+
+
+@pytest.fixture
+def shared_dir(tmp_path):
+    (tmp_path / '_common.json').write_text(json.dumps(SHARED))
+    return str(tmp_path)
+
+
+def test_inline_shared_joins_annotations_first_and_resolves_inside_the_block(shared_dir):
+    schema = {**BASE, 'properties': {
+        'w': {'$ref': '_common.json#/$defs/word', 'description': 'own', '$comment': 'c'},
+        'p': {'$ref': 'https://selfhost.backup/schemas/settings/_common.json#/$defs/pair'},
+        'local': {'$ref': '#/properties/w'}, 'other': {'$ref': 'https://example.org/s.json'}}}
+    inlined = _contract.inline_shared(schema, shared_dir)
+    assert list(inlined['properties']['w'].items()) == [
+        ('description', 'own'), ('$comment', 'c'), ('type', 'string'), ('maxLength', 3)]
+    assert inlined['properties']['p'] == {'type': 'object', 'properties': {'a': SHARED['$defs']['word']}}
+    # Refs into the schema itself or into other documents stay for jsonschema.
+    assert inlined['properties']['local'] == {'$ref': '#/properties/w'}
+    assert inlined['properties']['other'] == {'$ref': 'https://example.org/s.json'}
+    assert schema['properties']['w']['$ref'] == '_common.json#/$defs/word'  # the caller's schema is not changed
+
+
+def test_inline_shared_without_a_ref_reads_no_shared_file(tmp_path):
+    schema = {**BASE, 'properties': {'local': {'$ref': '#/$defs/x'}}, '$defs': {'x': {'type': 'string'}}}
+    assert _contract.inline_shared(schema, str(tmp_path / 'missing')) == schema
+
+
+@pytest.mark.parametrize('block, words', [
+    ({'$ref': '_common.json#/$defs/word', 'maxLength': 5},
+     r"gives maxLength beside the \$ref '_common.json#/\$defs/word': only \$comment, default, description"),
+    ({'$ref': '_common.json#/$defs/none'}, r"refers to '_common.json#/\$defs/none', which points at nothing"),
+    ({'$ref': '_common.json#/$defs/word/type/x'}, 'which points at nothing'),
+    ({'$ref': '_common.json#/$defs/loop'}, 'in a circle'),
+    ({'$ref': '_common.json#/$defs/flag'}, 'which is not a schema object'),
+])
+def test_inline_shared_refuses_a_broken_ref(shared_dir, block, words):
+    with pytest.raises(_contract.ContractError, match=words):
+        _contract.inline_shared({**BASE, 'properties': {'w': block}}, shared_dir)
