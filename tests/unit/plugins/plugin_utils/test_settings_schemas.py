@@ -2,11 +2,14 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The providers' effective settings schemas stay what they were when the shared blocks moved into one file.
+"""The providers' effective settings schemas keep their rules and defaults now that the shared blocks live once.
 
 ``fixtures/settings_<provider>_effective.json`` is ``load_provider_schema(<provider>)`` as it was before the
-blocks both providers repeat moved to ``schemas/settings/_common.json``: a change of a shared block shows here as a
-change of both providers, on purpose. When a setting changes on purpose, update the fixture in the same commit.
+blocks both providers repeated moved to ``schemas/settings/_common.json``. Every rule, default, secret mark and
+the order of the properties (the order of the defaults filled in) must stay as they were; only the descriptions
+may change (they are documentation: tests/tools/settings_docs.py writes them into the role READMEs and argument
+specs). A change of a shared block shows here as a change of both providers, on purpose: when a rule changes on
+purpose, change the fixture in the same commit.
 """
 
 from __future__ import annotations
@@ -31,10 +34,36 @@ def dumped(schema):
     return json.dumps(schema, indent=2, ensure_ascii=False) + '\n'
 
 
+# Keywords whose value maps names to schemas: there a key 'description' would be a setting, not documentation.
+NAME_MAPS = ('properties', '$defs', 'dependentSchemas', 'patternProperties')
+
+
+def rules(schema):
+    """The schema without its descriptions, in its own order."""
+    if isinstance(schema, list):
+        return [rules(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: {name: rules(sub) for name, sub in value.items()} if key in NAME_MAPS and isinstance(value, dict)
+            else rules(value) for key, value in schema.items() if key != 'description'}
+
+
+def test_rules_drops_descriptions_only():
+    schema = {'description': 'd', 'properties': {'description': {'description': 'x', 'type': 'string'}}}
+    assert rules(schema) == {'properties': {'description': {'type': 'string'}}}
+
+
 @pytest.mark.parametrize('provider', PROVIDERS)
-def test_effective_schema_is_the_one_before_the_shared_blocks(provider):
+def test_effective_schema_has_the_rules_of_the_one_before_the_shared_blocks(provider):
     # Text, not dict equality: the order of the properties is the order of the defaults filled in.
-    assert dumped(_contract.load_provider_schema(provider)) == fixture(provider)
+    assert dumped(rules(_contract.load_provider_schema(provider))) == dumped(rules(json.loads(fixture(provider))))
+
+
+@pytest.mark.parametrize('provider', PROVIDERS)
+def test_every_setting_is_described(provider):
+    undescribed = [path for path, block in property_blocks(_contract.load_provider_schema(provider))
+                   if not block.get('description')]
+    assert undescribed == []
 
 
 @pytest.mark.parametrize('provider', PROVIDERS)
@@ -128,9 +157,19 @@ def test_no_settings_block_is_written_twice():
     assert alike == []
 
 
+def refs(node):
+    if isinstance(node, dict):
+        if isinstance(node.get('$ref'), str):
+            yield node['$ref']
+        for value in node.values():
+            yield from refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs(value)
+
+
 def test_every_shared_block_is_used():
-    used = {block['$ref'].rpartition('/')[2] for provider in PROVIDERS
-            for dummy, block in property_blocks(raw(provider)) if '$ref' in block}
+    used = {ref.rpartition('/')[2] for name in PROVIDERS + ['_common'] for ref in refs(raw(name))}
     assert sorted(raw('_common')['$defs']) == sorted(used)
 
 
