@@ -217,3 +217,9 @@ def test_inline_shared_without_a_ref_reads_no_shared_file(tmp_path):
 def test_inline_shared_refuses_a_broken_ref(shared_dir, block, words):
     with pytest.raises(_contract.ContractError, match=words):
         _contract.inline_shared({**BASE, 'properties': {'w': block}}, shared_dir)
+
+
+def test_inline_shared_leaves_a_ref_where_the_folder_has_no_shared_blocks(tmp_path):
+    # A provider outside the collection, loaded from its own folder, is read as it is.
+    schema = {**BASE, 'properties': {'w': {'$ref': '_common.json#/$defs/word'}}}
+    assert _contract.inline_shared(schema, str(tmp_path)) == schema
