@@ -8,6 +8,11 @@
 
 The schemas in ``schemas/`` are the single source of truth: aliases (``x-aliases``), defaults
 (``default``) and rules all come from them; nothing here repeats a key name of the contract.
+
+The settings every provider shares live once, in ``schemas/settings/_common.json``; a provider's schema takes
+them with ``"$ref": "_common.json#/$defs/<name>"``. Such a ``$ref`` is replaced by (a copy of) what it points
+at before anything reads the schema (``inline_shared``), so aliases, defaults and ``writeOnly`` secrets work on
+the shared blocks exactly as if the provider had written them out.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import os
 import re
 import typing as t
+import urllib.parse
 
 try:
     import jsonschema
@@ -30,6 +36,11 @@ SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'schemas')
 SETTINGS_SCHEMA_DIR = os.path.join(SCHEMA_DIR, 'settings')
 REQUEST_SCHEMA = 'databasebackup_request'
 RESULT_SCHEMA = 'databasebackup_result'
+# The blocks the providers' settings share; a file of the settings folder, but not a provider.
+SHARED_SETTINGS_SCHEMA = '_common'
+# What may stand beside a ``$ref`` to a shared block: words about it, never a rule (a rule there would apply on
+# top of the block's rules in JSON Schema, but replace them once inlined).
+_REF_ANNOTATIONS = frozenset(('description', 'title', 'default', 'examples', '$comment'))
 
 # A provider name becomes a file name: keep it to a safe identifier so it can never walk out of the folder.
 _PROVIDER_NAME = re.compile(r'^[a-z][a-z0-9_]*$')
@@ -88,7 +99,8 @@ def known_providers(settings_dir: str | None = None) -> list[str]:
     settings_dir = settings_dir or SETTINGS_SCHEMA_DIR
     if not os.path.isdir(settings_dir):
         return []
-    return sorted(entry[:-5] for entry in os.listdir(settings_dir) if entry.endswith('.json'))
+    return sorted(entry[:-5] for entry in os.listdir(settings_dir)
+                  if entry.endswith('.json') and _PROVIDER_NAME.fullmatch(entry[:-5]))
 
 
 def load_provider_schema(provider: str, settings_dir: str | None = None) -> dict[str, t.Any]:
@@ -100,7 +112,68 @@ def load_provider_schema(provider: str, settings_dir: str | None = None) -> dict
             f'Unknown provider {provider!r}: no settings schema plugins/plugin_utils/schemas/settings/{provider}.json '
             f'in selfhost.backup (known providers: {known}). Pass settings_schema for a provider outside this collection.'
         )
-    return load_schema_file(path)
+    return inline_shared(load_schema_file(path), settings_dir)
+
+
+def _shared_documents(settings_dir: str) -> dict[str, t.Any]:
+    """The shared settings blocks of ``settings_dir`` by their ``$id`` (none when the folder has no such file)."""
+    path = os.path.join(settings_dir, f'{SHARED_SETTINGS_SCHEMA}.json')
+    if not os.path.isfile(path):
+        return {}
+    shared = load_schema_file(path)
+    return {urllib.parse.urldefrag(str(shared.get('$id', ''))).url: shared}
+
+
+def _pointed_at(document: t.Any, fragment: str, ref: str) -> t.Any:
+    node = document
+    for token in fragment.split('/')[1:] if fragment else []:
+        token = token.replace('~1', '/').replace('~0', '~')
+        if not isinstance(node, dict) or token not in node:
+            raise ContractError(f'The settings schema refers to {ref!r}, which points at nothing')
+        node = node[token]
+    return node
+
+
+def inline_shared(schema: dict[str, t.Any], settings_dir: str | None = None) -> dict[str, t.Any]:
+    """Return a copy of ``schema`` with each ``$ref`` to a shared settings block replaced by that block.
+
+    A ``$ref`` is resolved against the schema's ``$id`` (``_common.json#/$defs/enable`` in a schema whose ``$id``
+    is ``https://selfhost.backup/schemas/settings/restic.json``); one that points into another document is left
+    to jsonschema. Annotations beside the ``$ref`` (a provider's own ``description``) replace the block's, and
+    come first, as a provider writes them. The shared blocks are read only when a schema refers to them.
+    """
+    documents: dict[str, t.Any] | None = None
+
+    def resolve(node: t.Any, base: str, seen: tuple[str, ...]) -> t.Any:
+        nonlocal documents
+        if isinstance(node, list):
+            return [resolve(item, base, seen) for item in node]
+        if not isinstance(node, dict):
+            return copy.deepcopy(node)
+        ref = node.get('$ref')
+        if not isinstance(ref, str):
+            return {key: resolve(value, base, seen) for key, value in node.items()}
+        target_uri = urllib.parse.urljoin(base, ref)
+        document_uri, fragment = urllib.parse.urldefrag(target_uri)
+        if document_uri and documents is None and document_uri != base:
+            documents = _shared_documents(settings_dir or SETTINGS_SCHEMA_DIR)
+        if not document_uri or document_uri not in (documents or {}):
+            return {key: resolve(value, base, seen) for key, value in node.items()}
+        if target_uri in seen:
+            raise ContractError(f'The settings schema refers to {ref!r} in a circle')
+        rules = sorted(key for key in node if key != '$ref' and key not in _REF_ANNOTATIONS)
+        if rules:
+            raise ContractError(f'The settings schema gives {", ".join(rules)} beside the $ref {ref!r}: only '
+                                f'{", ".join(sorted(_REF_ANNOTATIONS))} may stand there')
+        block = resolve(_pointed_at(t.cast(dict, documents)[document_uri], fragment, ref), document_uri,
+                        seen + (target_uri,))
+        if not isinstance(block, dict):
+            raise ContractError(f'The settings schema refers to {ref!r}, which is not a schema object')
+        joined = {key: resolve(value, base, seen) for key, value in node.items() if key != '$ref'}
+        joined.update((key, value) for key, value in block.items() if key not in joined)
+        return joined
+
+    return t.cast(dict, resolve(schema, str(schema.get('$id', '')), ()))
 
 
 def format_path(prefix: str, parts: t.Iterable[t.Any]) -> str:
@@ -141,7 +214,8 @@ def fill_defaults(document: t.Any, schema: dict[str, t.Any]) -> t.Any:
     """Return a copy with each absent property set to its schema ``default``, recursing into nested objects.
 
     Only ``properties`` are followed (no ``$ref``, no combinators): enough for flat contract schemas and
-    nested settings objects, and predictable for provider authors.
+    nested settings objects, and predictable for provider authors. The shared settings blocks are no ``$ref``
+    by then: ``load_provider_schema`` and ``validate_settings`` inline them first.
     """
     if not isinstance(document, dict) or not isinstance(schema, dict):
         return copy.deepcopy(document)
@@ -295,4 +369,5 @@ def validate_result(result: t.Any, name: str | None = None) -> dict[str, t.Any]:
 
 
 def validate_settings(settings: t.Any, schema: dict[str, t.Any], name: str | None = None) -> dict[str, t.Any]:
-    return normalise(settings, schema, prefix_for(name, 'settings'))
+    # A schema passed in (a copy of a provider's file, or a provider outside the collection) may take shared blocks.
+    return normalise(settings, inline_shared(schema), prefix_for(name, 'settings'))

@@ -24,7 +24,8 @@ stages=("$@")
 [ "${#stages[@]}" -gt 0 ] || stages=(lint sanity unit molecule)
 
 stage_lint() {
-  ansible-lint --offline --profile production && antsibull-changelog lint
+  ansible-lint --offline --profile production && antsibull-changelog lint &&
+    python tests/tools/settings_docs.py --check
 }
 
 stage_sanity() {
