@@ -86,7 +86,8 @@ def test_all_fine_exits_0_with_a_line_each(host):
     lines = result.stdout.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith('borg    app ') and lines[0].endswith(': OK')
-    assert '(success)' in lines[1] and 'newest snapshot 58m ago' in lines[1]
+    # 3500 s before NOW, taken when this file was imported: a loaded machine may be a minute further on by now.
+    assert '(success)' in lines[1] and re.search(r'newest snapshot 5[89]m ago', lines[1]), lines[1]
 
 
 def test_json_names_every_field(host):
@@ -171,7 +172,7 @@ def test_a_running_backup_is_running_not_a_problem(host):
     assert first['running_since'] == NOW - 300 and first['timeout'] == 43200 and first['pending'] is False
     assert entries['nightly']['running'] is True and entries['nightly']['problems'] == []
     lines = status(host).stdout.splitlines()
-    assert re.search(r'^restic +first +last run \S+ \S+ UTC \(running, for 5m\), .*: RUNNING$', lines[1]), lines
+    assert re.search(r'^restic +first +last run \S+ \S+ UTC \(running, for [56]m\), .*: RUNNING$', lines[1]), lines
     assert lines[0].endswith(': RUNNING')
 
 
