@@ -19,6 +19,8 @@ import os
 import tempfile
 import typing as t
 
+from ansible_collections.selfhost.backup.plugins.module_utils import _io
+
 MANIFEST_VERSION = 1
 UNIT_MODE = 0o644
 SCRIPT_MODE = 0o755
@@ -34,9 +36,7 @@ class Runner(t.Protocol):
         ...  # pragma: no cover
 
 
-class Mover(t.Protocol):
-    def atomic_move(self, src: str, dest: str, unsafe_writes: bool = False, keep_dest_attrs: bool = True) -> None:
-        ...  # pragma: no cover
+Mover = _io.Mover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,22 +144,9 @@ def verify_units(runner: Runner, units: t.Sequence[DesiredFile], tmp_root: str |
 
 
 def write_atomic(mover: Mover, item: DesiredFile) -> None:
-    """Write into a temp file next to the target, set mode and owner, then atomically move it into place."""
-    directory = os.path.dirname(item.path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(item.path)}.', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(item.content)
-        os.chmod(tmp_path, item.mode)
-        if os.geteuid() == 0:
-            os.chown(tmp_path, 0, 0)
-        mover.atomic_move(tmp_path, item.path, keep_dest_attrs=False)
-    finally:
-        if os.path.lexists(tmp_path):
-            os.unlink(tmp_path)
-    # atomic_move derives a new file's mode from the umask; put ours back.
-    os.chmod(item.path, item.mode)
+    """Write one file of a job atomically, owned by root (when the module runs as root), with its mode."""
+    os.makedirs(os.path.dirname(item.path), mode=0o755, exist_ok=True)
+    _io.write_atomic(mover, item.path, item.content.encode('utf-8'), item.mode, *((0, 0) if os.geteuid() == 0 else ()))
 
 
 def remove(path: str) -> None:

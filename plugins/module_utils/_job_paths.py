@@ -19,17 +19,16 @@ import os
 import posixpath
 import pwd
 import stat
-import tempfile
 import typing as t
+
+from ansible_collections.selfhost.backup.plugins.module_utils import _io
 
 
 class JobPathsError(Exception):
     """A path cannot be managed (an unknown user, a file where a directory should be); nothing more was done."""
 
 
-class Mover(t.Protocol):
-    def atomic_move(self, src: str, dest: str, unsafe_writes: bool = False, keep_dest_attrs: bool = True) -> None:
-        ...  # pragma: no cover
+Mover = _io.Mover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,32 +291,13 @@ def _set_attributes(target: str | int, wanted: Attributes) -> None:
 
 
 def write_secret(mover: Mover, item: SecretFile, content_differs: bool) -> None:
-    """New content goes through a temp file in the same directory, created 0600 by mkstemp, and a new file is
-    created 0600 before the move, so the secret is never readable by others; only owner or mode differing is
-    fixed in place."""
+    """New content is written atomically and is never readable by others on the way (see _io.write_atomic); only
+    owner or mode differing is fixed in place."""
     if not content_differs:
         _set_attributes(item.path, item.attributes)
         return
-    directory = os.path.dirname(item.path)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(item.path)}.', dir=directory)
-    placeholder = False
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(item.content.encode('utf-8'))
-        _set_attributes(tmp_path, item.attributes)
-        if not os.path.lexists(item.path):
-            # atomic_move gives a file it creates the umask's mode (0644) after the rename; over an existing
-            # 0600 file it keeps the temp file's mode: the secret is never readable by others.
-            os.close(os.open(item.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            placeholder = True
-        mover.atomic_move(tmp_path, item.path, keep_dest_attrs=False)
-        placeholder = False
-    finally:
-        if os.path.lexists(tmp_path):
-            os.unlink(tmp_path)
-        if placeholder:
-            os.unlink(item.path)  # an empty secret must not stay behind a failed move
-    _set_attributes(item.path, item.attributes)
+    attributes = item.attributes
+    _io.write_atomic(mover, item.path, item.content.encode('utf-8'), attributes.mode, attributes.uid, attributes.gid)
 
 
 def apply(mover: Mover, the_plan: PathChanges) -> None:

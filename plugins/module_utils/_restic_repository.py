@@ -25,10 +25,9 @@ import posixpath
 import pwd
 import re
 import stat
-import tempfile
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _io, _restic
 
 
 def _read(path: str, what: str) -> str:
@@ -110,16 +109,9 @@ class Opened:
     def save(self, module: t.Any) -> None:
         if not self.changed or module.check_mode:
             return
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(self.path)}.')
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            json.dump(self.entries, handle, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o600)
-        if not os.path.exists(self.path):
-            # atomic_move gives a new file the umask's mode but keeps an existing one's: never readable by others.
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        module.atomic_move(tmp, self.path)
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        data = json.dumps(self.entries, indent=1, sort_keys=True).encode('utf-8')
+        _io.write_atomic(module, self.path, data, 0o600)
 
 
 def secret_files_missing(spec: t.Mapping[str, t.Any]) -> bool:
