@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-{{ ansible_managed | comment }}
-{% raw %}
+# Managed by Ansible (selfhost.backup.postgresql): local changes will be overwritten.
 #
 # The PostgreSQL side of the database backup contract (selfhost.backup.postgresql): dumps go to stdout,
 # restores read stdin. The backup tool's job runs it as the request's user, the database superuser.
@@ -262,4 +261,3 @@ main() {
 }
 
 main "$@"
-{% endraw %}
