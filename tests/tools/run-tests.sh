@@ -24,6 +24,8 @@ stages=("$@")
 [ "${#stages[@]}" -gt 0 ] || stages=(lint sanity unit molecule)
 
 stage_lint() {
+  tests/tools/lint-shell.sh || return 1
+  mypy -p ansible_collections.selfhost.backup.plugins || return 1
   ansible-lint --offline --profile production && antsibull-changelog lint
 }
 
