@@ -17,7 +17,7 @@ demo-clean:      ## remove the demo container and its repositories
 test:            ## everything: lint, sanity, unit tests, every molecule scenario
 	$(RUN)
 
-lint:            ## ansible-lint, production profile
+lint:            ## shellcheck, mypy on plugins/, ansible-lint (production profile), changelog lint
 	$(RUN) lint
 
 sanity:          ## ansible-test sanity on a temporary ansible_collections/selfhost/backup copy

@@ -50,7 +50,7 @@ class ActionModule(ControllerAction):
     def _validate(self, args: dict[str, t.Any]) -> tuple[dict[str, t.Any], dict[str, t.Any] | None]:
         """Validate both parts before failing so that one run reports every violation."""
         violations: list[str] = []
-        request = settings = None
+        request: dict[str, t.Any] = {}  # the validated request, or a violation below
         try:
             request = _contract.validate_request(args['request'], args['name'])
         except _contract.ContractViolation as exc:

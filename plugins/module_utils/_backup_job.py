@@ -163,14 +163,14 @@ def base_service(params: dict[str, t.Any]) -> units.ServiceSpec:
         cache_directory=params['cache_directory'],
         after=_units(params['after'] or [], 'after'),
         wants=_units(params['wants'] or [], 'wants'),
-        **_hooks(params.get('hooks') or {}),
+        start_hooks=_hooks(params.get('hooks') or {}, 'start'),
+        finish_hooks=_hooks(params.get('hooks') or {}, 'finish'),
         **_scheduling(params),
     )
 
 
-def _hooks(hooks: dict[str, t.Any]) -> dict[str, tuple[tuple[str, ...], ...]]:
-    return {f'{when}_hooks': _argv_list(hooks[when], f'hooks.{when}') if hooks.get(when) else ()
-            for when in ('start', 'finish')}
+def _hooks(hooks: dict[str, t.Any], when: str) -> tuple[tuple[str, ...], ...]:
+    return _argv_list(hooks[when], f'hooks.{when}') if hooks.get(when) else ()
 
 
 def _timer(name: str, description: str, params: dict[str, t.Any], on_calendar: str) -> units.TimerSpec:

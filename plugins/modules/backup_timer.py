@@ -597,14 +597,14 @@ from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import
 from ansible_collections.selfhost.backup.plugins.module_utils._job_files import CommandRunner, JobFilesError
 
 # What every job of one call shares.
-SHARED_SPEC = {
+SHARED_SPEC: dict[str, dict[str, t.Any]] = {
     'unit_dir': {'type': 'path', 'default': '/etc/systemd/system'},
     'script_dir': {'type': 'path', 'default': '/usr/local/bin'},
     'state_dir': {'type': 'path', 'default': '/var/lib/selfhost-backup'},
     'daemon_reload': {'type': 'bool', 'default': True},
 }
 
-ARGUMENT_SPEC = {
+ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     **JOB_SPEC,
     'jobs': {
         'type': 'list', 'elements': 'dict',

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-python="${PYTHON:-$top/.venv/bin/python}"
+python="${PYTHON:-${VENV:-$top/.venv}/bin/python}"
 ansible_test="$(dirname "$python")/ansible-test"
 
 # ansible-test downloads get-pip.py for the pip version it pins; serve it an

@@ -24,8 +24,10 @@ stages=("$@")
 [ "${#stages[@]}" -gt 0 ] || stages=(lint sanity unit molecule)
 
 stage_lint() {
-  ansible-lint --offline --profile production && antsibull-changelog lint &&
-    python tests/tools/settings_docs.py --check
+  tests/tools/lint-shell.sh || return 1
+  mypy -p ansible_collections.selfhost.backup.plugins || return 1
+  python tests/tools/settings_docs.py --check || return 1
+  ansible-lint --offline --profile production && antsibull-changelog lint
 }
 
 stage_sanity() {

@@ -129,15 +129,13 @@ USE `mysql`;
 
 
 def helper(tmp_path: Path, role: str, fake: str, client: str) -> tuple[Path, dict]:
-    """The role's helper rendered (its Jinja is the managed comment only) beside the shared library, and an
-    environment whose client is the fake."""
+    """The role's helper, installed as the role does (its file under the host's name, mode 0755) beside the shared
+    library, and an environment whose client is the fake."""
     tools, state = tmp_path / 'tools', tmp_path / 'fake'
     tools.mkdir()
     state.mkdir()
-    template = (ROLES / role / 'templates' / f'{role}-databasebackup.j2').read_text()
-    lines = [line for line in template.splitlines() if line not in ('{% raw %}', '{% endraw %}')]
     script = tools / f'{role}-databasebackup'
-    script.write_text('\n'.join('# managed' if line.startswith('{{') else line for line in lines) + '\n')
+    shutil.copyfile(ROLES / role / 'files' / f'{role}-databasebackup.sh', script)
     script.chmod(0o755)
     shutil.copy(ROLES / 'requester_common' / 'files' / 'databasebackup-lib.sh', tools)
     (tools / client).write_text(fake)

@@ -12,25 +12,12 @@ import stat
 
 import pytest
 
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.selfhost.backup.plugins.module_utils._systemd_units import MANAGED_HEADER
 from ansible_collections.selfhost.backup.plugins.modules import backup_timer
 
 MUTATING = ('enable', 'disable', 'daemon-reload', 'start', 'stop', 'restart')
-
-
-class ModuleExit(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
-
-
-class ModuleFail(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
 
 
 class FakeSystemd:
@@ -86,18 +73,6 @@ def systemd(monkeypatch):
     return fake
 
 
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    def exit_json(self, **result):
-        raise ModuleExit(result)
-
-    def fail_json(self, msg, **result):
-        raise ModuleFail(dict(result, msg=msg, failed=True))
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-
-
 @pytest.fixture
 def root(tmp_path):
     return tmp_path
@@ -126,10 +101,13 @@ OMIT = object()
 
 
 def run(args, root, check=False, diff=False):
+    """The module's result; a failure is raised: SystemExit with status 1 and the result (conftest.py)."""
     module_args = dict(args, _ansible_check_mode=check, _ansible_diff=diff, _ansible_remote_tmp=str(root / 'remote-tmp'))
     with patch_module_args(module_args):
-        with pytest.raises(ModuleExit) as info:
+        with pytest.raises(SystemExit) as info:
             backup_timer.main()
+    if info.value.code:
+        raise info.value
     return info.value.result
 
 
@@ -243,7 +221,7 @@ def test_diff_shows_only_the_changed_file(root, systemd):
 
 def test_failed_verification_writes_nothing(root, systemd):
     systemd.verify_rc = 1
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(job_args(root), root)
     assert 'systemd-analyze verify rejected the units' in info.value.result['msg']
     assert 'restic-backup-app.service:9: Unknown key' in info.value.result['msg']
@@ -258,7 +236,7 @@ def test_failed_verification_keeps_the_installed_job(root, systemd):
     before = {path: (root / path).read_text() for path in ALL_FILES}
     systemd.verify_rc = 1
     systemd.calls.clear()
-    with pytest.raises(ModuleFail):
+    with pytest.raises(SystemExit):
         run(job_args(root, user='other', restore_script={'name': 'restic-restore-app', 'content': 'new'}), root)
     assert {path: (root / path).read_text() for path in ALL_FILES} == before
     assert systemd.mutating() == []
@@ -266,7 +244,7 @@ def test_failed_verification_keeps_the_installed_job(root, systemd):
 
 def test_invalid_calendar_fails_before_anything(root, systemd):
     systemd.bad_calendars.add('every tuesdayish')
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(job_args(root, on_calendar='every tuesdayish'), root)
     assert "OnCalendar='every tuesdayish' is not a valid systemd calendar expression" in info.value.result['msg']
     assert tree(root) == []
@@ -382,7 +360,7 @@ def test_absent_without_manifest_removes_only_the_main_pair(root, systemd):
 def test_corrupt_manifest_fails(root, systemd):
     (root / 'state').mkdir()
     (root / 'state' / 'restic-backup-app.json').write_text('[1, 2')
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(job_args(root), root)
     assert 'is not readable JSON' in info.value.result['msg']
 
@@ -417,7 +395,7 @@ def test_corrupt_manifest_fails(root, systemd):
     ({'timeout_sec': 0}, 'timeout_sec must be at least 1'),
 ])
 def test_invalid_options_fail_without_writing(root, systemd, changes, words):
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(job_args(root, **changes), root)
     assert words in info.value.result['msg']
     assert tree(root) == []
@@ -558,7 +536,7 @@ def test_list_absent_job_and_present_job_share_the_reload(root, systemd):
 
 def test_list_failed_verification_changes_no_job(root, systemd):
     systemd.verify_rc = 1
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
     assert info.value.result['changed'] is False and tree(root) == []
 
@@ -571,7 +549,7 @@ def test_list_failed_verification_changes_no_job(root, systemd):
     ({'state': 'absent'}, 'one of the following is required: name, jobs'),
 ])
 def test_list_option_errors(root, systemd, args, words):
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(dict(args, unit_dir=str(root / 'units'), state_dir=str(root / 'state')), root)
     assert words in info.value.result['msg']
     assert tree(root) == []
@@ -588,7 +566,7 @@ def test_list_a_job_failing_midway_still_reloads_what_the_jobs_before_it_wrote(r
         write_atomic(mover, item)
 
     monkeypatch.setattr(_job_files, 'write_atomic', failing_for_shop)
-    with pytest.raises(ModuleFail) as info:
+    with pytest.raises(SystemExit) as info:
         run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop')), root)
     assert info.value.result['changed'] is True and 'No space left' in info.value.result['msg']
     assert unit(root, 'restic-backup-app.service').exists()

@@ -14,7 +14,6 @@ import stat
 
 import pytest
 
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.selfhost.backup.plugins.modules import job_paths
@@ -24,29 +23,10 @@ USER = getpass.getuser()
 GROUP = grp.getgrgid(os.getegid()).gr_name
 
 
-class ModuleExit(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    def exit_json(self, **result):
-        # unmasked on purpose: the module itself must not put a secret into its result
-        raise ModuleExit(result)
-
-    def fail_json(self, msg, **result):
-        raise ModuleExit(dict(result, msg=msg, failed=True))
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-
-
 def run(root, check=False, diff=False, **params):
     args = dict(params, _ansible_check_mode=check, _ansible_diff=diff, _ansible_remote_tmp=str(root / 'remote-tmp'))
     with patch_module_args(args):
-        with pytest.raises(ModuleExit) as info:
+        with pytest.raises(SystemExit) as info:  # exit_json or fail_json (conftest.py): the result unmasked
             job_paths.main()
     return info.value.result
 

@@ -23,23 +23,10 @@ SECRET = 'repo-passphrase-42'
 RESTIC_ON_HOST = sys.executable
 
 
-class ModuleExit(Exception):
-    def __init__(self, result):
-        super().__init__(result)
-        self.result = result
-
-
-@pytest.fixture(autouse=True)
-def module_exits(monkeypatch):
-    # As AnsibleModule does: every no_log value is masked in what the module returns.
-    def exit_json(self, **result):
-        raise ModuleExit(basic.remove_values(dict(result, failed=False), self.no_log_values))
-
-    def fail_json(self, msg, **result):
-        raise ModuleExit(basic.remove_values(dict(result, msg=msg, failed=True), self.no_log_values))
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+@pytest.fixture
+def as_reported():
+    """The result as Ansible reports it (conftest.py): every no_log value masked, failed false on success."""
+    return True
 
 
 class FakeRestic:
@@ -68,7 +55,7 @@ def run(monkeypatch, files, answers, check=False, **params):
         args['restic'] = RESTIC_ON_HOST  # in check mode a restic that is not installed yet is not run
     args.update(params)
     with patch_module_args(args):
-        with pytest.raises(ModuleExit) as info:
+        with pytest.raises(SystemExit) as info:  # exit_json or fail_json (conftest.py)
             restic_repository.main()
     return info.value.result, fake.calls
 
@@ -137,7 +124,7 @@ def run_list(monkeypatch, answers, repositories, check=False, **params):
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
     with patch_module_args({'repositories': repositories, '_ansible_check_mode': check, 'restic': RESTIC_ON_HOST,
                             'state_file': str(repositories_state(repositories))} | params):
-        with pytest.raises(ModuleExit) as info:
+        with pytest.raises(SystemExit) as info:  # exit_json or fail_json (conftest.py)
             restic_repository.main()
     return info.value.result, fake.calls
 

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-{{ ansible_managed | comment }}
-{% raw %}
+# Managed by Ansible (selfhost.backup.postgresql): local changes will be overwritten.
 #
 # The PostgreSQL side of the database backup contract (selfhost.backup.postgresql): dumps go to stdout,
 # restores read stdin. The backup tool's job runs it as the request's user, the database superuser.
@@ -112,6 +111,8 @@ sql() {
 guard_dumpall() {
   local kind="$1" databases="${2:-/dev/null}" me
   me="$(sql -c 'SELECT quote_ident(current_user)' </dev/null)" || fail "cannot connect to PostgreSQL"
+  # The awk program is single-quoted on purpose: every $ in it is awk's.
+  # shellcheck disable=SC2016
   env SESSIONS_SQL="$SESSIONS_SQL" awk -v kind="$kind" -v me="$me" -v trailer="$CLUSTER_TRAILER" -v script="$SCRIPT" \
     -v started="$STARTED" -v terminate="$terminate_sessions" -v databases="$databases" '
     function literal(text) { gsub(/\047/, "\047\047", text); return "\047" text "\047" }
@@ -262,4 +263,3 @@ main() {
 }
 
 main "$@"
-{% endraw %}

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-{{ ansible_managed | comment }}
-{% raw %}
+# Managed by Ansible (selfhost.backup.mariadb): local changes will be overwritten.
 #
 # The MariaDB/MySQL side of the database backup contract (selfhost.backup.mariadb): dumps go to stdout,
 # restores read stdin. The backup tool's job runs it as the request's user.
@@ -265,4 +264,3 @@ main() {
 }
 
 main "$@"
-{% endraw %}

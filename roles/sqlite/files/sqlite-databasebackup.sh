@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-{{ ansible_managed | comment }}
-{% raw %}
+# Managed by Ansible (selfhost.backup.sqlite): local changes will be overwritten.
 #
 # The SQLite side of the database backup contract (selfhost.backup.sqlite): dumps go to stdout, restores read
 # stdin. The backup tool's job runs it as the request's user, the owner of the database file.
@@ -96,4 +95,3 @@ main() {
 }
 
 main "$@"
-{% endraw %}
