@@ -41,7 +41,7 @@ def host_state(host, tool: Tool) -> str:
         f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin {LIBRARY} /var/lib/selfhost-backup "
         f"/etc/selfhost-backup/{tool.provider}; ls -1 /srv/{tool.provider}; "
         f"sha256sum /etc/selfhost-backup/{tool.provider}/*/* {UNIT_DIR}/{tool.provider}-* 2>/dev/null; "
-        "systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort; "
+        "systemctl list-units --type=timer --all --plain --no-legend | awk '{print $1, $2, $3, $4}' | sort; "
         "test ! -e /root/bad-settings-marker && echo no-marker"
     )
 

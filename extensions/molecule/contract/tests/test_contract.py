@@ -185,7 +185,7 @@ def test_a_corrupt_snapshot_fails_the_restore_script(release: str, instance: str
 
 def _host_state(box: Box) -> str:
     return box.ok("ls -la --time-style=full-iso /srv/restic /etc/systemd/system /usr/local/bin /var/lib/selfhost-backup "
-                  "/etc/selfhost-backup/restic; systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort")
+                  "/etc/selfhost-backup/restic; systemctl list-units --type=timer --all --plain --no-legend | awk '{print $1, $2, $3, $4}' | sort")
 
 
 def test_one_local_repository_for_two_users_is_refused_and_changes_nothing():

@@ -322,7 +322,7 @@ def test_restore_script_help_and_misuse(host):
 def _host_state(host) -> str:
     return host.check_output(
         f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin /var/lib/selfhost-backup /etc/selfhost-backup/restic; "
-        "systemctl list-timers --all --no-legend --plain | sed 's/^.*  //' | sort; "
+        "systemctl list-units --type=timer --all --plain --no-legend | awk '{print $1, $2, $3, $4}' | sort; "
         "test ! -e /root/bad-settings-marker && echo no-marker"
     )
 
