@@ -137,7 +137,7 @@ STORE_DUMP = {
     "restic": (
         "export RESTIC_PASSWORD=\"$(cat /etc/selfhost-backup/restic/{instance}/passphrase)\" "
         "RESTIC_REPOSITORY=\"$(cat /etc/selfhost-backup/restic/{instance}/env.RESTIC_REPOSITORY)\" && "
-        "host=\"$(grep -o -m1 -- '--host [^ ]*' /usr/local/bin/restic-restore-{instance} | head -n 1 | cut -d' ' -f2)\" && "
+        "host=\"$(grep -o -m1 -- '--host [^ )]*' /usr/local/bin/restic-restore-{instance} | head -n 1 | cut -d' ' -f2)\" && "
         "runuser -u {user} -- restic --no-cache --json backup --stdin --stdin-filename {backup_name} "
         "--tag selfhost-backup:{instance} --host \"$host\" | grep -o '\"snapshot_id\":\"[0-9a-f]\\{{8\\}}' | cut -d'\"' -f4"),
     "borg": (
