@@ -196,7 +196,9 @@ def test_one_local_repository_for_two_users_is_refused_and_changes_nothing():
          str(SCENARIO_DIR / "shared_repository.yml")], capture_output=True, text=True, check=False)
     output = run.stdout + run.stderr
     assert run.returncode != 0, output
-    assert "/srv/restic/shared-by-two: as_nobody (user nobody), as_postgres (user postgres)" in output, output
+    assert ("the local repository /srv/restic/shared-by-two is shared by instances whose requests run as different "
+            "users (as_nobody: user nobody, as_postgres: user postgres)") in output, output
+    assert "(rule: one user per repository)" in output, output
     assert "changed=0" in output, output
     assert VARS["contract_test_passphrase"] not in output
     assert _host_state(box) == before
