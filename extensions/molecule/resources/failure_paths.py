@@ -381,6 +381,7 @@ def test_metrics_are_written_as_the_directory_s_owner_and_never_where_another_us
     prom = f"{METRICS_DIR}/{tool.provider}-backup-local.prom"
     victim_dir, victim_file = "/root/selfhost-metrics-victim", "/root/selfhost-metrics-victim.txt"
     stat = "stat -c '%U:%G %a %F'"
+    metrics_run(host, tool)  # the first run's hook makes the directory
     before = host.check_output(f"{stat} {parent} {METRICS_DIR}")
     as_user = f"runuser -u {METRICS_USER} --"
     host.check_output(f"useradd --system --no-create-home --shell /usr/sbin/nologin {METRICS_USER} && "
