@@ -413,8 +413,8 @@ def test_metrics_are_written_as_the_directory_s_owner_and_never_where_another_us
                           f"chown {METRICS_USER}: {parent} && {as_user} ln -s {victim_dir} {METRICS_DIR}")
         expected = f"{METRICS_DIR} is a symbolic link in a directory that a user other than root can change: no metrics"
         log = metrics_run(host, tool, expected)
-        assert expected in log, log
         assert host.check_output(victim) == victim_before
+        assert expected in log, log
     finally:
         host.check_output(f"if [ -L {METRICS_DIR} ]; then rm -f {METRICS_DIR}; fi; "
                           f"if [ -d {METRICS_DIR}.away ]; then mv {METRICS_DIR}.away {METRICS_DIR}; fi; "
