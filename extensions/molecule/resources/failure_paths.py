@@ -10,11 +10,15 @@ its conftest runs them after the scenario's own tests, and the one that removes 
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import os
 import shlex
 import subprocess
 
 from drills import SCENARIOS, Tool, backup_ok, flags, read, restore_ok, snapshots, wait_for, wait_until_inactive, write
+from provider_checks import METRICS_DIR, metrics_of
 
 __all__ = [
     "test_the_restore_scripts_hold_data_only_and_source_root_s_program",
@@ -22,6 +26,8 @@ __all__ = [
     "test_a_failed_dump_names_backup_cmd_and_its_exit_status",
     "test_the_dump_runs_without_the_tool_s_variables_and_secrets",
     "test_an_ugly_secret_round_trips_and_reaches_no_log_unit_or_script",
+    "test_no_secret_in_any_command_line_or_the_user_s_environments_during_a_backup_and_a_restore",
+    "test_metrics_are_written_as_the_directory_s_owner_and_never_where_another_user_can_lead_root",
     "test_bad_instances_are_refused_on_the_controller_and_change_nothing",
     "test_a_calendar_the_host_refuses_stops_before_any_change",
     "test_a_misspelt_instances_variable_uninstalls_nothing",
@@ -169,6 +175,258 @@ def test_an_ugly_secret_round_trips_and_reaches_no_log_unit_or_script(host, tool
     files = host.check_output(f"cat {UNIT_DIR}/{tool.provider}-* /usr/local/bin/{tool.provider}-restore-*")
     for text in (journal, files):
         assert token not in text
+
+
+# Run as root on the host while a backup or a restore runs: every process's command line and, for the processes
+# of the request's user, the environment, as often as it can read them. It is told no secret (its own command
+# line would show it): it prints what it read, as JSON, and the test searches that. One entry per distinct
+# (pid, command line, environment), with the numbers of the samples that saw it.
+#   sampler backup <user> <unit>                     start the unit, sample until it is over
+#   sampler restore <user> <script> <fifo> <out>     run "<script> restore latest", whose restore_cmd writes into
+#                                                    <fifo>: sample 5 s while it waits there, then drain <fifo>
+#                                                    into <out> and sample until the restore is over
+SAMPLER = r'''
+import base64, json, os, pwd, subprocess, sys, threading, time
+
+mode, user = sys.argv[1], pwd.getpwnam(sys.argv[2]).pw_uid
+seen, count = {}, 0
+
+
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def sample():
+    global count
+    count += 1
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline, comm = read(f"/proc/{pid}/cmdline"), read(f"/proc/{pid}/comm").strip()
+            uids = [int(uid) for uid in read(f"/proc/{pid}/status").split(b"\nUid:", 1)[1].split(b"\n", 1)[0].split()]
+            environ = read(f"/proc/{pid}/environ") if user in uids else None
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        key = (pid, comm, cmdline, environ)
+        seen.setdefault(key, []).append(count)
+
+
+def active(unit):
+    return subprocess.run(["systemctl", "show", "-P", "ActiveState", unit], capture_output=True,
+                          text=True).stdout.strip()
+
+
+result = {}
+deadline = time.monotonic() + 120
+if mode == "backup":
+    unit = sys.argv[3]
+    subprocess.run(["systemctl", "start", "--no-block", unit], check=True)
+    started = False
+    while time.monotonic() < deadline:
+        sample()
+        state = active(unit)
+        started = started or state in ("activating", "deactivating", "active")
+        if started and state not in ("activating", "deactivating"):
+            break
+        time.sleep(0.05)
+    result["state"] = active(unit)
+else:
+    script, fifo, out = sys.argv[3:6]
+    restore = subprocess.Popen([script, "restore", "latest"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    errors = []
+    threading.Thread(target=lambda: errors.append(restore.stderr.read()), daemon=True).start()
+
+    def drain():
+        with open(fifo, "rb") as source, open(out, "wb") as target:
+            target.write(source.read())
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    held = time.monotonic() + 5
+    while restore.poll() is None and time.monotonic() < deadline:
+        sample()
+        if time.monotonic() > held and not drainer.is_alive() and drainer.ident is None:
+            drainer.start()
+        time.sleep(0.05)
+    if restore.poll() is None:
+        restore.kill()
+    drainer.join(10)
+    time.sleep(0.2)
+    result["rc"] = restore.wait()
+    result["stderr"] = b"".join(errors).decode("utf-8", "replace")
+encode = lambda data: None if data is None else base64.b64encode(data).decode()
+result["samples"] = count
+result["processes"] = [[int(pid), comm.decode("utf-8", "replace"), encode(cmdline), encode(environ), samples]
+                       for (pid, comm, cmdline, environ), samples in seen.items()]
+print(json.dumps(result))
+'''
+SAMPLER_PATH = "/root/selfhost-backup-test-sampler.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    """One process as the sampler saw it in some of its samples (its command line and, for the request's user,
+    its environment, as bytes)."""
+
+    pid: int
+    comm: str
+    argv: tuple
+    environ: bytes | None
+    samples: tuple
+
+    def is_the_tool(self, tool: Tool) -> bool:
+        """restic or borg itself, or setpriv about to become it (the root side of an interactive run)."""
+        if self.comm == tool.provider:
+            return True
+        program = self.argv[self.argv.index(b"--") + 1] if self.comm == "setpriv" and b"--" in self.argv[:-1] else b""
+        return os.path.basename(program) == tool.provider.encode()
+
+
+def sample_processes(host, *args: str) -> tuple[dict, list]:
+    """Run the sampler on the host (see SAMPLER): what it reported, and what it saw."""
+    host.check_output(f"printf %s {shlex.quote(base64.b64encode(SAMPLER.encode()).decode())} | base64 -d > {SAMPLER_PATH}")
+    report = json.loads(host.check_output(f"python3 {SAMPLER_PATH} {' '.join(shlex.quote(arg) for arg in args)}"))
+    seen = [Sampled(pid, comm, tuple(base64.b64decode(cmdline).split(b"\0")) if cmdline else (),
+                    None if environ is None else base64.b64decode(environ), tuple(samples))
+            for pid, comm, cmdline, environ, samples in report.pop("processes")]
+    return report, seen
+
+
+def secrets_exposed(seen: list, tool: Tool, scenario: dict) -> tuple[list, dict]:
+    """Which sampled processes show a secret of the scenario: on a command line (any process), and in the
+    environment of a process of the request's user other than the tool, as {pid: [(sample, comm, secret)]}."""
+    secrets = {name: scenario[name].encode() for name in tool.secrets}
+    in_argv = [(entry.comm, name) for entry in seen for name, secret in secrets.items()
+               if secret in b"\0".join(entry.argv)]
+    in_environ: dict = {}
+    for entry in seen:
+        if entry.environ is None or entry.is_the_tool(tool):
+            continue
+        for name, secret in secrets.items():
+            if secret in entry.environ:
+                in_environ.setdefault(entry.pid, []).extend((sample, entry.comm, name) for sample in entry.samples)
+    return in_argv, in_environ
+
+
+def assert_no_secret_sampled(seen: list, tool: Tool, scenario: dict) -> None:
+    in_argv, in_environ = secrets_exposed(seen, tool, scenario)
+    assert not in_argv, in_argv
+    # The tool hands its whole environment to the dump's wrapper (RUN_BACKUP_CMD in job.sh), which replaces it
+    # with a clean one at once (exec env -u ...): that moment may fall into one sample, never into two.
+    lasting = {pid: hits for pid, hits in in_environ.items() if len({sample for sample, _, _ in hits}) > 1}
+    assert not lasting, lasting
+
+
+def test_no_secret_in_any_command_line_or_the_user_s_environments_during_a_backup_and_a_restore(host, tool, scenario):
+    """While a backup of instance ugly runs (its dump sleeps 8 s after streaming) and while an interactive
+    restore of it runs (its restore_cmd blocked on a FIFO for 5 s, the tool blocked writing), the process table
+    is sampled every 50 ms: no secret of the scenario (the ugly one by its token) is on any command line, and
+    none is in the environment of any process of the request's user but the tool's own."""
+    content = host.check_output(f"head -c 1100000 /dev/urandom | base64 > {tool.data_dir}/app.txt && "
+                                f"chown dbuser {tool.data_dir}/app.txt && sha256sum < {tool.data_dir}/app.txt")
+    flags(host, tool, "slow-tail")
+    try:
+        report, seen = sample_processes(host, "backup", "dbuser", tool.unit("ugly"))
+    finally:
+        flags(host, tool)
+        wait_until_inactive(host, tool.unit("ugly"))
+    assert report["state"] == "inactive", (report, host.run(f"journalctl --no-pager -n 30 -u {tool.unit('ugly')}").stdout)
+    # The samples caught the dump (its sleep, as the request's user) and the tool while they ran.
+    dump = {sample for entry in seen if entry.comm == "sleep" and entry.environ is not None for sample in entry.samples}
+    tool_seen = [entry for entry in seen if entry.is_the_tool(tool) and entry.environ is not None]
+    assert len(dump) >= 20 and tool_seen, (report["samples"], len(dump))
+    if tool.provider == "restic":
+        # The environment secret (the ugly value) is the tool's: the sampler reads environments where it is.
+        assert any(scenario["restic_test_ugly_token"].encode() in entry.environ for entry in tool_seen)
+    assert_no_secret_sampled(seen, tool, scenario)
+
+    fifo, out = f"{tool.data_dir}/app.txt", "/root/selfhost-backup-test-restored"
+    host.check_output(f"rm -f {fifo} {out} && mkfifo -m 0600 {fifo} && chown dbuser {fifo}")
+    try:
+        report, seen = sample_processes(host, "restore", "dbuser", f"/usr/local/bin/{tool.provider}-restore-ugly",
+                                        fifo, out)
+        restored = host.check_output(f"sha256sum < {out}")
+    finally:
+        # Never leave the FIFO for the next test: a writer would block on it.
+        host.check_output(f"if pgrep -u dbuser -f 'cat > {fifo}' >/dev/null; then timeout 20 cat {fifo} >/dev/null; fi; "
+                          f"rm -f {fifo} {out}")
+        write(host, tool, "after the sampled restore\n")
+    assert report["rc"] == 0, report
+    assert restored == content
+    waiting = {sample for entry in seen if entry.environ is not None and b"cat > " in b" ".join(entry.argv)
+               for sample in entry.samples}
+    tool_seen = [entry for entry in seen if entry.is_the_tool(tool) and entry.environ is not None]
+    assert len(waiting) >= 10 and tool_seen, (report["samples"], len(waiting))
+    assert_no_secret_sampled(seen, tool, scenario)
+
+
+METRICS_USER = "selfhost-metrics"  # a user like Debian's prometheus, made and removed by the test below
+
+
+def metrics_run(host, tool: Tool, expected: str = "") -> str:
+    """A good backup of instance local; its journal once it holds the finish hook's ``expected`` message."""
+    backup_ok(host, tool, "local")
+    return last_run_log(host, tool.unit("local"), expected) if expected else ""
+
+
+def test_metrics_are_written_as_the_directory_s_owner_and_never_where_another_user_can_lead_root(host, tool):
+    """Instance local's monitoring.metrics_directory on a real host, between backups: owned by another user (like
+    Debian's prometheus), the file is written as that user, and a link that user puts in the file's place leads
+    nowhere; group-writable, no file is written and the journal says why; a link that user puts where the
+    directory was (it owns the parent) makes root neither write nor create anything where it points. Root-only
+    again afterwards, root writes it as before."""
+    parent = os.path.dirname(METRICS_DIR)
+    prom = f"{METRICS_DIR}/{tool.provider}-backup-local.prom"
+    victim_dir, victim_file = "/root/selfhost-metrics-victim", "/root/selfhost-metrics-victim.txt"
+    stat = "stat -c '%U:%G %a %F'"
+    metrics_run(host, tool)  # the first run's hook makes the directory
+    before = host.check_output(f"{stat} {parent} {METRICS_DIR}")
+    as_user = f"runuser -u {METRICS_USER} --"
+    host.check_output(f"useradd --system --no-create-home --shell /usr/sbin/nologin {METRICS_USER} && "
+                      f"install -d -m 0700 {victim_dir} && printf 'root only\\n' > {victim_file} && chmod 0600 {victim_file}")
+    victim = f"{stat} {victim_dir} {victim_file}; ls -A {victim_dir}; sha256sum {victim_file}"
+    victim_before = host.check_output(victim)
+    try:
+        # Another user's directory: that user writes the file (mode 0644, for the exporter).
+        host.check_output(f"chmod 0755 {parent} && chown {METRICS_USER}: {METRICS_DIR} && chmod 0755 {METRICS_DIR} && "
+                          f"rm -f {prom}")
+        metrics_run(host, tool)
+        assert host.check_output(f"{stat} {prom}") == f"{METRICS_USER}:{METRICS_USER} 644 regular file"
+        assert metrics_of(host, tool.provider, "local")["selfhost_backup_last_exit_status"] == 0
+        # That user swaps the file for a link to a root-only file: the rename replaces the link, the file is intact.
+        host.check_output(f"{as_user} ln -sfn {victim_file} {prom}")
+        metrics_run(host, tool)
+        assert host.check_output(f"{stat} {prom}") == f"{METRICS_USER}:{METRICS_USER} 644 regular file"
+        assert host.check_output(victim) == victim_before
+
+        # Group-writable (and root's): anyone in the group could swap root's temporary file. No file, and why.
+        host.check_output(f"chown root:root {METRICS_DIR} && chmod 0775 {METRICS_DIR} && rm -f {prom}")
+        expected = f"{METRICS_DIR} can be changed by a group or by other users: no metrics written"
+        log = metrics_run(host, tool, expected)
+        assert expected in log, log
+        assert not host.file(prom).exists
+
+        # That user owns the parent and puts a link to a root-only directory where the metrics directory was.
+        host.check_output(f"chmod 0755 {METRICS_DIR} && mv {METRICS_DIR} {METRICS_DIR}.away && "
+                          f"chown {METRICS_USER}: {parent} && {as_user} ln -s {victim_dir} {METRICS_DIR}")
+        expected = f"{METRICS_DIR} is a symbolic link in a directory that a user other than root can change: no metrics"
+        log = metrics_run(host, tool, expected)
+        assert host.check_output(victim) == victim_before
+        assert expected in log, log
+    finally:
+        host.check_output(f"if [ -L {METRICS_DIR} ]; then rm -f {METRICS_DIR}; fi; "
+                          f"if [ -d {METRICS_DIR}.away ]; then mv {METRICS_DIR}.away {METRICS_DIR}; fi; "
+                          f"rm -f {prom} && chown root:root {parent} {METRICS_DIR} && "
+                          f"rm -rf {victim_dir} {victim_file} && userdel {METRICS_USER}")
+        owners, modes = zip(*(line.split()[:2] for line in before.splitlines()))
+        for path, owner, mode in zip((parent, METRICS_DIR), owners, modes):
+            host.check_output(f"chown {owner} {path} && chmod {mode} {path}")
+    assert host.check_output(f"{stat} {parent} {METRICS_DIR}") == before
+    assert host.check_output(f"find / -xdev -name '{tool.provider}-backup-local.prom*' ! -path '{METRICS_DIR}/*'") == ""
+    metrics_run(host, tool)
+    assert host.check_output(f"{stat} {prom}") == "root:root 644 regular file"
 
 
 def test_bad_instances_are_refused_on_the_controller_and_change_nothing(host, tool, scenario):

@@ -106,10 +106,16 @@ as_user() {
 # followed by the path of a file where /bin/sh leaves backup_cmd's exit status (the tool only says that its
 # command failed, and a failed backup must name the part that failed), then the variables in BACKUP_CMD_HIDES.
 # Both are used by the provider's half, which runs backup_cmd.
+# The shell the tool starts execs at once into the one that waits for backup_cmd, through env -u: unset would
+# hide the variables from backup_cmd only, and /proc/<pid>/environ of the waiting shell, which lives as long as
+# the dump, would still show the tool's whole environment (the names are checked ones: no quoting needed).
 # shellcheck disable=SC2016,SC2034 # the inner script is /bin/sh's, expanded there
-readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2; shift 2
-unset "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG_[A-Za-z0-9_]*\)=.*/\1/p")
-/bin/sh -c "$cmd"; rc=$?; echo "$rc" >"$status"; exit "$rc"' backup_cmd "$BACKUP_CMD")
+readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2 hide=; shift 2
+for name in "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG_[A-Za-z0-9_]*\)=.*/\1/p"); do
+  hide="$hide -u $name"
+done
+exec /usr/bin/env $hide /bin/sh -c '\''/bin/sh -c "$1"; rc=$?; echo "$rc" >"$2"; exit "$rc"'\'' backup_cmd "$cmd" "$status"' \
+  backup_cmd "$BACKUP_CMD")
 # What backup_cmd must not see, besides every RESTIC_* and BORG_* variable: restic and borg hand their whole
 # environment to the command they run, where the request's user could read it in /proc/<pid>/environ (a
 # repository URL with credentials, a cloud key).
@@ -264,6 +270,7 @@ write_metrics() {
   fi
   [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
   # Called in an || list, where set -e is off: each step checks for itself.
+  metrics_links_are_root_s || return 1
   mkdir -p -- "$(dirname -- "$METRICS_FILE")" || return 1
   {
     metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
@@ -273,6 +280,26 @@ write_metrics() {
     metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
     metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
   } | write_file_as "$(metrics_writer)" "$METRICS_FILE"
+}
+
+# A link on the way to the metrics directory decides where root writes and creates directories: it is followed
+# only where no user other than root can have put it or swap it, in a directory only root can change (or a
+# sticky one, when root owns the link). Else another user (who owns /var/lib/prometheus, or anyone in /tmp) could
+# point it at a directory only root can change, whose chain metrics_writer would then find root's alone.
+metrics_links_are_root_s() {
+  local part='' component owner mode components
+  IFS=/ read -ra components <<<"$(dirname -- "$METRICS_FILE")"
+  for component in "${components[@]}"; do
+    [ -n "$component" ] || continue
+    part="$part/$component"
+    [ -L "$part" ] || continue
+    read -r owner mode < <(stat -L -c '%u %a' -- "$(dirname -- "$part")") || return 1
+    if [ "$owner" != 0 ] || { (( 8#$mode & 8#022 )) && { ! (( 8#$mode & 8#1000 )) || [ "$(stat -c %u -- "$part")" != 0 ]; }; }; then
+      printf '%s: %s is a symbolic link in a directory that a user other than root can change: no metrics written\n' \
+        "$SCRIPT" "$part" >&2
+      return 1
+    fi
+  done
 }
 
 # Who writes the metrics file: "root" when only root can change its directory and every directory above it,

@@ -311,3 +311,39 @@ def test_metrics_below_a_directory_of_another_user_are_not_written(world):
     result = finished(world, script(world, ping=False, metrics_file=str(nested / 'restic-backup-app.prom')))
     assert 'belongs to a user other than root: no metrics written below it' in result.stderr
     assert not (nested / 'restic-backup-app.prom').exists()
+
+
+@needs_root
+@pytest.mark.parametrize('where', ['directory of another user', 'sticky directory', 'dangling'])
+def test_a_link_another_user_planted_on_the_way_does_not_lead_root_s_writes(world, where):
+    """Another user who can change a directory on the way to the metrics directory (Debian's prometheus owns
+    /var/lib/prometheus; anyone can add to /tmp) puts a link there to a directory only root can change: resolved,
+    the chain is root's alone, but root must neither write nor create anything there."""
+    top = tempfile.mkdtemp(dir='/tmp')  # pytest's own directories are root's alone: the user could not reach it
+    try:
+        os.chmod(top, 0o755)
+        victim = os.path.join(top, 'victim')
+        os.mkdir(victim, 0o700)
+        holder = os.path.join(top, 'prometheus')
+        os.mkdir(holder, 0o1777 if where == 'sticky directory' else 0o755)
+        os.chmod(holder, 0o1777 if where == 'sticky directory' else 0o755)
+        if where != 'sticky directory':
+            os.chown(holder, OTHER_UID, OTHER_UID)
+        link = os.path.join(holder, 'node-exporter')
+        os.symlink(os.path.join(victim, 'new') if where == 'dangling' else victim, link)
+        os.lchown(link, OTHER_UID, OTHER_UID)
+        result = finished(world, script(world, ping=False, metrics_file=os.path.join(link, 'restic-backup-app.prom')))
+        assert (f'{link} is a symbolic link in a directory that a user other than root can change: no metrics '
+                'written') in result.stderr
+        assert os.listdir(victim) == []
+    finally:
+        shutil.rmtree(top)
+
+
+@needs_root
+def test_a_link_only_root_could_have_made_is_followed(world):
+    (world / 'textfiles').mkdir(mode=0o755)
+    (world / 'metrics').symlink_to(world / 'textfiles')
+    finished(world, script(world, ping=False))
+    assert metrics(world)['selfhost_backup_last_exit_status'] == 0
+    assert (world / 'textfiles' / 'restic-backup-app.prom').stat().st_uid == 0

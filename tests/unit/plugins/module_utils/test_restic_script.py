@@ -456,3 +456,33 @@ def test_backup_cmd_sees_no_secret_and_no_restic_variable(world, version):
     assert not [line for line in seen.splitlines() if line.startswith('RESTIC_')]
     # The rest of the job's environment stays: the dump needs PATH (and the unit's CACHE_DIRECTORY is harmless).
     assert 'PATH=' in seen
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_the_dump_s_wrapper_holds_no_secret_in_its_environment(world, version):
+    """/proc/<pid>/environ shows what a process was started with, whatever its shell unsets later. The wrapper
+    that runs backup_cmd and records its exit status (RUN_BACKUP_CMD) lives as long as the dump: restic >= 0.17
+    starts it with restic's whole environment, which the request's user must not find there."""
+    (world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY').write_text('aws-secret-value')
+    commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
+                                host='h1')
+    spec = _provider.ScriptSpec(
+        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
+        # $PPID of backup_cmd's shell: the wrapper, while it waits for the dump.
+        backup_cmd=f'tr "\\0" "\\n" < /proc/$PPID/environ > {world}/wrapper-env; printf dump-data',
+        restore_cmd='cat >/dev/null',
+        credentials={'passphrase': str(world / 'creds' / 'passphrase'),
+                     'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY'),
+                     'env.AWS_SECRET_ACCESS_KEY': str(world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY')},
+        env_names=('AWS_SECRET_ACCESS_KEY', 'RESTIC_REPOSITORY'), stop_units=(),
+        provider_data=_restic.shell_data(commands), library=str(world / 'lib'))
+    path = world / 'job'
+    path.write_text(_provider.render_script(spec))
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'data').read_text() == 'dump-data'
+    seen = (world / 'wrapper-env').read_text()
+    assert 'PATH=' in seen, seen
+    for hidden in ('aws-secret-value', '/srv/repo', 'pw-secret', 'CREDENTIALS_DIRECTORY='):
+        assert hidden not in seen, hidden
+    assert not [line for line in seen.splitlines() if line.startswith('RESTIC_')], seen
