@@ -1,10 +1,12 @@
 """Failure drills the restic and borg scenarios share (both on Debian 12 and 13).
 
-Each scenario's tests/test_drills.py imports these tests and defines the fixture ``tool`` (RESTIC or BORG below);
-its conftest runs them after the scenario's own tests and before the one that removes instances. They leave
-every instance working. The scenarios' request A
-(vars.yml) reads app.txt and honours flag files in its data directory: ``slow`` sleeps before the dump,
-``slow-tail`` sleeps after the dump has been streamed, ``fail-backup`` fails it.
+Each scenario's tests/test_drills.py imports these tests; its conftest defines the fixture ``tool`` (RESTIC or BORG
+below, see provider_conftest.py) and runs them after the scenario's own tests and before the one that removes
+instances. They leave every instance working. The scenarios' request A (vars.yml) reads app.txt and honours flag
+files in its data directory: ``slow`` sleeps before the dump, ``slow-tail`` sleeps after the dump has been
+streamed, ``fail-backup`` fails it.
+
+The helpers below (write, read, backup, snapshots, restore, ...) serve every shared test of the provider scenarios.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ BORG = Tool(
     provider="borg",
     data_dir="/var/lib/borg-test",
     process="borg .*create ",
-    snapshot_line=r"^(local@\S+)\s",
+    # <instance>@<inventory hostname>-<UTC time>: the restore script lists this host's archives of its instance.
+    snapshot_line=r"^(\S+-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6})\s",
     server_var="borg_test_server",
     # ssh cannot reach the stopped server: borg fails at once.
     unreachable_result="exit-code",
@@ -86,23 +89,45 @@ BORG = Tool(
 )
 
 
-def write(host, tool: Tool, content: str) -> None:
-    path = f"{tool.data_dir}/app.txt"
+def write(host, tool: Tool, content: str, name: str = "app.txt") -> None:
+    """Write a file of the requests' data directory (request A dumps app.txt, request B other.txt), owned by their user."""
+    path = f"{tool.data_dir}/{name}"
     host.check_output(f"printf %s {shlex.quote(content)} > {path} && chown dbuser {path}")
 
 
-def read(host, tool: Tool) -> str:
-    return base64.b64decode(host.check_output(f"base64 -w0 {tool.data_dir}/app.txt")).decode()
+def read(host, tool: Tool, name: str = "app.txt") -> str:
+    """The exact content (check_output would strip a trailing newline)."""
+    return base64.b64decode(host.check_output(f"base64 -w0 {tool.data_dir}/{name}")).decode()
 
 
 def snapshots(host, tool: Tool, instance: str) -> list:
+    """The instance's snapshot ids (restic) or archive names (borg), oldest first."""
     out = host.check_output(f"{tool.provider}-restore-{instance} snapshots")
     return re.findall(tool.snapshot_line, out, re.M)
 
 
+def backup(host, tool: Tool, instance: str):
+    """Start the instance's backup service and wait for its end; the result, whatever it is."""
+    return host.run(f"systemctl start --wait {tool.unit(instance)}")
+
+
 def backup_ok(host, tool: Tool, instance: str) -> None:
-    result = host.run(f"systemctl start --wait {tool.unit(instance)}")
+    result = backup(host, tool, instance)
     assert result.rc == 0, host.run(f"journalctl --no-pager -n 40 -u {tool.unit(instance)}").stdout
+
+
+def backup_new(host, tool: Tool, instance: str) -> str:
+    """Back up and return the one new snapshot's id (restic) or archive name (borg)."""
+    before = set(snapshots(host, tool, instance))
+    backup_ok(host, tool, instance)
+    new = [snapshot for snapshot in snapshots(host, tool, instance) if snapshot not in before]
+    assert len(new) == 1, new
+    return new[0]
+
+
+def restore(host, tool: Tool, instance: str, which: str):
+    """``<provider>-restore-<instance> restore <which>``; the result, whatever it is."""
+    return host.run(f"{tool.provider}-restore-{instance} restore {shlex.quote(which)}")
 
 
 def check_ok(host, tool: Tool, instance: str) -> None:
@@ -113,7 +138,7 @@ def check_ok(host, tool: Tool, instance: str) -> None:
 
 
 def restore_ok(host, tool: Tool, instance: str, which: str) -> None:
-    result = host.run(f"{tool.provider}-restore-{instance} restore {shlex.quote(which)}")
+    result = restore(host, tool, instance, which)
     assert result.rc == 0, result.stderr
 
 

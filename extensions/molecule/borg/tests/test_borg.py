@@ -1,67 +1,33 @@
 """The borg provider on real systemd hosts: round trips with exact contents, failures, SSH, secrets.
 
-The tests run in file order on each client; the last one removes instances.
+The tests run in file order on each client; the last one removes instances. What the borg and restic scenarios
+check the same way is in resources/job_checks.py: a test here calls it and adds what only borg does.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shlex
-import subprocess
 
 import testinfra
 
-from conftest import SCENARIO_DIR
-from provider_checks import (assert_failed_run_monitored, assert_failure_reported, assert_good_run_monitored,
-                             assert_healthy, assert_monitor_down_fails_nothing, assert_pending_after_converge,
-                             notified_path, ping_check, pings_seen, server_host)
+from drills import BORG, backup, backup_new, backup_ok, check_ok, read, restore, snapshots, write
+from job_checks import (UNIT_DIR, assert_a_failed_dump_keeps_no_snapshot, assert_a_failed_restore_changes_nothing,
+                        assert_bad_settings_refused_and_nothing_changed, assert_latest_per_instance_in_a_shared_repository,
+                        assert_remove_yml_removes, assert_restore_script_help_and_misuse, assert_round_trip_by_id_and_latest,
+                        assert_secrets_hidden, assert_units_and_timers_installed, watch_a_remote_backup_and_restore)
+from provider_checks import assert_monitor_down_fails_nothing, assert_pending_after_converge, server_host
 
 testinfra_hosts = ["ansible://clients"]
 
-DATA = "/var/lib/borg-test"
-UNIT_DIR = "/etc/systemd/system"
+DATA = BORG.data_dir
 INSTANCES = ("local", "shared_a", "shared_b", "remote", "ugly")
-ARCHIVE = re.compile(r"^(\S+-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6})\s", re.M)
-
-
-def write(host, name: str, content: str) -> None:
-    path = f"{DATA}/{name}"
-    host.check_output(f"printf %s {shlex.quote(content)} > {path} && chown dbuser {path}")
-
-
-def read(host, name: str) -> str:
-    """The exact content (check_output would strip a trailing newline)."""
-    return base64.b64decode(host.check_output(f"base64 -w0 {DATA}/{name}")).decode()
-
-
-def backup(host, instance: str):
-    return host.run(f"systemctl start --wait borg-backup-{instance}.service")
-
-
-def backup_ok(host, instance: str) -> None:
-    result = backup(host, instance)
-    assert result.rc == 0, host.run(f"journalctl --no-pager -n 40 -u borg-backup-{instance}.service").stdout
 
 
 def archives(host, instance: str) -> list[str]:
     """The instance's archives, oldest first."""
-    result = host.run(f"borg-restore-{instance} snapshots")
-    assert result.rc == 0, result.stderr
-    return ARCHIVE.findall(result.stdout)
-
-
-def backup_new(host, instance: str) -> str:
-    before = set(archives(host, instance))
-    backup_ok(host, instance)
-    new = [name for name in archives(host, instance) if name not in before]
-    assert len(new) == 1, new
-    return new[0]
-
-
-def restore(host, instance: str, which: str):
-    return host.run(f"borg-restore-{instance} restore {which}")
+    return snapshots(host, BORG, instance)
 
 
 def borg_version(host) -> tuple[int, ...]:
@@ -74,25 +40,11 @@ def test_status_right_after_the_converge_is_pending(host):
 
 
 def test_units_and_timers_are_installed(host):
-    listed = host.check_output("systemctl list-timers --all --no-legend --plain")
-    for instance in INSTANCES:
-        assert f"borg-backup-{instance}.timer" in listed
-        assert host.service(f"borg-backup-{instance}.timer").is_enabled
-        assert host.file(f"/usr/local/bin/borg-restore-{instance}").mode == 0o755
-    assert "borg-backup-local-check.timer" in listed and "borg-backup-remote-check.timer" in listed
-    assert not host.file(f"{UNIT_DIR}/borg-backup-retired.service").exists
-    timer = host.file(f"{UNIT_DIR}/borg-backup-local.timer").content_string
-    assert "OnCalendar=*-*-* 03:00:00" in timer and "RandomizedDelaySec=60" in timer
-    service = host.file(f"{UNIT_DIR}/borg-backup-local.service").content_string
-    assert "User=dbuser" in service and "StartLimitIntervalSec=0" in service
-    assert "Nice=10" in service and "IOSchedulingClass=idle" in service
-    assert "LoadCredential=passphrase:/etc/selfhost-backup/borg/local/passphrase" in service
-    assert "ReadWritePaths=/srv/borg/local" in service
+    listed = assert_units_and_timers_installed(host, BORG, INSTANCES)
+    assert "borg-backup-remote-check.timer" in listed
     remote = host.file(f"{UNIT_DIR}/borg-backup-remote.service").content_string
     assert "LoadCredential=ssh_key:/etc/selfhost-backup/borg/remote/ssh_key" in remote
     assert "LoadCredential=known_hosts:/etc/selfhost-backup/borg/remote/known_hosts" in remote
-    assert host.run(f"systemd-analyze verify {UNIT_DIR}/borg-backup-local.service "
-                    f"{UNIT_DIR}/borg-backup-local-check.service").rc == 0
 
 
 def test_command_lines(host):
@@ -113,14 +65,14 @@ def test_first_backup_initialises_the_repository(host):
     for instance, message in (("local", "not a valid repository"), ("remote", "does not exist")):
         result = host.run(f"borg-restore-{instance} snapshots")
         assert result.rc != 0 and message in result.stderr, result.stderr
-        assert restore(host, instance, "latest").rc != 0
-    backup_ok(host, "local")
-    backup_ok(host, "remote")
+        assert restore(host, BORG, instance, "latest").rc != 0
+    backup_ok(host, BORG, "local")
+    backup_ok(host, BORG, "remote")
     journal = host.check_output("journalctl --no-pager -o cat -u borg-backup-local.service -u borg-backup-remote.service")
     assert journal.count("initialised the repository (encryption repokey-blake2)") == 2
     assert host.file("/srv/borg/local/config").user == "dbuser"
     # A second backup finds it ("already exists") and initialises nothing.
-    backup_ok(host, "local")
+    backup_ok(host, BORG, "local")
     assert host.check_output("journalctl --no-pager -o cat -u borg-backup-local.service").count("initialised") == 1
     assert len(archives(host, "local")) == 2 and len(archives(host, "remote")) == 1
     # The archives carry the instance and the host: <instance>@<inventory hostname>-<UTC time>.
@@ -135,7 +87,7 @@ def test_a_vanished_local_repository_fails_and_is_not_created_again(host):
     # As after a wiped disk: the directory is back (the role recreates it), the repository is gone.
     host.check_output("mv /srv/borg/local /srv/borg/local.away && install -d -o dbuser -m 0700 /srv/borg/local")
     try:
-        result = backup(host, "local")
+        result = backup(host, BORG, "local")
         assert result.rc != 0
         assert host.run("systemctl is-failed borg-backup-local.service").stdout.strip() == "failed"
         assert host.check_output("ls -A /srv/borg/local") == ""
@@ -143,7 +95,7 @@ def test_a_vanished_local_repository_fails_and_is_not_created_again(host):
         assert _journal_count(host, "local", "not a valid repository") >= 1
     finally:
         host.check_output("rm -rf /srv/borg/local && mv /srv/borg/local.away /srv/borg/local")
-    backup_ok(host, "local")
+    backup_ok(host, BORG, "local")
 
 
 def test_a_vanished_remote_repository_fails_and_is_not_created_again(host):
@@ -152,33 +104,17 @@ def test_a_vanished_remote_repository_fails_and_is_not_created_again(host):
     path = f"/srv/borg/{host.backend.get_hostname()}"
     server.check_output(f"mv {path} {path}.away")
     try:
-        result = backup(host, "remote")
+        result = backup(host, BORG, "remote")
         assert result.rc != 0
         assert not server.file(path).exists
         assert _journal_count(host, "remote", "initialised the repository") == 1
     finally:
         server.check_output(f"rm -rf {path} && mv {path}.away {path}")
-    backup_ok(host, "remote")
+    backup_ok(host, BORG, "remote")
 
 
 def test_round_trip_by_name_and_latest(host):
-    write(host, "app.txt", "app one\nline 2\n")
-    first = backup_new(host, "local")
-    write(host, "app.txt", "app two\n\ttabs and 100% $HOME\n")
-    backup_new(host, "local")
-    host.check_output(f"rm -f {DATA}/app.txt")
-    started = host.check_output("systemctl show -P ActiveEnterTimestampMonotonic borg-test-app.service")
-
-    result = restore(host, "local", first)
-    assert result.rc == 0, result.stderr
-    assert read(host, "app.txt") == "app one\nline 2\n"
-    result = restore(host, "local", "latest")
-    assert result.rc == 0, result.stderr
-    assert read(host, "app.txt") == "app two\n\ttabs and 100% $HOME\n"
-    # stop_units: the application was stopped and started again.
-    assert "stopping borg-test-app.service" in result.stderr
-    assert host.service("borg-test-app.service").is_running
-    assert host.check_output("systemctl show -P ActiveEnterTimestampMonotonic borg-test-app.service") != started
+    assert_round_trip_by_id_and_latest(host, BORG, "local", stopped_unit="borg-test-app.service")
 
 
 def test_everything_belongs_to_the_request_user(host):
@@ -191,34 +127,12 @@ def test_everything_belongs_to_the_request_user(host):
     assert host.run("ls -d /run/borg-restore.* 2>/dev/null").stdout == ""
 
 
-NOTIFIED = notified_path("borg", "local")
-
-
 def test_failed_dump_keeps_no_archive(host, scenario):
-    server = server_host(scenario["borg_test_server"])
-    write(host, "app.txt", "good content\n")
-    backup_ok(host, "local")
-    assert_healthy(host, "borg", "local")
-    before = archives(host, "local")
-    good = assert_good_run_monitored(host, server, scenario, "borg", "local", len(before))
-    pings_before = len(pings_seen(server, ping_check(host, scenario)))
-    write(host, "app.txt", "broken content\n")
-    host.check_output(f"rm -f {NOTIFIED} && touch {DATA}/fail-backup")
-    try:
-        result = backup(host, "local")
-    finally:
-        host.check_output(f"rm -f {DATA}/fail-backup")
-    assert result.rc != 0
-    assert host.run("systemctl is-failed borg-backup-local.service").stdout.strip() == "failed"
-    assert_failure_reported(host, "borg", "local")
-    assert_failed_run_monitored(host, server, scenario, "borg", "local", good, pings_before)
-    assert archives(host, "local") == before
+    assert_a_failed_dump_keeps_no_snapshot(host, BORG, scenario)
     # Not even a checkpoint archive.
     listed = host.check_output("BORG_PASSCOMMAND='cat /etc/selfhost-backup/borg/local/passphrase' "
                                "BORG_BASE_DIR=/tmp/borg-root borg list --consider-checkpoints --short /srv/borg/local")
     assert "checkpoint" not in listed
-    assert restore(host, "local", "latest").rc == 0
-    assert read(host, "app.txt") == "good content\n"
 
 
 def test_a_monitor_that_is_down_never_fails_the_backup(host, scenario):
@@ -226,13 +140,11 @@ def test_a_monitor_that_is_down_never_fails_the_backup(host, scenario):
 
 
 def test_failed_restore_fails_and_restarts_units(host):
-    write(host, "app.txt", "untouched\n")
-    result = restore(host, "local", f"local@{host.backend.get_hostname()}-2000-01-01T00:00:00.000000")
-    assert result.rc != 0 and "no archive" in result.stderr
-    assert read(host, "app.txt") == "untouched\n"  # checked before the restore command ran
-    assert host.service("borg-test-app.service").is_running
-    assert restore(host, "local", "../etc").rc != 0
-    assert restore(host, "local", "shared_a-2000-01-01T00:00:00.000000").rc != 0
+    # An archive name of this instance and host that does not exist: checked before the restore command ran.
+    missing = f"local@{host.backend.get_hostname()}-2000-01-01T00:00:00.000000"
+    result = assert_a_failed_restore_changes_nothing(host, BORG, missing)
+    assert "no archive" in result.stderr
+    assert restore(host, BORG, "local", "shared_a-2000-01-01T00:00:00.000000").rc != 0
 
 
 def _local_borg(host, borg_args: str, stdin: str = "") -> str:
@@ -259,13 +171,13 @@ def test_retention_keeps_the_last_three_of_this_host_only(host):
     older = _other_host_archive(host, "other host, older\n")
     newest = []
     for number in range(4):
-        write(host, "app.txt", f"retention {number}\n")
-        newest.append(backup_new(host, "local"))
+        write(host, BORG, f"retention {number}\n")
+        newest.append(backup_new(host, BORG, "local"))
     assert archives(host, "local") == newest[-3:]
     # The other host's archive of the same instance is not this host's to prune.
     assert older in _all_archive_names(host)
-    assert restore(host, "local", "latest").rc == 0
-    assert read(host, "app.txt") == "retention 3\n"
+    assert restore(host, BORG, "local", "latest").rc == 0
+    assert read(host, BORG) == "retention 3\n"
 
 
 def test_other_hosts_archives_are_never_listed_or_restored(host):
@@ -273,48 +185,28 @@ def test_other_hosts_archives_are_never_listed_or_restored(host):
     assert newer in _all_archive_names(host)
     assert newer not in archives(host, "local")
     # latest is this host's newest archive, although the other host's is newer.
-    assert restore(host, "local", "latest").rc == 0
-    assert read(host, "app.txt") == "retention 3\n"
-    refused = restore(host, "local", newer)
+    assert restore(host, BORG, "local", "latest").rc == 0
+    assert read(host, BORG) == "retention 3\n"
+    refused = restore(host, BORG, "local", newer)
     assert refused.rc != 0 and "not a valid archive" in refused.stderr
-    assert read(host, "app.txt") == "retention 3\n"
+    assert read(host, BORG) == "retention 3\n"
     # Everything in the repository still belongs to the request's user.
     assert host.check_output("find /srv/borg/local ! -user dbuser | wc -l") == "0"
 
 
 def test_check_job_runs(host):
-    result = host.run("systemctl start --wait borg-backup-local-check.service")
-    assert result.rc == 0, host.run("journalctl --no-pager -n 30 -u borg-backup-local-check.service").stdout
+    check_ok(host, BORG, "local")
 
 
 def test_shared_repository_latest_per_instance(host):
-    write(host, "app.txt", "shared a one\n")
-    write(host, "other.txt", "shared b one\n")
-    backup_ok(host, "shared_a")
-    backup_ok(host, "shared_b")
-    write(host, "app.txt", "shared a two\n")
-    backup_ok(host, "shared_a")
-    host.check_output(f"rm -f {DATA}/app.txt {DATA}/other.txt")
-    assert restore(host, "shared_b", "latest").rc == 0
-    assert restore(host, "shared_a", "latest").rc == 0
-    assert read(host, "other.txt") == "shared b one\n"
-    assert read(host, "app.txt") == "shared a two\n"
+    assert_latest_per_instance_in_a_shared_repository(host, BORG)
     assert len(archives(host, "shared_a")) == 2
     assert len(archives(host, "shared_b")) == 1
 
 
 def test_remote_ssh_repository_round_trip(host):
-    write(host, "app.txt", "remote one\n")
-    first = backup_new(host, "remote")
-    write(host, "app.txt", "remote two\n")
-    backup_new(host, "remote")
-    host.check_output(f"rm -f {DATA}/app.txt")
-    assert restore(host, "remote", first).rc == 0
-    assert read(host, "app.txt") == "remote one\n"
-    assert restore(host, "remote", "latest").rc == 0
-    assert read(host, "app.txt") == "remote two\n"
-    result = host.run("systemctl start --wait borg-backup-remote-check.service")
-    assert result.rc == 0, host.run("journalctl --no-pager -n 30 -u borg-backup-remote-check.service").stdout
+    assert_round_trip_by_id_and_latest(host, BORG, "remote", ("remote one\n", "remote two\n"))
+    check_ok(host, BORG, "remote")
 
 
 def _as_job(host, borg_args: str):
@@ -377,84 +269,29 @@ def test_remote_key_is_restricted_and_append_only(host, scenario):
 
 
 def test_secrets_not_in_units_ps_or_journal(host, scenario):
-    secret = scenario["borg_test_passphrase"]
-    host.check_output(f"touch {DATA}/slow")
-    try:
-        host.check_output("systemctl start --no-block borg-backup-remote.service")
-        # The backup_cmd sleeps 4 s first: sample every process's command line meanwhile.
-        seen = host.check_output("for i in $(seq 1 12); do ps -eo user,args; sleep 0.25; done")
-        host.run("timeout 60 sh -c 'while [ \"$(systemctl is-active borg-backup-remote.service)\" = activating ]; "
-                 "do sleep 0.5; done'")
-    finally:
-        host.check_output(f"rm -f {DATA}/slow")
+    seen, restore_seen = watch_a_remote_backup_and_restore(host, BORG, "user,args")
     assert "borg" in seen and "create" in seen, seen
-    # The backup runs as the request's user, borg and ssh included.
+    # The backup runs as the request's user, borg and ssh included, and so does the restore's borg.
     assert all(line.startswith("dbuser") for line in seen.splitlines() if "borg" in line and "create" in line), seen
-    restore_seen = host.check_output(
-        "(borg-restore-remote restore latest >/dev/null 2>&1 &) ; for i in $(seq 1 8); do ps -eo user,args; sleep 0.25; done; sleep 2")
     assert all(line.startswith("dbuser") for line in restore_seen.splitlines()
                if "/usr/bin/borg" in line and "extract" in line), restore_seen
-    files = host.check_output(f"cat {UNIT_DIR}/borg-backup-* /usr/local/bin/borg-restore-*")
-    journal = host.check_output("journalctl --no-pager -o cat")
-    for text in (seen, restore_seen, files, journal):
-        assert secret not in text
-        assert scenario["ping_monitor_secret"] not in text
-    for path in ("passphrase", "ssh_key", "known_hosts"):
-        secret_file = host.file(f"/etc/selfhost-backup/borg/remote/{path}")
-        assert secret_file.user == "root" and secret_file.mode == 0o600
-    assert host.file("/etc/selfhost-backup/borg/remote").mode == 0o700
-    ping_url = host.file("/etc/selfhost-backup/borg/local/ping_url")
-    assert ping_url.user == "root" and ping_url.mode == 0o600 and scenario["ping_monitor_secret"] in ping_url.content_string
+    assert_secrets_hidden(host, BORG, scenario, ("borg_test_passphrase", "ping_monitor_secret"),
+                          ("passphrase", "ssh_key", "known_hosts"), seen, restore_seen)
 
 
 def test_restore_script_help_and_misuse(host):
-    helped = host.run("borg-restore-local --help")
-    assert helped.rc == 0 and "restore latest" in helped.stdout
-    assert host.run("borg-restore-local").rc == 2
-    assert host.run("borg-restore-local backup").rc != 0
-    assert host.run("setpriv --reuid=dbuser --regid=dbuser --init-groups borg-restore-local snapshots").rc != 0
-
-
-def _host_state(host) -> str:
-    return host.check_output(
-        f"ls -la --time-style=full-iso {UNIT_DIR} /usr/local/bin /var/lib/selfhost-backup /etc/selfhost-backup/borg; "
-        "systemctl list-units --type=timer --all --plain --no-legend | awk '{print $1, $2, $3, $4}' | sort; "
-        "test ! -e /root/bad-settings-marker && echo no-marker"
-    )
-
-
-def _playbook(host, name: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"],
-         "--limit", host.backend.get_hostname(), str(SCENARIO_DIR / name)],
-        capture_output=True, text=True, check=False,
-    )
+    assert_restore_script_help_and_misuse(host, BORG)
 
 
 def test_bad_settings_fail_on_the_controller_and_change_nothing(host, scenario):
-    before = _host_state(host)
-    run = _playbook(host, "bad_settings.yml")
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
-    for field in ("passphrase_file", "retention.keep_daily", "colour", "encryption", "ssh", "host"):
-        assert f"borg_instances.bad.settings.{field}" in output, output
-    assert scenario["borg_test_passphrase"] not in output
-    assert "changed=0" in output, output
-    assert _host_state(host) == before
-    assert "no-marker" in before
+    assert_bad_settings_refused_and_nothing_changed(host, BORG, scenario, ("passphrase_file", "retention.keep_daily",
+                                                                           "colour", "encryption", "ssh", "host"))
 
 
 def test_disabled_and_vanished_instances_are_removed(host):
-    run = _playbook(host, "remove.yml")
-    assert run.returncode == 0, run.stdout + run.stderr
-    for instance in ("shared_b", "shared_a", "remote"):
-        assert not host.file(f"{UNIT_DIR}/borg-backup-{instance}.service").exists, instance
-        assert not host.file(f"/usr/local/bin/borg-restore-{instance}").exists, instance
-        assert not host.file(f"/etc/selfhost-backup/borg/{instance}").exists, instance
-        assert not host.file(f"/var/lib/selfhost-backup/borg-backup-{instance}.json").exists, instance
+    # Repositories are never deleted.
+    assert_remove_yml_removes(host, BORG, ("shared_b", "shared_a", "remote"), ("shared",))
     service = host.file(f"{UNIT_DIR}/borg-backup-local.service").content_string
     assert "LoadCredential=passphrase:/etc/borg-test-passphrase-local" in service
     # The stored copy of the passphrase is gone now that it comes from a file.
     assert not host.file("/etc/selfhost-backup/borg/local/passphrase").exists
-    # Repositories are never deleted.
-    assert host.file("/srv/borg/shared/config").exists

@@ -3,14 +3,7 @@ run, a live lock beside a second instance, an unreachable remote repository, no 
 
 from __future__ import annotations
 
-import pytest
-# pytest collects the drills imported here; the fixture below tells them about the provider.
+# pytest collects the drills imported here; conftest.py's fixture ``tool`` tells them the provider.
 from drills import *  # noqa: F401,F403 pylint: disable=wildcard-import,unused-wildcard-import
-from drills import BORG, Tool
 
 testinfra_hosts = ["ansible://clients"]
-
-
-@pytest.fixture(scope="module")
-def tool() -> Tool:
-    return BORG
