@@ -315,7 +315,7 @@ def assert_no_secret_sampled(seen: list, tool: Tool, scenario: dict) -> None:
     assert not in_argv, in_argv
     # The tool hands its whole environment to the dump's wrapper (RUN_BACKUP_CMD in job.sh), which replaces it
     # with a clean one at once (exec env -u ...): that moment may fall into one sample, never into two.
-    lasting = {pid: hits for pid, hits in in_environ.items() if len({sample for sample, _, _ in hits}) > 1}
+    lasting = {pid: hits for pid, hits in in_environ.items() if len({hit[0] for hit in hits}) > 1}
     assert not lasting, lasting
 
 
