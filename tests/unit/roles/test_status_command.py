@@ -160,6 +160,15 @@ def test_a_first_run_that_failed_is_not_pending(host):
     assert entry['pending'] is False and entry['problems'] == ['failed', 'late']
 
 
+def test_a_run_in_its_start_hooks_shows_when_it_started(host):
+    # ExecStartPre= (the ping hook) still runs: systemd has no main process start time for this run yet.
+    add(host, 'restic', 'app', state='activating', started=None, since=NOW - 2)
+    entry = json.loads(status(host, '--json').stdout)[0]
+    assert entry['running'] is True and entry['last_run'] == NOW - 2 and entry['running_since'] == NOW - 2
+    line = status(host).stdout.splitlines()[0]
+    assert re.search(r'^restic +app +last run \S+ \S+ UTC \(running, for \d+s\), .*: RUNNING$', line), line
+
+
 def test_a_running_backup_is_running_not_a_problem(host):
     # Its first run, five minutes in: neither pending nor late.
     add(host, 'restic', 'first', state='activating', started=NOW - 300, newest=None, installed=NOW - 600)
