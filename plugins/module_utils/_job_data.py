@@ -37,6 +37,8 @@ class JobDataError(ValueError):
 def _word(value: t.Any, name: str) -> str:
     if not isinstance(value, str):
         raise JobDataError(f'{name}: expected a string, got {value!r}')
+    if '\0' in value:
+        raise JobDataError(f'{name}: a NUL byte has no place in a shell value (bash would drop it)')
     return shlex.quote(value)
 
 
@@ -49,8 +51,10 @@ def assignment(name: str, value: Value) -> str:
     if isinstance(value, int):
         return f'readonly {name}={value}'
     if isinstance(value, str):
-        return f'readonly {name}={shlex.quote(value)}'
+        return f'readonly {name}={_word(value, name)}'
     if isinstance(value, t.Mapping):
+        if '' in value:
+            raise JobDataError(f'{name}: an associative array has no empty key')
         pairs = ' '.join(f'[{_word(key, name)}]={_word(item, name)}' for key, item in sorted(value.items()))
         return f'readonly -A {name}=({pairs})'
     return f'readonly {name}=(' + ' '.join(_word(item, name) for item in value) + ')'

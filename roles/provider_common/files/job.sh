@@ -282,21 +282,37 @@ write_metrics() {
   } | write_file_as "$(metrics_writer)" "$METRICS_FILE"
 }
 
-# A link on the way to the metrics directory decides where root writes and creates directories: it is followed
-# only where no user other than root can have put it or swap it, in a directory only root can change (or a
-# sticky one, when root owns the link). Else another user (who owns /var/lib/prometheus, or anyone in /tmp) could
-# point it at a directory only root can change, whose chain metrics_writer would then find root's alone.
+# The way to the metrics directory is resolved again by mkdir, realpath and the writer: a component that another
+# user can replace between those steps (in a directory of that user, or one others can change) could swap a
+# checked directory for a link and have root write or create directories elsewhere. So every directory on the way
+# must be root's and closed to others; in a sticky one (/tmp) a component may be another user's only as the
+# metrics directory itself, which that user then writes. A link is followed only where root alone can have put it.
 metrics_links_are_root_s() {
-  local part='' component owner mode components
-  IFS=/ read -ra components <<<"$(dirname -- "$METRICS_FILE")"
+  local part='' parent component owner mode components last
+  last="$(dirname -- "$METRICS_FILE")"
+  IFS=/ read -ra components <<<"$last"
   for component in "${components[@]}"; do
     [ -n "$component" ] || continue
+    parent="${part:-/}"
     part="$part/$component"
-    [ -L "$part" ] || continue
-    read -r owner mode < <(stat -L -c '%u %a' -- "$(dirname -- "$part")") || return 1
-    if [ "$owner" != 0 ] || { (( 8#$mode & 8#022 )) && { ! (( 8#$mode & 8#1000 )) || [ "$(stat -c %u -- "$part")" != 0 ]; }; }; then
+    read -r owner mode < <(stat -L -c '%u %a' -- "$parent") || return 1
+    if [ "$owner" = 0 ] && ! (( 8#$mode & 8#022 )); then
+      continue  # only root can change this directory
+    fi
+    if [ "$owner" = 0 ] && (( 8#$mode & 8#1000 )) && [ "$(stat -c %u -- "$part" 2>/dev/null)" = 0 ]; then
+      continue  # a sticky directory of root's: only root can replace root's entry
+    fi
+    if [ -L "$part" ]; then
       printf '%s: %s is a symbolic link in a directory that a user other than root can change: no metrics written\n' \
         "$SCRIPT" "$part" >&2
+      return 1
+    fi
+    if [ "$owner" != 0 ]; then
+      printf '%s: %s belongs to a user other than root: no metrics written below it\n' "$SCRIPT" "$parent" >&2
+      return 1
+    fi
+    if ! (( 8#$mode & 8#1000 )) || [ "$part" != "$last" ]; then
+      printf '%s: %s can be changed by a group or by other users: no metrics written\n' "$SCRIPT" "$parent" >&2
       return 1
     fi
   done

@@ -314,6 +314,18 @@ def test_metrics_below_a_directory_of_another_user_are_not_written(world):
 
 
 @needs_root
+def test_below_a_directory_of_another_user_root_creates_nothing(world):
+    """That user could swap what root creates or checks there for a link between two steps (mkdir, realpath,
+    the write): the refusal comes before root touches anything below it."""
+    (world / 'metrics').mkdir(mode=0o755)
+    os.chown(world / 'metrics', OTHER_UID, OTHER_UID)
+    nested = world / 'metrics' / 'textfiles'
+    result = finished(world, script(world, ping=False, metrics_file=str(nested / 'restic-backup-app.prom')))
+    assert f'{world / "metrics"} belongs to a user other than root: no metrics written below it' in result.stderr
+    assert not nested.exists()
+
+
+@needs_root
 @pytest.mark.parametrize('where', ['directory of another user', 'sticky directory', 'dangling'])
 def test_a_link_another_user_planted_on_the_way_does_not_lead_root_s_writes(world, where):
     """Another user who can change a directory on the way to the metrics directory (Debian's prometheus owns

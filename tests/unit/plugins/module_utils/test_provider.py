@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from job_library import job_data, make_library
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_data, _provider
 
 LAYOUT = _provider.Layout('borg', 'app')
 
@@ -169,3 +169,9 @@ def test_job_options():
     assert options['restore_script']['name'] == 'borg-restore-app'
     plain = _provider.job_options(spec(), _provider.Schedule())
     assert 'nice' not in plain and 'io_scheduling_class' not in plain
+
+
+@pytest.mark.parametrize('value', ['a\0b', ['ok', 'a\0b'], {'': '/x'}, {'k': 'a\0'}])
+def test_values_bash_cannot_hold_are_refused(value):
+    with pytest.raises(_job_data.JobDataError):
+        _job_data.assignment('NAME', value)
