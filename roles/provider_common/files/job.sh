@@ -295,6 +295,8 @@ metrics_links_are_root_s() {
     [ -n "$component" ] || continue
     parent="${part:-/}"
     part="$part/$component"
+    # What does not exist yet, root's mkdir makes below directories found root's alone so far.
+    [ -e "$parent" ] || return 0
     read -r owner mode < <(stat -L -c '%u %a' -- "$parent") || return 1
     if [ "$owner" = 0 ] && ! (( 8#$mode & 8#022 )); then
       continue  # only root can change this directory

@@ -314,6 +314,14 @@ def test_metrics_below_a_directory_of_another_user_are_not_written(world):
 
 
 @needs_root
+def test_a_metrics_directory_that_does_not_exist_yet_is_made_below_root_s_directories(world):
+    nested = world / 'metrics' / 'node-exporter'
+    result = finished(world, script(world, ping=False, metrics_file=str(nested / 'restic-backup-app.prom')))
+    assert result.returncode == 0, result.stderr
+    assert (nested / 'restic-backup-app.prom').exists(), result.stderr
+
+
+@needs_root
 def test_below_a_directory_of_another_user_root_creates_nothing(world):
     """That user could swap what root creates or checks there for a link between two steps (mkdir, realpath,
     the write): the refusal comes before root touches anything below it."""
