@@ -271,7 +271,8 @@ write_metrics() {
   [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
   # Called in an || list, where set -e is off: each step checks for itself.
   metrics_links_are_root_s || return 1
-  mkdir -p -- "$(dirname -- "$METRICS_FILE")" || return 1
+  # 0755, not the script's umask 077: the exporter (another user) must reach the file.
+  (umask 022 && mkdir -p -- "$(dirname -- "$METRICS_FILE")") || return 1
   {
     metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
     metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$((now - started))"

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -319,6 +320,8 @@ def test_a_metrics_directory_that_does_not_exist_yet_is_made_below_root_s_direct
     result = finished(world, script(world, ping=False, metrics_file=str(nested / 'restic-backup-app.prom')))
     assert result.returncode == 0, result.stderr
     assert (nested / 'restic-backup-app.prom').exists(), result.stderr
+    # The exporter runs as another user: the directories root makes must let it through.
+    assert stat.S_IMODE(nested.stat().st_mode) == 0o755 and stat.S_IMODE(nested.parent.stat().st_mode) == 0o755
 
 
 @needs_root
