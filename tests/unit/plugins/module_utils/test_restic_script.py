@@ -432,14 +432,14 @@ def test_a_failing_unlock_does_not_stop_the_backup_and_is_tried_again(world):
     assert marks(world) == ['restic-unfinished.check']
 
 
-@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
-def test_backup_cmd_sees_no_secret_and_no_restic_variable(world, version):
+def backup_with_a_cloud_secret(world, version, backup_cmd):
+    """A backup of an instance with a secret environment variable besides the repository, as a unit runs it."""
     (world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY').write_text('aws-secret-value')
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1')
     spec = _provider.ScriptSpec(
         layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
-        backup_cmd=f'env > {world}/dump-env; printf dump-data', restore_cmd='cat >/dev/null',
+        backup_cmd=backup_cmd, restore_cmd='cat >/dev/null',
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY'),
                      'env.AWS_SECRET_ACCESS_KEY': str(world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY')},
@@ -447,7 +447,12 @@ def test_backup_cmd_sees_no_secret_and_no_restic_variable(world, version):
         provider_data=_restic.shell_data(commands), library=str(world / 'lib'))
     path = world / 'job'
     path.write_text(_provider.render_script(spec))
-    result = run(world, path, 'backup')
+    return run(world, path, 'backup')
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_backup_cmd_sees_no_secret_and_no_restic_variable(world, version):
+    result = backup_with_a_cloud_secret(world, version, f'env > {world}/dump-env; printf dump-data')
     assert result.returncode == 0, result.stderr
     assert (world / 'store' / 'data').read_text() == 'dump-data'
     seen = (world / 'dump-env').read_text()
@@ -463,22 +468,9 @@ def test_the_dump_s_wrapper_holds_no_secret_in_its_environment(world, version):
     """/proc/<pid>/environ shows what a process was started with, whatever its shell unsets later. The wrapper
     that runs backup_cmd and records its exit status (RUN_BACKUP_CMD) lives as long as the dump: restic >= 0.17
     starts it with restic's whole environment, which the request's user must not find there."""
-    (world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY').write_text('aws-secret-value')
-    commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
-                                host='h1')
-    spec = _provider.ScriptSpec(
-        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
-        # $PPID of backup_cmd's shell: the wrapper, while it waits for the dump.
-        backup_cmd=f'tr "\\0" "\\n" < /proc/$PPID/environ > {world}/wrapper-env; printf dump-data',
-        restore_cmd='cat >/dev/null',
-        credentials={'passphrase': str(world / 'creds' / 'passphrase'),
-                     'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY'),
-                     'env.AWS_SECRET_ACCESS_KEY': str(world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY')},
-        env_names=('AWS_SECRET_ACCESS_KEY', 'RESTIC_REPOSITORY'), stop_units=(),
-        provider_data=_restic.shell_data(commands), library=str(world / 'lib'))
-    path = world / 'job'
-    path.write_text(_provider.render_script(spec))
-    result = run(world, path, 'backup')
+    # $PPID of backup_cmd's shell: the wrapper, while it waits for the dump.
+    result = backup_with_a_cloud_secret(
+        world, version, f'tr "\\0" "\\n" < /proc/$PPID/environ > {world}/wrapper-env; printf dump-data')
     assert result.returncode == 0, result.stderr
     assert (world / 'store' / 'data').read_text() == 'dump-data'
     seen = (world / 'wrapper-env').read_text()
