@@ -16,6 +16,7 @@ ARGUMENT_SPEC = {
     'instances': {'type': 'raw', 'required': True},
     'host': {'type': 'str'},
     'name': {'type': 'str'},
+    'reinitialise': {'type': 'raw', 'default': []},
 }
 
 
@@ -26,7 +27,7 @@ class ActionModule(ControllerAction):
         dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         host = args['host'] or (task_vars or {}).get('inventory_hostname', '')
         try:
-            checked = _instances.check(args['provider'], args['instances'], host, args['name'])
+            checked = _instances.check(args['provider'], args['instances'], host, args['name'], args['reinitialise'])
         except _contract.ContractError as exc:
             # Shown by the role's next task: the caller registers this result under no_log.
             result.update(failed=True, changed=False, violations=[str(exc)], msg=str(exc))

@@ -4,7 +4,7 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""From the options of selfhost.backup.backup_timer to the files of one job (pure: no I/O)."""
+"""From the options of selfhost.backup.backup_jobs to the files of one job (pure: no I/O)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ ON_FAILURE_SPEC = {
     'description': {'type': 'str'},
 }
 
-# The argument spec of one job of selfhost.backup.backup_timer (top level, or one element of its jobs option).
+# The argument spec of one job of selfhost.backup.backup_jobs (one element of its jobs option).
 JOB_SPEC: dict[str, dict[str, t.Any]] = {
-    'name': {'type': 'str'},
+    'name': {'type': 'str', 'required': True},
     'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
     'description': {'type': 'str'},
     'user': {'type': 'str', 'default': 'root'},

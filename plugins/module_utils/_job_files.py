@@ -95,7 +95,7 @@ def read_manifest(path: str) -> dict[str, t.Any]:
 def render_manifest(name: str, files: t.Iterable[str], timers: t.Iterable[str]) -> str:
     manifest = {
         'version': MANIFEST_VERSION,
-        'managed_by': 'selfhost.backup.backup_timer',
+        'managed_by': 'selfhost.backup.backup_jobs',
         'name': name,
         'files': sorted(files),
         'timers': sorted(timers),

@@ -18,6 +18,7 @@ import grp
 import os
 import posixpath
 import pwd
+import shutil
 import stat
 import typing as t
 
@@ -59,15 +60,17 @@ class SecretFile:
 
 @dataclasses.dataclass
 class PathChanges:
-    """What to do, in order: directories to create or fix, secret files to write, files to remove."""
+    """What to do, in order: directories to create or fix, secret files to write, files to remove, directories to
+    remove with everything in them."""
 
     directories: list[tuple[Directory, os.stat_result | None]]
     secrets: list[tuple[SecretFile, os.stat_result | None, bool]]
     removals: list[str]
+    tree_removals: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.directories or self.secrets or self.removals)
+        return bool(self.directories or self.secrets or self.removals or self.tree_removals)
 
 
 def uid_of(owner: str | None) -> int | None:
@@ -251,8 +254,25 @@ def prune_candidates(directories: t.Iterable[str], wanted: t.Iterable[str]) -> l
     return sorted(found)
 
 
+def unlisted_subdirectories(parents: t.Iterable[str], listed: t.Iterable[str]) -> list[str]:
+    """Directories directly in ``parents`` that are not ``listed`` (no hidden ones; a symbolic link is no
+    directory): the secrets directories of instances that are gone."""
+    wanted = {os.path.normpath(path) for path in listed}
+    found = []
+    for parent in dict.fromkeys(parents):
+        try:
+            names = os.listdir(parent)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            path = os.path.join(parent, name)
+            if not name.startswith('.') and os.path.normpath(path) not in wanted and stat.S_ISDIR(os.lstat(path).st_mode):
+                found.append(path)
+    return sorted(found)
+
+
 def plan(directories: t.Sequence[Directory], secrets: t.Sequence[SecretFile], prune_dirs: t.Sequence[str],
-         keep: t.Sequence[str]) -> PathChanges:
+         keep: t.Sequence[str], prune_parents: t.Sequence[str] = ()) -> PathChanges:
     """Decide everything; reads the file system, changes nothing."""
     the_plan = PathChanges(directories=[], secrets=[], removals=[])
     planned: set[str] = set()
@@ -266,6 +286,7 @@ def plan(directories: t.Sequence[Directory], secrets: t.Sequence[SecretFile], pr
         if needed is not None:
             the_plan.secrets.append((secret, needed[0], needed[1]))
     the_plan.removals = prune_candidates(prune_dirs, [secret.path for secret in secrets] + list(keep))
+    the_plan.tree_removals = unlisted_subdirectories(prune_parents, [directory.path for directory in directories])
     return the_plan
 
 
@@ -310,6 +331,9 @@ def apply(mover: Mover, the_plan: PathChanges) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+    for path in the_plan.tree_removals:
+        # rmtree on Linux works through directory descriptors: a link planted inside is removed, never followed.
+        shutil.rmtree(path)
 
 
 def describe(found: os.stat_result | None, kind: str, secret: bool = False) -> str:
@@ -359,6 +383,8 @@ def diffs(the_plan: PathChanges) -> list[dict[str, str]]:
                             describe_wanted(found, secret.attributes, 'file', True, content_differs)))
     for path in the_plan.removals:
         result.append(_diff(path, describe(os.lstat(path), 'file'), 'state: absent\n'))
+    for path in the_plan.tree_removals:
+        result.append(_diff(path, describe(os.lstat(path), 'directory'), 'state: absent (with everything in it)\n'))
     return result
 
 

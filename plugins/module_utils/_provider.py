@@ -10,7 +10,7 @@ The job script itself is static shell (roles/provider_common/files/job.sh and th
 roles/<provider>/files/<provider>.sh). A provider module (``_restic.py``, ``_borg.py``) adds the data its half
 reads (its command lines, as arrays) and the credentials it needs. Everything else is here, once: where
 secrets live on the host, how they reach the job (``LoadCredential=``), the data job.sh reads (``script_data``)
-and the options of ``selfhost.backup.backup_timer``. Pure functions, no I/O.
+and the options of ``selfhost.backup.backup_jobs``. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class Layout:
 
 @dataclasses.dataclass(frozen=True)
 class InstanceJob:
-    """What every provider plans for one instance: backup_timer options (no secret), the secret files the role
+    """What every provider plans for one instance: backup_jobs options (no secret), the secret files the role
     writes root-only, the credentials the units load, and the local repository to create (if any)."""
 
     layout: Layout
@@ -335,7 +335,7 @@ def job_options(spec: ScriptSpec, schedule: Schedule, *, read_write_paths: t.Seq
                 extra_jobs: t.Sequence[tuple[str, str]] = (), nice: int | None = None,
                 io_scheduling_class: str | None = None, wants: t.Sequence[str] = (),
                 timeout_sec: int | None = None) -> dict[str, t.Any]:
-    """Options of selfhost.backup.backup_timer for one instance; they hold paths, never secrets.
+    """Options of selfhost.backup.backup_jobs for one instance; they hold paths, never secrets.
 
     ``extra_jobs`` are (maintenance subcommand, OnCalendar) pairs, each its own timer and service.
     The units run the script through /bin/bash so that systemd-analyze verify passes before it is installed.

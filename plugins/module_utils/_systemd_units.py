@@ -12,7 +12,7 @@ import dataclasses
 import re
 import typing as t
 
-MANAGED_HEADER = '# Managed by Ansible (selfhost.backup.backup_timer): local changes will be overwritten.'
+MANAGED_HEADER = '# Managed by Ansible (selfhost.backup.backup_jobs): local changes will be overwritten.'
 
 # Words made only of these characters need no quotes in a systemd command line or list.
 _SAFE_WORD = re.compile(r'^[A-Za-z0-9_@+=:,./-]+$')

@@ -62,7 +62,7 @@ extends_documentation_fragment:
 notes:
   - When O(settings) carry secrets, set C(no_log) on the task; the returned settings contain them.
 seealso:
-  - module: selfhost.backup.backup_timer
+  - module: selfhost.backup.backup_jobs
 """
 
 EXAMPLES = r"""

@@ -18,7 +18,8 @@ description:
   - O(secret_files) are written through a temporary file in the same directory, atomically moved into place,
     and only when their content, owner, group or mode differs.
   - O(prune) removes the regular files directly in O(prune.directories) (no recursion, no hidden files, no
-    symbolic links) that are neither one of O(secret_files) nor in O(prune.keep).
+    symbolic links) that are neither one of O(secret_files) nor in O(prune.keep), and the directories directly in
+    O(prune.subdirectories_of) that are not one of O(directories), with everything in them.
   - The content of a secret file is never returned, shown in a diff or written to a log.
 author:
   - selfhost.backup developers (!UNKNOWN)
@@ -97,6 +98,14 @@ options:
         type: list
         elements: path
         default: []
+      subdirectories_of:
+        description:
+          - Directories whose subdirectories (no hidden ones, no symbolic links) are removed with everything in
+            them unless they are one of O(directories), for example the secrets directories of instances that are
+            gone. A missing one is skipped.
+        type: list
+        elements: path
+        default: []
 attributes:
   check_mode:
     description: Reports what would be created, written or removed without changing anything.
@@ -116,7 +125,7 @@ attributes:
 notes:
   - Run it as root to create files owned by other users.
 seealso:
-  - module: selfhost.backup.backup_timer
+  - module: selfhost.backup.backup_jobs
   - module: ansible.builtin.file
   - module: ansible.builtin.copy
 """
@@ -140,6 +149,8 @@ EXAMPLES = r"""
     prune:
       directories: [/etc/selfhost-backup/restic/app]
       keep: [/etc/selfhost-backup/restic/app/ssh_key]
+      # the secrets of every other restic instance go
+      subdirectories_of: [/etc/selfhost-backup/restic]
 """
 
 RETURN = r"""
@@ -156,7 +167,7 @@ secret_files:
   elements: str
   sample: [/etc/selfhost-backup/restic/app/passphrase]
 removed:
-  description: The files removed by O(prune) (or that would be).
+  description: The files and directories removed by O(prune) (or that would be).
   returned: always
   type: list
   elements: str
@@ -205,6 +216,7 @@ ARGUMENT_SPEC = {
     'prune': {'type': 'dict', 'options': {
         'directories': {'type': 'list', 'elements': 'path', 'default': []},
         'keep': {'type': 'list', 'elements': 'path', 'default': [], 'no_log': False},
+        'subdirectories_of': {'type': 'list', 'elements': 'path', 'default': []},
     }},
 }
 
@@ -212,8 +224,8 @@ ARGUMENT_SPEC = {
 def build_plan(params: dict[str, t.Any]) -> paths.PathChanges:
     directories = [paths.Directory(item['path'], paths.attributes(item)) for item in params['directories']]
     secrets = [paths.SecretFile(item['path'], item['content'], paths.attributes(item)) for item in params['secret_files']]
-    prune = params['prune'] or {'directories': [], 'keep': []}
-    return paths.plan(directories, secrets, prune['directories'], prune['keep'])
+    prune = params['prune'] or {'directories': [], 'keep': [], 'subdirectories_of': []}
+    return paths.plan(directories, secrets, prune['directories'], prune['keep'], prune['subdirectories_of'])
 
 
 def main() -> None:
@@ -237,7 +249,7 @@ def summary(the_plan: paths.PathChanges, with_diff: bool) -> dict[str, t.Any]:
         'changed': the_plan.changed,
         'directories': list(dict.fromkeys(directory.path for directory, dummy in the_plan.directories)),
         'secret_files': [secret.path for secret, dummy, dummy2 in the_plan.secrets],
-        'removed': list(the_plan.removals),
+        'removed': list(the_plan.removals) + list(the_plan.tree_removals),
     }
     if with_diff:
         result['diff'] = paths.diffs(the_plan)

@@ -44,6 +44,12 @@ options:
   name:
     description: Prefix of the paths in violation messages. Defaults to C(<provider>_instances).
     type: str
+  reinitialise:
+    description:
+      - The role's C(<provider>_reinitialise_repositories), the instances whose vanished repositories may be
+        initialised again. Each must be an enabled instance of O(instances); a name that is not is a violation.
+    type: raw
+    default: []
 extends_documentation_fragment:
   - selfhost.backup.controller_only
 notes:

@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Turns the instances that M(selfhost.backup.provider_instances) validated into everything the provider role's
     host steps need, on the Ansible controller only, in one step; the host modules then only carry it out.
-  - Per instance, the job (the options of M(selfhost.backup.backup_timer), with the data of its restore script)
+  - Per instance, the job (the options of M(selfhost.backup.backup_jobs), with the data of its restore script)
     and its secret files; for all of them, the directories and secret files of M(selfhost.backup.job_paths), the
     repository checks and initialisations, the SSH keys to generate (borg), and the contract results.
   - The command lines follow the installed version of the tool (O(version)).
@@ -54,7 +54,7 @@ notes:
   - The result holds secrets (RV(secret_files), RV(repository_checks)); set C(no_log) on the task.
 seealso:
   - module: selfhost.backup.provider_instances
-  - module: selfhost.backup.backup_timer
+  - module: selfhost.backup.backup_jobs
   - module: selfhost.backup.job_paths
 """
 
@@ -68,8 +68,9 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Install the backup services, timers and restore scripts
-  selfhost.backup.backup_timer:
-    jobs: "{{ __restic_plan.timer_jobs }}"
+  selfhost.backup.backup_jobs:
+    jobs: "{{ __restic_plan.backup_jobs.jobs }}"
+    prune: "{{ __restic_plan.backup_jobs.prune }}"
 """
 
 RETURN = r"""
@@ -106,11 +107,20 @@ secret_files:
   returned: success
   type: list
   elements: dict
-timer_jobs:
-  description: The O(selfhost.backup.backup_timer#module:jobs) option for the enabled instances.
+backup_jobs:
+  description:
+    - The O(selfhost.backup.backup_jobs#module:jobs) option for the enabled instances, and the
+      O(selfhost.backup.backup_jobs#module:prune) prefix that removes every other installed job of this provider.
   returned: success
-  type: list
-  elements: dict
+  type: dict
+  contains:
+    jobs:
+      description: One job per enabled instance.
+      type: list
+      elements: dict
+    prune:
+      description: The name prefix of this provider's jobs, for example V(restic-backup-).
+      type: str
 results:
   description: The contract results of the enabled instances, C({backup_service, restore_script}) by name.
   returned: success

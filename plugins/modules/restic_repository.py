@@ -144,7 +144,7 @@ notes:
     recorded fingerprint and the repository is opened again.
   - Remote repositories are recorded as seen by a hash of their location without credentials.
 seealso:
-  - module: selfhost.backup.backup_timer
+  - module: selfhost.backup.backup_jobs
 """
 
 EXAMPLES = r"""

@@ -203,8 +203,21 @@ def check_one(provider: str, var: str, name: str, value: t.Any, host: str) -> tu
     return {'request': valid_request, 'settings': valid_settings}, []
 
 
-def check(provider: str, instances: t.Any, host: str, var: str | None = None) -> Checked:
-    """Every instance of ``provider`` (the role's ``<provider>_instances``); nothing is raised for bad input."""
+def reinitialise_violations(provider: str, var: str, reinitialise: t.Any,
+                            valid: t.Mapping[str, t.Mapping[str, t.Any]]) -> list[str]:
+    """``<provider>_reinitialise_repositories`` may name enabled instances only: a typo there must not pass
+    silently while the repository it meant stays refused."""
+    option = f'{provider}_reinitialise_repositories'
+    if not isinstance(reinitialise, (list, tuple)) or not all(isinstance(name, str) for name in reinitialise):
+        return [f'{option}: must be a list of instance names, got {reinitialise!r} (rule: type)']
+    enabled = {name for name, checked in valid.items() if checked['settings'].get('enable', True)}
+    return [f'{option}: {name} is not an enabled instance of {var}' for name in reinitialise if name not in enabled]
+
+
+def check(provider: str, instances: t.Any, host: str, var: str | None = None,
+          reinitialise: t.Any = ()) -> Checked:
+    """Every instance of ``provider`` (the role's ``<provider>_instances``) and the instances whose repositories
+    the role may initialise again (``reinitialise``); nothing is raised for bad input."""
     var = var or f'{provider}_instances'
     if provider not in PRECHECKS:
         raise _contract.ContractError(f'unknown provider {provider!r} (known: {", ".join(sorted(PRECHECKS))})')
@@ -227,4 +240,6 @@ def check(provider: str, instances: t.Any, host: str, var: str | None = None) ->
                 calendars.setdefault(expression, []).extend(paths)
     violations += nesting_violations(var, valid)
     violations += shared_repository_violations(var, valid)
+    if len(valid) == len(good_names) == len(instances):  # a name is only unknown once every instance is valid
+        violations += reinitialise_violations(provider, var, reinitialise, valid)
     return Checked(valid, calendars, violations)

@@ -8,8 +8,8 @@
 need, computed once on the controller from the instances that selfhost.backup.provider_instances validated.
 
 The data flow: contract -> provider_instances (validation) -> provider_plan (this) -> the host modules
-(restic_repository / borg_repository, job_paths, backup_timer). Per instance ``_restic.plan`` or ``_borg.plan``
-make the job (its backup_timer options, with the restore script's data, and its secret files); this module
+(restic_repository / borg_repository, job_paths, backup_jobs). Per instance ``_restic.plan`` or ``_borg.plan``
+make the job (its backup_jobs options, with the restore script's data, and its secret files); this module
 gathers them into the options of each host step. Pure functions, no I/O.
 """
 
@@ -131,10 +131,15 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
         'users': sorted({valid['request']['user'] for dummy, valid in jobs}),
         'pings': any(watch.ping_url_file for watch in monitoring),
         'job_paths': {'directories': _directories(provider, jobs),
+                      # The secrets directories of the instances no longer enabled go with everything in them.
                       'prune': {'directories': list(dict.fromkeys(plan_.layout.secrets_dir for plan_, dummy in jobs)),
-                                'keep': list(dict.fromkeys(keep))}},
+                                'keep': list(dict.fromkeys(keep)),
+                                'subdirectories_of': [posixpath.join(_provider.SECRETS_ROOT, provider)]}},
         'secret_files': secret_files,
-        'timer_jobs': [{key: value for key, value in plan_.timer.items() if key in JOB_SPEC} for plan_, dummy in jobs],
+        # The jobs of the enabled instances; every other installed job of this provider goes (Layout.job_name).
+        'backup_jobs': {'jobs': [{key: value for key, value in plan_.timer.items() if key in JOB_SPEC}
+                                 for plan_, dummy in jobs],
+                        'prune': f'{provider}-backup-'},
         'results': {plan_.layout.instance: {'backup_service': plan_.layout.backup_service,
                                             'restore_script': plan_.layout.restore_script} for plan_, dummy in jobs},
         'ssh_keys': [],

@@ -54,7 +54,7 @@ def add(host, provider, instance, result='success', state='inactive', started=NO
     timers = [f'{job}.timer'] + ([f'{job}-check.timer'] if check else [])
     manifest = host / 'state' / f'{job}.json'
     manifest.write_text(json.dumps({'files': [], 'timers': timers}))
-    # The manifest's time: when backup_timer installed or last changed the job.
+    # The manifest's time: when backup_jobs installed or last changed the job.
     os.utime(manifest, (installed, installed))
     unit(host, f'{job}.service', state, result, started, since, timeout)
     if check:

@@ -1,4 +1,4 @@
-"""The job installed by selfhost.backup.backup_timer on a real systemd host.
+"""The job installed by selfhost.backup.backup_jobs on a real systemd host.
 
 The tests run in file order: the last one removes the job.
 """
@@ -6,6 +6,7 @@ The tests run in file order: the last one removes the job.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 
@@ -111,17 +112,17 @@ def test_bad_request_fails_on_the_controller_and_changes_nothing(host):
     assert "no-marker" in before
 
 
-def test_absent_removes_everything_then_reports_no_change(host, probe):
-    removed = host.ansible(
-        "selfhost.backup.backup_timer", f"name={probe['probe_job']} state=absent", check=False
-    )
+def test_prune_removes_everything_then_reports_no_change(host, probe):
+    """An empty job list with the probe's name as the prune prefix uninstalls the job (the roles' way)."""
+    prune = json.dumps({"jobs": [], "prune": probe["probe_job"]})
+    removed = host.ansible("selfhost.backup.backup_jobs", prune, check=False)
     assert removed["changed"] is True, removed
+    assert removed["pruned"] == [probe["probe_job"]], removed
     for path in [*_unit_paths(probe), "/usr/local/bin/selfhost-probe-restore"]:
         assert not host.file(path).exists, path
     listed = host.check_output("systemctl list-timers --all --no-legend --plain")
     assert probe["probe_job"] not in listed
     assert not host.file(f"/var/lib/selfhost-backup/{probe['probe_job']}.json").exists
-    again = host.ansible(
-        "selfhost.backup.backup_timer", f"name={probe['probe_job']} state=absent", check=False
-    )
-    assert again["changed"] is False, again
+    # The module's name before 0.1.0 still reaches it (meta/runtime.yml).
+    again = host.ansible("selfhost.backup.backup_timer", prune, check=False)
+    assert again["changed"] is False and again["pruned"] == [], again

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The provider-neutral half: names, secrets layout, job script skeleton, backup_timer options."""
+"""The provider-neutral half: names, secrets layout, job script skeleton, backup_jobs options."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ SERVICE = units.ServiceSpec(
 )
 
 EXPECTED_SERVICE = """\
-# Managed by Ansible (selfhost.backup.backup_timer): local changes will be overwritten.
+# Managed by Ansible (selfhost.backup.backup_jobs): local changes will be overwritten.
 [Unit]
 Description=restic backup of app (50%%)
 Wants=network-online.target
@@ -64,7 +64,7 @@ ReadWritePaths=/srv/backup/app "-/var/cache/my dir"
 """
 
 EXPECTED_TIMER = """\
-# Managed by Ansible (selfhost.backup.backup_timer): local changes will be overwritten.
+# Managed by Ansible (selfhost.backup.backup_jobs): local changes will be overwritten.
 [Unit]
 Description=Timer of restic backup of app
 

@@ -126,6 +126,33 @@ def test_prune_skips_a_missing_directory(tmp_path):
     assert result == {'changed': False, 'directories': [], 'secret_files': [], 'removed': []}
 
 
+def test_prune_removes_the_unlisted_secrets_directories_with_their_files(tmp_path):
+    run(tmp_path, **params(tmp_path))
+    etc = tmp_path / 'etc'
+    gone = etc / 'gone'
+    (gone / 'keys').mkdir(parents=True)
+    (gone / 'passphrase').write_text(SECRET)
+    (gone / 'keys' / 'ssh_key').write_text(SECRET)
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    (outside / 'keep-me').write_text('x')
+    os.symlink(outside, gone / 'planted-link')  # removed as a link, never followed
+    os.symlink(outside, etc / 'a-link')  # a link is no directory: left alone
+    (etc / '.hidden').mkdir()
+    (etc / 'a-file').write_text('x')
+    wanted = params(tmp_path)
+    wanted['prune']['subdirectories_of'] = [str(etc), str(tmp_path / 'missing')]
+    checked = run(tmp_path, check=True, diff=True, **wanted)
+    assert checked['changed'] is True and checked['removed'] == [str(gone)] and gone.exists()
+    assert [(entry['before_header'], entry['after']) for entry in checked['diff']] == [
+        (str(gone), 'state: absent (with everything in it)\n')]
+    assert SECRET not in json.dumps(checked)
+    assert run(tmp_path, **wanted)['removed'] == [str(gone)]
+    assert sorted(os.listdir(etc)) == ['.hidden', 'a-file', 'a-link', 'app']
+    assert os.listdir(outside) == ['keep-me'] and (etc / 'app' / 'passphrase').read_text() == SECRET
+    assert run(tmp_path, **wanted)['changed'] is False
+
+
 def test_the_secret_is_masked_in_the_invocation():
     content = job_paths.ARGUMENT_SPEC['secret_files']['options']['content']
     assert content['no_log'] is True

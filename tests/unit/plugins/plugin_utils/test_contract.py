@@ -326,7 +326,7 @@ def test_every_job_has_a_run_timeout_by_default(provider, limits, timeout):
                                 backup_cmd='true', restore_cmd='cat', credentials={}, env_names=(), stop_units=(),
                                 provider_data=())
     options = _provider.job_options_from_settings(spec, filled, '/srv/r', check_enabled=True)
-    # One value for the backup and its check job: backup_timer writes it into both services.
+    # One value for the backup and its check job: backup_jobs writes it into both services.
     assert options['timeout_sec'] == timeout
 
 

@@ -304,3 +304,20 @@ def test_a_local_repository_of_two_users_is_refused_before_any_host():
                      'own it; give each user its own repository.path (rule: one user per repository)']
     # One user in one repository is fine, and so is a disabled instance of another user.
     assert violations('restic', {'pg': instance(shared), 'pg2': instance(shared)}) == []
+
+
+@pytest.mark.parametrize('provider, settings', [('restic', RESTIC), ('borg', BORG)])
+def test_only_enabled_instances_may_be_reinitialised(provider, settings):
+    instances = {'app': instance(settings), 'old': instance(settings | {'enable': False})}
+    assert _instances.check(provider, instances, 'db1', reinitialise=['app']).violations == []
+    assert _instances.check(provider, instances, 'db1', reinitialise=['ap', 'old']).violations == [
+        f'{provider}_reinitialise_repositories: ap is not an enabled instance of {provider}_instances',
+        f'{provider}_reinitialise_repositories: old is not an enabled instance of {provider}_instances',
+    ]
+    assert _instances.check(provider, instances, 'db1', reinitialise='app').violations == [
+        f"{provider}_reinitialise_repositories: must be a list of instance names, got 'app' (rule: type)"]
+
+
+def test_an_invalid_instance_is_not_also_reported_as_unknown_to_reinitialise():
+    checked = _instances.check('restic', {'app': instance({'passphrase': SECRET})}, 'db1', reinitialise=['app'])
+    assert checked.violations and not any('reinitialise' in text for text in checked.violations)

@@ -37,7 +37,7 @@ def test_enabled_disabled_results_and_jobs_hold_no_secret():
     assert planned['results'] == {
         'app': {'backup_service': 'restic-backup-app.service', 'restore_script': 'restic-restore-app'},
         'shop': {'backup_service': 'restic-backup-shop.service', 'restore_script': 'restic-restore-shop'}}
-    assert [job['name'] for job in planned['timer_jobs']] == ['restic-backup-app', 'restic-backup-shop']
+    assert [job['name'] for job in planned['backup_jobs']['jobs']] == ['restic-backup-app', 'restic-backup-shop']
     assert 'pw-123' not in str(without_secrets(planned))
     assert {'dest': '/etc/selfhost-backup/restic/app/passphrase', 'content': 'pw-123'} in planned['secret_files']
     assert not any('/old/' in item['dest'] for item in planned['secret_files'])
@@ -68,8 +68,10 @@ def test_without_enabled_instances_the_secrets_root_is_still_made():
     planned = _plan.plan('borg', {'old': instance(enable=False, provider='borg')}, 'borg 1.4.0', 'h1')
     assert [entry['path'] for entry in planned['job_paths']['directories']] == [
         '/etc/selfhost-backup', '/etc/selfhost-backup/borg']
-    assert planned['job_paths']['prune'] == {'directories': [], 'keep': []}
-    assert planned['timer_jobs'] == [] and planned['repository_checks'] == [] and planned['results'] == {}
+    assert planned['job_paths']['prune'] == {'directories': [], 'keep': [],
+                                             'subdirectories_of': ['/etc/selfhost-backup/borg']}
+    assert planned['backup_jobs'] == {'jobs': [], 'prune': 'borg-backup-'}
+    assert planned['backup_jobs']['jobs'] == [] and planned['repository_checks'] == [] and planned['results'] == {}
 
 
 def test_restic_checks_carry_the_secrets_about_to_be_written_and_init_holds_paths_only():
@@ -93,7 +95,7 @@ def test_restic_checks_carry_the_secrets_about_to_be_written_and_init_holds_path
         'AWS_SECRET_ACCESS_KEY': '/etc/selfhost-backup/restic/remote/env.AWS_SECRET_ACCESS_KEY',
         'RESTIC_REPOSITORY': '/etc/selfhost-backup/restic/remote/env.RESTIC_REPOSITORY'}
     for secret in ('pw-123', 'restpw', 'aws-1'):
-        assert secret not in str(planned['repositories']) and secret not in str(planned['timer_jobs'])
+        assert secret not in str(planned['repositories']) and secret not in str(planned['backup_jobs']['jobs'])
 
 
 def test_borg_checks_ssh_keys_and_pinned_host_keys():
@@ -121,11 +123,11 @@ def test_borg_checks_ssh_keys_and_pinned_host_keys():
     assert planned['repositories'] == []
 
 
-def test_the_timer_jobs_keep_only_the_options_of_a_job():
+def test_the_backup_jobs_keep_only_the_options_of_a_job():
     planned = _plan.plan('borg', {'app': instance(provider='borg')}, 'borg 1.4.0', 'db1')
     from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JOB_SPEC
-    assert planned['timer_jobs'] and set(planned['timer_jobs'][0]) <= set(JOB_SPEC)
-    assert planned['timer_jobs'][0]['restore_script']['name'] == 'borg-restore-app'
+    assert planned['backup_jobs']['jobs'] and set(planned['backup_jobs']['jobs'][0]) <= set(JOB_SPEC)
+    assert planned['backup_jobs']['jobs'][0]['restore_script']['name'] == 'borg-restore-app'
 
 
 @pytest.mark.parametrize('provider, version, planned_version', [
@@ -135,7 +137,7 @@ def test_the_timer_jobs_keep_only_the_options_of_a_job():
 ])
 def test_an_uninstalled_tool_plans_its_oldest_command_lines(provider, version, planned_version):
     planned = _plan.plan(provider, {'app': instance(provider=provider)}, version, 'h1')
-    assert planned_version in planned['timer_jobs'][0]['restore_script']['content']
+    assert planned_version in planned['backup_jobs']['jobs'][0]['restore_script']['content']
 
 
 @pytest.mark.parametrize('provider, version, message', [

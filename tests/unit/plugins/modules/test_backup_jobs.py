@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.selfhost.backup.plugins.module_utils._systemd_units import MANAGED_HEADER
-from ansible_collections.selfhost.backup.plugins.modules import backup_timer
+from ansible_collections.selfhost.backup.plugins.modules import backup_jobs
 
 MUTATING = ('enable', 'disable', 'daemon-reload', 'start', 'stop', 'restart')
 
@@ -69,7 +69,7 @@ class FakeSystemd:
 @pytest.fixture
 def systemd(monkeypatch):
     fake = FakeSystemd()
-    monkeypatch.setattr(backup_timer, 'CommandRunner', lambda module: fake)
+    monkeypatch.setattr(backup_jobs, 'CommandRunner', lambda module: fake)
     return fake
 
 
@@ -100,15 +100,29 @@ def job_args(root, **changes):
 OMIT = object()
 
 
+SHARED = ('unit_dir', 'script_dir', 'state_dir', 'daemon_reload', 'prune')
+
+
 def run(args, root, check=False, diff=False):
-    """The module's result; a failure is raised: SystemExit with status 1 and the result (conftest.py)."""
+    """The module's result; a failure is raised: SystemExit with status 1 and the result (conftest.py).
+
+    ``args`` without ``jobs`` are the options of one job: they go in as a list of one, and the result of that job
+    comes back with the run's ``changed`` and ``diff``."""
+    one = 'jobs' not in args
+    if one:
+        args = {key: value for key, value in args.items() if key in SHARED} | {
+            'jobs': [{key: value for key, value in args.items() if key not in SHARED}]}
     module_args = dict(args, _ansible_check_mode=check, _ansible_diff=diff, _ansible_remote_tmp=str(root / 'remote-tmp'))
     with patch_module_args(module_args):
         with pytest.raises(SystemExit) as info:
-            backup_timer.main()
+            backup_jobs.main()
     if info.value.code:
         raise info.value
-    return info.value.result
+    outcome = info.value.result
+    if one:
+        assert len(outcome['jobs']) == 1 and outcome['jobs'][0]['changed'] == outcome['changed']
+        return outcome['jobs'][0] | {key: outcome[key] for key in ('changed', 'diff', 'pruned') if key in outcome}
+    return outcome
 
 
 def unit(root, name):
@@ -545,8 +559,8 @@ def test_list_failed_verification_changes_no_job(root, systemd):
     ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}, {'name': 'a', 'exec_start': [['/bin/true']]}]},
      'the names a are used more than once'),
     ({'jobs': [{'name': 'a'}]}, 'state is present but all of the following are missing: exec_start'),
-    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'name': 'b'}, 'mutually exclusive'),
-    ({'state': 'absent'}, 'one of the following is required: name, jobs'),
+    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'prune': ''}, "prune '' does not match"),
+    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'prune': '../restic-'}, "prune '../restic-' does not match"),
 ])
 def test_list_option_errors(root, systemd, args, words):
     with pytest.raises(SystemExit) as info:
@@ -572,3 +586,76 @@ def test_list_a_job_failing_midway_still_reloads_what_the_jobs_before_it_wrote(r
     assert unit(root, 'restic-backup-app.service').exists()
     # Without this reload the next converge would find app's units unchanged and never tell systemd.
     assert systemd.mutating() == [['systemctl', 'daemon-reload']]
+
+
+def test_the_single_job_form_is_gone(root, systemd):
+    args = {'name': 'restic-backup-app', 'exec_start': [['/bin/true']], 'state_dir': str(root / 'state')}
+    with patch_module_args(dict(args, _ansible_remote_tmp=str(root / 'remote-tmp'))):
+        with pytest.raises(SystemExit) as info:
+            backup_jobs.main()
+    assert info.value.code == 1
+    assert info.value.result['msg'] == 'missing required arguments: jobs'
+    assert tree(root) == [] and systemd.calls == []
+
+
+def install_family(root):
+    """app and shop of restic, and a borg job that a restic prune must never touch."""
+    run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-backup-shop'),
+                  one_job(root, 'borg-backup-app')), root)
+
+
+def test_prune_removes_the_unlisted_jobs_of_the_family_only(root, systemd):
+    install_family(root)
+    systemd.calls.clear()
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune='restic-backup-'), root, diff=True)
+    assert result['changed'] is True and result['pruned'] == ['restic-backup-shop']
+    assert [(job['name'], job['changed']) for job in result['jobs']] == [
+        ('restic-backup-app', False), ('restic-backup-shop', True)]
+    assert not any('shop' in path for path in tree(root))
+    assert 'units/borg-backup-app.service' in tree(root) and 'bin/borg-restore-app' in tree(root)
+    assert sorted(systemd.mutating()) == sorted([
+        ['systemctl', 'disable', '--now', 'restic-backup-shop.timer'],
+        ['systemctl', 'disable', '--now', 'restic-backup-shop-check.timer'],
+        ['systemctl', 'daemon-reload'],
+    ])
+    assert sorted(entry['before_header'] for entry in result['diff']) == sorted(
+        str(root / path) for path in ('bin/restic-restore-shop', 'units/restic-backup-shop.service',
+                                      'units/restic-backup-shop.timer', 'units/restic-backup-shop-check.service',
+                                      'units/restic-backup-shop-check.timer'))
+    again = run(list_args(root, one_job(root, 'restic-backup-app'), prune='restic-backup-'), root)
+    assert again['changed'] is False and again['pruned'] == []
+
+
+def test_prune_in_check_mode_reports_and_keeps_everything(root, systemd):
+    install_family(root)
+    before = {path: (root / path).read_text() for path in tree(root)}
+    systemd.calls.clear()
+    result = run(list_args(root, prune='restic-backup-'), root, check=True)
+    assert result['changed'] is True and result['pruned'] == ['restic-backup-app', 'restic-backup-shop']
+    assert {path: (root / path).read_text() for path in tree(root)} == before
+    assert systemd.mutating() == []
+
+
+def test_an_empty_list_removes_nothing_without_prune_and_the_whole_family_with_it(root, systemd):
+    install_family(root)
+    assert run(list_args(root), root)['changed'] is False
+    result = run(list_args(root, prune='restic-backup-'), root)
+    assert result['pruned'] == ['restic-backup-app', 'restic-backup-shop']
+    assert [path for path in tree(root) if 'restic' in path] == []
+    assert 'state/borg-backup-app.json' in tree(root)
+
+
+def test_prune_without_a_state_dir_has_nothing_to_prune(root, systemd):
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune='restic-backup-'), root)
+    assert result['changed'] is True and result['pruned'] == []
+
+
+def test_a_failed_verification_prunes_nothing(root, systemd):
+    install_family(root)
+    before = tree(root)
+    systemd.verify_rc = 1
+    systemd.calls.clear()
+    with pytest.raises(SystemExit) as info:
+        run(list_args(root, one_job(root, 'restic-backup-app', on_calendar='hourly'), prune='restic-backup-'), root)
+    assert info.value.result['changed'] is False and tree(root) == before
+    assert systemd.mutating() == []

@@ -4,11 +4,13 @@
 
 # This module_utils is PRIVATE and should only be used by this collection. Breaking changes can occur any time.
 
-"""One run of selfhost.backup.backup_timer over one or many jobs: decide, verify, write, reload once, timers.
+"""One run of selfhost.backup.backup_jobs over its jobs: decide, verify, write, reload once, timers.
 
 Every job goes through the same phases, each phase for all jobs before the next one, so that many jobs cost
 one ``systemd-analyze verify`` and one ``systemctl daemon-reload``:
 
+0. ``job_params`` and ``prune_names``: the wanted jobs, and the installed jobs of the pruned family that are not
+   wanted (each becomes a job with ``state: absent``);
 1. ``prepare``: build the files, check the calendars, plan writes and removals (no change);
 2. ``systemd-analyze verify`` of every unit that is about to change (outside check mode);
 3. ``apply``: stop dropped timers, write and remove files, manifests;
@@ -25,8 +27,41 @@ import os
 import typing as t
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _job_files as files
-from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import Job, build_job, removal_candidates
+from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import (
+    JOB_NAME, JOB_SPEC, Job, JobSpecError, build_job, removal_candidates)
 from ansible_collections.selfhost.backup.plugins.module_utils._job_files import Systemctl
+
+
+MANIFEST_SUFFIX = '.json'
+
+
+def job_params(jobs: t.Sequence[t.Mapping[str, t.Any]], shared: t.Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
+    """The options of each wanted job, the shared ones (directories, daemon_reload) included."""
+    names = [job['name'] for job in jobs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise JobSpecError(f'jobs: the names {", ".join(twice)} are used more than once')
+    return [dict(job) | dict(shared) for job in jobs]
+
+
+def prune_names(state_dir: str, prefix: str, wanted: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
+    """The installed jobs (manifests in ``state_dir``) named ``prefix...`` that no wanted job names. Read-only."""
+    if not JOB_NAME.fullmatch(prefix):
+        raise JobSpecError(f'prune {prefix!r} does not match {JOB_NAME.pattern!r}')
+    try:
+        manifests = os.listdir(state_dir)
+    except FileNotFoundError:
+        return []
+    names = {job['name'] for job in wanted}
+    installed = (entry[:-len(MANIFEST_SUFFIX)] for entry in manifests
+                 if entry.startswith(prefix) and entry.endswith(MANIFEST_SUFFIX))
+    return sorted(name for name in installed if name not in names)
+
+
+def absent_params(name: str, shared: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The options of a job to remove: its name, state absent, the defaults, the shared options."""
+    defaults = {key: spec.get('default') for key, spec in JOB_SPEC.items()}
+    return defaults | {'name': name, 'state': 'absent'} | dict(shared)
 
 
 class Calendars:
