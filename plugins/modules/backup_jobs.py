@@ -248,8 +248,8 @@ options:
       - The name prefix of the family of jobs this call owns, for example V(restic-backup-) for the restic jobs of
         selfhost.backup.restic.
       - Every installed job (a manifest C(<state_dir>/<name>.json)) whose name starts with it and that O(jobs) does
-        not name is removed like a job with O(jobs[].state=absent): its timers are stopped and disabled and every
-        file it installed is removed. RV(pruned) names them.
+        not name is removed like a job with O(jobs[].state=absent), its timers stopped and disabled and every
+        file it installed removed. RV(pruned) names them.
       - Letters, digits, V(_), V(.) and V(-), starting with a letter or digit. Omitted, nothing is pruned.
     type: str
   unit_dir:
