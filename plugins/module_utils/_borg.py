@@ -38,7 +38,8 @@ import dataclasses
 import re
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _job_data, _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import (
+    _instance_job, _job_data, _job_options, _job_script, _layout, _monitoring, _retention, _secrets)
 from ansible_collections.selfhost.backup.plugins.module_utils._borg_ssh import SshError, SshUrl, names_server, parse_ssh_url, ssh_command
 
 PROVIDER = 'borg'
@@ -93,7 +94,7 @@ def succeeded(command: str, rc: int) -> bool:
 
 def archive_prefix(instance: str, host: str) -> str:
     """``<instance>@<host>-``; both names are checked, so neither holds an ``@``, a ``:`` or a glob character."""
-    _provider.Layout(PROVIDER, instance)
+    _layout.Layout(PROVIDER, instance)
     if not _HOST.fullmatch(host or ''):
         raise BorgError(f'host {host!r} is not a host name ([A-Za-z0-9._-], starting with a letter or digit); '
                         'set settings.host')
@@ -155,7 +156,7 @@ def newest_args(instance: str, host: str) -> list[str]:
 
 def prune_args(instance: str, host: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``borg prune`` of this instance's archives on this host only; None without any keep rule (keep all)."""
-    args = _provider.retention_flags(retention, KEEP_FLAGS)
+    args = _retention.retention_flags(retention, KEEP_FLAGS)
     if not args:
         return None
     return ['prune', '--glob-archives', archive_glob(instance, host)] + args
@@ -247,8 +248,8 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
     """The rules of a validated instance that its schema cannot express and no borg version changes: run on the
     controller before any host is touched (``plan`` runs them again). Raises BorgError or ProviderError."""
     dummy = request
-    _provider.secrets(_provider.Layout(PROVIDER, instance), settings.get('passphrase'), settings.get('passphrase_file'), {},
-                      DATA_NAMES)
+    _secrets.secrets(_layout.Layout(PROVIDER, instance), settings.get('passphrase'), settings.get('passphrase_file'), {},
+                     DATA_NAMES)
     if not settings['repository'].get('path'):
         remote_server(settings)
     job_host = settings.get('host') or host
@@ -260,7 +261,7 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
 
 
 @dataclasses.dataclass(frozen=True)
-class BorgJob(_provider.InstanceJob):
+class BorgJob(_instance_job.InstanceJob):
     """One borg instance, with the SSH details of a remote repository (all None for a local one)."""
 
     ssh_key: str | None
@@ -272,10 +273,10 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
          host: str, binary: str = DEFAULT_BINARY) -> BorgJob:
     """Turn a validated instance (request and settings with the schema's defaults) into a borg job."""
     the_version = t.cast(Version, parse_version(version) if isinstance(version, str) else tuple(version))
-    layout = _provider.Layout(PROVIDER, instance)
+    layout = _layout.Layout(PROVIDER, instance)
     repository = settings['repository']
     local_path = repository.get('path')
-    secrets = _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), {}, DATA_NAMES)
+    secrets = _secrets.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), {}, DATA_NAMES)
     credentials = dict(secrets.credentials)
     ssh_key = known_hosts = serve_path = None
     if not local_path:
@@ -298,11 +299,11 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         encryption=settings['encryption'],
         compression=settings['compression'],
         global_args=tuple(global_args(settings['lock_wait'], limits.get('upload_ratelimit'))),
-        retention=_provider.tuple_or_none(prune_args(instance, job_host, retention)),
+        retention=_retention.tuple_or_none(prune_args(instance, job_host, retention)),
         check=tuple(check_args(check['verify_data'], check.get('max_duration'))) if check['enabled'] else None,
     )
     shell = shell_data(commands)  # refuses borg < 1.2
-    spec = _provider.ScriptSpec(
+    spec = _job_script.ScriptSpec(
         layout=layout,
         user=request['user'],
         backup_name=request['backup_name'],
@@ -310,8 +311,8 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         restore_cmd=request['restore_cmd'],
         credentials=credentials,
         env_names=(),
-        stop_units=_provider.stop_units(settings),
-        monitoring=_provider.monitoring(layout, settings),
+        stop_units=_job_script.stop_units(settings),
+        monitoring=_monitoring.monitoring(layout, settings),
         provider_data=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
         snapshot_pattern=archive_pattern(instance, job_host),
@@ -319,7 +320,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         notes=(f'Archives are named {archive_prefix(instance, job_host)}<UTC time>; borg {".".join(map(str, the_version))}, '
                'BORG_EXIT_CODES=legacy: a warning (exit 1) of create/prune/compact counts as success.',),
     )
-    timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
-    secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
+    timer = _job_options.job_options_from_settings(spec, settings, local_path, commands.check is not None)
+    secret_files = secrets.files + tuple(_monitoring.monitoring_secret_files(layout, settings))
     return BorgJob(layout=layout, timer=timer, secret_files=secret_files, credentials=credentials,
                    local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)

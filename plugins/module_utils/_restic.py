@@ -19,7 +19,8 @@ import dataclasses
 import re
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _job_data, _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import (
+    _instance_job, _job_data, _job_options, _job_script, _layout, _monitoring, _retention, _secrets)
 
 PROVIDER = 'restic'
 DEFAULT_BINARY = '/usr/bin/restic'
@@ -95,7 +96,7 @@ def backup_args(version: Version, instance: str, backup_name: str, host: str) ->
 
 def forget_args(instance: str, host: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``restic forget --prune`` for this instance's tag only; None without any keep rule (keep everything)."""
-    args = _provider.retention_flags(retention, KEEP_FLAGS)
+    args = _retention.retention_flags(retention, KEEP_FLAGS)
     if not args:
         return None
     return ['forget'] + scope_args(instance, host) + ['--group-by', 'host,tags'] + args + ['--prune']
@@ -185,13 +186,13 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ResticJob(_provider.InstanceJob):
+class ResticJob(_instance_job.InstanceJob):
     """One restic instance; ``env_files`` maps backend variables to their secret files, for restic_repository."""
 
     env_files: dict[str, str]
 
 
-def _secrets(layout: _provider.Layout, settings: t.Mapping[str, t.Any]) -> _provider.Secrets:
+def _instance_secrets(layout: _layout.Layout, settings: t.Mapping[str, t.Any]) -> _secrets.Secrets:
     """The passphrase and the backend's secret variables, RESTIC_REPOSITORY among them."""
     repository = settings['repository']
     environment_secrets = dict(settings['environment_secrets'])
@@ -200,15 +201,15 @@ def _secrets(layout: _provider.Layout, settings: t.Mapping[str, t.Any]) -> _prov
             raise ResticError(f'environment_secrets.{name} is set by the role itself; use repository/passphrase')
     # The repository goes through the secrets too: a URL may hold credentials (rest:https://user:pass@host/).
     environment_secrets['RESTIC_REPOSITORY'] = repository.get('path') or repository['url']
-    return _provider.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets,
-                             DATA_NAMES)
+    return _secrets.secrets(layout, settings.get('passphrase'), settings.get('passphrase_file'), environment_secrets,
+                            DATA_NAMES)
 
 
 def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any], host: str) -> None:
     """The rules of a validated instance that its schema cannot express and no tool version changes: run on the
     controller before any host is touched (``plan`` runs them again). Raises ResticError or ProviderError."""
     dummy = request
-    _secrets(_provider.Layout(PROVIDER, instance), settings)
+    _instance_secrets(_layout.Layout(PROVIDER, instance), settings)
     forget_args(instance, settings.get('host') or host, settings['retention'])
 
 
@@ -216,9 +217,9 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
          host: str, binary: str = DEFAULT_BINARY) -> ResticJob:
     """Turn a validated instance (request and settings with the schema's defaults) into a restic job."""
     the_version = parse_version(version) if isinstance(version, str) else tuple(version)
-    layout = _provider.Layout(PROVIDER, instance)
+    layout = _layout.Layout(PROVIDER, instance)
     local_path = settings['repository'].get('path')
-    secrets = _secrets(layout, settings)
+    secrets = _instance_secrets(layout, settings)
     limits, check = settings['limits'], settings['check']
     job_host = settings.get('host') or host
     commands = Commands(
@@ -229,11 +230,11 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         host=job_host,
         global_args=tuple(global_args(t.cast(Version, the_version), settings['lock_wait'],
                                       limits.get('upload_kib'), limits.get('download_kib'))),
-        retention=_provider.tuple_or_none(forget_args(instance, job_host, settings['retention'])),
+        retention=_retention.tuple_or_none(forget_args(instance, job_host, settings['retention'])),
         check=tuple(check_args(check.get('read_data_subset'))) if check['enabled'] else None,
     )
     maintenance = ('backup', 'check') if commands.check else ('backup',)
-    spec = _provider.ScriptSpec(
+    spec = _job_script.ScriptSpec(
         layout=layout,
         user=request['user'],
         backup_name=request['backup_name'],
@@ -241,15 +242,15 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         restore_cmd=request['restore_cmd'],
         credentials=secrets.credentials,
         env_names=secrets.env_names,
-        stop_units=_provider.stop_units(settings),
-        monitoring=_provider.monitoring(layout, settings),
+        stop_units=_job_script.stop_units(settings),
+        monitoring=_monitoring.monitoring(layout, settings),
         provider_data=shell_data(commands),
         maintenance=maintenance,
         notes=(f'Snapshots carry the tag {tag(instance)}; restic {".".join(map(str, the_version))}, '
                f'{"--stdin-from-command" if supports_stdin_from_command(commands.version) else "legacy pipe"}.',),
     )
-    timer = _provider.job_options_from_settings(spec, settings, local_path, commands.check is not None)
-    env_files = {name: secrets.credentials[_provider.env_credential(name)] for name in secrets.env_names}
-    secret_files = secrets.files + tuple(_provider.monitoring_secret_files(layout, settings))
+    timer = _job_options.job_options_from_settings(spec, settings, local_path, commands.check is not None)
+    env_files = {name: secrets.credentials[_secrets.env_credential(name)] for name in secrets.env_names}
+    secret_files = secrets.files + tuple(_monitoring.monitoring_secret_files(layout, settings))
     return ResticJob(layout=layout, timer=timer, secret_files=secret_files, credentials=secrets.credentials,
                      env_files=env_files, local_path=local_path)

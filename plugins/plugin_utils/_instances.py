@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider, _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _layout, _restic
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 # Each provider's version-free rules, run after the schemas: (instance, request, settings, host) -> None or raise.
@@ -23,7 +23,7 @@ PRECHECKS: dict[str, t.Callable[[str, t.Mapping[str, t.Any], t.Mapping[str, t.An
     'restic': _restic.precheck,
     'borg': _borg.precheck,
 }
-PROVIDER_ERRORS = (_provider.ProviderError, _restic.ResticError, _borg.BorgError)
+PROVIDER_ERRORS = (_layout.ProviderError, _restic.ResticError, _borg.BorgError)
 # The units and extra jobs an instance may have (<job>.service, <job>-<suffix>.service, ...): whether or not
 # they are enabled today, so that enabling a check later never makes two instances share a unit.
 JOB_SUFFIXES = ('check', 'notify')
@@ -41,7 +41,7 @@ SYSTEM_DIRECTORIES = frozenset({
 # Nothing of a job may live inside these: the root-only secrets and the job manifests, the kernel's and
 # systemd's file systems, and the trees whose files root runs or reads as configuration (a directory created or
 # taken over there would let the request's user add a systemd generator or a Python module root imports).
-FORBIDDEN_TREES = (_provider.SECRETS_ROOT, _provider.STATE_DIR, '/proc', '/sys', '/dev', '/run', '/boot', '/etc', '/usr',
+FORBIDDEN_TREES = (_layout.SECRETS_ROOT, _layout.STATE_DIR, '/proc', '/sys', '/dev', '/run', '/boot', '/etc', '/usr',
                    '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/var/run', '/var/lock')
 # Settings that name a directory the converge or a job creates or writes: (path in the settings, what it is).
 WRITTEN_PATHS = (('repository', 'path'), ('monitoring', 'metrics_directory'))
@@ -124,7 +124,7 @@ class Checked(t.NamedTuple):
 
 def unit_names(provider: str, instance: str) -> set[str]:
     """Every unit and script name an instance can own on a host."""
-    layout = _provider.Layout(provider, instance)
+    layout = _layout.Layout(provider, instance)
     jobs = [layout.job_name] + [f'{layout.job_name}-{suffix}' for suffix in JOB_SUFFIXES]
     return {f'{job}.{kind}' for job in jobs for kind in UNIT_TYPES} | {layout.restore_script}
 
@@ -135,8 +135,8 @@ def name_violations(var: str, names: t.Iterable[t.Any]) -> list[str]:
         if not isinstance(name, str):
             violations.append(f'{var}[{name!r}]: instance name must be a string, got {type(name).__name__} (YAML reads '
                               'an unquoted 1, 1.5 or yes as a number or a boolean: quote it) (rule: type)')
-        elif not _provider.INSTANCE_NAME.fullmatch(name):
-            violations.append(f'{var}[{name!r}]: instance name must match {_provider.INSTANCE_NAME.pattern!r}, the '
+        elif not _layout.INSTANCE_NAME.fullmatch(name):
+            violations.append(f'{var}[{name!r}]: instance name must match {_layout.INSTANCE_NAME.pattern!r}, the '
                               'whole name (it names the units) (rule: pattern)')
     return violations
 
@@ -227,7 +227,7 @@ def check(provider: str, instances: t.Any, host: str, var: str | None = None,
         return Checked({}, {}, [f'{var}: must be a dict of instance name -> {{request, settings}}, got '
                                 f'{type(instances).__name__} (rule: type)'])
     violations = name_violations(var, instances)
-    good_names = [name for name in instances if isinstance(name, str) and _provider.INSTANCE_NAME.fullmatch(name)]
+    good_names = [name for name in instances if isinstance(name, str) and _layout.INSTANCE_NAME.fullmatch(name)]
     violations += collisions(provider, var, good_names)
     valid: dict[str, dict[str, t.Any]] = {}
     calendars: dict[str, list[str]] = {}

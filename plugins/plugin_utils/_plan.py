@@ -18,7 +18,7 @@ from __future__ import annotations
 import posixpath
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider, _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _layout, _monitoring, _restic
 from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JOB_SPEC
 
 ROOT_ONLY = {'owner': 'root', 'group': 'root', 'mode': '0700'}
@@ -38,7 +38,7 @@ def _plan_instance(provider: str, name: str, valid: t.Mapping[str, t.Any], versi
             return _restic.plan(name, valid['request'], valid['settings'], version, host,
                                 binary or _restic.DEFAULT_BINARY)
         return _borg.plan(name, valid['request'], valid['settings'], version, host, binary or _borg.DEFAULT_BINARY)
-    except (_provider.ProviderError, _restic.ResticError, _borg.BorgError) as exc:
+    except (_layout.ProviderError, _restic.ResticError, _borg.BorgError) as exc:
         raise PlanError(f'{provider}_instances.{name}.settings: {exc}') from exc
 
 
@@ -49,7 +49,7 @@ def _directories(provider: str, jobs: t.Sequence[tuple[t.Any, t.Mapping[str, t.A
     local = [(plan.local_path, valid['request']['user']) for plan, valid in jobs if plan.local_path]
     parents = [{'path': posixpath.dirname(path)} for path, dummy in local]
     repositories = [{'path': path, 'owner': user, 'mode': '0700'} for path, user in local]
-    secrets = [_provider.SECRETS_ROOT, posixpath.join(_provider.SECRETS_ROOT, provider)]
+    secrets = [_layout.SECRETS_ROOT, posixpath.join(_layout.SECRETS_ROOT, provider)]
     secrets += [plan.layout.secrets_dir for plan, dummy in jobs]
     wanted = parents + repositories + [{'path': path} | ROOT_ONLY for path in secrets]
     # Two instances on one repository name it twice; once is enough.
@@ -119,7 +119,7 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
         {name: plans[name] for name in enabled}, instances, frozenset(reinitialise))
     secret_files = [{'dest': dest, 'content': content} for plan_, dummy in jobs for dest, content in plan_.secret_files]
     secret_files += steps.pop('known_hosts_files', [])
-    monitoring = [_provider.monitoring(plan_.layout, valid['settings']) for plan_, valid in jobs]
+    monitoring = [_monitoring.monitoring(plan_.layout, valid['settings']) for plan_, valid in jobs]
     # Pruning keeps every credential, the root-only ping URLs and the public halves of the SSH keys.
     keep = [path for plan_, dummy in jobs for path in plan_.credentials.values()]
     keep += [watch.ping_url_file for watch in monitoring if watch.ping_url_file]
@@ -134,12 +134,12 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
                       # The secrets directories of the instances no longer enabled go with everything in them.
                       'prune': {'directories': list(dict.fromkeys(plan_.layout.secrets_dir for plan_, dummy in jobs)),
                                 'keep': list(dict.fromkeys(keep)),
-                                'subdirectories_of': [posixpath.join(_provider.SECRETS_ROOT, provider)]}},
+                                'subdirectories_of': [posixpath.join(_layout.SECRETS_ROOT, provider)]}},
         'secret_files': secret_files,
-        # The jobs of the enabled instances; every other installed job of this provider goes (Layout.job_name).
+        # The jobs of the enabled instances; every other installed job of this provider goes.
         'backup_jobs': {'jobs': [{key: value for key, value in plan_.timer.items() if key in JOB_SPEC}
                                  for plan_, dummy in jobs],
-                        'prune': f'{provider}-backup-'},
+                        'prune': _layout.job_prefix(provider)},
         'results': {plan_.layout.instance: {'backup_service': plan_.layout.backup_service,
                                             'restore_script': plan_.layout.restore_script} for plan_, dummy in jobs},
         'ssh_keys': [],

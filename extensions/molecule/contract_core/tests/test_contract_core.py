@@ -124,5 +124,5 @@ def test_prune_removes_everything_then_reports_no_change(host, probe):
     assert probe["probe_job"] not in listed
     assert not host.file(f"/var/lib/selfhost-backup/{probe['probe_job']}.json").exists
     # The module's name before 0.1.0 still reaches it (meta/runtime.yml).
-    again = host.ansible("selfhost.backup.backup_timer", prune, check=False)
+    again = host.ansible("selfhost.backup.backup_jobs", prune, check=False)
     assert again["changed"] is False and again["pruned"] == [], again

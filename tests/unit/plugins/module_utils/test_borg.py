@@ -12,7 +12,7 @@ import re
 import pytest
 
 from job_library import job_data
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _borg_ssh, _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _borg_ssh, _layout
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
@@ -107,7 +107,7 @@ def test_archive_names_glob_and_pattern_are_per_instance_and_host():
                                             ('app', 'h@x'), ('app', 'h*'), ('app', '-h'), ('app', ''),
                                             ('app', 'fe80::1'), ('app', 'h/x')])
 def test_glob_refuses_bad_instance_and_host_names(instance, host):
-    with pytest.raises((_provider.ProviderError, _borg.BorgError)):
+    with pytest.raises((_layout.ProviderError, _borg.BorgError)):
         _borg.archive_glob(instance, host)
 
 
@@ -130,7 +130,7 @@ def test_prune_is_scoped_to_the_instance():
 
 @pytest.mark.parametrize('value', [0, -1, True, '3'])
 def test_prune_refuses_bad_keep_values(value):
-    with pytest.raises(_provider.ProviderError, match="keep_daily"):
+    with pytest.raises(_layout.ProviderError, match="keep_daily"):
         _borg.prune_args('app', 'db1', {'keep_daily': value})
 
 

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job_script, _layout, _monitoring
 
 # Records its arguments and environment, keeps the last dump as "the repository". FAKE_RC_<command> sets the exit
 # code of a command; FAKE_MODERN_RC is returned instead when BORG_EXIT_CODES is not legacy (as borg 1.4 would).
@@ -87,14 +87,14 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
     credentials = {'passphrase': str(world / 'creds' / 'passphrase')}
     if remote:
         credentials.update(ssh_key=str(world / 'creds' / 'ssh_key'), known_hosts=str(world / 'creds' / 'known_hosts'))
-    spec = _provider.ScriptSpec(
-        layout=_provider.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
+    spec = _job_script.ScriptSpec(
+        layout=_layout.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
         provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
         snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
-        monitoring=_provider.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file))
+        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file))
     path = world / 'job'
-    path.write_text(_provider.render_script(spec))
+    path.write_text(_job_script.render_script(spec))
     return path
 
 

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from job_library import JOB_FILES
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _provider, _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job_script, _layout, _restic, _secrets
 
 
 def shell_list(file: str, name: str) -> list[str]:
@@ -26,7 +26,7 @@ def shell_list(file: str, name: str) -> list[str]:
 
 
 def test_job_sh_reads_what_the_data_file_defines():
-    assert shell_list('job.sh', 'JOB_DATA') == list(_provider.JOB_DATA)
+    assert shell_list('job.sh', 'JOB_DATA') == list(_job_script.JOB_DATA)
 
 
 @pytest.mark.parametrize('provider, module, commands', [
@@ -44,11 +44,11 @@ def test_the_provider_half_reads_what_its_python_writes(provider, module, comman
 def test_no_secret_can_take_a_variable_of_the_job_script():
     """A secret exported under a name the script sets would fail (readonly) or change the job: every global of
     the shell files is reserved (SCRIPT_GLOBALS), with the data variables."""
-    reserved = _provider.SCRIPT_GLOBALS | set(_provider.JOB_DATA) | set(_restic.DATA_NAMES) | set(_borg.DATA_NAMES)
+    reserved = _secrets.SCRIPT_GLOBALS | set(_job_script.JOB_DATA) | set(_restic.DATA_NAMES) | set(_borg.DATA_NAMES)
     for file, path in JOB_FILES.items():
         text = open(path, encoding='utf-8').read()
         globals_ = set(re.findall(r'^(?:readonly )?([A-Z_][A-Z0-9_]*)=', text, re.M))
         assert globals_ - reserved == set(), file
-    for name in sorted(_provider.SCRIPT_GLOBALS | set(_restic.DATA_NAMES)):
-        with pytest.raises(_provider.ProviderError, match=f'environment_secrets.{name}: the name is taken'):
-            _provider.check_environment_names([name], _restic.DATA_NAMES)
+    for name in sorted(_secrets.SCRIPT_GLOBALS | set(_restic.DATA_NAMES)):
+        with pytest.raises(_layout.ProviderError, match=f'environment_secrets.{name}: the name is taken'):
+            _secrets.check_environment_names([name], _restic.DATA_NAMES)

@@ -20,10 +20,11 @@ import time
 import pytest
 from job_library import make_library
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _systemd_units
+from ansible_collections.selfhost.backup.plugins.module_utils import (
+    _job_options, _job_script, _layout, _monitoring, _systemd_units)
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
-LAYOUT = _provider.Layout('restic', 'app')
+LAYOUT = _layout.Layout('restic', 'app')
 URL = 'https://hc.example.invalid/ping/0f6c3a2e-secret-uuid'
 STARTED = 1_700_000_000
 
@@ -73,14 +74,14 @@ def world(tmp_path, library):
 def script(world, metrics=True, ping=True, metrics_file=None):
     if metrics_file is None:
         metrics_file = str(world / 'metrics' / 'restic-backup-app.prom') if metrics else ''
-    watch = _provider.Monitoring(metrics_file=metrics_file, ping_url_file=str(world / 'ping_url') if ping else '',
-                                 ping_timeout=4, ping_retries=2)
-    spec = _provider.ScriptSpec(
+    watch = _monitoring.Monitoring(metrics_file=metrics_file, ping_url_file=str(world / 'ping_url') if ping else '',
+                                   ping_timeout=4, ping_retries=2)
+    spec = _job_script.ScriptSpec(
         layout=LAYOUT, user='root', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
         credentials={'passphrase': str(world / 'passphrase')}, env_names=(), stop_units=(), provider_data=(),
         monitoring=watch, library=os.readlink(world / 'lib'))
     path = world / 'job'
-    path.write_text(_provider.render_script(spec))
+    path.write_text(_job_script.render_script(spec))
     return path
 
 
@@ -215,10 +216,10 @@ def test_the_hooks_refuse_anyone_but_root(world):
 
 
 def test_hooks_become_privileged_ignored_exec_lines_of_the_backup_service_only():
-    watch = _provider.Monitoring(metrics_file='/var/lib/prometheus/node-exporter/restic-backup-app.prom')
-    spec = _provider.ScriptSpec(layout=LAYOUT, user='postgres', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
-                                credentials={}, env_names=(), stop_units=(), provider_data=(), monitoring=watch)
-    options = _provider.job_options(spec, _provider.Schedule(), extra_jobs=[('check', 'weekly')])
+    watch = _monitoring.Monitoring(metrics_file='/var/lib/prometheus/node-exporter/restic-backup-app.prom')
+    spec = _job_script.ScriptSpec(layout=LAYOUT, user='postgres', backup_name='db.sql', backup_cmd='true', restore_cmd='true',
+                                  credentials={}, env_names=(), stop_units=(), provider_data=(), monitoring=watch)
+    options = _job_options.job_options(spec, _job_options.Schedule(), extra_jobs=[('check', 'weekly')])
     assert options['hooks'] == {'start': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'started']],
                                 'finish': [['/bin/bash', '/usr/local/bin/restic-restore-app', 'finished']]}
     service = _systemd_units.render_service(_systemd_units.ServiceSpec(
@@ -227,24 +228,24 @@ def test_hooks_become_privileged_ignored_exec_lines_of_the_backup_service_only()
     assert 'ExecStartPre=-+/bin/bash /s started\n' in service
     assert 'ExecStopPost=-+/bin/bash /s finished\n' in service
     # Without monitoring there are no hooks at all.
-    plain = dataclasses.replace(spec, monitoring=_provider.Monitoring())
-    assert 'hooks' not in _provider.job_options(plain, _provider.Schedule())
+    plain = dataclasses.replace(spec, monitoring=_monitoring.Monitoring())
+    assert 'hooks' not in _job_options.job_options(plain, _job_options.Schedule())
 
 
 def test_monitoring_settings_and_where_the_ping_url_goes():
     schema = _contract.load_provider_schema('restic')
     settings = _contract.fill_defaults({'monitoring': {'metrics_directory': '/var/lib/prometheus/node-exporter',
                                                        'ping_url': URL, 'ping_timeout': 5, 'ping_retries': 0}}, schema)
-    watch = _provider.monitoring(LAYOUT, settings)
+    watch = _monitoring.monitoring(LAYOUT, settings)
     assert watch.metrics_file == '/var/lib/prometheus/node-exporter/restic-backup-app.prom'
     assert watch.ping_url_file == '/etc/selfhost-backup/restic/app/ping_url'
     assert (watch.ping_timeout, watch.ping_retries) == (5, 0)
     assert URL not in json.dumps(dataclasses.asdict(watch))
-    assert _provider.monitoring_secret_files(LAYOUT, settings) == [('/etc/selfhost-backup/restic/app/ping_url', URL)]
+    assert _monitoring.monitoring_secret_files(LAYOUT, settings) == [('/etc/selfhost-backup/restic/app/ping_url', URL)]
     unset = _contract.fill_defaults({}, schema)
-    assert _provider.monitoring_secret_files(LAYOUT, unset) == []
-    assert not _provider.monitoring(LAYOUT, unset).has_hooks
-    assert (_provider.monitoring(LAYOUT, unset).late_after, _provider.monitoring(LAYOUT, unset).ping_retries) == (93600, 3)
+    assert _monitoring.monitoring_secret_files(LAYOUT, unset) == []
+    assert not _monitoring.monitoring(LAYOUT, unset).has_hooks
+    assert (_monitoring.monitoring(LAYOUT, unset).late_after, _monitoring.monitoring(LAYOUT, unset).ping_retries) == (93600, 3)
 
 
 @pytest.mark.parametrize('key, value, rule', [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from job_library import job_data
-from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _layout, _restic
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -f -'}
@@ -84,7 +84,7 @@ def test_forget_args_without_rules_keep_everything():
 
 @pytest.mark.parametrize('value', [0, -1, True, '3'])
 def test_forget_args_refuse_bad_counts(value):
-    with pytest.raises(_provider.ProviderError, match="keep_daily"):
+    with pytest.raises(_layout.ProviderError, match="keep_daily"):
         _restic.forget_args('app', 'h1', {'keep_daily': value})
 
 
@@ -196,12 +196,12 @@ def test_plan_refuses_reserved_environment(name):
 
 
 def test_plan_refuses_a_bad_instance_name():
-    with pytest.raises(_provider.ProviderError, match='instance name'):
+    with pytest.raises(_layout.ProviderError, match='instance name'):
         _restic.plan('../x', REQUEST, settings(), '0.18.0', 'h')
 
 
 @pytest.mark.parametrize('name', ['PATH', 'LD_PRELOAD', 'BASH_ENV', 'HOME', 'JOB_USER', 'BACKUP_CMD', 'RESTIC_ARGS',
                                   'SCRIPT', 'CREDENTIALS_DIRECTORY', 'SELFHOST_BACKUP_FORGET_RETRY_SECONDS'])
 def test_environment_secrets_may_not_take_the_names_of_the_shell_or_the_script(name):
-    with pytest.raises(_provider.ProviderError, match=f'environment_secrets.{name}: the name is taken'):
+    with pytest.raises(_layout.ProviderError, match=f'environment_secrets.{name}: the name is taken'):
         _restic.plan('app', REQUEST, settings(environment_secrets={name: 'x'}), (0, 18, 0), 'db1')

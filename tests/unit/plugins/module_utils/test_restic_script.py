@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _provider, _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_script, _layout, _monitoring, _restic
 
 FAKE_RESTIC = r'''#!/bin/bash
 # Records its arguments and the secrets it got, keeps the last stdin as "the repository".
@@ -86,16 +86,16 @@ def world(tmp_path, job_library):
 def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=(), metrics_file=''):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
-    spec = _provider.ScriptSpec(
-        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
+    spec = _job_script.ScriptSpec(
+        layout=_layout.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored',
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
         env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, provider_data=_restic.shell_data(commands), library=str(world / 'lib'),
-        monitoring=_provider.Monitoring(metrics_file=metrics_file),
+        monitoring=_monitoring.Monitoring(metrics_file=metrics_file),
     )
     path = world / 'job'
-    path.write_text(_provider.render_script(spec))
+    path.write_text(_job_script.render_script(spec))
     return path
 
 
@@ -388,12 +388,12 @@ def test_a_killed_run_s_mark_makes_the_check_unlock_too(world):
     (world / 'cache' / 'restic-unfinished.backup').touch()
     commands = _restic.Commands(binary=str(world / 'restic'), version=(0, 18, 0), instance='app',
                                 backup_name='db.sql', host='h1', check=('check',))
-    spec = _provider.ScriptSpec(
-        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd='true',
+    spec = _job_script.ScriptSpec(
+        layout=_layout.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd='true',
         restore_cmd='cat', credentials={'passphrase': str(world / 'creds' / 'passphrase')}, env_names=(),
         stop_units=(), provider_data=_restic.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check'))
     path = world / 'job'
-    path.write_text(_provider.render_script(spec))
+    path.write_text(_job_script.render_script(spec))
     result = run(world, path, 'check')
     assert result.returncode == 0, result.stderr
     assert [step.split()[-1] for step in steps_run(world)] == ['unlock', 'check']
@@ -437,8 +437,8 @@ def backup_with_a_cloud_secret(world, version, backup_cmd):
     (world / 'creds' / 'env.AWS_SECRET_ACCESS_KEY').write_text('aws-secret-value')
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1')
-    spec = _provider.ScriptSpec(
-        layout=_provider.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
+    spec = _job_script.ScriptSpec(
+        layout=_layout.Layout('restic', 'app'), user=getpass.getuser(), backup_name='db.sql',
         backup_cmd=backup_cmd, restore_cmd='cat >/dev/null',
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY'),
@@ -446,7 +446,7 @@ def backup_with_a_cloud_secret(world, version, backup_cmd):
         env_names=('AWS_SECRET_ACCESS_KEY', 'RESTIC_REPOSITORY'), stop_units=(),
         provider_data=_restic.shell_data(commands), library=str(world / 'lib'))
     path = world / 'job'
-    path.write_text(_provider.render_script(spec))
+    path.write_text(_job_script.render_script(spec))
     return run(world, path, 'backup')
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _provider
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_options, _job_script, _layout
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 
 VALID = {'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql -v ON_ERROR_STOP=1 postgres'}
@@ -322,10 +322,10 @@ def test_every_job_has_a_run_timeout_by_default(provider, limits, timeout):
     filled = _contract.validate_settings(given, schema)
     assert filled['limits']['timeout'] == timeout
     assert filled['limits'] == {**(limits or {}), 'timeout': timeout}
-    spec = _provider.ScriptSpec(layout=_provider.Layout(provider, 'app'), user='root', backup_name='dump',
-                                backup_cmd='true', restore_cmd='cat', credentials={}, env_names=(), stop_units=(),
-                                provider_data=())
-    options = _provider.job_options_from_settings(spec, filled, '/srv/r', check_enabled=True)
+    spec = _job_script.ScriptSpec(layout=_layout.Layout(provider, 'app'), user='root', backup_name='dump',
+                                  backup_cmd='true', restore_cmd='cat', credentials={}, env_names=(), stop_units=(),
+                                  provider_data=())
+    options = _job_options.job_options_from_settings(spec, filled, '/srv/r', check_enabled=True)
     # One value for the backup and its check job: backup_jobs writes it into both services.
     assert options['timeout_sec'] == timeout
 
