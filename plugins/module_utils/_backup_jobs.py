@@ -44,17 +44,19 @@ def job_params(jobs: t.Sequence[t.Mapping[str, t.Any]], shared: t.Mapping[str, t
     return [dict(job) | dict(shared) for job in jobs]
 
 
-def prune_names(state_dir: str, prefix: str, wanted: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
-    """The installed jobs (manifests in ``state_dir``) named ``prefix...`` that no wanted job names. Read-only."""
-    if not JOB_NAME.fullmatch(prefix):
-        raise JobSpecError(f'prune {prefix!r} does not match {JOB_NAME.pattern!r}')
+def prune_names(state_dir: str, prefixes: t.Sequence[str], wanted: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
+    """The installed jobs (manifests in ``state_dir``) whose names start with one of ``prefixes`` and that no
+    wanted job names. Read-only."""
+    for prefix in prefixes:
+        if not JOB_NAME.fullmatch(prefix):
+            raise JobSpecError(f'prune {prefix!r} does not match {JOB_NAME.pattern!r}')
     try:
-        manifests = os.listdir(state_dir)
+        manifests = os.listdir(state_dir) if prefixes else []
     except FileNotFoundError:
         return []
     names = {job['name'] for job in wanted}
     installed = (entry[:-len(MANIFEST_SUFFIX)] for entry in manifests
-                 if entry.startswith(prefix) and entry.endswith(MANIFEST_SUFFIX))
+                 if entry.startswith(tuple(prefixes)) and entry.endswith(MANIFEST_SUFFIX))
     return sorted(name for name in installed if name not in names)
 
 

@@ -245,13 +245,15 @@ options:
             elements: list
   prune:
     description:
-      - The name prefix of the family of jobs this call owns, for example V(restic-backup-) for the restic jobs of
+      - Name prefixes of the families of jobs this call owns, for example V([restic-backup-]) for the restic jobs of
         selfhost.backup.restic.
-      - Every installed job (a manifest C(<state_dir>/<name>.json)) whose name starts with it and that O(jobs) does
-        not name is removed like a job with O(jobs[].state=absent), its timers stopped and disabled and every
-        file it installed removed. RV(pruned) names them.
-      - Letters, digits, V(_), V(.) and V(-), starting with a letter or digit. Omitted, nothing is pruned.
-    type: str
+      - Every installed job (a manifest C(<state_dir>/<name>.json)) whose name starts with one of them and that
+        O(jobs) does not name is removed like a job with O(jobs[].state=absent), its timers stopped and disabled
+        and every file it installed removed. RV(pruned) names them.
+      - Each is letters, digits, V(_), V(.) and V(-), starting with a letter or digit. Empty, nothing is pruned.
+    type: list
+    elements: str
+    default: []
   unit_dir:
     description:
       - Directory of the unit files.
@@ -343,7 +345,7 @@ EXAMPLES = r"""
         on_calendar: "*-*-* 03:00:00"
         exec_start:
           - [/bin/bash, /usr/local/bin/restic-restore-shop, backup]
-    prune: restic-backup-
+    prune: [restic-backup-]
   register: installed
 # installed.pruned lists the jobs removed, for example ["restic-backup-old"]
 
@@ -439,7 +441,7 @@ ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
         'options': JOB_SPEC,
         'required_if': [('state', 'present', ['exec_start'])],
     },
-    'prune': {'type': 'str'},
+    'prune': {'type': 'list', 'elements': 'str', 'default': []},
     **SHARED_SPEC,
 }
 
@@ -464,7 +466,7 @@ def main() -> None:
     try:
         shared = {key: params[key] for key in SHARED_SPEC}
         wanted = _backup_jobs.job_params(params['jobs'], shared)
-        pruned = _backup_jobs.prune_names(params['state_dir'], params['prune'], wanted) if params['prune'] is not None else []
+        pruned = _backup_jobs.prune_names(params['state_dir'], params['prune'], wanted)
         jobs = [_backup_jobs.BackupJob(each, module, runner)
                 for each in wanted + [_backup_jobs.absent_params(name, shared) for name in pruned]]
         _backup_jobs.run(jobs, module, runner, params['daemon_reload'])

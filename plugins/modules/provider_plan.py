@@ -119,8 +119,9 @@ backup_jobs:
       type: list
       elements: dict
     prune:
-      description: The name prefix of this provider's jobs, for example V(restic-backup-).
-      type: str
+      description: The name prefixes of this provider's jobs, for example V([restic-backup-]).
+      type: list
+      elements: str
 results:
   description: The contract results of the enabled instances, C({backup_service, restore_script}) by name.
   returned: success

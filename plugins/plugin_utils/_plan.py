@@ -139,7 +139,7 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
         # The jobs of the enabled instances; every other installed job of this provider goes.
         'backup_jobs': {'jobs': [{key: value for key, value in plan_.timer.items() if key in JOB_SPEC}
                                  for plan_, dummy in jobs],
-                        'prune': _layout.job_prefix(provider)},
+                        'prune': [_layout.job_prefix(provider)]},
         'results': {plan_.layout.instance: {'backup_service': plan_.layout.backup_service,
                                             'restore_script': plan_.layout.restore_script} for plan_, dummy in jobs},
         'ssh_keys': [],

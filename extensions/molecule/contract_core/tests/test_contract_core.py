@@ -114,7 +114,7 @@ def test_bad_request_fails_on_the_controller_and_changes_nothing(host):
 
 def test_prune_removes_everything_then_reports_no_change(host, probe):
     """An empty job list with the probe's name as the prune prefix uninstalls the job (the roles' way)."""
-    prune = json.dumps({"jobs": [], "prune": probe["probe_job"]})
+    prune = json.dumps({"jobs": [], "prune": [probe["probe_job"]]})
     removed = host.ansible("selfhost.backup.backup_jobs", prune, check=False)
     assert removed["changed"] is True, removed
     assert removed["pruned"] == [probe["probe_job"]], removed

@@ -559,8 +559,8 @@ def test_list_failed_verification_changes_no_job(root, systemd):
     ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}, {'name': 'a', 'exec_start': [['/bin/true']]}]},
      'the names a are used more than once'),
     ({'jobs': [{'name': 'a'}]}, 'state is present but all of the following are missing: exec_start'),
-    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'prune': ''}, "prune '' does not match"),
-    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'prune': '../restic-'}, "prune '../restic-' does not match"),
+    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'prune': ['']}, "prune '' does not match"),
+    ({'jobs': [{'name': 'a', 'exec_start': [['/bin/true']]}], 'prune': ['restic-', '../restic-']}, "prune '../restic-' does not match"),
 ])
 def test_list_option_errors(root, systemd, args, words):
     with pytest.raises(SystemExit) as info:
@@ -607,7 +607,7 @@ def install_family(root):
 def test_prune_removes_the_unlisted_jobs_of_the_family_only(root, systemd):
     install_family(root)
     systemd.calls.clear()
-    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune='restic-backup-'), root, diff=True)
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root, diff=True)
     assert result['changed'] is True and result['pruned'] == ['restic-backup-shop']
     assert [(job['name'], job['changed']) for job in result['jobs']] == [
         ('restic-backup-app', False), ('restic-backup-shop', True)]
@@ -622,7 +622,7 @@ def test_prune_removes_the_unlisted_jobs_of_the_family_only(root, systemd):
         str(root / path) for path in ('bin/restic-restore-shop', 'units/restic-backup-shop.service',
                                       'units/restic-backup-shop.timer', 'units/restic-backup-shop-check.service',
                                       'units/restic-backup-shop-check.timer'))
-    again = run(list_args(root, one_job(root, 'restic-backup-app'), prune='restic-backup-'), root)
+    again = run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root)
     assert again['changed'] is False and again['pruned'] == []
 
 
@@ -630,7 +630,7 @@ def test_prune_in_check_mode_reports_and_keeps_everything(root, systemd):
     install_family(root)
     before = {path: (root / path).read_text() for path in tree(root)}
     systemd.calls.clear()
-    result = run(list_args(root, prune='restic-backup-'), root, check=True)
+    result = run(list_args(root, prune=['restic-backup-']), root, check=True)
     assert result['changed'] is True and result['pruned'] == ['restic-backup-app', 'restic-backup-shop']
     assert {path: (root / path).read_text() for path in tree(root)} == before
     assert systemd.mutating() == []
@@ -639,14 +639,14 @@ def test_prune_in_check_mode_reports_and_keeps_everything(root, systemd):
 def test_an_empty_list_removes_nothing_without_prune_and_the_whole_family_with_it(root, systemd):
     install_family(root)
     assert run(list_args(root), root)['changed'] is False
-    result = run(list_args(root, prune='restic-backup-'), root)
+    result = run(list_args(root, prune=['restic-backup-']), root)
     assert result['pruned'] == ['restic-backup-app', 'restic-backup-shop']
     assert [path for path in tree(root) if 'restic' in path] == []
     assert 'state/borg-backup-app.json' in tree(root)
 
 
 def test_prune_without_a_state_dir_has_nothing_to_prune(root, systemd):
-    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune='restic-backup-'), root)
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root)
     assert result['changed'] is True and result['pruned'] == []
 
 
@@ -656,6 +656,16 @@ def test_a_failed_verification_prunes_nothing(root, systemd):
     systemd.verify_rc = 1
     systemd.calls.clear()
     with pytest.raises(SystemExit) as info:
-        run(list_args(root, one_job(root, 'restic-backup-app', on_calendar='hourly'), prune='restic-backup-'), root)
+        run(list_args(root, one_job(root, 'restic-backup-app', on_calendar='hourly'), prune=['restic-backup-']), root)
     assert info.value.result['changed'] is False and tree(root) == before
     assert systemd.mutating() == []
+
+
+def test_prune_takes_several_families_and_a_prefix_is_no_pattern(root, systemd):
+    run(list_args(root, one_job(root, 'restic-backup-app'), one_job(root, 'restic-drill-app'),
+                  one_job(root, 'restic-backup-app2'), one_job(root, 'borg-backup-app')), root)
+    result = run(list_args(root, one_job(root, 'restic-backup-app2'), prune=['restic-backup-', 'restic-drill-', 'r.']),
+                 root)
+    assert result['pruned'] == ['restic-backup-app', 'restic-drill-app']
+    assert sorted(path for path in tree(root) if path.startswith('state/')) == [
+        'state/borg-backup-app.json', 'state/restic-backup-app2.json']

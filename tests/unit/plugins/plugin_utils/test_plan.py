@@ -70,7 +70,7 @@ def test_without_enabled_instances_the_secrets_root_is_still_made():
         '/etc/selfhost-backup', '/etc/selfhost-backup/borg']
     assert planned['job_paths']['prune'] == {'directories': [], 'keep': [],
                                              'subdirectories_of': ['/etc/selfhost-backup/borg']}
-    assert planned['backup_jobs'] == {'jobs': [], 'prune': 'borg-backup-'}
+    assert planned['backup_jobs'] == {'jobs': [], 'prune': ['borg-backup-']}
     assert planned['backup_jobs']['jobs'] == [] and planned['repository_checks'] == [] and planned['results'] == {}
 
 
