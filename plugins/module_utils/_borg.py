@@ -303,17 +303,9 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         check=tuple(check_args(check['verify_data'], check.get('max_duration'))) if check['enabled'] else None,
     )
     shell = shell_data(commands)  # refuses borg < 1.2
-    spec = _job_script.ScriptSpec(
-        layout=layout,
-        user=request['user'],
-        backup_name=request['backup_name'],
-        backup_cmd=request['backup_cmd'],
-        restore_cmd=request['restore_cmd'],
-        credentials=credentials,
+    spec = _job_script.instance_spec(
+        layout, request, settings, credentials, shell,
         env_names=(),
-        stop_units=_job_script.stop_units(settings),
-        monitoring=_monitoring.monitoring(layout, settings),
-        provider_data=shell,
         maintenance=('backup', 'check') if commands.check else ('backup',),
         snapshot_pattern=archive_pattern(instance, job_host),
         snapshot_word='archive',

@@ -50,6 +50,25 @@ class ScriptSpec:
     library: str = _job_data.LIBRARY
 
 
+def instance_spec(layout: _layout.Layout, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any],
+                  credentials: dict[str, str], provider_data: tuple[tuple[str, _job_data.Value], ...],
+                  **provider_parts: t.Any) -> ScriptSpec:
+    """The script of one instance from what every provider takes the same way (the request, the restore's stop
+    units, the monitoring settings), and the provider's own parts: its credentials, command lines and words."""
+    return ScriptSpec(
+        layout=layout,
+        user=request['user'],
+        backup_name=request['backup_name'],
+        backup_cmd=request['backup_cmd'],
+        restore_cmd=request['restore_cmd'],
+        credentials=credentials,
+        stop_units=stop_units(settings),
+        monitoring=_monitoring.monitoring(layout, settings),
+        provider_data=provider_data,
+        **provider_parts,
+    )
+
+
 RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'help', 'notify', 'newest', 'started', 'finished')
 
 

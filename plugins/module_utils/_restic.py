@@ -234,17 +234,9 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         check=tuple(check_args(check.get('read_data_subset'))) if check['enabled'] else None,
     )
     maintenance = ('backup', 'check') if commands.check else ('backup',)
-    spec = _job_script.ScriptSpec(
-        layout=layout,
-        user=request['user'],
-        backup_name=request['backup_name'],
-        backup_cmd=request['backup_cmd'],
-        restore_cmd=request['restore_cmd'],
-        credentials=secrets.credentials,
+    spec = _job_script.instance_spec(
+        layout, request, settings, secrets.credentials, shell_data(commands),
         env_names=secrets.env_names,
-        stop_units=_job_script.stop_units(settings),
-        monitoring=_monitoring.monitoring(layout, settings),
-        provider_data=shell_data(commands),
         maintenance=maintenance,
         notes=(f'Snapshots carry the tag {tag(instance)}; restic {".".join(map(str, the_version))}, '
                f'{"--stdin-from-command" if supports_stdin_from_command(commands.version) else "legacy pipe"}.',),
