@@ -154,6 +154,16 @@ def newest_args(instance: str, host: str) -> list[str]:
     return ['list', '--json', '--last', '1', '--glob-archives', archive_glob(instance, host)]
 
 
+def list_json_args(instance: str, host: str) -> list[str]:
+    """This instance's archives as JSON, for ``snapshots --json``; the keys of ``--format`` are added to each."""
+    return ['list', '--json', '--format', '{hostname}', '--glob-archives', archive_glob(instance, host)]
+
+
+# Where borg list --json keeps what snapshots --json of the restore script shows (job.sh's snapshot_list): the
+# archive's name is what restore and dump take; borg lists no size of an archive (null).
+SNAPSHOT_FIELDS = ('archives', 'id=name', 'time=time', 'host=hostname', 'size=size')
+
+
 def prune_args(instance: str, host: str, retention: t.Mapping[str, t.Any]) -> list[str] | None:
     """``borg prune`` of this instance's archives on this host only; None without any keep rule (keep all)."""
     args = _retention.retention_flags(retention, KEEP_FLAGS)
@@ -197,7 +207,7 @@ class Commands:
 # The data borg.sh reads (its PROVIDER_DATA; a unit test keeps the two lists equal).
 DATA_NAMES = ('BORG', 'BORG_REPOSITORY', 'BORG_ARGS', 'BORG_HOME', 'BORG_INIT_MARKER', 'BORG_REMOTE', 'BORG_SSH', 'BORG_STDIN_NAME',
               'BORG_ENCRYPTION', 'BORG_LIST', 'BORG_NEWEST', 'BORG_NAMES', 'BORG_LATEST', 'BORG_INIT', 'BORG_CREATE',
-              'BORG_PRUNE', 'BORG_COMPACT', 'BORG_CHECK')
+              'BORG_PRUNE', 'BORG_COMPACT', 'BORG_CHECK', 'BORG_LIST_JSON', 'BORG_SNAPSHOT_FIELDS')
 
 
 def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
@@ -226,6 +236,8 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
         ('BORG_PRUNE', list(commands.retention or ())),
         ('BORG_COMPACT', compact_args()),
         ('BORG_CHECK', list(commands.check or ())),
+        ('BORG_LIST_JSON', list_json_args(commands.instance, commands.host)),
+        ('BORG_SNAPSHOT_FIELDS', list(SNAPSHOT_FIELDS)),
     )
 
 

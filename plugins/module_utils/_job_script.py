@@ -69,7 +69,7 @@ def instance_spec(layout: _layout.Layout, request: t.Mapping[str, t.Any], settin
     )
 
 
-RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'help', 'notify', 'newest', 'started', 'finished')
+RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'dump', 'exec', 'help', 'notify', 'newest', 'started', 'finished')
 
 
 def script_data(spec: ScriptSpec) -> list[tuple[str, _job_data.Value]]:

@@ -120,6 +120,11 @@ def owned_snapshots_args(instance: str, host: str) -> list[str]:
     return ['snapshots', '--json'] + scope_args(instance, host)
 
 
+# Where restic snapshots --json keeps what snapshots --json of the restore script shows (job.sh's snapshot_list):
+# the list is the document itself; size is the dump's size, in the summary restic records from 0.17 on.
+SNAPSHOT_FIELDS = ('.', 'id=id', 'time=time', 'host=hostname', 'size=summary.total_bytes_processed')
+
+
 def dump_latest_args(instance: str, host: str, backup_name: str) -> list[str]:
     path = stdin_path(backup_name)
     return ['dump'] + scope_args(instance, host) + ['--path', path, 'latest', path]
@@ -162,7 +167,8 @@ class Commands:
 
 # The data restic.sh reads (its PROVIDER_DATA; a unit test keeps the two lists equal).
 DATA_NAMES = ('RESTIC', 'RESTIC_ARGS', 'RESTIC_STDIN_FROM_COMMAND', 'RESTIC_BACKUP', 'RESTIC_SNAPSHOTS',
-              'RESTIC_NEWEST', 'RESTIC_OWNED', 'RESTIC_DUMP_LATEST', 'RESTIC_DUMP_PATH', 'RESTIC_FORGET', 'RESTIC_CHECK')
+              'RESTIC_NEWEST', 'RESTIC_OWNED', 'RESTIC_DUMP_LATEST', 'RESTIC_DUMP_PATH', 'RESTIC_FORGET', 'RESTIC_CHECK',
+              'RESTIC_SNAPSHOT_FIELDS')
 
 
 def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
@@ -182,6 +188,7 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
         ('RESTIC_DUMP_PATH', stdin_path(commands.backup_name)),
         ('RESTIC_FORGET', list(commands.retention or ())),
         ('RESTIC_CHECK', list(commands.check or ())),
+        ('RESTIC_SNAPSHOT_FIELDS', list(SNAPSHOT_FIELDS)),
     )
 
 

@@ -6,17 +6,23 @@
 # file, built in Python (plugins/module_utils/_borg.py) and tested there as data:
 #   BORG BORG_REPOSITORY BORG_ARGS BORG_HOME BORG_INIT_MARKER BORG_REMOTE BORG_SSH BORG_STDIN_NAME BORG_ENCRYPTION
 #   BORG_LIST BORG_NEWEST BORG_NAMES BORG_LATEST BORG_INIT BORG_CREATE BORG_PRUNE BORG_COMPACT BORG_CHECK
+#   BORG_LIST_JSON BORG_SNAPSHOT_FIELDS
 # Exit codes: BORG_EXIT_CODES=legacy (borg 1.4 would otherwise return 3-99 for errors and 100-127 for warnings;
 # borg 1.2 ignores it), so borg exits 0, 1 (warning), 2 (error) or 128+N (signal N). create, prune and compact
 # count a warning as success; every other command fails on any non-zero exit (extract warns when the dump is not
 # in the archive, check when it finds damage).
 # shellcheck disable=SC2154 # the data file and job.sh define the variables
 readonly PROVIDER_DATA=(BORG BORG_REPOSITORY BORG_ARGS BORG_HOME BORG_INIT_MARKER BORG_REMOTE BORG_SSH BORG_STDIN_NAME
-  BORG_ENCRYPTION BORG_LIST BORG_NEWEST BORG_NAMES BORG_LATEST BORG_INIT BORG_CREATE BORG_PRUNE BORG_COMPACT BORG_CHECK)
+  BORG_ENCRYPTION BORG_LIST BORG_NEWEST BORG_NAMES BORG_LATEST BORG_INIT BORG_CREATE BORG_PRUNE BORG_COMPACT BORG_CHECK
+  BORG_LIST_JSON BORG_SNAPSHOT_FIELDS)
 for name in "${PROVIDER_DATA[@]}"; do
   declare -p "$name" >/dev/null 2>&1 || fail "the job data does not define $name: run the role again"
 done
 unset name
+
+# What --help shows as the example of "exec -- <borg arguments>" (job.sh reads it).
+# shellcheck disable=SC2034
+readonly EXEC_EXAMPLE=info
 
 # borg as the request's user; its exit code unchanged. In a unit the secrets are in $CREDENTIALS_DIRECTORY.
 # Interactively (root) they are copied into a private directory the request's user owns, removed on exit; the
@@ -79,6 +85,17 @@ borg_warning_ok() {
 
 provider_snapshots() {
   borg_ "${BORG_LIST[@]}"
+}
+
+# This instance's archives as a JSON list (job.sh's snapshot_list picks the fields BORG_SNAPSHOT_FIELDS names).
+provider_snapshots_json() {
+  borg_ "${BORG_LIST_JSON[@]}" | snapshot_list "${BORG_SNAPSHOT_FIELDS[@]}"
+}
+
+# exec -- <arguments>: borg with this instance's repository (BORG_REPO), secrets and cache, as the request's user;
+# the arguments unchanged, borg's exit code too.
+provider_exec() {
+  borg_ "$@"
 }
 
 # Before the first backup has created the repository there is no archive yet, which is no error (selfhost-backup

@@ -20,8 +20,10 @@ readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BAC
   STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
   METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY)
 # What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
-readonly PROVIDER_INTERFACE=(provider_snapshots provider_has_snapshot provider_dump provider_newest_json
-  provider_snapshot_count provider_retention)
+readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_dump
+  provider_newest_json provider_snapshot_count provider_retention provider_exec)
+# And the variables it must set: EXEC_EXAMPLE, the tool arguments --help shows for exec (e.g. stats).
+readonly PROVIDER_VARIABLES=(EXEC_EXAMPLE)
 
 fail() {
   printf '%s: %s\n' "${SCRIPT:-${0##*/}}" "$*" >&2
@@ -41,14 +43,24 @@ readonly STATS_FILE="$JOB_CACHE/last-backup"
 usage() {
   local note
   cat <<EOF
-usage: $SCRIPT snapshots          list the ${SNAPSHOT_WORD}s of instance $INSTANCE
-       $SCRIPT restore latest     restore the newest $SNAPSHOT_WORD of this instance
-       $SCRIPT restore <$SNAPSHOT_WORD>   restore one $SNAPSHOT_WORD (as listed by "snapshots")
-       $SCRIPT --help
+usage: $SCRIPT <subcommand> [arguments]
+Run it as root; $PROVIDER and the restore command run as the user $JOB_USER.
 
-Run it as root. The backup tool and the restore command run as the user $JOB_USER.
-A restore streams the dump "$BACKUP_NAME" into the request's restore command and exits non-zero
-when either fails.
+  snapshots [--json]            list the ${SNAPSHOT_WORD}s of instance $INSTANCE; --json: a JSON list of objects
+                                (id, time, host, and size where $PROVIDER tells it, else null)
+                                e.g. $SCRIPT snapshots --json
+  restore <latest|$SNAPSHOT_WORD>     stream the dump "$BACKUP_NAME" of that $SNAPSHOT_WORD into the request's restore
+                                command
+                                e.g. $SCRIPT restore latest
+  dump <latest|$SNAPSHOT_WORD>        write the dump "$BACKUP_NAME" of that $SNAPSHOT_WORD to stdout, byte for byte
+                                (never to a terminal)
+                                e.g. $SCRIPT dump latest > $BACKUP_NAME
+  exec -- <$PROVIDER arguments>    run $PROVIDER with this instance's repository, secrets and cache, as $JOB_USER
+                                e.g. $SCRIPT exec -- $EXEC_EXAMPLE
+  help, --help                  this text
+
+A $SNAPSHOT_WORD is "latest" or one listed by "$SCRIPT snapshots". restore and dump exit non-zero when
+the dump (or the restore command) fails.
 EOF
   if [ "${#STOP_UNITS[@]}" -gt 0 ]; then
     printf 'Before a restore it stops %s and starts them again afterwards, also on failure.\n' \
@@ -61,9 +73,37 @@ EOF
   done
 }
 
+# A usage error: what was wrong, where to read more, exit status 2.
 usage_error() {
-  usage >&2
+  printf '%s: %s\n' "$SCRIPT" "$*" >&2
+  printf "Run '%s --help' for the subcommands and examples.\n" "$SCRIPT" >&2
   exit 2
+}
+
+# The arguments of a subcommand ($1) that takes no more: the first one given is named.
+no_arguments() {
+  local subcommand="$1"
+  shift
+  [ "$#" -eq 0 ] || unexpected "$subcommand" "$1"
+}
+
+# A usage error for an argument ($2) the subcommand ($1) does not take: an unknown option or an extra argument.
+unexpected() {
+  case "$2" in
+    -?*) usage_error "$1: unknown option '$2'" ;;
+    *) usage_error "$1: extra argument '$2'" ;;
+  esac
+}
+
+# The arguments of restore and dump ($1): exactly one, latest or a snapshot.
+one_snapshot() {
+  local subcommand="$1"
+  shift
+  [ "$#" -gt 0 ] || usage_error "$subcommand: missing the $SNAPSHOT_WORD (latest, or one listed by '$SCRIPT snapshots')"
+  case "$1" in
+    -?*) unexpected "$subcommand" "$1" ;;
+  esac
+  [ "$#" -eq 1 ] || unexpected "$subcommand" "$2"
 }
 
 # Inside the units systemd hands the secrets over in $CREDENTIALS_DIRECTORY (LoadCredential=).
@@ -154,20 +194,44 @@ start_units() {
   exit "$rc"
 }
 
+# A snapshot given to restore or dump must be this instance's: "latest", or one of its snapshots. Checked before
+# anything stops or the restore command starts: the tool would dump another instance's snapshot by its id, and a
+# wrong id must leave the database untouched. "latest" needs no such listing: the tool selects this instance's
+# newest snapshot itself, and nothing happens before its dump's first byte arrives.
+check_snapshot() {
+  local snapshot="$1"
+  [ "$snapshot" != latest ] || return 0
+  [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]] \
+    || fail "not a valid $SNAPSHOT_WORD: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
+  provider_has_snapshot "$snapshot" \
+    || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
+}
+
 restore() {
   local snapshot="$1"
-  if [ "$snapshot" != latest ] && ! [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]]; then
-    fail "not a valid $SNAPSHOT_WORD: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
-  fi
-  # Before anything stops or the restore command starts: the tool would dump another instance's snapshot by
-  # its id, and a wrong id must leave the database untouched. "latest" needs no such listing: the tool
-  # selects this instance's newest snapshot itself, and nothing happens before its dump's first byte arrives.
-  if [ "$snapshot" != latest ]; then
-    provider_has_snapshot "$snapshot" \
-      || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
-  fi
+  check_snapshot "$snapshot"
   provider_dump "$snapshot" | restore_arriving_dump "$snapshot"
   printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
+}
+
+# The dump of a snapshot on stdout, byte for byte, as the tool reads it (e.g. "dump latest > shop.sql"). Never to a
+# terminal: a binary dump would garble it, and a large one would scroll for hours. Checked before the repository
+# is read.
+dump() {
+  local snapshot="$1"
+  if [ -t 1 ]; then
+    fail "refusing to write the dump to a terminal: redirect it to a file or a pipe (e.g. $SCRIPT dump $snapshot > $BACKUP_NAME)"
+  fi
+  check_snapshot "$snapshot"
+  provider_dump "$snapshot"
+}
+
+# The tool's JSON listing of this instance's snapshots on stdin, printed as a JSON list of objects with the keys id
+# (what restore and dump take), time (ISO 8601 with the UTC offset), host and size (null where the tool does not
+# tell it). The arguments say where the tool keeps them (the provider's data, built in Python): the dotted path of
+# the list in the document ("." for the document itself), then <key>=<dotted path> for each key.
+snapshot_list() {
+  python3 -I "$LIBRARY/snapshots_json.py" "$@"
 }
 
 # The restore's right-hand side: stops the stop_units and starts the restore command once the dump's first
@@ -400,43 +464,79 @@ source "$LIBRARY/$PROVIDER.sh"
 for required in "${PROVIDER_INTERFACE[@]}" "${MAINTENANCE[@]/#/provider_}"; do
   declare -F "$required" >/dev/null || fail "$LIBRARY/$PROVIDER.sh does not define $required (the provider interface)"
 done
+for required in "${PROVIDER_VARIABLES[@]}"; do
+  declare -p "$required" >/dev/null 2>&1 || fail "$LIBRARY/$PROVIDER.sh does not set $required (the provider interface)"
+done
 unset required
 
+# exec -- <tool arguments>: everything after "--" goes to the tool unchanged.
+exec_tool() {
+  [ "$#" -gt 0 ] || usage_error "exec: missing '--' and the $PROVIDER arguments (e.g. $SCRIPT exec -- $EXEC_EXAMPLE)"
+  [ "$1" = -- ] \
+    || usage_error "exec: expected '--' before the $PROVIDER arguments, got '$1' (e.g. $SCRIPT exec -- $EXEC_EXAMPLE)"
+  shift
+  [ "$#" -gt 0 ] || usage_error "exec: missing the $PROVIDER arguments after '--' (e.g. $SCRIPT exec -- $EXEC_EXAMPLE)"
+  in_unit || require_root
+  provider_exec "$@"
+}
+
 main() {
+  local subcommand
+  [ "$#" -gt 0 ] || usage_error "missing the subcommand (snapshots, restore, dump, exec or help)"
+  subcommand="$1"
+  shift
+  # "<subcommand> --help" shows the usage too (exec's tool arguments come after "--", so exec -- --help is the tool's).
   case "${1:-}" in
+    -h | --help) usage; return ;;
+  esac
+  case "$subcommand" in
     -h | --help | help)
+      no_arguments "$subcommand" "$@"
       usage
       ;;
     snapshots)
-      [ "$#" -eq 1 ] || usage_error
-      in_unit || require_root
-      provider_snapshots
+      if [ "${1:-}" = --json ]; then
+        shift
+        no_arguments "snapshots --json" "$@"
+        in_unit || require_root
+        provider_snapshots_json
+      else
+        no_arguments snapshots "$@"
+        in_unit || require_root
+        provider_snapshots
+      fi
       ;;
-    restore)
-      [ "$#" -eq 2 ] || usage_error
+    restore | dump)
+      one_snapshot "$subcommand" "$@"
       in_unit || require_root
-      restore "$2"
+      "$subcommand" "$1"
+      ;;
+    exec)
+      exec_tool "$@"
       ;;
     notify)
-      [ "$#" -eq 1 ] || usage_error
+      no_arguments "$subcommand" "$@"
       require_root
       notify_failure
       ;;
     newest)
-      [ "$#" -eq 1 ] || usage_error
+      no_arguments "$subcommand" "$@"
       require_root
       newest
       ;;
     started | finished)
-      [ "$#" -eq 1 ] || usage_error
+      no_arguments "$subcommand" "$@"
       require_root
-      "job_$1"
+      "job_$subcommand"
+      ;;
+    -?*)
+      usage_error "unknown option '$subcommand'"
       ;;
     *)
-      is_maintenance "${1:-}" || usage_error
-      [ "$#" -eq 1 ] || usage_error
-      in_unit || fail "$1 runs inside the units: systemctl start --wait $BACKUP_SERVICE"
-      "provider_$1"
+      is_maintenance "$subcommand" || usage_error "unknown subcommand '$subcommand'"
+      no_arguments "$subcommand" "$@"
+      in_unit || fail "$subcommand runs inside the units: systemctl start --wait $BACKUP_SERVICE"
+      "provider_$subcommand"
       ;;
   esac
 }

@@ -5,18 +5,21 @@
 # it defines the provider interface. It sequences restic; every restic command line is an array of the
 # instance's data file, built in Python (plugins/module_utils/_restic.py) and tested there as data:
 #   RESTIC RESTIC_ARGS RESTIC_STDIN_FROM_COMMAND RESTIC_BACKUP RESTIC_SNAPSHOTS RESTIC_NEWEST RESTIC_OWNED
-#   RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_FORGET RESTIC_CHECK
+#   RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_FORGET RESTIC_CHECK RESTIC_SNAPSHOT_FIELDS
 # The passphrase never appears in a command line: the units use RESTIC_PASSWORD_FILE in
 # $CREDENTIALS_DIRECTORY; run interactively, restic reads it on stdin.
 # shellcheck disable=SC2154 # the data file and job.sh define the variables
 readonly PROVIDER_DATA=(RESTIC RESTIC_ARGS RESTIC_STDIN_FROM_COMMAND RESTIC_BACKUP RESTIC_SNAPSHOTS RESTIC_NEWEST
-  RESTIC_OWNED RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_FORGET RESTIC_CHECK)
+  RESTIC_OWNED RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_FORGET RESTIC_CHECK RESTIC_SNAPSHOT_FIELDS)
 for name in "${PROVIDER_DATA[@]}"; do
   declare -p "$name" >/dev/null 2>&1 || fail "the job data does not define $name: run the role again"
 done
 unset name
 
 readonly FORGET_RETRY_SECONDS="${SELFHOST_BACKUP_FORGET_RETRY_SECONDS:-30}"
+# What --help shows as the example of "exec -- <restic arguments>" (job.sh reads it).
+# shellcheck disable=SC2034
+readonly EXEC_EXAMPLE=stats
 
 # restic as the request's user. In a unit: RESTIC_PASSWORD_FILE in $CREDENTIALS_DIRECTORY and the unit's cache.
 # Interactively (root): the passphrase on restic's stdin, opened by root, never on a command line; the units'
@@ -34,6 +37,17 @@ restic_() (
 
 provider_snapshots() {
   restic_ "${RESTIC_SNAPSHOTS[@]}"
+}
+
+# This instance's snapshots as a JSON list (job.sh's snapshot_list picks the fields RESTIC_SNAPSHOT_FIELDS names).
+provider_snapshots_json() {
+  restic_ --quiet "${RESTIC_OWNED[@]}" | snapshot_list "${RESTIC_SNAPSHOT_FIELDS[@]}"
+}
+
+# exec -- <arguments>: restic with this instance's repository, secrets and cache, as the request's user; the
+# arguments unchanged, the passphrase on restic's stdin like every interactive run.
+provider_exec() {
+  restic_ "$@"
 }
 
 provider_newest_json() {

@@ -21,6 +21,10 @@ JOB_FILES = {
     'restic.sh': os.path.join(ROOT, 'roles', 'restic', 'files', 'restic.sh'),
     'borg.sh': os.path.join(ROOT, 'roles', 'borg', 'files', 'borg.sh'),
 }
+# What the job script runs beside them (not shell): the JSON listing of snapshots --json.
+HELPER_FILES = {
+    'snapshots_json.py': os.path.join(ROOT, 'roles', 'provider_common', 'files', 'snapshots_json.py'),
+}
 
 
 def make_library(replace: t.Mapping[str, str] | None = None) -> str:
@@ -28,7 +32,7 @@ def make_library(replace: t.Mapping[str, str] | None = None) -> str:
     maps a file name to other content (a stand-in provider half)."""
     directory = tempfile.mkdtemp(prefix='selfhost-backup-library-')
     os.chmod(directory, 0o755)
-    for name, source in JOB_FILES.items():
+    for name, source in {**JOB_FILES, **HELPER_FILES}.items():
         shutil.copyfile(source, os.path.join(directory, name))
     for name, text in (replace or {}).items():
         with open(os.path.join(directory, name), 'w', encoding='utf-8') as handle:

@@ -32,6 +32,9 @@ UGLY = ("printf '%s' \"$HOME\" `id`; echo 100% \\ done", "it's \"quoted\"\n\ttwo
 
 # A provider half that defines the interface and shows what it was given.
 STAND_IN = """provider_snapshots() { printf '%s\\n' "${STAND_IN_LIST[@]}"; }
+provider_snapshots_json() { :; }
+provider_exec() { :; }
+readonly EXEC_EXAMPLE=info
 provider_has_snapshot() { :; }
 provider_dump() { :; }
 provider_newest_json() { :; }
@@ -79,7 +82,7 @@ def test_the_script_runs_the_static_program_with_its_data(tmp_path):
         shutil.rmtree(library)
 
 
-@pytest.mark.parametrize('missing', ['provider_dump', 'provider_backup'])
+@pytest.mark.parametrize('missing', ['provider_dump', 'provider_backup', 'provider_exec', 'provider_snapshots_json'])
 def test_a_provider_half_without_a_function_of_the_interface_fails_at_once(tmp_path, missing):
     library = make_library({'borg.sh': STAND_IN.replace(f'{missing}()', 'something_else()')})
     try:
@@ -87,6 +90,17 @@ def test_a_provider_half_without_a_function_of_the_interface_fails_at_once(tmp_p
         path.write_text(_job_script.render_script(spec(library=library)))
         result = subprocess.run(['bash', str(path), '--help'], capture_output=True, text=True, check=False)
         assert result.returncode == 1 and f'borg.sh does not define {missing}' in result.stderr
+    finally:
+        shutil.rmtree(library)
+
+
+def test_a_provider_half_without_its_exec_example_fails_at_once(tmp_path):
+    library = make_library({'borg.sh': STAND_IN.replace('readonly EXEC_EXAMPLE=info', '')})
+    try:
+        path = tmp_path / 'script'
+        path.write_text(_job_script.render_script(spec(library=library)))
+        result = subprocess.run(['bash', str(path), '--help'], capture_output=True, text=True, check=False)
+        assert result.returncode == 1 and 'borg.sh does not set EXEC_EXAMPLE' in result.stderr
     finally:
         shutil.rmtree(library)
 

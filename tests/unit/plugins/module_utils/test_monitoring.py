@@ -30,6 +30,9 @@ STARTED = 1_700_000_000
 
 # The provider half: a backup that records 4096 added bytes, an instance with 7 snapshots.
 STAND_IN = '''provider_snapshots() { :; }
+provider_snapshots_json() { :; }
+provider_exec() { :; }
+readonly EXEC_EXAMPLE=stats
 provider_has_snapshot() { :; }
 provider_dump() { :; }
 provider_newest_json() { :; }
