@@ -265,3 +265,13 @@ def test_writable_paths_join_the_repository_in_read_write_paths():
     remote = _borg.plan('app', REQUEST, settings(repository={'url': 'ssh://borg@backup.example/x'}, ssh={'known_hosts': KNOWN},
                                                  writable_paths=['/var/lib/app']), B14, 'db1')
     assert remote.timer['read_write_paths'] == ['/var/lib/app']
+
+
+def test_snapshots_json_lists_this_instance_s_archives_with_their_host():
+    data = dict(_borg.shell_data(_borg.Commands(
+        binary='/usr/bin/borg', version=(1, 2, 4), instance='app', host='h1', backup_name='db.sql',
+        repository='/srv/app', cache_dir='/var/cache/borg-backup-app', encryption='repokey-blake2',
+        compression='zstd,3')))
+    assert data['BORG_LIST_JSON'] == ['list', '--json', '--format', '{hostname}', '--glob-archives',
+                                      _borg.archive_glob('app', 'h1')]
+    assert data['BORG_SNAPSHOT_FIELDS'] == ['archives', 'id=name', 'time=time', 'host=hostname', 'size=size']

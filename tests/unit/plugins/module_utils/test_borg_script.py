@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job
 # code of a command; FAKE_MODERN_RC is returned instead when BORG_EXIT_CODES is not legacy (as borg 1.4 would).
 FAKE_BORG = r'''#!/bin/bash
 store="$FAKE_STORE"
+printf '%s\0' "$@" >"$store/argv"   # the last call's arguments, exactly
+id -un >"$store/user"
 pw="$(sh -c "$BORG_PASSCOMMAND")"
 while [ "${1#--}" != "$1" ]; do shift 2; done   # global options (--lock-wait N, --upload-ratelimit N)
 cmd="$1"
@@ -46,6 +49,12 @@ case "$cmd" in
     [ -e "$store/repo" ] || { echo "Repository $BORG_REPO does not exist." >&2; exit 2; }
     [ -z "${FAKE_LIST_ERROR:-}" ] || { echo "$FAKE_LIST_ERROR" >&2; exit 2; }
     case " $* " in
+      *" --json --format "*)   # the archives, as borg 1.2 lists them (local time, no offset)
+        printf '{"archives": [{"archive": "%s", "id": "aa", "name": "%s", "start": "%s", "time": "%s", "hostname": "h1"},\n' \
+          app@h1-2026-01-01T00:00:00.000000 app@h1-2026-01-01T00:00:00.000000 2026-01-01T00:00:00.000000 2026-01-01T00:00:00.000000
+        printf '{"archive": "%s", "id": "bb", "name": "%s", "start": "%s", "time": "%s", "hostname": "h1"}],\n' \
+          app@h1-2026-01-02T03:04:05.123456 app@h1-2026-01-02T03:04:05.123456 2026-01-02T03:04:05.123456 2026-01-02T03:04:05.123456
+        printf '"encryption": {"mode": "repokey-blake2"}, "repository": {"id": "cc", "location": "%s"}}\n' "$BORG_REPO" ;;
       *" --format "*) wc -c <"$store/data" ;;   # the one item's size
       *" --last 1 "*) [ -e "$store/data" ] && echo app@h1-2026-01-02T03:04:05.123456 ;;
       *" --short "*) [ -e "$store/data" ] && printf '%s\n' app@h1-2026-01-01T00:00:00.000000 app@h1-2026-01-02T03:04:05.123456 ;;
@@ -419,3 +428,189 @@ def test_newest_fails_on_any_other_error_before_the_first_backup(world):
                  FAKE_LIST_ERROR='Connection closed by remote host. Is borg working on the server?')
     assert result.returncode != 0
     assert 'Connection closed by remote host' in result.stderr
+
+
+# The restore script's operator commands: dump, exec, snapshots --json.
+
+# A dump no text tool would keep intact: NUL bytes, a byte that is no UTF-8, a line end, no newline at the end.
+BINARY_DUMP = b'\x00head\xff\r\n\x00\x01 tail\x00'
+# Arguments for exec that a shell would mangle anywhere it re-reads them.
+UGLY_ARGS = ['info', '--json', """it's "quoted" \\ $HOME `id` %s %% 100%""", '', 'two  words', 'ünïcödé ✓', '-',
+             '--', '::app@h1-2026-01-01T00:00:00.000000', '$(touch /tmp/pwned)', 'line\nbreak']
+OLDER = 'app@h1-2026-01-01T00:00:00.000000'
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the operator commands run as root')
+
+
+def run_binary(world, path, *args, stdout=subprocess.PIPE, **extra_env):
+    """The script interactively (root, no unit), its stdout as bytes."""
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), **extra_env}
+    return subprocess.run(['bash', str(path)] + list(args), stdout=stdout, stderr=subprocess.PIPE, env=env,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def binary_backup(world):
+    """A backup whose dump is BINARY_DUMP, made by backup_cmd through the real backup path."""
+    octal = ''.join(f'\\{byte:03o}' for byte in BINARY_DUMP)
+    path = script(world, backup_cmd=f"printf '{octal}'")
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'data').read_bytes() == BINARY_DUMP
+    return path
+
+
+def last_argv(world):
+    return (world / 'store' / 'argv').read_bytes().split(b'\0')[:-1]
+
+
+@needs_root
+def test_dump_latest_and_by_name_write_the_dump_byte_for_byte(world):
+    path = binary_backup(world)
+    before = set(os.listdir('/run'))
+    latest = run_binary(world, path, 'dump', 'latest')
+    assert latest.returncode == 0, latest.stderr
+    assert latest.stdout == BINARY_DUMP
+    # latest: the newest archive of this instance, then its one item.
+    assert [entry[1].split(' --glob-archives')[0] for entry in log(world)[-2:]] == [
+        'list --short --last 1', 'extract --stdout ::app@h1-2026-01-02T03:04:05.123456 db.sql']
+    by_name = run_binary(world, path, 'dump', OLDER)
+    assert by_name.returncode == 0, by_name.stderr
+    assert by_name.stdout == BINARY_DUMP
+    assert log(world)[-2][1].startswith('list --short --glob-archives')
+    assert last_argv(world)[-4:] == [b'extract', b'--stdout', f'::{OLDER}'.encode(), b'db.sql']
+    assert b'pw-secret' not in b' '.join(last_argv(world))
+    assert set(os.listdir('/run')) == before  # the secrets' temporary copy is gone
+
+
+@needs_root
+@pytest.mark.parametrize('archive, message', [
+    ('app@h1-2025-01-01T00:00:00.000000', "no archive 'app@h1-2025-01-01T00:00:00.000000' of instance app"),
+    ('app-2@h1-2026-01-01T00:00:00.000000', "not a valid archive: 'app-2@h1-2026-01-01T00:00:00.000000'"),
+])
+def test_dump_of_an_archive_that_is_not_this_instance_s_fails_without_extracting(world, archive, message):
+    path = binary_backup(world)
+    result = run_binary(world, path, 'dump', archive)
+    assert result.returncode == 1 and result.stdout == b''
+    assert message in result.stderr.decode()
+    assert 'extract' not in commands_run(world)
+
+
+@needs_root
+def test_a_failing_extract_fails_the_dump(world):
+    path = binary_backup(world)
+    # A warning of extract (the dump is not in the archive) fails like an error.
+    assert run_binary(world, path, 'dump', 'latest', FAKE_RC_extract='1').returncode == 1
+    assert run_binary(world, path, 'dump', 'latest', FAKE_RC_extract='2').returncode == 2
+
+
+@needs_root
+def test_dump_refuses_to_write_to_a_terminal(world):
+    import pty  # pylint: disable=import-outside-toplevel
+    path = binary_backup(world)
+    calls = len(log(world))
+    controller, terminal = pty.openpty()
+    try:
+        result = run_binary(world, path, 'dump', 'latest', stdout=terminal)
+        os.set_blocking(controller, False)
+        try:
+            shown = os.read(controller, 65536)
+        except BlockingIOError:
+            shown = b''
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 1
+    assert 'refusing to write the dump to a terminal: redirect it to a file or a pipe' in result.stderr.decode()
+    assert shown == b''
+    assert len(log(world)) == calls  # borg was not asked for anything
+
+
+@needs_root
+@pytest.mark.parametrize('unit, remote', [(False, False), (False, True), (True, True)])
+def test_exec_hands_borg_its_arguments_verbatim_and_the_secrets_off_argv(world, unit, remote):
+    (world / 'store' / 'repo').touch()
+    path = script(world, remote=remote)
+    before = set(os.listdir('/run'))
+    result = run(world, path, 'exec', '--', *UGLY_ARGS, unit=unit)
+    assert result.returncode == 0, result.stderr
+    argv = [arg.decode() for arg in last_argv(world)]
+    # The instance's global options (--lock-wait), then the arguments exactly as given.
+    assert argv == ['--lock-wait', '30', *UGLY_ARGS]
+    entry = log(world)[-1]
+    # The repository and the secrets reach borg as variables and file paths; none is in argv.
+    assert entry[2] == 'pw=pw-secret' and entry[4] == ('repo=ssh://borg@h/srv/app' if remote else 'repo=/srv/app')
+    assert entry[6] == f'base={world}/cache' and entry[3] == 'codes=legacy'
+    if remote:
+        assert '-i ' in entry[5] and 'UserKnownHostsFile=' in entry[5] and 'KEY' not in entry[5]
+    raw = (world / 'store' / 'argv').read_bytes()
+    for secret in (b'pw-secret', b'KEY', b'ssh-ed25519'):
+        assert secret not in raw
+    assert set(os.listdir('/run')) == before
+
+
+@needs_root
+def test_exec_passes_borg_s_exit_status_and_output_on(world):
+    (world / 'store' / 'repo').touch()
+    path = script(world)
+    listed = run(world, path, 'exec', '--', 'list', unit=False)
+    assert listed.returncode == 0 and OLDER in listed.stdout
+    assert run(world, path, 'exec', '--', 'check', unit=False, FAKE_RC_check='1').returncode == 1
+    assert run(world, path, 'exec', '--', 'check', unit=False, FAKE_RC_check='2').returncode == 2
+
+
+@needs_root
+def test_exec_runs_borg_as_the_request_s_user(tmp_path_factory, job_library):
+    """As root, for an instance of user nobody: borg runs as nobody, with the passphrase that root copied for it."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+    tmp_path_factory.mktemp('unused')
+    open_world = tempfile.mkdtemp(prefix='selfhost-backup-exec-')
+    try:
+        os.chmod(open_world, 0o755)
+        base = type(tmp_path_factory.getbasetemp())(open_world)
+        (base / 'lib').symlink_to(job_library)
+        (base / 'store').mkdir()
+        os.chmod(base / 'store', 0o777)
+        (base / 'store' / 'repo').touch()
+        (base / 'borg').write_text(FAKE_BORG)
+        (base / 'borg').chmod(0o755)
+        (base / 'creds').mkdir(mode=0o700)
+        (base / 'creds' / 'passphrase').write_text('pw-secret')
+        commands = _borg.Commands(
+            binary=str(base / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
+            repository='/srv/app', cache_dir=str(base / 'cache'), encryption='repokey-blake2', compression='zstd,3')
+        spec = _job_script.ScriptSpec(
+            layout=_layout.Layout('borg', 'app'), user='nobody', backup_name='db.sql', backup_cmd='true',
+            restore_cmd='cat >/dev/null', credentials={'passphrase': str(base / 'creds' / 'passphrase')}, env_names=(),
+            stop_units=(), provider_data=_borg.shell_data(commands), library=str(base / 'lib'),
+            snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive')
+        (base / 'job').write_text(_job_script.render_script(spec))
+        result = subprocess.run(['bash', str(base / 'job'), 'exec', '--', 'info'], capture_output=True, text=True,
+                                env={'PATH': os.environ['PATH'], 'FAKE_STORE': str(base / 'store')},
+                                stdin=subprocess.DEVNULL, cwd=open_world, check=False)
+        assert result.returncode == 0, result.stderr
+        assert (base / 'store' / 'user').read_text() == 'nobody\n'
+        assert (base / 'store' / 'log').read_text().startswith('info|info|pw=pw-secret|codes=legacy|repo=/srv/app|')
+    finally:
+        shutil.rmtree(open_world, ignore_errors=True)
+
+
+@needs_root
+@pytest.mark.parametrize('unit', [False, True])
+def test_snapshots_json_is_one_json_list_with_id_time_host_and_size(world, unit):
+    (world / 'store' / 'repo').touch()
+    # borg gives the host's local time without an offset: the listing adds the host's (here UTC+2).
+    result = run(world, script(world), 'snapshots', '--json', unit=unit, TZ='UTC-2')
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {'id': OLDER, 'time': '2026-01-01T00:00:00+02:00', 'host': 'h1', 'size': None},
+        {'id': 'app@h1-2026-01-02T03:04:05.123456', 'time': '2026-01-02T03:04:05.123456+02:00', 'host': 'h1',
+         'size': None}]
+    assert log(world)[-1][1] == f"list --json --format {{hostname}} --glob-archives {_borg.archive_glob('app', 'h1')}"
+
+
+@needs_root
+def test_snapshots_json_fails_when_borg_fails(world):
+    (world / 'store' / 'repo').touch()
+    result = run(world, script(world), 'snapshots', '--json', unit=False, FAKE_LIST_ERROR='Repository is locked')
+    assert result.returncode != 0
+    assert 'Repository is locked' in result.stderr

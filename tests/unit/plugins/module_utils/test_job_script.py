@@ -121,3 +121,76 @@ def test_a_data_file_without_a_variable_of_job_sh_fails_at_once(tmp_path):
 def test_render_script_refuses_bad_maintenance_names(name):
     with pytest.raises(_layout.ProviderError):
         _job_script.render_script(spec(maintenance=('backup', name)))
+
+
+# A provider half whose every function says that it ran: a usage error must stop before any of them.
+CALLED = STAND_IN.replace('{ :; }', '{ echo "called $FUNCNAME" >&2; }')
+
+
+@pytest.fixture(scope='module')
+def called_library():
+    library = make_library({'borg.sh': CALLED})
+    yield library
+    shutil.rmtree(library)
+
+
+@pytest.mark.parametrize('args, message', [
+    ([], 'missing the subcommand (snapshots, restore, dump, exec or help)'),
+    (['frobnicate'], "unknown subcommand 'frobnicate'"),
+    (['--frobnicate'], "unknown option '--frobnicate'"),
+    (['snapshot'], "unknown subcommand 'snapshot'"),
+    (['snapshots', '--jsn'], "snapshots: unknown option '--jsn'"),
+    (['snapshots', 'all'], "snapshots: extra argument 'all'"),
+    (['snapshots', '--json', 'all'], "snapshots --json: extra argument 'all'"),
+    (['restore'], "restore: missing the snapshot (latest, or one listed by 'borg-restore-app snapshots')"),
+    (['restore', '--force', 'latest'], "restore: unknown option '--force'"),
+    (['restore', 'latest', 'now'], "restore: extra argument 'now'"),
+    (['dump'], "dump: missing the snapshot (latest, or one listed by 'borg-restore-app snapshots')"),
+    (['dump', '-o', 'x'], "dump: unknown option '-o'"),
+    (['dump', 'latest', "it's $x"], "dump: extra argument 'it's $x'"),
+    (['exec'], "exec: missing '--' and the borg arguments (e.g. borg-restore-app exec -- info)"),
+    (['exec', 'info'], "exec: expected '--' before the borg arguments, got 'info' (e.g. borg-restore-app exec -- info)"),
+    (['exec', '--'], "exec: missing the borg arguments after '--' (e.g. borg-restore-app exec -- info)"),
+    (['help', 'restore'], "help: extra argument 'restore'"),
+    (['newest', '--all'], "newest: unknown option '--all'"),
+    (['backup', 'now'], "backup: extra argument 'now'"),
+])
+def test_a_usage_error_names_the_bad_argument_and_exits_2(tmp_path, called_library, args, message):
+    path = tmp_path / 'script'
+    path.write_text(_job_script.render_script(spec(library=called_library)))
+    result = subprocess.run(['bash', str(path), *args], capture_output=True, text=True, check=False,
+                            env={'PATH': os.environ['PATH'], 'CREDENTIALS_DIRECTORY': str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"borg-restore-app: {message}\nRun 'borg-restore-app --help' for the subcommands and examples.\n"
+    assert result.stdout == ''
+
+
+@pytest.mark.parametrize('args', [['--help'], ['-h'], ['help'], ['restore', '--help'], ['dump', '-h'],
+                                  ['exec', '--help'], ['snapshots', '--help']])
+def test_help_lists_every_subcommand_with_an_example(tmp_path, called_library, args):
+    path = tmp_path / 'script'
+    path.write_text(_job_script.render_script(spec(library=called_library)))
+    result = subprocess.run(['bash', str(path), *args], capture_output=True, text=True, check=False,
+                            env={'PATH': os.environ['PATH']})
+    assert result.returncode == 0 and result.stderr == ''
+    for usage, example in (('snapshots [--json]', 'snapshots --json'), ('restore <latest|snapshot>', 'restore latest'),
+                           ('dump <latest|snapshot>', 'dump latest > db.sql'), ('exec -- <borg arguments>', 'exec -- info')):
+        assert f'\n  {usage} ' in result.stdout
+        assert f'e.g. borg-restore-app {example}\n' in result.stdout
+    assert '\n  help, --help ' in result.stdout
+
+
+@pytest.mark.parametrize('args, function', [(['exec', '--', '--help'], 'provider_exec'),
+                                            (['snapshots', '--json'], 'provider_snapshots_json')])
+def test_the_tool_s_own_arguments_reach_the_provider(tmp_path, called_library, args, function):
+    path = tmp_path / 'script'
+    path.write_text(_job_script.render_script(spec(library=called_library)))
+    result = subprocess.run(['bash', str(path), *args], capture_output=True, text=True, check=False,
+                            env={'PATH': os.environ['PATH'], 'CREDENTIALS_DIRECTORY': str(tmp_path)})
+    assert result.returncode == 0 and result.stderr == f'called {function}\n'
+
+
+@pytest.mark.parametrize('name', ['dump', 'exec', 'snapshots', 'restore'])
+def test_a_maintenance_step_cannot_take_an_operator_command_s_name(name):
+    with pytest.raises(_layout.ProviderError, match='not a plain name of its own'):
+        _job_script.render_script(spec(maintenance=('backup', name)))

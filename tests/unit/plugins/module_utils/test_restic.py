@@ -205,3 +205,11 @@ def test_plan_refuses_a_bad_instance_name():
 def test_environment_secrets_may_not_take_the_names_of_the_shell_or_the_script(name):
     with pytest.raises(_layout.ProviderError, match=f'environment_secrets.{name}: the name is taken'):
         _restic.plan('app', REQUEST, settings(environment_secrets={name: 'x'}), (0, 18, 0), 'db1')
+
+
+def test_snapshots_json_reads_this_instance_s_snapshots_with_their_fields():
+    data = dict(_restic.shell_data(_restic.Commands(binary='/usr/bin/restic', version=(0, 18, 0), instance='app',
+                                                    backup_name='db.sql', host='h1')))
+    assert data['RESTIC_OWNED'] == ['snapshots', '--json', '--tag', 'selfhost-backup:app', '--host', 'h1']
+    assert data['RESTIC_SNAPSHOT_FIELDS'] == ['.', 'id=id', 'time=time', 'host=hostname',
+                                              'size=summary.total_bytes_processed']

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,6 +24,8 @@ store="$FAKE_STORE"
 pw="${RESTIC_PASSWORD_FILE:+$(cat "$RESTIC_PASSWORD_FILE")}"
 [ -n "$pw" ] || { [ -t 0 ] || read -r pw; }
 args="$*"; printf '%s|pw=%s|repo=%s\n' "${args//$'\n'/ }" "$pw" "${RESTIC_REPOSITORY:-}" >>"$store/log"
+printf '%s\0' "$@" >"$store/argv"   # the last call's arguments, exactly
+id -un >"$store/user"
 args=" $* "
 case "$args" in
   *" backup "*"--stdin-from-command"*)
@@ -58,10 +62,11 @@ case "$args" in
       "$(wc -c <"$store/data")" ;;
   *" dump "*) cat "$store/data" ;;
   *" unlock "*) [ -z "${FAKE_UNLOCK_FAILS:-}" ] || { echo "unlock: repository unreachable" >&2; exit 1; } ;;
-  *" snapshots --json "*) printf '[{"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
+  *" snapshots --json "*) printf '[{"time":"2026-01-01T00:00:00.123456789+01:00","tree":"ab","paths":["/db.sql"],"hostname":"h1","username":"root","tags":["selfhost-backup:app"],"summary":{"total_bytes_processed":9,"data_added":4},"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
   *" snapshots "*) echo "1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql" ;;
   *) ;;
 esac
+exit "${FAKE_RC:-0}"
 '''
 
 
@@ -478,3 +483,185 @@ def test_the_dump_s_wrapper_holds_no_secret_in_its_environment(world, version):
     for hidden in ('aws-secret-value', '/srv/repo', 'pw-secret', 'CREDENTIALS_DIRECTORY='):
         assert hidden not in seen, hidden
     assert not [line for line in seen.splitlines() if line.startswith('RESTIC_')], seen
+
+
+# The restore script's operator commands: dump, exec, snapshots --json.
+
+# A dump no text tool would keep intact: NUL bytes, a byte that is no UTF-8, a line end, no newline at the end.
+BINARY_DUMP = b'\x00head\xff\r\n\x00\x01 tail\x00'
+# Arguments for exec that a shell would mangle anywhere it re-reads them.
+UGLY_ARGS = ['stats', '--mode', 'raw-data', """it's "quoted" \\ $HOME `id` %s %% 100%""", '', 'two  words',
+             'ünïcödé ✓', '-', '--', '--json', '$(touch /tmp/pwned)', 'line\nbreak']
+
+
+def run_binary(world, path, *args, stdout=subprocess.PIPE, **extra_env):
+    """The script interactively (root, no unit), its stdout as bytes."""
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), **extra_env}
+    return subprocess.run(['bash', str(path)] + list(args), stdout=stdout, stderr=subprocess.PIPE, env=env,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def binary_backup(world):
+    """A backup whose dump is BINARY_DUMP, made by backup_cmd through the real backup path."""
+    octal = ''.join(f'\\{byte:03o}' for byte in BINARY_DUMP)
+    path = script(world, (0, 18, 0), backup_cmd=f"printf '{octal}'")
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'data').read_bytes() == BINARY_DUMP
+    return path
+
+
+def last_argv(world):
+    return (world / 'store' / 'argv').read_bytes().split(b'\0')[:-1]
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the operator commands run as root')
+
+
+@needs_root
+def test_dump_latest_and_by_id_write_the_dump_byte_for_byte(world):
+    path = binary_backup(world)
+    latest = run_binary(world, path, 'dump', 'latest')
+    assert latest.returncode == 0, latest.stderr
+    assert latest.stdout == BINARY_DUMP
+    assert '--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest /db.sql|pw=pw-secret' in log(world)[-1]
+    by_id = run_binary(world, path, 'dump', '1111aaaa')
+    assert by_id.returncode == 0, by_id.stderr
+    assert by_id.stdout == BINARY_DUMP
+    # The id is checked against this instance's snapshots first, then dumped; the passphrase on stdin only.
+    assert 'snapshots --json --tag selfhost-backup:app --host h1' in log(world)[-2]
+    assert last_argv(world)[-4:] == [b'--quiet', b'dump', b'1111aaaa', b'/db.sql']
+    assert b'pw-secret' not in b' '.join(last_argv(world))
+
+
+@needs_root
+def test_dump_of_an_id_that_is_not_this_instance_s_fails_without_dumping(world):
+    path = binary_backup(world)
+    for snapshot, message in (('3333cccc', "no snapshot '3333cccc' of instance app"),
+                              ('not-an-id', "not a valid snapshot: 'not-an-id'")):
+        result = run_binary(world, path, 'dump', snapshot)
+        assert result.returncode == 1 and result.stdout == b''
+        assert message in result.stderr.decode()
+    assert not any(' dump ' in line for line in log(world))
+
+
+@needs_root
+def test_a_failing_dump_exits_non_zero(world):
+    path = binary_backup(world)
+    result = run_binary(world, path, 'dump', 'latest', FAKE_RC='1')
+    assert result.returncode == 1
+
+
+@needs_root
+def test_dump_refuses_to_write_to_a_terminal(world):
+    import pty  # pylint: disable=import-outside-toplevel
+    path = binary_backup(world)
+    calls = len(log(world))
+    controller, terminal = pty.openpty()
+    try:
+        result = run_binary(world, path, 'dump', 'latest', stdout=terminal)
+        # What reached the terminal: nothing (read before its last holder closes it).
+        os.set_blocking(controller, False)
+        try:
+            shown = os.read(controller, 65536)
+        except BlockingIOError:
+            shown = b''
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 1
+    assert 'refusing to write the dump to a terminal: redirect it to a file or a pipe' in result.stderr.decode()
+    assert shown == b''
+    # Refused before restic was asked for anything.
+    assert len(log(world)) == calls
+
+
+@needs_root
+@pytest.mark.parametrize('unit', [False, True])
+def test_exec_hands_restic_its_arguments_verbatim_and_the_secrets_off_argv(world, unit):
+    path = script(world, (0, 18, 0))
+    # The units' cache directory: named by systemd in a unit, found at its place by hand.
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache')}
+    if unit:
+        env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'))
+    result = subprocess.run(['bash', str(path), 'exec', '--', *UGLY_ARGS], capture_output=True, env=env,
+                            stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 0, result.stderr
+    argv = [arg.decode() for arg in last_argv(world)]
+    assert argv[-len(UGLY_ARGS):] == UGLY_ARGS
+    # Before them only the instance's own options: its cache (the units' cache directory), nothing secret.
+    assert argv[:-len(UGLY_ARGS)] == ['--cache-dir', str(world / 'cache')]
+    assert not (world / 'tmp' / 'pwned').exists()
+    line = log(world)[-1]
+    # The passphrase reached restic (a file in the unit, stdin by hand) and the repository its variable.
+    assert line.endswith('|pw=pw-secret|repo=/srv/repo')
+    for secret in (b'pw-secret', b'/srv/repo'):
+        assert secret not in (world / 'store' / 'argv').read_bytes()
+
+
+@needs_root
+def test_exec_passes_restic_s_exit_status_and_output_on(world):
+    path = script(world, (0, 18, 0))
+    listed = run(world, path, 'exec', '--', 'snapshots', unit=False)
+    assert listed.returncode == 0 and '1111aaaa  2026-01-01' in listed.stdout
+    failed = run(world, path, 'exec', '--', 'check', unit=False, FAKE_RC='3')
+    assert failed.returncode == 3
+
+
+@needs_root
+def test_exec_runs_restic_as_the_request_s_user(tmp_path_factory, job_library):
+    """As root, for an instance of user nobody: restic runs as nobody, with the passphrase that root read."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+    world = tmp_path_factory.mktemp('unused')
+    open_world = tempfile.mkdtemp(prefix='selfhost-backup-exec-')
+    try:
+        os.chmod(open_world, 0o755)
+        base = type(world)(open_world)
+        (base / 'lib').symlink_to(job_library)
+        (base / 'store').mkdir(mode=0o777)
+        os.chmod(base / 'store', 0o777)
+        (base / 'restic').write_text(FAKE_RESTIC)
+        (base / 'restic').chmod(0o755)
+        (base / 'creds').mkdir(mode=0o700)
+        (base / 'creds' / 'passphrase').write_text('pw-secret')
+        (base / 'creds' / 'env.RESTIC_REPOSITORY').write_text('/srv/repo')
+        commands = _restic.Commands(binary=str(base / 'restic'), version=(0, 18, 0), instance='app',
+                                    backup_name='db.sql', host='h1')
+        spec = _job_script.ScriptSpec(
+            layout=_layout.Layout('restic', 'app'), user='nobody', backup_name='db.sql', backup_cmd='true',
+            restore_cmd='cat >/dev/null',
+            credentials={'passphrase': str(base / 'creds' / 'passphrase'),
+                         'env.RESTIC_REPOSITORY': str(base / 'creds' / 'env.RESTIC_REPOSITORY')},
+            env_names=('RESTIC_REPOSITORY',), stop_units=(), provider_data=_restic.shell_data(commands),
+            library=str(base / 'lib'))
+        (base / 'job').write_text(_job_script.render_script(spec))
+        result = subprocess.run(['bash', str(base / 'job'), 'exec', '--', 'stats'], capture_output=True, text=True,
+                                env={'PATH': os.environ['PATH'], 'FAKE_STORE': str(base / 'store')},
+                                stdin=subprocess.DEVNULL, cwd=open_world, check=False)
+        assert result.returncode == 0, result.stderr
+        assert (base / 'store' / 'user').read_text() == 'nobody\n'
+        assert (base / 'store' / 'log').read_text().endswith('stats|pw=pw-secret|repo=/srv/repo\n')
+    finally:
+        shutil.rmtree(open_world, ignore_errors=True)
+
+
+@needs_root
+@pytest.mark.parametrize('unit', [False, True])
+def test_snapshots_json_is_one_json_list_with_id_time_host_and_size(world, unit):
+    result = run(world, script(world, (0, 18, 0)), 'snapshots', '--json', unit=unit)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{'id': '1111aaaa' + '0' * 56, 'time': '2026-01-01T00:00:00.123456789+01:00',
+                                          'host': 'h1', 'size': 9}]
+    assert '--quiet snapshots --json --tag selfhost-backup:app --host h1|' in log(world)[-1]
+
+
+@needs_root
+def test_snapshots_json_fails_when_restic_fails(world):
+    result = run(world, script(world, (0, 18, 0)), 'snapshots', '--json', unit=False, FAKE_RC='1')
+    assert result.returncode != 0
+
+
+@needs_root
+def test_plain_snapshots_is_unchanged(world):
+    result = run(world, script(world, (0, 18, 0)), 'snapshots', unit=False)
+    assert result.returncode == 0 and result.stdout == '1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql\n'
