@@ -13,7 +13,7 @@ import json
 import re
 import shlex
 
-from drills import Tool, backup_new, snapshots
+from drills import Tool, backup_new, backup_ok, snapshots
 
 __all__ = [
     "test_dump_writes_the_dump_of_latest_and_of_an_older_snapshot_byte_for_byte",
@@ -50,6 +50,8 @@ def dump(host, tool: Tool, which: str) -> bytes:
 def test_dump_writes_the_dump_of_latest_and_of_an_older_snapshot_byte_for_byte(host, tool):
     """Two backups of different binary contents: dump latest gives the second exactly, dump <older id> the first,
     each what backup_cmd read from the "database" (app.txt) at its backup."""
+    # A backup first: borg creates the repository at an instance's first backup, and these tests may run alone.
+    backup_ok(host, tool, "local")
     write_bytes(host, tool, FIRST)
     older = backup_new(host, tool, "local")
     write_bytes(host, tool, SECOND)
