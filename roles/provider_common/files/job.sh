@@ -485,9 +485,12 @@ main() {
   [ "$#" -gt 0 ] || usage_error "missing the subcommand (snapshots, restore, dump, exec or help)"
   subcommand="$1"
   shift
-  # "<subcommand> --help" shows the usage too (exec's tool arguments come after "--", so exec -- --help is the tool's).
-  case "${1:-}" in
-    -h | --help) usage; return ;;
+  # "<subcommand> --help" of an operator's subcommand shows the usage too (exec -- --help is the tool's own).
+  case "$subcommand:${1:-}" in
+    snapshots:-h | snapshots:--help | restore:-h | restore:--help | dump:-h | dump:--help | exec:-h | exec:--help)
+      usage
+      return
+      ;;
   esac
   case "$subcommand" in
     -h | --help | help)

@@ -153,6 +153,8 @@ def called_library():
     (['exec', '--'], "exec: missing the borg arguments after '--' (e.g. borg-restore-app exec -- info)"),
     (['help', 'restore'], "help: extra argument 'restore'"),
     (['newest', '--all'], "newest: unknown option '--all'"),
+    (['frobnicate', '--help'], "unknown subcommand 'frobnicate'"),
+    (['notify', '--help'], "notify: unknown option '--help'"),
     (['backup', 'now'], "backup: extra argument 'now'"),
 ])
 def test_a_usage_error_names_the_bad_argument_and_exits_2(tmp_path, called_library, args, message):
