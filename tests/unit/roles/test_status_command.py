@@ -162,23 +162,25 @@ def test_a_first_run_that_failed_is_not_pending(host):
 
 def test_a_run_in_its_start_hooks_shows_when_it_started(host):
     # ExecStartPre= (the ping hook) still runs: systemd has no main process start time for this run yet.
-    add(host, 'restic', 'app', state='activating', started=None, since=NOW - 2)
+    since = int(time.time()) - 2  # not NOW, taken at import: the line below prints the seconds since
+    add(host, 'restic', 'app', state='activating', started=None, since=since)
     entry = json.loads(status(host, '--json').stdout)[0]
-    assert entry['running'] is True and entry['last_run'] == NOW - 2 and entry['running_since'] == NOW - 2
+    assert entry['running'] is True and entry['last_run'] == since and entry['running_since'] == since
     line = status(host).stdout.splitlines()[0]
     assert re.search(r'^restic +app +last run \S+ \S+ UTC \(running, for \d+s\), .*: RUNNING$', line), line
 
 
 def test_a_running_backup_is_running_not_a_problem(host):
     # Its first run, five minutes in: neither pending nor late.
-    add(host, 'restic', 'first', state='activating', started=NOW - 300, newest=None, installed=NOW - 600)
-    add(host, 'borg', 'nightly', state='deactivating', started=NOW - 120)
+    started = int(time.time()) - 300  # not NOW, taken at import: the text below says how long it has run
+    add(host, 'restic', 'first', state='activating', started=started, newest=None, installed=started - 300)
+    add(host, 'borg', 'nightly', state='deactivating', started=started + 180)
     result = status(host, '--json')
     assert result.returncode == 0, result.stdout
     entries = {entry['instance']: entry for entry in json.loads(result.stdout)}
     first = entries['first']
     assert first['running'] is True and first['result'] == 'running' and first['ok'] is True
-    assert first['running_since'] == NOW - 300 and first['timeout'] == 43200 and first['pending'] is False
+    assert first['running_since'] == started and first['timeout'] == 43200 and first['pending'] is False
     assert entries['nightly']['running'] is True and entries['nightly']['problems'] == []
     lines = status(host).stdout.splitlines()
     assert re.search(r'^restic +first +last run \S+ \S+ UTC \(running, for [56]m\), .*: RUNNING$', lines[1]), lines
