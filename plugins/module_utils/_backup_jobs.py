@@ -11,7 +11,8 @@ one ``systemd-analyze verify`` and one ``systemctl daemon-reload``:
 
 0. ``job_params`` and ``prune_names``: the wanted jobs, and the installed jobs of the pruned family that are not
    wanted (each becomes a job with ``state: absent``);
-1. ``prepare``: build the files, check the calendars, plan writes and removals (no change);
+1. ``prepare``: build the files, check the calendars, plan writes and removals (no change); a job being removed spares the files and
+   timers a job being installed owns;
 2. ``systemd-analyze verify`` of every unit that is about to change (outside check mode);
 3. ``apply``: stop dropped timers, write and remove files, manifests;
 4. one ``daemon-reload`` when any unit file changed;
@@ -55,9 +56,12 @@ def prune_names(state_dir: str, prefixes: t.Sequence[str], wanted: t.Sequence[t.
     except FileNotFoundError:
         return []
     names = {job['name'] for job in wanted}
+    # Only what this module could have written is a manifest: a job's name, not a directory. Anything else there
+    # (a copy made by hand, "app copy.json") is no job and must not stop every later run.
     installed = (entry[:-len(MANIFEST_SUFFIX)] for entry in manifests
-                 if entry.startswith(tuple(prefixes)) and entry.endswith(MANIFEST_SUFFIX))
-    return sorted(name for name in installed if name not in names)
+                 if entry.startswith(tuple(prefixes)) and entry.endswith(MANIFEST_SUFFIX)
+                 and not os.path.isdir(os.path.join(state_dir, entry)))
+    return sorted(name for name in installed if JOB_NAME.fullmatch(name) and name not in names)
 
 
 def absent_params(name: str, shared: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -125,6 +129,16 @@ class BackupJob:
         self.plan = files.plan([], candidates)
         # Probes are read-only, so they run in check mode too.
         self.timers = [timer for timer in timers if self.systemctl.is_enabled_or_active(timer)]
+        self.needed = bool(self.plan.removals or self.timers or os.path.exists(self.manifest))
+
+    def spare(self, owned_files: t.Collection[str], owned_timers: t.Collection[str]) -> None:
+        """A job being removed leaves alone the files and timers a job being installed in the same run owns
+        (instance ``app-check`` pruned while instance ``app`` gains its check job ``app-check``)."""
+        if self.present:
+            return
+        self.plan = files.FileChanges(writes=[], removals=[path for path in self.plan.removals if path not in owned_files],
+                                      before=self.plan.before)
+        self.timers = [timer for timer in self.timers if timer not in owned_timers]
         self.needed = bool(self.plan.removals or self.timers or os.path.exists(self.manifest))
 
     def units_to_verify(self) -> list[files.DesiredFile]:
@@ -201,6 +215,10 @@ def run(jobs: t.Sequence[BackupJob], module: t.Any, runner: files.Runner, daemon
     calendars = Calendars(runner)
     for job in jobs:
         job.prepare(calendars)
+    owned_files = {item.path for job in jobs if job.job is not None for item in job.job.files}
+    owned_timers = {timer for job in jobs if job.present for timer in job.timers}
+    for job in jobs:
+        job.spare(owned_files, owned_timers)
     if not module.check_mode:
         units = [unit for job in jobs for unit in job.units_to_verify()]
         if units:

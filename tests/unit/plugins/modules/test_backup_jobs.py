@@ -669,3 +669,37 @@ def test_prune_takes_several_families_and_a_prefix_is_no_pattern(root, systemd):
     assert result['pruned'] == ['restic-backup-app', 'restic-drill-app']
     assert sorted(path for path in tree(root) if path.startswith('state/')) == [
         'state/borg-backup-app.json', 'state/restic-backup-app2.json']
+
+
+# Hostile review (issue 16): what prune must not do.
+
+def test_prune_never_removes_what_a_wanted_job_installs(root, systemd):
+    """Instance app-check goes and instance app with a check job comes in the same run (the controller's unit
+    collision check sees only the instances of one run): the pruned job's units are the wanted job's extra units."""
+    run(list_args(root, one_job(root, 'restic-backup-app-check', extra_jobs=[])), root)
+    systemd.calls.clear()
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root)
+    assert result['pruned'] == ['restic-backup-app-check']
+    assert 'units/restic-backup-app-check.service' in tree(root)
+    assert 'units/restic-backup-app-check.timer' in tree(root)
+    assert 'restic-backup-app-check.timer' in systemd.enabled
+    assert ['systemctl', 'disable', '--now', 'restic-backup-app-check.timer'] not in systemd.mutating()
+    assert not any('restic-restore-app-check' in path for path in tree(root))
+    assert run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root)['changed'] is False
+
+
+@pytest.mark.parametrize('entry, kind', [
+    ('restic-backup-app copy.json', 'file'),  # a copy an administrator made by hand
+    ('restic-backup-odd.json', 'directory'),
+])
+def test_prune_ignores_what_is_no_manifest_of_this_module(root, systemd, entry, kind):
+    """A name the module never writes, or a directory, is no job: it must not stop every later run."""
+    run(list_args(root, one_job(root, 'restic-backup-app')), root)
+    path = root / 'state' / entry
+    if kind == 'directory':
+        path.mkdir()
+    else:
+        path.write_text((root / 'state' / 'restic-backup-app.json').read_text())
+    result = run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root)
+    assert result['changed'] is False and result['pruned'] == []
+    assert path.exists() and 'units/restic-backup-app.service' in tree(root)
