@@ -11,8 +11,8 @@ one ``systemd-analyze verify`` and one ``systemctl daemon-reload``:
 
 0. ``job_params`` and ``prune_names``: the wanted jobs, and the installed jobs of the pruned family that are not
    wanted (each becomes a job with ``state: absent``);
-1. ``prepare``: build the files, check the calendars, plan writes and removals (no change); a job being removed spares the files and
-   timers a job being installed owns;
+1. ``prepare``: build the files, check the calendars, plan writes and removals (no change); a job being removed
+   spares the files and timers a job being installed owns;
 2. ``systemd-analyze verify`` of every unit that is about to change (outside check mode);
 3. ``apply``: stop dropped timers, write and remove files, manifests;
 4. one ``daemon-reload`` when any unit file changed;
