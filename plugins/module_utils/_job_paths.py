@@ -23,6 +23,7 @@ import stat
 import typing as t
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _io
+from ansible_collections.selfhost.backup.plugins.module_utils._layout import SYSTEM_DIRECTORIES
 
 
 class JobPathsError(Exception):
@@ -254,19 +255,37 @@ def prune_candidates(directories: t.Iterable[str], wanted: t.Iterable[str]) -> l
     return sorted(found)
 
 
+def _refuse_parent(parent: str) -> None:
+    """A parent of subdirectories_of must be a normalised absolute path, no system directory nor a parent of one,
+    and no symbolic link: its subdirectories are removed with everything in them."""
+    if not parent.startswith('/') or posixpath.normpath(parent) != parent:
+        raise JobPathsError(f'prune.subdirectories_of: {parent!r} is not a normalised absolute path')
+    if parent == '/' or parent in SYSTEM_DIRECTORIES or any(known.startswith(parent + '/') for known in SYSTEM_DIRECTORIES):
+        raise JobPathsError(f'prune.subdirectories_of: {parent!r} is a system directory or holds one; its '
+                            'subdirectories are never removed')
+    if os.path.islink(parent):
+        raise JobPathsError(f'prune.subdirectories_of: {parent!r} is a symbolic link; name the directory itself')
+
+
+def _holds(directory: str, paths: t.Iterable[str]) -> bool:
+    return any(path == directory or path.startswith(directory + '/') for path in paths)
+
+
 def unlisted_subdirectories(parents: t.Iterable[str], listed: t.Iterable[str]) -> list[str]:
-    """Directories directly in ``parents`` that are not ``listed`` (no hidden ones; a symbolic link is no
-    directory): the secrets directories of instances that are gone."""
+    """Directories directly in ``parents`` that neither are nor hold one of ``listed`` (the wanted directories,
+    secret files and kept files) (no hidden ones; a symbolic link is no directory): the secrets directories of
+    instances that are gone."""
     wanted = {os.path.normpath(path) for path in listed}
     found = []
     for parent in dict.fromkeys(parents):
+        _refuse_parent(parent)
         try:
             names = os.listdir(parent)
         except FileNotFoundError:
             continue
         for name in names:
             path = os.path.join(parent, name)
-            if not name.startswith('.') and os.path.normpath(path) not in wanted and stat.S_ISDIR(os.lstat(path).st_mode):
+            if not name.startswith('.') and not _holds(path, wanted) and stat.S_ISDIR(os.lstat(path).st_mode):
                 found.append(path)
     return sorted(found)
 
@@ -286,7 +305,8 @@ def plan(directories: t.Sequence[Directory], secrets: t.Sequence[SecretFile], pr
         if needed is not None:
             the_plan.secrets.append((secret, needed[0], needed[1]))
     the_plan.removals = prune_candidates(prune_dirs, [secret.path for secret in secrets] + list(keep))
-    the_plan.tree_removals = unlisted_subdirectories(prune_parents, [directory.path for directory in directories])
+    wanted = [directory.path for directory in directories] + [secret.path for secret in secrets] + list(keep)
+    the_plan.tree_removals = unlisted_subdirectories(prune_parents, wanted)
     return the_plan
 
 

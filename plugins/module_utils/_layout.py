@@ -20,6 +20,16 @@ SCRIPT_DIR = '/usr/local/bin'
 STATE_DIR = '/var/lib/selfhost-backup'
 INSTANCE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
 
+# Directories the converge must never create, chown or chmod, nor any parent of them: with one of them as a
+# repository the request's user would own a part of the system (``/etc``, ``/usr/local/bin``, ``/``). Nor may
+# selfhost.backup.job_paths' prune.subdirectories_of name one of them (that would be rm -rf of /etc/ssh, ...).
+SYSTEM_DIRECTORIES = frozenset({
+    '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/media', '/mnt', '/opt',
+    '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/usr/bin', '/usr/lib', '/usr/local',
+    '/usr/local/bin', '/usr/local/lib', '/usr/local/sbin', '/usr/sbin', '/usr/share', '/var', '/var/backups',
+    '/var/cache', '/var/lib', '/var/local', '/var/log', '/var/mail', '/var/opt', '/var/spool', '/var/tmp',
+})
+
 
 class ProviderError(ValueError):
     """An instance cannot be turned into a safe job."""

@@ -101,8 +101,11 @@ options:
       subdirectories_of:
         description:
           - Directories whose subdirectories (no hidden ones, no symbolic links) are removed with everything in
-            them unless they are one of O(directories), for example the secrets directories of instances that are
-            gone. A missing one is skipped.
+            them unless they are or hold one of O(directories), O(secret_files) or O(prune.keep), for example the
+            secrets directories of instances that are gone. A missing one is skipped.
+          - Each must be a normalised absolute path that is not a symbolic link, neither V(/) nor a system
+            directory such as V(/etc) or V(/var/lib), nor a parent of one; otherwise the module fails before any
+            change.
         type: list
         elements: path
         default: []

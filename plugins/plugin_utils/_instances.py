@@ -30,14 +30,8 @@ JOB_SUFFIXES = ('check', 'notify')
 UNIT_TYPES = ('service', 'timer')
 
 
-# Directories the converge must never create, chown or chmod, nor any parent of them: with one of them as a
-# repository the request's user would own a part of the system (``/etc``, ``/usr/local/bin``, ``/``).
-SYSTEM_DIRECTORIES = frozenset({
-    '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/media', '/mnt', '/opt',
-    '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/usr/bin', '/usr/lib', '/usr/local',
-    '/usr/local/bin', '/usr/local/lib', '/usr/local/sbin', '/usr/sbin', '/usr/share', '/var', '/var/backups',
-    '/var/cache', '/var/lib', '/var/local', '/var/log', '/var/mail', '/var/opt', '/var/spool', '/var/tmp',
-})
+# Directories the converge must never create, chown or chmod, nor any parent of them (see _layout).
+SYSTEM_DIRECTORIES = _layout.SYSTEM_DIRECTORIES
 # Nothing of a job may live inside these: the root-only secrets and the job manifests, the kernel's and
 # systemd's file systems, and the trees whose files root runs or reads as configuration (a directory created or
 # taken over there would let the request's user add a systemd generator or a Python module root imports).

@@ -208,3 +208,44 @@ def test_the_real_output_masks_the_content_in_the_invocation(tmp_path, monkeypat
     assert output['changed'] is True
     assert output['invocation']['module_args']['secret_files'][0]['content'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
     assert SECRET not in json.dumps(output)
+
+
+# Hostile review (issue 16): what prune.subdirectories_of must not remove.
+
+def test_subdirectories_of_spares_a_subdirectory_holding_a_wanted_path(tmp_path):
+    """A directory, a secret file or a kept file deeper in an unlisted subdirectory is wanted: the subdirectory
+    stays (else each run writes the secret and removes it again, never idempotent, and the job has no secret)."""
+    top = tmp_path / 'secrets'
+    (top / 'restic' / 'app').mkdir(parents=True)
+    (top / 'borg' / 'app').mkdir(parents=True)
+    (top / 'borg' / 'app' / 'ssh_key').write_text(SECRET)
+    (top / 'gone').mkdir()
+    wanted = {
+        'directories': [{'path': str(top / 'restic' / 'app')}],
+        'secret_files': [secret(top / 'restic' / 'app' / 'passphrase')],
+        'prune': {'keep': [str(top / 'borg' / 'app' / 'ssh_key')], 'subdirectories_of': [str(top)]},
+    }
+    result = run(tmp_path, **wanted)
+    assert result['removed'] == [str(top / 'gone')]
+    assert (top / 'restic' / 'app' / 'passphrase').read_text() == SECRET
+    assert (top / 'borg' / 'app' / 'ssh_key').read_text() == SECRET
+    assert run(tmp_path, **wanted)['changed'] is False
+
+
+@pytest.mark.parametrize('parent', ['/', '/etc', '/var/lib', '/usr/local', 'relative/secrets', '/etc/../etc'])
+def test_subdirectories_of_refuses_a_system_directory_or_an_unnormalised_path(tmp_path, parent):
+    """subdirectories_of: [/etc] with a short directories list would be rm -rf of /etc/ssh, /etc/systemd, ...;
+    a relative path would be read against the module's working directory. Refused before any change."""
+    result = run(tmp_path, check=True, prune={'subdirectories_of': [parent]})
+    assert result.get('failed') is True and result['changed'] is False
+    assert 'subdirectories_of' in result['msg']
+
+
+def test_subdirectories_of_refuses_a_parent_that_is_a_symbolic_link(tmp_path):
+    """A parent that is a link lists the subdirectories of its target: a link to /etc would remove /etc's."""
+    target = tmp_path / 'target'
+    (target / 'precious').mkdir(parents=True)
+    os.symlink(target, tmp_path / 'parent')
+    result = run(tmp_path, prune={'subdirectories_of': [str(tmp_path / 'parent')]})
+    assert result.get('failed') is True and result['changed'] is False
+    assert (target / 'precious').is_dir()
