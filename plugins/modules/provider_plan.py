@@ -102,6 +102,13 @@ job_paths:
   description: The O(selfhost.backup.job_paths#module:directories) and O(selfhost.backup.job_paths#module:prune) options.
   returned: success
   type: dict
+gone_secrets:
+  description:
+    - The O(selfhost.backup.job_paths#module:directories) (the enabled instances' secrets directories, paths only) and
+      O(selfhost.backup.job_paths#module:prune) options of the call after the jobs that removes the secrets directories
+      of every other instance of this provider. No secret.
+  returned: success
+  type: dict
 secret_files:
   description: The secret files of the enabled instances, C({dest, content}). Secret.
   returned: success

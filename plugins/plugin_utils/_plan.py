@@ -131,10 +131,12 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
         'users': sorted({valid['request']['user'] for dummy, valid in jobs}),
         'pings': any(watch.ping_url_file for watch in monitoring),
         'job_paths': {'directories': _directories(provider, jobs),
-                      # The secrets directories of the instances no longer enabled go with everything in them.
                       'prune': {'directories': list(dict.fromkeys(plan_.layout.secrets_dir for plan_, dummy in jobs)),
-                                'keep': list(dict.fromkeys(keep)),
-                                'subdirectories_of': [posixpath.join(_layout.SECRETS_ROOT, provider)]}},
+                                'keep': list(dict.fromkeys(keep))}},
+        # After the jobs (a failure before leaves a removed instance whole): the secrets directories of the
+        # instances no longer enabled go with everything in them; those of the enabled ones stay.
+        'gone_secrets': {'directories': [{'path': plan_.layout.secrets_dir} for plan_, dummy in jobs],
+                         'prune': {'subdirectories_of': [posixpath.join(_layout.SECRETS_ROOT, provider)]}},
         'secret_files': secret_files,
         # The jobs of the enabled instances; every other installed job of this provider goes.
         'backup_jobs': {'jobs': [{key: value for key, value in plan_.timer.items() if key in JOB_SPEC}

@@ -463,11 +463,19 @@ def test_a_calendar_the_host_refuses_stops_before_any_change(host, tool, scenari
 
 
 def test_a_misspelt_instances_variable_uninstalls_nothing(host, tool, scenario):
-    output = refused_and_unchanged(host, tool, scenario, "misspelt_instances.yml", [
-        f"{tool.provider}_instances is empty or undefined, but this host has {tool.provider} instances installed",
-        f"set {tool.provider}_remove_unlisted: true",
-    ])
-    assert "local" in output.split("instances installed:", 1)[1]
+    # A secrets directory without a job (a first converge that failed before its jobs) counts as installed too.
+    leftover = f"/etc/selfhost-backup/{tool.provider}/leftover"
+    host.check_output(f"install -d -m 0700 {leftover} && echo key > {leftover}/ssh_key")
+    try:
+        output = refused_and_unchanged(host, tool, scenario, "misspelt_instances.yml", [
+            f"{tool.provider}_instances is empty or undefined, but this host has {tool.provider} instances installed",
+            f"set {tool.provider}_remove_unlisted: true",
+        ])
+        installed = output.split("instances installed:", 1)[1].split(". Nothing was changed", 1)[0]
+        assert "local" in installed and "leftover" in installed, output
+        assert host.file(f"{leftover}/ssh_key").exists
+    finally:
+        host.check_output(f"rm -rf {leftover}")
     backup_ok(host, tool, "local")
 
 

@@ -62,14 +62,18 @@ def test_job_paths_parents_first_then_repositories_then_secrets():
     assert prune['directories'] == [f'/etc/selfhost-backup/restic/{name}' for name in ('app', 'app2', 'remote', 'shop')]
     assert '/etc/selfhost-backup/restic/app/ping_url' in prune['keep'] and planned['pings'] is True
     assert '/etc/selfhost-backup/restic/remote/env.RESTIC_REPOSITORY' in prune['keep']
+    # after the jobs: every other instance's secrets directory goes
+    assert planned['gone_secrets'] == {
+        'directories': [{'path': f'/etc/selfhost-backup/restic/{name}'} for name in ('app', 'app2', 'remote', 'shop')],
+        'prune': {'subdirectories_of': ['/etc/selfhost-backup/restic']}}
 
 
 def test_without_enabled_instances_the_secrets_root_is_still_made():
     planned = _plan.plan('borg', {'old': instance(enable=False, provider='borg')}, 'borg 1.4.0', 'h1')
     assert [entry['path'] for entry in planned['job_paths']['directories']] == [
         '/etc/selfhost-backup', '/etc/selfhost-backup/borg']
-    assert planned['job_paths']['prune'] == {'directories': [], 'keep': [],
-                                             'subdirectories_of': ['/etc/selfhost-backup/borg']}
+    assert planned['job_paths']['prune'] == {'directories': [], 'keep': []}
+    assert planned['gone_secrets'] == {'directories': [], 'prune': {'subdirectories_of': ['/etc/selfhost-backup/borg']}}
     assert planned['backup_jobs'] == {'jobs': [], 'prune': ['borg-backup-']}
     assert planned['backup_jobs']['jobs'] == [] and planned['repository_checks'] == [] and planned['results'] == {}
 
