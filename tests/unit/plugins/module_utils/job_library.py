@@ -77,3 +77,20 @@ def job_data(script: str) -> dict[str, t.Any]:
             data[name] = fields[0] if kind == 's' else fields[:count]
             fields = fields[1:] if kind == 's' else fields[count:]
     return data
+
+
+def make_world(root: t.Any, library: str, tool: str, fake_tool: str, credentials: t.Mapping[str, str]) -> t.Any:
+    """A host in ``root`` for the script tests: the library the data file sources (as /usr/local/lib/selfhost-backup),
+    the fake ``tool`` (a shell script standing in for restic or borg) and its store, and the credentials the units
+    would hand over (``$CREDENTIALS_DIRECTORY``)."""
+    (root / 'lib').symlink_to(library)
+    (root / 'store').mkdir()
+    fake = root / tool
+    fake.write_text(fake_tool)
+    fake.chmod(0o755)
+    creds = root / 'creds'
+    creds.mkdir()
+    for name, content in credentials.items():
+        (creds / name).write_text(content)
+    return root
+

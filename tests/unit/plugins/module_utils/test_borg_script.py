@@ -14,6 +14,8 @@ import subprocess
 
 import pytest
 
+from job_library import make_world
+
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job_script, _layout, _monitoring
 
 # Records its arguments and environment, keeps the last dump as "the repository". FAKE_RC_<command> sets the exit
@@ -69,19 +71,8 @@ exit "$rc"
 
 @pytest.fixture
 def world(tmp_path, job_library):
-    # The library the data file sources, as /usr/local/lib/selfhost-backup on a host.
-    (tmp_path / 'lib').symlink_to(job_library)
-    store = tmp_path / 'store'
-    store.mkdir()
-    fake = tmp_path / 'borg'
-    fake.write_text(FAKE_BORG)
-    fake.chmod(0o755)
-    creds = tmp_path / 'creds'
-    creds.mkdir()
-    (creds / 'passphrase').write_text('pw-secret')
-    (creds / 'ssh_key').write_text('KEY')
-    (creds / 'known_hosts').write_text('h ssh-ed25519 AAAA\n')
-    return tmp_path
+    return make_world(tmp_path, job_library, 'borg', FAKE_BORG,
+                      {'passphrase': 'pw-secret', 'ssh_key': 'KEY', 'known_hosts': 'h ssh-ed25519 AAAA\n'})
 
 
 def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False,

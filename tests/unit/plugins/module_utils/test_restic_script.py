@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from job_library import make_world
+
 from ansible_collections.selfhost.backup.plugins.module_utils import _job_script, _layout, _monitoring, _restic
 
 FAKE_RESTIC = r'''#!/bin/bash
@@ -72,19 +74,10 @@ exit "${FAKE_RC:-0}"
 
 @pytest.fixture
 def world(tmp_path, job_library):
-    # The library the data file sources, as /usr/local/lib/selfhost-backup on a host.
-    (tmp_path / 'lib').symlink_to(job_library)
-    store = tmp_path / 'store'
-    store.mkdir()
-    fake = tmp_path / 'restic'
-    fake.write_text(FAKE_RESTIC)
-    fake.chmod(0o755)
+    make_world(tmp_path, job_library, 'restic', FAKE_RESTIC,
+               {'passphrase': 'pw-secret', 'env.RESTIC_REPOSITORY': '/srv/repo'})
     # The units' CacheDirectory=, which systemd creates before the job runs.
     (tmp_path / 'cache').mkdir()
-    creds = tmp_path / 'creds'
-    creds.mkdir()
-    (creds / 'passphrase').write_text('pw-secret')
-    (creds / 'env.RESTIC_REPOSITORY').write_text('/srv/repo')
     return tmp_path
 
 
