@@ -7,12 +7,16 @@ the data file as bash reads it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pathlib
 import re
 import shutil
 import subprocess
 import tempfile
 import typing as t
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 # The shell files of the job script: name in the library -> source in the roles.
@@ -93,4 +97,85 @@ def make_world(root: t.Any, library: str, tool: str, fake_tool: str, credentials
     for name, content in credentials.items():
         (creds / name).write_text(content)
     return root
+
+
+# The operator commands run as root (their own check refuses anyone else).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the operator commands run as root')
+
+
+def run_binary(world: t.Any, path: t.Any, *args: str, stdout: t.Any = subprocess.PIPE,
+               **extra_env: str) -> subprocess.CompletedProcess[bytes]:
+    """The script interactively (root, no unit), its stdout as bytes."""
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), **extra_env}
+    return subprocess.run(['bash', str(path)] + list(args), stdout=stdout, stderr=subprocess.PIPE, env=env,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+def last_argv(world: t.Any) -> list[bytes]:
+    """The argv of the fake tool's last call."""
+    return (world / 'store' / 'argv').read_bytes().split(b'\0')[:-1]
+
+
+def assert_the_dump_never_reaches_a_terminal(world: t.Any, path: t.Any, tool_calls: t.Callable[[], int]) -> None:
+    """``dump latest`` into a terminal fails, writes nothing there and is refused before the tool is called."""
+    before = tool_calls()
+    result, shown = dump_to_a_terminal(world, path)
+    assert result.returncode == 1 and shown == b''
+    assert 'refusing to write the dump to a terminal: redirect it to a file or a pipe' in result.stderr.decode()
+    assert tool_calls() == before
+
+
+def dump_to_a_terminal(world: t.Any, path: t.Any) -> tuple[subprocess.CompletedProcess[bytes], bytes]:
+    """``dump latest`` with a pty as its stdout: the result, and what reached the terminal (read before its last
+    holder closes it)."""
+    import pty  # pylint: disable=import-outside-toplevel
+    controller, terminal = pty.openpty()
+    try:
+        result = run_binary(world, path, 'dump', 'latest', stdout=terminal)
+        os.set_blocking(controller, False)
+        try:
+            shown = os.read(controller, 65536)
+        except BlockingIOError:
+            shown = b''
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return result, shown
+
+
+@contextlib.contextmanager
+def world_for_another_user(library: str, tool: str, fake_tool: str,
+                           credentials: t.Mapping[str, str]) -> t.Iterator[pathlib.Path]:
+    """make_world in a directory every user may enter (pytest's own are root's alone), for a tool that runs as the
+    request's user: the store writable by all, the credentials root's alone (root reads them for the user)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix='selfhost-backup-exec-'))
+    try:
+        os.chmod(root, 0o755)
+        make_world(root, library, tool, fake_tool, credentials)
+        os.chmod(root / 'store', 0o777)
+        os.chmod(root / 'creds', 0o700)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_interactively(world: pathlib.Path, path: t.Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """The script as root by hand (no unit), from ``world``, its output as text."""
+    return subprocess.run(['bash', str(path), *args], capture_output=True, text=True,
+                          env={'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store')},
+                          stdin=subprocess.DEVNULL, cwd=world, check=False)
+
+
+# A dump that no text handling survives: NUL bytes, a byte that is no UTF-8, CR LF, no final newline.
+BINARY_DUMP = b'\x00head\xff\r\n\x00\x01 tail\x00'
+
+
+def binary_backup(world: t.Any, make_script: t.Callable[..., t.Any], run: t.Callable[..., t.Any]) -> t.Any:
+    """A backup whose dump is BINARY_DUMP, made by backup_cmd through the real backup path; the script's path."""
+    octal = ''.join(f'\\{byte:03o}' for byte in BINARY_DUMP)
+    path = make_script(backup_cmd=f"printf '{octal}'")
+    result = run(world, path, 'backup')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'data').read_bytes() == BINARY_DUMP
+    return path
 

@@ -14,7 +14,9 @@ import subprocess
 
 import pytest
 
-from job_library import make_world
+import job_library
+from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, last_argv, make_world, needs_root,
+                         run_binary, run_interactively, world_for_another_user)
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job_script, _layout, _monitoring
 
@@ -424,34 +426,15 @@ def test_newest_fails_on_any_other_error_before_the_first_backup(world):
 # The restore script's operator commands: dump, exec, snapshots --json.
 
 # A dump no text tool would keep intact: NUL bytes, a byte that is no UTF-8, a line end, no newline at the end.
-BINARY_DUMP = b'\x00head\xff\r\n\x00\x01 tail\x00'
 # Arguments for exec that a shell would mangle anywhere it re-reads them.
 UGLY_ARGS = ['info', '--json', """it's "quoted" \\ $HOME `id` %s %% 100%""", '', 'two  words', 'ünïcödé ✓', '-',
              '--', '::app@h1-2026-01-01T00:00:00.000000', '$(touch /tmp/pwned)', 'line\nbreak']
 OLDER = 'app@h1-2026-01-01T00:00:00.000000'
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the operator commands run as root')
-
-
-def run_binary(world, path, *args, stdout=subprocess.PIPE, **extra_env):
-    """The script interactively (root, no unit), its stdout as bytes."""
-    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), **extra_env}
-    return subprocess.run(['bash', str(path)] + list(args), stdout=stdout, stderr=subprocess.PIPE, env=env,
-                          stdin=subprocess.DEVNULL, check=False)
 
 
 def binary_backup(world):
-    """A backup whose dump is BINARY_DUMP, made by backup_cmd through the real backup path."""
-    octal = ''.join(f'\\{byte:03o}' for byte in BINARY_DUMP)
-    path = script(world, backup_cmd=f"printf '{octal}'")
-    result = run(world, path, 'backup')
-    assert result.returncode == 0, result.stderr
-    assert (world / 'store' / 'data').read_bytes() == BINARY_DUMP
-    return path
-
-
-def last_argv(world):
-    return (world / 'store' / 'argv').read_bytes().split(b'\0')[:-1]
+    return job_library.binary_backup(world, lambda **args: script(world, **args), run)
 
 
 @needs_root
@@ -496,24 +479,7 @@ def test_a_failing_extract_fails_the_dump(world):
 
 @needs_root
 def test_dump_refuses_to_write_to_a_terminal(world):
-    import pty  # pylint: disable=import-outside-toplevel
-    path = binary_backup(world)
-    calls = len(log(world))
-    controller, terminal = pty.openpty()
-    try:
-        result = run_binary(world, path, 'dump', 'latest', stdout=terminal)
-        os.set_blocking(controller, False)
-        try:
-            shown = os.read(controller, 65536)
-        except BlockingIOError:
-            shown = b''
-    finally:
-        os.close(terminal)
-        os.close(controller)
-    assert result.returncode == 1
-    assert 'refusing to write the dump to a terminal: redirect it to a file or a pipe' in result.stderr.decode()
-    assert shown == b''
-    assert len(log(world)) == calls  # borg was not asked for anything
+    assert_the_dump_never_reaches_a_terminal(world, binary_backup(world), lambda: len(log(world)))
 
 
 @needs_root
@@ -550,22 +516,10 @@ def test_exec_passes_borg_s_exit_status_and_output_on(world):
 
 
 @needs_root
-def test_exec_runs_borg_as_the_request_s_user(tmp_path_factory, job_library):
+def test_exec_runs_borg_as_the_request_s_user(job_library):
     """As root, for an instance of user nobody: borg runs as nobody, with the passphrase that root copied for it."""
-    import tempfile  # pylint: disable=import-outside-toplevel
-    tmp_path_factory.mktemp('unused')
-    open_world = tempfile.mkdtemp(prefix='selfhost-backup-exec-')
-    try:
-        os.chmod(open_world, 0o755)
-        base = type(tmp_path_factory.getbasetemp())(open_world)
-        (base / 'lib').symlink_to(job_library)
-        (base / 'store').mkdir()
-        os.chmod(base / 'store', 0o777)
+    with world_for_another_user(job_library, 'borg', FAKE_BORG, {'passphrase': 'pw-secret'}) as base:
         (base / 'store' / 'repo').touch()
-        (base / 'borg').write_text(FAKE_BORG)
-        (base / 'borg').chmod(0o755)
-        (base / 'creds').mkdir(mode=0o700)
-        (base / 'creds' / 'passphrase').write_text('pw-secret')
         commands = _borg.Commands(
             binary=str(base / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
             repository='/srv/app', cache_dir=str(base / 'cache'), encryption='repokey-blake2', compression='zstd,3')
@@ -575,14 +529,10 @@ def test_exec_runs_borg_as_the_request_s_user(tmp_path_factory, job_library):
             stop_units=(), provider_data=_borg.shell_data(commands), library=str(base / 'lib'),
             snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive')
         (base / 'job').write_text(_job_script.render_script(spec))
-        result = subprocess.run(['bash', str(base / 'job'), 'exec', '--', 'info'], capture_output=True, text=True,
-                                env={'PATH': os.environ['PATH'], 'FAKE_STORE': str(base / 'store')},
-                                stdin=subprocess.DEVNULL, cwd=open_world, check=False)
+        result = run_interactively(base, base / 'job', 'exec', '--', 'info')
         assert result.returncode == 0, result.stderr
         assert (base / 'store' / 'user').read_text() == 'nobody\n'
         assert (base / 'store' / 'log').read_text().startswith('info|info|pw=pw-secret|codes=legacy|repo=/srv/app|')
-    finally:
-        shutil.rmtree(open_world, ignore_errors=True)
 
 
 @needs_root

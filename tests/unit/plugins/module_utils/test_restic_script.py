@@ -9,14 +9,15 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from job_library import make_world
+import job_library
+from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, last_argv, make_world, needs_root,
+                         run_binary, run_interactively, world_for_another_user)
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _job_script, _layout, _monitoring, _restic
 
@@ -481,34 +482,13 @@ def test_the_dump_s_wrapper_holds_no_secret_in_its_environment(world, version):
 # The restore script's operator commands: dump, exec, snapshots --json.
 
 # A dump no text tool would keep intact: NUL bytes, a byte that is no UTF-8, a line end, no newline at the end.
-BINARY_DUMP = b'\x00head\xff\r\n\x00\x01 tail\x00'
 # Arguments for exec that a shell would mangle anywhere it re-reads them.
 UGLY_ARGS = ['stats', '--mode', 'raw-data', """it's "quoted" \\ $HOME `id` %s %% 100%""", '', 'two  words',
              'ünïcödé ✓', '-', '--', '--json', '$(touch /tmp/pwned)', 'line\nbreak']
 
 
-def run_binary(world, path, *args, stdout=subprocess.PIPE, **extra_env):
-    """The script interactively (root, no unit), its stdout as bytes."""
-    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), **extra_env}
-    return subprocess.run(['bash', str(path)] + list(args), stdout=stdout, stderr=subprocess.PIPE, env=env,
-                          stdin=subprocess.DEVNULL, check=False)
-
-
 def binary_backup(world):
-    """A backup whose dump is BINARY_DUMP, made by backup_cmd through the real backup path."""
-    octal = ''.join(f'\\{byte:03o}' for byte in BINARY_DUMP)
-    path = script(world, (0, 18, 0), backup_cmd=f"printf '{octal}'")
-    result = run(world, path, 'backup')
-    assert result.returncode == 0, result.stderr
-    assert (world / 'store' / 'data').read_bytes() == BINARY_DUMP
-    return path
-
-
-def last_argv(world):
-    return (world / 'store' / 'argv').read_bytes().split(b'\0')[:-1]
-
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the operator commands run as root')
+    return job_library.binary_backup(world, lambda **args: script(world, (0, 18, 0), **args), run)
 
 
 @needs_root
@@ -547,26 +527,7 @@ def test_a_failing_dump_exits_non_zero(world):
 
 @needs_root
 def test_dump_refuses_to_write_to_a_terminal(world):
-    import pty  # pylint: disable=import-outside-toplevel
-    path = binary_backup(world)
-    calls = len(log(world))
-    controller, terminal = pty.openpty()
-    try:
-        result = run_binary(world, path, 'dump', 'latest', stdout=terminal)
-        # What reached the terminal: nothing (read before its last holder closes it).
-        os.set_blocking(controller, False)
-        try:
-            shown = os.read(controller, 65536)
-        except BlockingIOError:
-            shown = b''
-    finally:
-        os.close(terminal)
-        os.close(controller)
-    assert result.returncode == 1
-    assert 'refusing to write the dump to a terminal: redirect it to a file or a pipe' in result.stderr.decode()
-    assert shown == b''
-    # Refused before restic was asked for anything.
-    assert len(log(world)) == calls
+    assert_the_dump_never_reaches_a_terminal(world, binary_backup(world), lambda: len(log(world)))
 
 
 @needs_root
@@ -602,22 +563,10 @@ def test_exec_passes_restic_s_exit_status_and_output_on(world):
 
 
 @needs_root
-def test_exec_runs_restic_as_the_request_s_user(tmp_path_factory, job_library):
+def test_exec_runs_restic_as_the_request_s_user(job_library):
     """As root, for an instance of user nobody: restic runs as nobody, with the passphrase that root read."""
-    import tempfile  # pylint: disable=import-outside-toplevel
-    world = tmp_path_factory.mktemp('unused')
-    open_world = tempfile.mkdtemp(prefix='selfhost-backup-exec-')
-    try:
-        os.chmod(open_world, 0o755)
-        base = type(world)(open_world)
-        (base / 'lib').symlink_to(job_library)
-        (base / 'store').mkdir(mode=0o777)
-        os.chmod(base / 'store', 0o777)
-        (base / 'restic').write_text(FAKE_RESTIC)
-        (base / 'restic').chmod(0o755)
-        (base / 'creds').mkdir(mode=0o700)
-        (base / 'creds' / 'passphrase').write_text('pw-secret')
-        (base / 'creds' / 'env.RESTIC_REPOSITORY').write_text('/srv/repo')
+    with world_for_another_user(job_library, 'restic', FAKE_RESTIC,
+                                {'passphrase': 'pw-secret', 'env.RESTIC_REPOSITORY': '/srv/repo'}) as base:
         commands = _restic.Commands(binary=str(base / 'restic'), version=(0, 18, 0), instance='app',
                                     backup_name='db.sql', host='h1')
         spec = _job_script.ScriptSpec(
@@ -628,14 +577,10 @@ def test_exec_runs_restic_as_the_request_s_user(tmp_path_factory, job_library):
             env_names=('RESTIC_REPOSITORY',), stop_units=(), provider_data=_restic.shell_data(commands),
             library=str(base / 'lib'))
         (base / 'job').write_text(_job_script.render_script(spec))
-        result = subprocess.run(['bash', str(base / 'job'), 'exec', '--', 'stats'], capture_output=True, text=True,
-                                env={'PATH': os.environ['PATH'], 'FAKE_STORE': str(base / 'store')},
-                                stdin=subprocess.DEVNULL, cwd=open_world, check=False)
+        result = run_interactively(base, base / 'job', 'exec', '--', 'stats')
         assert result.returncode == 0, result.stderr
         assert (base / 'store' / 'user').read_text() == 'nobody\n'
         assert (base / 'store' / 'log').read_text().endswith('stats|pw=pw-secret|repo=/srv/repo\n')
-    finally:
-        shutil.rmtree(open_world, ignore_errors=True)
 
 
 @needs_root
