@@ -178,4 +178,3 @@ def binary_backup(world: t.Any, make_script: t.Callable[..., t.Any], run: t.Call
     assert result.returncode == 0, result.stderr
     assert (world / 'store' / 'data').read_bytes() == BINARY_DUMP
     return path
-

@@ -432,7 +432,6 @@ UGLY_ARGS = ['info', '--json', """it's "quoted" \\ $HOME `id` %s %% 100%""", '',
 OLDER = 'app@h1-2026-01-01T00:00:00.000000'
 
 
-
 def binary_backup(world):
     return job_library.binary_backup(world, lambda **args: script(world, **args), run)
 

@@ -65,7 +65,10 @@ case "$args" in
       "$(wc -c <"$store/data")" ;;
   *" dump "*) cat "$store/data" ;;
   *" unlock "*) [ -z "${FAKE_UNLOCK_FAILS:-}" ] || { echo "unlock: repository unreachable" >&2; exit 1; } ;;
-  *" snapshots --json "*) printf '[{"time":"2026-01-01T00:00:00.123456789+01:00","tree":"ab","paths":["/db.sql"],"hostname":"h1","username":"root","tags":["selfhost-backup:app"],"summary":{"total_bytes_processed":9,"data_added":4},"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
+  *" snapshots --json "*)
+    printf '[{"time":"2026-01-01T00:00:00.123456789+01:00","tree":"ab","paths":["/db.sql"],"hostname":"h1",'
+    printf '"username":"root","tags":["selfhost-backup:app"],"summary":{"total_bytes_processed":9,"data_added":4},'
+    printf '"id":"1111aaaa%s","short_id":"1111aaaa"}]\n' "$(printf '0%.0s' $(seq 56))" ;;
   *" snapshots "*) echo "1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql" ;;
   *) ;;
 esac
