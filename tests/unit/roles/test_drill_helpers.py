@@ -10,6 +10,7 @@ check, naming it. The contract molecule scenario runs every drill against the re
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import sqlite3
@@ -259,9 +260,10 @@ def test_postgresql_drill_fails_on_a_false_or_failing_check_naming_it(pg_world, 
 
 def test_postgresql_drill_killed_stops_its_server_and_removes_the_scratch_cluster(pg_world):
     script, env, dumps, world, psql = pg_world
-    command = ['runuser', '-u', PG_USER, '--', 'env', *[f'{k}={v}' for k, v in env.items()], str(script), 'drill',
-               'cluster']
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd='/', start_new_session=True)
+    # As the user itself, as a provider's unit runs it (runuser would SIGKILL the helper 2 s after a TERM).
+    process = subprocess.Popen([str(script), 'drill', 'cluster'], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd='/',
+                               start_new_session=True, user=PG_USER, group=pwd.getpwnam(PG_USER).pw_gid,
+                               extra_groups=[], env=dict(os.environ, **env))
     assert process.stdin is not None
     dump = dumps['cluster']
     process.stdin.write(dump[:len(dump) // 2])

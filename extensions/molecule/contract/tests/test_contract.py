@@ -650,7 +650,10 @@ def test_drill_stopped_midway_removes_its_scratch_copy(instance: str):
     half = len(dump.stdout) // 2
     # The drill reads half the dump and then waits for more, in a session of its own.
     box.ok(f"head -c {half} > /root/drill-half.sql", stdin=dump.stdout)
-    pipeline = f"(cat /root/drill-half.sql; sleep 600) | {as_user(request, request['drill_cmd'])}"
+    # setpriv, as a provider's unit runs it: runuser would SIGKILL the helper 2 s after a TERM.
+    user = request["user"]
+    pipeline = (f"cd / && (cat /root/drill-half.sql; sleep 600) | setpriv --reuid={user} --regid=$(id -g {user}) "
+                f"--init-groups sh -c {shlex.quote(request['drill_cmd'])}")
     box.ok(f"setsid bash -c {shlex.quote(pipeline)} </dev/null >/root/drill.out 2>&1 & echo $! >/root/drill.pid")
     try:
         # Its scratch directory, and the process of its server, are there.
