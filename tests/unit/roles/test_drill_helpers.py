@@ -288,3 +288,36 @@ def test_postgresql_drill_rewrites_tablespaces_into_the_scratch_cluster(pg_world
                       'cluster', dump=dump)
     assert result.returncode == 0, result.stderr.decode()
     assert not Path('/nonexistent/live-ts').exists()
+
+
+@pytest.mark.skipif(bool(shutil.which('mariadbd') or Path('/usr/sbin/mariadbd').exists()), reason='MariaDB is installed')
+def test_mariadb_drill_without_the_server_tools_fails_clearly_and_leaves_nothing(tmp_path):
+    """The contract scenario runs the MariaDB drill against a real server; here only what it says without one."""
+    script = install(tmp_path / 'bin', 'mariadb')
+    scratch = tmp_path / 'tmp'
+    scratch.mkdir()
+    result = subprocess.run([str(script), 'drill', '--check', 'app', 'SELECT 1'], input=b'-- Dump completed\n',
+                            capture_output=True, env=dict(os.environ, TMPDIR=str(scratch)), check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines()[-1] == (
+        'mariadb-databasebackup: drill: mariadb-install-db is not installed on this host (the package mariadb-server)')
+    assert leftovers(scratch) == []
+
+
+@pytest.mark.parametrize('args', [['drill', '--check', 'app'], ['drill', '--check', '', 'SELECT 1'],
+                                  ['drill', '--check', 'app', ''], ['drill', 'extra'], ['drill', '--databases', 'a']])
+def test_mariadb_drill_rejects_bad_arguments(tmp_path, args):
+    script = install(tmp_path / 'bin', 'mariadb')
+    result = subprocess.run([str(script), *args], input=b'', capture_output=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith('usage:')
+
+
+@pytest.mark.parametrize('args', [['drill'], ['drill', 'cluster', 'extra'], ['drill', 'database'],
+                                  ['drill', '--check', 'db', 'cluster'], ['drill', '--check', '', 'q', 'cluster'],
+                                  ['drill', 'globals', '--check', 'db', 'q']])
+def test_postgresql_drill_rejects_bad_arguments(tmp_path, args):
+    script = install(tmp_path / 'bin', 'postgresql')
+    result = subprocess.run([str(script), *args], input=b'', capture_output=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith('usage:')

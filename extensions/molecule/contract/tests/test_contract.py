@@ -215,6 +215,18 @@ BAD_REQUESTERS = [
     ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "user": "nobody"}]},
      "nobody cannot read /var/lib/app/fixture.db"),
     ("sqlite", {"sqlite_databasebackup_paths": ["relative.db"]}, "is not an absolute path"),
+    # Drill checks that are not {database, query} ({query} for SQLite) of non-blank strings.
+    ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture"}]},
+     "postgresql_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query"),
+    ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture", "query": " ", "x": 1}]},
+     "postgresql_databasebackup_drill_checks: every item must be a dict"),
+    ("mariadb", {"mariadb_databasebackup_drill_checks": ["SELECT 1"]},
+     "mariadb_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query"),
+    ("sqlite", {"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]],
+                "sqlite_databasebackup_drill_checks": [{"database": "x", "query": "SELECT 1"}]},
+     "every item must be a dict with exactly the key query"),
+    ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "drill_checks": [{"query": ""}]}]},
+     "every item must be a dict with exactly the key query"),
     # The play without become (here: as nobody): said plainly, not "not reachable" or "Permission denied".
     *[(role, {"ansible_user": "nobody", "ansible_remote_tmp": "/tmp/contract-nobody",
               **({"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]]} if role == "sqlite" else {})},
@@ -298,6 +310,32 @@ def test_globals_restore_onto_a_live_cluster():
     finally:
         box.ok(psql, b"DROP DATABASE IF EXISTS contract_owned; DROP ROLE IF EXISTS contract_owner;"
                      b"DROP ROLE IF EXISTS contract_extra;")
+
+
+def test_postgresql_globals_drill():
+    """The globals request's drill: roles restored into a scratch cluster (a check sees them there), a cut dump
+    fails, the live cluster's roles are as they were."""
+    box = Box("contract-debian13")
+    helper = "/usr/local/libexec/selfhost-backup/postgresql-databasebackup"
+    psql = "cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres"
+    box.ok(psql, b"CREATE ROLE contract_drill NOLOGIN CONNECTION LIMIT 4;")
+    try:
+        dump = box.run(f"cd / && runuser -u postgres -- {helper} dump globals")
+        assert dump.returncode == 0, dump.stderr.decode()
+        box.ok(psql, b"DROP ROLE contract_drill;")
+        roles = box.ok(psql, b"SELECT rolname FROM pg_roles ORDER BY 1;")
+        scratch = _scratch(box)
+        check = "SELECT rolconnlimit = 4 FROM pg_roles WHERE rolname = 'contract_drill'"
+        result = box.run(f"cd / && runuser -u postgres -- {helper} drill --check postgres {shlex.quote(check)} globals",
+                         stdin=dump.stdout)
+        assert result.returncode == 0, result.stderr.decode()
+        assert f"drill check passed in database postgres: {check}" in result.stderr.decode()
+        cut = box.run(f"cd / && runuser -u postgres -- {helper} drill globals", stdin=dump.stdout[:-60])
+        assert cut.returncode != 0 and "the dump is incomplete" in cut.stderr.decode(), cut.stderr.decode()
+        assert box.ok(psql, b"SELECT rolname FROM pg_roles ORDER BY 1;") == roles  # not restored in the live cluster
+        assert _scratch(box) == scratch
+    finally:
+        box.ok(psql, b"DROP ROLE IF EXISTS contract_drill;")
 
 
 def test_mariadb_with_a_password_in_an_option_file():
