@@ -215,18 +215,24 @@ BAD_REQUESTERS = [
     ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "user": "nobody"}]},
      "nobody cannot read /var/lib/app/fixture.db"),
     ("sqlite", {"sqlite_databasebackup_paths": ["relative.db"]}, "is not an absolute path"),
-    # Drill checks that are not {database, query} ({query} for SQLite) of non-blank strings.
+    # Drill checks that are not {database, query} ({query} for SQLite) of non-blank strings: the argument specs
+    # stop the wrong shapes, the roles' own checks blank strings and the items of sqlite_databasebackup_paths.
     ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture"}]},
-     "postgresql_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query"),
-    ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture", "query": " ", "x": 1}]},
-     "postgresql_databasebackup_drill_checks: every item must be a dict"),
+     "missing required arguments: query found in postgresql_databasebackup_drill_checks"),
+    ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture", "query": " "}]},
+     "postgresql_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query, "
+     "both non-blank strings"),
     ("mariadb", {"mariadb_databasebackup_drill_checks": ["SELECT 1"]},
+     "Elements value for option 'mariadb_databasebackup_drill_checks' is of type str"),
+    ("mariadb", {"mariadb_databasebackup_drill_checks": [{"database": "", "query": "SELECT 1"}]},
      "mariadb_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query"),
     ("sqlite", {"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]],
                 "sqlite_databasebackup_drill_checks": [{"database": "x", "query": "SELECT 1"}]},
-     "every item must be a dict with exactly the key query"),
+     "sqlite_databasebackup_drill_checks.database. Supported parameters include: query."),
     ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "drill_checks": [{"query": ""}]}]},
-     "every item must be a dict with exactly the key query"),
+     "every item must be a dict with exactly the key query, a non-blank string"),
+    ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "drill_checks": "SELECT 1"}]},
+     "every item must be a dict with exactly the key query, a non-blank string"),
     # The play without become (here: as nobody): said plainly, not "not reachable" or "Permission denied".
     *[(role, {"ansible_user": "nobody", "ansible_remote_tmp": "/tmp/contract-nobody",
               **({"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]]} if role == "sqlite" else {})},
