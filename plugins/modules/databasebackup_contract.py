@@ -32,7 +32,8 @@ options:
     description:
       - The request published by a requester role.
       - Keys are C(user) (unix user, default C(root)), C(backup_name) (plain file name, default C(dump)),
-        C(backup_cmd) and C(restore_cmd) (required, non-blank shell commands).
+        C(backup_cmd) and C(restore_cmd) (required, non-blank shell commands), C(drill_cmd) (optional, a
+        non-blank shell command that restores the dump from stdin into a scratch copy and checks it).
     type: dict
     required: true
   settings:

@@ -14,6 +14,12 @@
 #                    stops before any change, naming them, or with --terminate-sessions ends them (KILL); a
 #                    table still held makes it fail after --lock-wait-timeout (60) seconds, never wait without end.
 #                    A restore that fails after it started says "partially restored" and where it stopped.
+#   drill            the restore drill: the dump restored as restore does, into a scratch server of its own
+#                    (mariadb-install-db and mariadbd in a private temporary directory, a unix socket there, no
+#                    network, no option file read), each --check DATABASE QUERY run there (it must return true:
+#                    1, t or true), the server stopped and the directory removed, also on failure or a signal.
+#                    It never connects to the live server. Non-zero on a cut dump, a failed check (named), or
+#                    any error.
 #
 # Authentication: the unix socket (the request's user is a database user of the same name, as root and
 # mysql are on Debian) or --option-file, a client option file only the request's user can read. Never a
@@ -35,12 +41,18 @@ readonly REACHED="selfhost-backup: restoring $$.$RANDOM"
 option_file=''
 databases=()
 terminate_sessions=0
+# The drill's scratch server: its socket (every client of this helper then connects there and reads no option
+# file), its pid, and the checks (database, query, database, query, ...).
+scratch_socket=''
+scratch_pid=''
+checks=()
 
 usage() {
   cat <<USAGE
 usage: $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] dump [--databases NAME...]
        $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] restore [--terminate-sessions] [--lock-wait-timeout SECONDS]
                 [--databases NAME...]
+       $SCRIPT [--compression none|gzip|zstd] drill [--check DATABASE QUERY]...
 USAGE
 }
 
@@ -55,6 +67,10 @@ tool() {
 
 # The client options: the option file must come first.
 client_args() {
+  if [ -n "$scratch_socket" ]; then
+    printf '%s\n' --no-defaults "--socket=$scratch_socket" --protocol=socket --user=root --default-character-set=utf8mb4
+    return
+  fi
   if [ -n "$option_file" ]; then
     printf '%s\n' "--defaults-extra-file=$option_file"
   fi
@@ -193,15 +209,17 @@ restore_errors=''
 restore_progress=''
 restore() {
   local rc=0 reached at before held
-  check_sessions
+  # The drill's scratch server has no other sessions.
+  [ -n "$scratch_socket" ] || check_sessions
   restore_errors="$(mktemp)"
   restore_progress="$(mktemp)"
-  trap 'rm -f -- "$restore_errors" "$restore_progress"' EXIT
+  at_exit rm -f -- "$restore_errors" "$restore_progress"
   { printf 'SET SESSION lock_wait_timeout = %s;\nSELECT %s;\n' "$lock_wait_timeout" "$(sql_string "$STARTED")"
     decompress | require_complete; } \
     | client --batch --skip-column-names 2>"$restore_errors" >"$restore_progress" || rc=$?
   grep -E '^(ERROR|mariadb:|mysql:|Warning)' "$restore_errors" >&2 || true
   [ "$rc" -ne 0 ] || return 0
+  [ -z "$scratch_socket" ] || fail "drill failed: the dump does not restore into the scratch server (the error is above)"
   grep -qxF -- "$STARTED" "$restore_progress" || fail "the restore stopped before it changed anything (the error is above)"
   reached="$(sed -n "s/^${REACHED} //p" "$restore_progress")"
   at="$(tail -n 1 <<<"$reached")"
@@ -212,6 +230,76 @@ restore() {
   fail "partially restored: the restore failed $where; the ones after it in the dump are as they were." \
        "${held:+Sessions on these databases now: $held. }Restore again (restore latest, or the snapshot you meant)" \
        "before the server is used."
+}
+
+# The first of the programs $@ found on PATH or in the server's directories (not on a user's PATH on Debian).
+server_tool() {
+  local name dir
+  for name in "$@"; do
+    for dir in "" /usr/sbin/ /usr/libexec/ /usr/local/sbin/; do
+      if [ -z "$dir" ]; then
+        command -v "$name" && return 0
+      elif [ -x "$dir$name" ]; then
+        printf '%s\n' "$dir$name"
+        return 0
+      fi
+    done
+  done
+  return 1
+}
+
+# The scratch server in $SCRATCH: a data directory from mariadb-install-db, mariadbd as the request's user on a
+# unix socket in $SCRATCH (mode 0700) with no network and no grant tables (no account of the live server is
+# needed to restore or check its dump, and nobody else can reach the socket), stopped at exit. Checked to be
+# that server before anything is restored.
+start_scratch_server() {
+  local install server tries=0 as_root=() datadir
+  install="$(server_tool mariadb-install-db mysql_install_db)" \
+    || fail "drill: mariadb-install-db is not installed on this host (the package mariadb-server)"
+  server="$(server_tool mariadbd mysqld)" || fail "drill: mariadbd is not installed on this host (the package mariadb-server)"
+  # The server refuses to run as root unless told to.
+  [ "$(id -u)" != 0 ] || as_root=(--user=root)
+  "$install" --no-defaults "${as_root[@]}" --datadir="$SCRATCH/data" --skip-test-db >"$SCRATCH/install.log" 2>&1 \
+    || { cat -- "$SCRATCH/install.log" >&2; fail "drill: $install of the scratch server failed (above)"; }
+  at_exit stop_scratch_server
+  "$server" --no-defaults "${as_root[@]}" --datadir="$SCRATCH/data" --socket="$SCRATCH/server.sock" --skip-networking \
+    --skip-grant-tables --pid-file="$SCRATCH/server.pid" --log-error="$SCRATCH/error.log" --tmpdir="$SCRATCH" \
+    --max-allowed-packet=1G --innodb-flush-log-at-trx-commit=0 --innodb-fast-shutdown=2 \
+    </dev/null >/dev/null 2>&1 &
+  scratch_pid=$!
+  scratch_socket="$SCRATCH/server.sock"
+  until client --batch --skip-column-names --execute 'SELECT 1' >/dev/null 2>&1; do
+    if ! kill -0 "$scratch_pid" 2>/dev/null || [ "$tries" -ge 600 ]; then
+      tail -n 20 -- "$SCRATCH/error.log" >&2 || true
+      fail "drill: the scratch server did not start (its log is above)"
+    fi
+    sleep 0.1
+    tries=$((tries + 1))
+  done
+  datadir="$(client --batch --skip-column-names --execute 'SELECT @@datadir')"
+  [ "${datadir%/}" = "$SCRATCH/data" ] || fail "drill: the server on $scratch_socket is not the scratch server; nothing was restored"
+}
+
+stop_scratch_server() {
+  [ -n "$scratch_pid" ] || return 0
+  kill -TERM "$scratch_pid" 2>/dev/null || true
+  wait "$scratch_pid" 2>/dev/null || true
+  scratch_pid=''
+}
+
+drill() {
+  local i database query result
+  scratch_directory
+  start_scratch_server
+  restore
+  for ((i = 0; i < ${#checks[@]}; i += 2)); do
+    database="${checks[i]}"
+    query="${checks[i + 1]}"
+    result="$(client --batch --skip-column-names --database="$database" <<<"$query")" \
+      || fail "drill failed: the check in database $database could not run (the error is above): $query"
+    check_verdict "$query" "$database" "$result"
+  done
+  printf '%s: drill passed: the dump restores into a scratch server, %s checks passed\n' "$SCRIPT" "$(( ${#checks[@]} / 2 ))" >&2
 }
 
 main() {
@@ -259,6 +347,15 @@ main() {
         usage >&2; exit 2
       fi
       restore ;;
+    drill)
+      shift
+      while [ "${1:-}" = --check ]; do
+        [ "$#" -ge 3 ] && [ -n "$2" ] && [ -n "$3" ] || { usage >&2; exit 2; }
+        checks+=("$2" "$3")
+        shift 3
+      done
+      [ "$#" -eq 0 ] || { usage >&2; exit 2; }
+      drill ;;
     *) usage >&2; exit 2 ;;
   esac
 }

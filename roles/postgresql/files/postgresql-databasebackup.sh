@@ -6,6 +6,7 @@
 #
 #   dump    cluster | globals | database <name>
 #   restore [--terminate-sessions] cluster | globals | database <name>
+#   drill [--check <database> <query>]... cluster | globals | database <name>
 #
 # Why restores look like this:
 # - cluster and globals are `pg_dumpall --clean --if-exists` replayed with psql ON_ERROR_STOP=1, so any
@@ -17,6 +18,10 @@
 #   naming them; with --terminate-sessions it ends them instead (see SESSIONS_SQL).
 # - A cluster restore that fails after it started dropping says "partially restored", and what it left.
 # - Compression belongs to the backup tool (see databasebackup-lib.sh).
+#
+# The restore drill (see drill) restores the dump the same way into a scratch cluster of its own: made with
+# initdb in a private temporary directory, run as the request's user on a unix socket in that directory (no
+# TCP port), and checked to be that cluster before anything is restored. It never connects to the live cluster.
 set -euo pipefail
 
 # fail, --compression, dump_compressed and decompress (installed beside this helper).
@@ -25,6 +30,8 @@ source "$(dirname -- "$(readlink -f -- "$0")")/databasebackup-lib.sh"
 
 readonly CLUSTER_TRAILER='-- PostgreSQL database cluster dump complete'
 terminate_sessions=0
+# 1 while a drill restores into its scratch cluster.
+drilling=0
 # What psql prints once the checks passed and the cluster restore starts changing the cluster.
 readonly STARTED="selfhost-backup: restore started $$.$RANDOM"
 
@@ -81,9 +88,12 @@ usage() {
   cat <<USAGE
 usage: $SCRIPT [--compression none|gzip|zstd] dump cluster|globals|database NAME
        $SCRIPT [--compression none|gzip|zstd] restore [--terminate-sessions] cluster|globals|database NAME
+       $SCRIPT [--compression none|gzip|zstd] drill [--check DATABASE QUERY]... cluster|globals|database NAME
   dump     write the dump to stdout
   restore  read a dump of the same kind from stdin; exits non-zero on any error. Other sessions on the
            databases it replaces stop it before any change, or with --terminate-sessions are ended
+  drill    restore a dump of that kind from stdin into a scratch cluster of its own, run each check (a query
+           that must return true in that database), remove the scratch cluster; exits non-zero on any failure
 USAGE
 }
 
@@ -104,6 +114,8 @@ sql() {
 #   connects after the check is ended too.
 # - globals: the databases stay, and a role that owns one cannot be dropped. So no role is dropped: each
 #   CREATE ROLE becomes "create unless it exists", and the ALTER ROLE that follows sets its attributes.
+# - drill: a tablespace is created in place, inside the scratch cluster (LOCATION ''), never in the live one's
+#   directory.
 # - A complete dump ends with its closing comment (only blank lines, "--" and \unrestrict after it); a
 #   dump cut anywhere else fails. Table data (COPY ... FROM stdin; up to \.) never counts, so a dump cut
 #   right after a row that reads like that comment fails too. A cluster dump cut in its roles section is
@@ -114,7 +126,7 @@ guard_dumpall() {
   # The awk program is single-quoted on purpose: every $ in it is awk's.
   # shellcheck disable=SC2016
   env SESSIONS_SQL="$SESSIONS_SQL" awk -v kind="$kind" -v me="$me" -v trailer="$CLUSTER_TRAILER" -v script="$SCRIPT" \
-    -v started="$STARTED" -v terminate="$terminate_sessions" -v databases="$databases" '
+    -v started="$STARTED" -v terminate="$terminate_sessions" -v databases="$databases" -v drill="$drilling" '
     function literal(text) { gsub(/\047/, "\047\047", text); return "\047" text "\047" }
     function force(line) { return terminate ? substr(line, 1, length(line) - 1) " WITH (FORCE);" : line }
     function out(line) { if (held) head[++n] = line; else print line }
@@ -153,6 +165,7 @@ guard_dumpall() {
       $0 = force($0)
     }
     roles == 0 && kind == "cluster" && !first && $0 != "" && !/^--/ && !/^SET / && !/^\\(un)?restrict / { first = n + 1 }
+    roles == 0 && drill && /^CREATE TABLESPACE .* LOCATION \047.*\047;$/ { sub(/ LOCATION \047.*\047;$/, " LOCATION \047\047;") }
     roles == 0 && kind == "globals" && /^DROP ROLE IF EXISTS / { next }
     roles == 0 && kind == "globals" && /^CREATE ROLE .*;$/ {
       role = substr($0, 13, length($0) - 13)
@@ -180,11 +193,11 @@ restore_globals() {
 restore_cluster() {
   local work rc=0
   work="$(mktemp -d)"
-  # shellcheck disable=SC2064
-  trap "rm -rf -- '$work'" EXIT
+  at_exit rm -rf -- "$work"
   decompress | guard_dumpall cluster "$work/databases" \
     | env -u LC_ALL LC_MESSAGES=C LANGUAGE= psql -X -At -v ON_ERROR_STOP=1 -d postgres >"$work/progress" || rc=$?
   [ "$rc" -ne 0 ] || return 0
+  [ "$drilling" = 0 ] || fail "drill failed: the dump does not restore into the scratch cluster (the error is above)"
   grep -qxF -- "$STARTED" "$work/progress" || fail "the restore stopped before it changed anything (the error is above)"
   local at where left
   at="$(sed -n 's/^You are now connected to database "\(.*\)" as user ".*"\.$/\1/p' "$work/progress" | tail -n 1)"
@@ -238,12 +251,129 @@ restore_database() {
   fi
 }
 
+# The server tools: those of the newest PostgreSQL installed the Debian way (/usr/lib/postgresql/<major>/bin),
+# else initdb's directory on PATH. Their client tools (psql, pg_restore) come first on PATH in a drill.
+server_bindir() {
+  local dir
+  for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k4,4nr); do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ]; then
+      printf '%s\n' "$dir"
+      return 0
+    fi
+  done
+  dir="$(command -v initdb)" || return 1
+  dir="$(dirname -- "$(readlink -f -- "$dir")")"
+  [ -x "$dir/postgres" ] || return 1
+  printf '%s\n' "$dir"
+}
+
+# A conninfo value: quoted, so a database name with spaces, = or quotes stays one database name.
+conninfo_value() {
+  local value="${1//\\/\\\\}"
+  printf "'%s'" "${value//\'/\\\'}"
+}
+
+# The scratch cluster in $SCRATCH: initdb as the request's user (the superuser of the same name, peer
+# authentication, no TCP at all), a server listening only on a unix socket in $SCRATCH (mode 0700), and every
+# connection of this helper pointed at it (PGHOST, every other PG* variable unset). Stopped at exit.
+scratch_pid=''
+start_scratch_cluster() {
+  local bindir major tries=0
+  bindir="$(server_bindir)" || fail "drill: the PostgreSQL server tools (initdb, postgres) are not installed on this host"
+  PATH="$bindir:$PATH"
+  major="$("$bindir/postgres" --version | sed -n 's/^[^0-9]*\([0-9][0-9]*\).*/\1/p')"
+  initdb --pgdata="$SCRATCH/data" --username="$(id -un)" --auth-local=peer --auth-host=reject --no-locale \
+    --encoding=UTF8 --no-sync >"$SCRATCH/initdb.log" 2>&1 \
+    || { cat -- "$SCRATCH/initdb.log" >&2; fail "drill: initdb of the scratch cluster failed (above)"; }
+  # The drill's copy needs no durability: it is removed at the end.
+  {
+    printf "listen_addresses = ''\nunix_socket_directories = %s\nunix_socket_permissions = 0700\nport = 5432\n" \
+      "$(conninfo_value "$SCRATCH")"
+    printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nautovacuum = off\n'
+    printf "logging_collector = off\nlog_min_messages = warning\nmax_connections = 20\n"
+    [ "${major:-0}" -lt 15 ] || printf 'allow_in_place_tablespaces = on\n'
+  } >>"$SCRATCH/data/postgresql.conf"
+  # Unset before the server starts: it reads none of them, the clients of this helper all of them.
+  local name
+  for name in $(compgen -e); do
+    case "$name" in PG*) unset "$name" ;; esac
+  done
+  export PGHOST="$SCRATCH" PGPORT=5432
+  at_exit stop_scratch_cluster
+  postgres -D "$SCRATCH/data" >"$SCRATCH/server.log" 2>&1 </dev/null &
+  scratch_pid=$!
+  until pg_isready -q -d postgres 2>/dev/null; do
+    if ! kill -0 "$scratch_pid" 2>/dev/null || [ "$tries" -ge 600 ]; then
+      tail -n 20 -- "$SCRATCH/server.log" >&2 || true
+      fail "drill: the scratch cluster did not start (its log is above)"
+    fi
+    sleep 0.1
+    tries=$((tries + 1))
+  done
+  # The server answering is the scratch one, or nothing is restored.
+  [ "$(sql -c 'SHOW data_directory' </dev/null)" = "$SCRATCH/data" ] \
+    || fail "drill: the server on $SCRATCH is not the scratch cluster; nothing was restored"
+}
+
+stop_scratch_cluster() {
+  [ -n "$scratch_pid" ] || return 0
+  # Immediate shutdown: nothing of the copy needs to be kept. The postmaster ends its backends first.
+  kill -QUIT "$scratch_pid" 2>/dev/null || true
+  wait "$scratch_pid" 2>/dev/null || true
+  scratch_pid=''
+}
+
+# The drill: the dump on stdin restored into a scratch cluster as restore would restore it, then each check.
+# One database: created in the scratch cluster and restored without owners, grants and tablespaces (the roles
+# belong to the globals request; the scratch cluster has none of them).
+drill() {
+  local kind="$1" name="$2" i database query result
+  scratch_directory
+  start_scratch_cluster
+  case "$kind" in
+    cluster) restore_cluster ;;
+    globals) restore_globals || fail "drill failed: the dump does not restore into the scratch cluster (the error is above)" ;;
+    database)
+      createdb --template=template0 -- "$name" || fail "drill: cannot create database $name in the scratch cluster"
+      decompress | pg_restore --exit-on-error --single-transaction --no-owner --no-privileges --no-tablespaces \
+        --no-subscriptions --dbname="$name" \
+        || fail "drill failed: the dump of database $name does not restore into the scratch cluster (the error is above)" ;;
+  esac
+  for ((i = 0; i < ${#checks[@]}; i += 2)); do
+    database="${checks[i]}"
+    query="${checks[i + 1]}"
+    result="$(psql -X -q -At -v ON_ERROR_STOP=1 -d "dbname=$(conninfo_value "$database")" -c "$query" </dev/null)" \
+      || fail "drill failed: the check in database $database could not run (the error is above): $query"
+    check_verdict "$query" "$database" "$result"
+  done
+  printf '%s: drill passed: the %s dump restores into a scratch cluster, %s checks passed\n' \
+    "$SCRIPT" "$kind" "$(( ${#checks[@]} / 2 ))" >&2
+}
+
+checks=()
+
 main() {
   parse_common_options "$@"
   set -- "${REST[@]}"
   if [ "${1:-}" = restore ] && [ "${2:-}" = --terminate-sessions ]; then
     terminate_sessions=1
     set -- "$1" "${@:3}"
+  fi
+  if [ "${1:-}" = drill ]; then
+    drilling=1
+    shift
+    while [ "${1:-}" = --check ]; do
+      [ "$#" -ge 3 ] && [ -n "$2" ] && [ -n "$3" ] || { usage >&2; exit 2; }
+      checks+=("$2" "$3")
+      shift 3
+    done
+    case "${1:-} ${2:-}" in
+      "cluster "|"globals ") [ "$#" -eq 1 ] || { usage >&2; exit 2; } ;;
+      "database "?*) [ "$#" -eq 2 ] || { usage >&2; exit 2; } ;;
+      *) usage >&2; exit 2 ;;
+    esac
+    drill "$1" "${2:-}"
+    return
   fi
   local action="${1:-}" kind="${2:-}" name="${3:-}"
   case "$action $kind" in

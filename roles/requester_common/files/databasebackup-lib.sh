@@ -48,3 +48,41 @@ decompress() {
     zstd) zstd -qdc ;;
   esac
 }
+
+# Cleanup at exit, also when a signal ends the helper: at_exit COMMAND [ARG...] queues a command; they run last
+# queued first, each whatever the others did. HUP, INT and TERM end the helper through exit, so they run too
+# (a SIGKILL runs nothing: a provider's unit has its own private temporary directory for that).
+AT_EXIT=()
+at_exit() {
+  AT_EXIT+=("$(printf '%q ' "$@")")
+  trap run_at_exit EXIT
+  trap 'exit 129' HUP
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+run_at_exit() {
+  local i
+  for ((i = ${#AT_EXIT[@]} - 1; i >= 0; i--)); do
+    eval "${AT_EXIT[i]}" || true
+  done
+}
+
+# SCRATCH, the private directory of a drill's scratch copy: made by the request's user, mode 0700, in $TMPDIR
+# (a provider's unit gives the drill a private one), removed at exit. Not called in $(...): a subshell would
+# remove it at its own exit.
+SCRATCH=''
+scratch_directory() {
+  SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/selfhost-backup-drill.XXXXXXXX")" || fail "drill: cannot make a scratch directory"
+  at_exit rm -rf -- "$SCRATCH"
+}
+
+# The verdict of a drill check: its query ($1, in database $2 when given) printed $3, which must be one value
+# that reads as true.
+check_verdict() {
+  local query="$1" where="${2:+ in database $2}" got="$3"
+  case "$got" in
+    t|1|true|TRUE|True) printf '%s: drill check passed%s: %s\n' "$SCRIPT" "$where" "$query" >&2 ;;
+    *) fail "drill failed: the check$where returned '${got//$'\n'/ }', not true: $query" ;;
+  esac
+}

@@ -11,16 +11,20 @@
 #                  renames it over PATH (atomic; the target of a symbolic link, keeping its mode and group): a
 #                  failed or truncated restore leaves PATH untouched. Stop the application first (stop_units):
 #                  a writer must not hold the old file open.
+#   drill [--check QUERY]...
+#                  the restore drill: builds a database from the dump in a private temporary file (never beside
+#                  the live one), which must pass PRAGMA integrity_check and each check (a query that returns
+#                  true: 1, t or true, run read-only in sqlite3's safe mode), then removes it. Non-zero on a cut
+#                  dump, a failed check (named) or any error.
 set -euo pipefail
 
 # fail, --compression, dump_compressed and decompress (installed beside this helper).
 # shellcheck source=../../requester_common/files/databasebackup-lib.sh
 source "$(dirname -- "$(readlink -f -- "$0")")/databasebackup-lib.sh"
 
-restore_tmp=''
-
 usage() {
   printf 'usage: %s [--compression none|gzip|zstd] dump|restore PATH\n' "$SCRIPT"
+  printf '       %s [--compression none|gzip|zstd] drill [--check QUERY]...\n' "$SCRIPT"
 }
 
 # Pass the SQL through, and fail at its end unless the last line is the dump's COMMIT.
@@ -58,12 +62,17 @@ COMMIT;
 SQL
 }
 
+# A new database in the file $1 (empty) from the dump on stdin; a cut dump fails (require_commit).
+build() {
+  decompress | require_commit | sqlite3 -bail -batch "$1"
+}
+
 restore() {
-  local path
+  local path restore_tmp
   path="$(readlink -f -- "$1")"
   restore_tmp="$(mktemp "$(dirname -- "$path")/.$(basename -- "$path").restore.XXXXXXXX")"
-  trap 'rm -f -- "$restore_tmp" "$restore_tmp-journal"' EXIT
-  decompress | require_commit | sqlite3 -bail -batch "$restore_tmp"
+  at_exit rm -f -- "$restore_tmp" "$restore_tmp-journal"
+  build "$restore_tmp"
   [ "$(sqlite3 -batch "$restore_tmp" 'PRAGMA quick_check;')" = ok ] || fail "the restored database fails PRAGMA quick_check"
   if [ -e "$path" ]; then
     chmod --reference="$path" -- "$restore_tmp"
@@ -77,12 +86,42 @@ restore() {
   # The old file's write-ahead log and journal belong to the old file: applied to the new one they corrupt it.
   rm -f -- "$path-wal" "$path-shm" "$path-journal"
   mv -f -- "$restore_tmp" "$path"
-  trap - EXIT
 }
+
+# The restore drill: the live database is never opened; the copy lives in the scratch directory alone.
+drill() {
+  local copy result query
+  scratch_directory
+  copy="$SCRATCH/drill.db"
+  build "$copy" || fail "drill failed: the dump does not restore (the error is above)"
+  result="$(sqlite3 -batch -readonly "$copy" 'PRAGMA integrity_check;')" \
+    || fail "drill failed: PRAGMA integrity_check could not run (the error is above)"
+  [ "$result" = ok ] || fail "drill failed: PRAGMA integrity_check says: ${result//$'\n'/; }"
+  for query in "${checks[@]}"; do
+    # Read-only, and -safe: no ATTACH of another file, no dot-command that reads or writes files.
+    result="$(sqlite3 -bail -batch -readonly -safe "$copy" <<<"$query")" \
+      || fail "drill failed: the check could not run (the error is above): $query"
+    check_verdict "$query" '' "$result"
+  done
+  printf '%s: drill passed: the dump restores, PRAGMA integrity_check ok, %s checks passed\n' "$SCRIPT" "${#checks[@]}" >&2
+}
+
+checks=()
 
 main() {
   parse_common_options "$@"
   set -- "${REST[@]}"
+  if [ "${1:-}" = drill ]; then
+    shift
+    while [ "$#" -gt 0 ]; do
+      case "$1" in
+        --check) [ "$#" -ge 2 ] && [ -n "$2" ] || { usage >&2; exit 2; }; checks+=("$2"); shift 2 ;;
+        *) usage >&2; exit 2 ;;
+      esac
+    done
+    drill
+    return
+  fi
   if [ "$#" -ne 2 ] || [ "${2#/}" = "$2" ]; then
     usage >&2
     exit 2

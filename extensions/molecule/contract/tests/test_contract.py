@@ -215,6 +215,24 @@ BAD_REQUESTERS = [
     ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "user": "nobody"}]},
      "nobody cannot read /var/lib/app/fixture.db"),
     ("sqlite", {"sqlite_databasebackup_paths": ["relative.db"]}, "is not an absolute path"),
+    # Drill checks that are not {database, query} ({query} for SQLite) of non-blank strings: the argument specs
+    # stop the wrong shapes, the roles' own checks blank strings and the items of sqlite_databasebackup_paths.
+    ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture"}]},
+     "missing required arguments: query found in postgresql_databasebackup_drill_checks"),
+    ("postgresql", {"postgresql_databasebackup_drill_checks": [{"database": "fixture", "query": " "}]},
+     "postgresql_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query, "
+     "both non-blank strings"),
+    ("mariadb", {"mariadb_databasebackup_drill_checks": ["SELECT 1"]},
+     "Elements value for option 'mariadb_databasebackup_drill_checks' is of type str"),
+    ("mariadb", {"mariadb_databasebackup_drill_checks": [{"database": "", "query": "SELECT 1"}]},
+     "mariadb_databasebackup_drill_checks: every item must be a dict with exactly the keys database and query"),
+    ("sqlite", {"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]],
+                "sqlite_databasebackup_drill_checks": [{"database": "x", "query": "SELECT 1"}]},
+     "sqlite_databasebackup_drill_checks.database. Supported parameters include: query."),
+    ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "drill_checks": [{"query": ""}]}]},
+     "every item must be a dict with exactly the key query, a non-blank string"),
+    ("sqlite", {"sqlite_databasebackup_paths": [{"path": VARS["contract_test_sqlite_path"], "drill_checks": "SELECT 1"}]},
+     "every item must be a dict with exactly the key query, a non-blank string"),
     # The play without become (here: as nobody): said plainly, not "not reachable" or "Permission denied".
     *[(role, {"ansible_user": "nobody", "ansible_remote_tmp": "/tmp/contract-nobody",
               **({"sqlite_databasebackup_paths": [VARS["contract_test_sqlite_path"]]} if role == "sqlite" else {})},
@@ -298,6 +316,32 @@ def test_globals_restore_onto_a_live_cluster():
     finally:
         box.ok(psql, b"DROP DATABASE IF EXISTS contract_owned; DROP ROLE IF EXISTS contract_owner;"
                      b"DROP ROLE IF EXISTS contract_extra;")
+
+
+def test_postgresql_globals_drill():
+    """The globals request's drill: roles restored into a scratch cluster (a check sees them there), a cut dump
+    fails, the live cluster's roles are as they were."""
+    box = Box("contract-debian13")
+    helper = "/usr/local/libexec/selfhost-backup/postgresql-databasebackup"
+    psql = "cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres"
+    box.ok(psql, b"CREATE ROLE contract_drill NOLOGIN CONNECTION LIMIT 4;")
+    try:
+        dump = box.run(f"cd / && runuser -u postgres -- {helper} dump globals")
+        assert dump.returncode == 0, dump.stderr.decode()
+        box.ok(psql, b"DROP ROLE contract_drill;")
+        roles = box.ok(psql, b"SELECT rolname FROM pg_roles ORDER BY 1;")
+        scratch = _scratch(box)
+        check = "SELECT rolconnlimit = 4 FROM pg_roles WHERE rolname = 'contract_drill'"
+        result = box.run(f"cd / && runuser -u postgres -- {helper} drill --check postgres {shlex.quote(check)} globals",
+                         stdin=dump.stdout)
+        assert result.returncode == 0, result.stderr.decode()
+        assert f"drill check passed in database postgres: {check}" in result.stderr.decode()
+        cut = box.run(f"cd / && runuser -u postgres -- {helper} drill globals", stdin=dump.stdout[:-60])
+        assert cut.returncode != 0 and "the dump is incomplete" in cut.stderr.decode(), cut.stderr.decode()
+        assert box.ok(psql, b"SELECT rolname FROM pg_roles ORDER BY 1;") == roles  # not restored in the live cluster
+        assert _scratch(box) == scratch
+    finally:
+        box.ok(psql, b"DROP ROLE IF EXISTS contract_drill;")
 
 
 def test_mariadb_with_a_password_in_an_option_file():
@@ -560,3 +604,109 @@ def test_mariadb_restore_never_waits_without_end_and_says_partially_restored():
     assert dialect.read(box) == expected(SMALL_1)  # fixture came before the failure
     result = box.run(as_user(request, request["restore_cmd"]), stdin=dump.stdout)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
+
+
+# Restore drills (issue 17): each request's drill_cmd restores a dump into a scratch copy of its own, runs the
+# checks there and removes the copy. Compared around each drill: the live database's values, its databases, and
+# what /tmp and the process table hold (the scratch directory, its socket, its server).
+DRILL_QUERIES = {"pg_cluster": VARS["contract_test_drill_checks"]["postgresql"],
+                 "pg_db": VARS["contract_test_drill_checks"]["postgresql"],
+                 "mariadb": VARS["contract_test_drill_checks"]["mariadb"],
+                 "sqlite": VARS["contract_test_drill_checks"]["sqlite"]}
+# The live server's list of databases, where there is one.
+LIVE_DATABASES = {"pg_cluster": f"{PSQL} postgres -c 'SELECT datname FROM pg_database ORDER BY 1'",
+                  "pg_db": f"{PSQL} postgres -c 'SELECT datname FROM pg_database ORDER BY 1'",
+                  "mariadb": "mariadb --batch --skip-column-names -e 'SHOW DATABASES'",
+                  "sqlite": "true"}
+
+
+def _scratch(box: Box) -> str:
+    """What a drill may leave: entries of /tmp (its directory, a socket, a restore's work file), and processes
+    that belong to a drill (its server's data directory is in the scratch directory)."""
+    return box.ok("ls -A /tmp; ps -eo pid=,args= | grep -e selfhost-backup-drill -e 'mariadbd --no-defaults' "
+                   "| grep -v -e grep -e 'ps -eo' || true")
+
+
+def _live(box: Box, dialect: Dialect, instance: str) -> tuple:
+    return dialect.read(box), box.ok(LIVE_DATABASES[instance])
+
+
+def _drill(box: Box, request: dict, dump: bytes, command: str | None = None) -> tuple[int, str]:
+    result = box.run(as_user(request, command or request["drill_cmd"]), stdin=dump, timeout=600)
+    return result.returncode, " ".join(result.stderr.decode().split())
+
+
+@pytest.mark.parametrize("release, instance", sorted({case[:2] for case in CASES}), ids=lambda value: value)
+def test_drill_restores_into_a_scratch_copy_and_fails_on_a_cut_dump_or_a_false_check(release: str, instance: str):
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS[instance]
+    request = request_of(box, instance)
+    query = " ".join(DRILL_QUERIES[instance].split())
+    dialect.write(box, STATE_1)
+    state_1 = box.run(as_user(request, request["backup_cmd"]))
+    assert state_1.returncode == 0, state_1.stderr.decode()
+    dialect.write(box, STATE_2)
+    state_2 = box.run(as_user(request, request["backup_cmd"]))
+    assert state_2.returncode == 0, state_2.stderr.decode()
+    # Something else in the live database, so a drill that went there would show.
+    dialect.write(box, SMALL_1)
+    live = _live(box, dialect, instance)
+    scratch = _scratch(box)
+
+    # State 1 restores, and the role's check (row 5 is there) passes.
+    rc, stderr = _drill(box, request, state_1.stdout)
+    assert rc == 0, stderr
+    assert f"drill check passed{' in database fixture' if instance != 'sqlite' else ''}: {query}" in stderr, stderr
+    assert "drill passed: " in stderr
+    assert _live(box, dialect, instance) == live
+    assert _scratch(box) == scratch
+
+    # State 2 restores too, but its row 5 is gone: the check fails the drill, named.
+    rc, stderr = _drill(box, request, state_2.stdout)
+    assert rc != 0, stderr
+    assert f"returned '{'f' if instance.startswith('pg') else '0'}', not true: {query}" in stderr, stderr
+    assert _live(box, dialect, instance) == live
+    assert _scratch(box) == scratch
+
+    # A cut dump fails, whatever the checks.
+    dump = state_1.stdout
+    for cut in (len(dump) // 2, len(dump) - 40):
+        rc, stderr = _drill(box, request, dump[:cut])
+        assert rc != 0, (cut, stderr)
+        assert "drill failed: the dump" in stderr, (cut, stderr)
+        assert "drill check passed" not in stderr
+        assert _live(box, dialect, instance) == live
+        assert _scratch(box) == scratch
+
+
+@pytest.mark.parametrize("instance", ["pg_cluster", "mariadb", "sqlite"])
+def test_drill_stopped_midway_removes_its_scratch_copy(instance: str):
+    """TERM to the drill's process group (as systemd stops a unit) while it waits for the rest of the dump: its
+    server stops and its directory goes, the live database is as it was."""
+    box = Box("contract-debian13")
+    dialect = DIALECTS[instance]
+    request = request_of(box, instance)
+    dialect.write(box, SMALL_2)
+    dump = box.run(as_user(request, request["backup_cmd"]))
+    assert dump.returncode == 0
+    live = _live(box, dialect, instance)
+    scratch = _scratch(box)
+    half = len(dump.stdout) // 2
+    # The drill reads half the dump and then waits for more, in a session of its own.
+    box.ok(f"head -c {half} > /root/drill-half.sql", stdin=dump.stdout)
+    # setpriv, as a provider's unit runs it: runuser would SIGKILL the helper 2 s after a TERM.
+    user = request["user"]
+    pipeline = (f"cd / && (cat /root/drill-half.sql; sleep 600) | setpriv --reuid={user} --regid=$(id -g {user}) "
+                f"--init-groups sh -c {shlex.quote(request['drill_cmd'])}")
+    box.ok(f"setsid bash -c {shlex.quote(pipeline)} </dev/null >/root/drill.out 2>&1 & echo $! >/root/drill.pid")
+    try:
+        # Its scratch directory, and the process of its server, are there.
+        wanted = {"sqlite": "ls /tmp | grep -q '^selfhost-backup-drill[.]'",
+                  "pg_cluster": "ps -eo args= | grep -q '^postgres -D /tmp/selfhost-backup-drill[.]'",
+                  "mariadb": "ps -eo args= | grep -q 'mariadbd --no-defaults .*/tmp/selfhost-backup-drill[.]'"}[instance]
+        box.ok(f"for i in $(seq 1 120); do {wanted} && exit 0; sleep 0.5; done; exit 1")
+    finally:
+        box.run("kill -TERM -- -\"$(ps -o pgid= -p \"$(cat /root/drill.pid)\" | tr -d ' ')\"")
+    box.ok("for i in $(seq 1 120); do kill -0 \"$(cat /root/drill.pid)\" 2>/dev/null || exit 0; sleep 0.5; done; exit 1")
+    assert _scratch(box) == scratch, box.ok("cat /root/drill.out")
+    assert _live(box, dialect, instance) == live

@@ -41,6 +41,9 @@ def violations_of(document, name=None):
     (request(backup_name='_x.tar.gz'), {'user': 'root', 'backup_name': '_x.tar.gz', **VALID}),
     (request(backup_name='n' * 128), {'user': 'root', 'backup_name': 'n' * 128, **VALID}),
     (request(backup_cmd='pg_dumpall |\n gzip'), {'user': 'root', 'backup_name': 'dump', **request(backup_cmd='pg_dumpall |\n gzip')}),
+    # drill_cmd is optional: absent above, kept as given here.
+    (request(drill_cmd="helper drill --check db 'SELECT 1'"),
+     {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_cmd': "helper drill --check db 'SELECT 1'"}),
 ])
 def test_valid_requests_come_back_with_defaults(document, expected):
     assert _contract.validate_request(document) == expected
@@ -66,6 +69,12 @@ INVALID = [
     ('list-backup-cmd', request(backup_cmd=['pg_dump']), 'request.backup_cmd', 'type', "is not of type 'string'"),
     ('dict-restore-cmd', request(restore_cmd={'a': 1}), 'request.restore_cmd', 'type', "is not of type 'string'"),
     ('bool-restore-cmd', request(restore_cmd=True), 'request.restore_cmd', 'type', "True is not of type 'string'"),
+    ('empty-drill-cmd', request(drill_cmd=''), 'request.drill_cmd', 'pattern', "'' does not match"),
+    ('blank-drill-cmd', request(drill_cmd=' \n\t'), 'request.drill_cmd', 'pattern', 'does not match'),
+    ('null-drill-cmd', request(drill_cmd=None), 'request.drill_cmd', 'type', "None is not of type 'string'"),
+    ('list-drill-cmd', request(drill_cmd=['drill']), 'request.drill_cmd', 'type', "is not of type 'string'"),
+    ('both-drill-cmd', request(drill_cmd='a', drillCmd='b'), 'request.drillCmd', 'x-aliases',
+     "'drillCmd' and 'drill_cmd' are the same key"),
     ('name-traversal', request(backup_name='../x'), 'request.backup_name', 'pattern', f"'../x' does not match {NAME_PATTERN}"),
     ('name-hidden', request(backup_name='.hidden'), 'request.backup_name', 'pattern', "'.hidden' does not match"),
     ('name-option', request(backup_name='-x.sql'), 'request.backup_name', 'pattern', "'-x.sql' does not match"),
@@ -129,6 +138,7 @@ def test_camel_case_aliases_are_normalised():
     assert _contract.validate_request(seed) == {
         'user': 'postgres', 'backup_name': 'pg.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql',
     }
+    assert _contract.validate_request({**seed, 'drillCmd': 'drill'})['drill_cmd'] == 'drill'
 
 
 def test_defaults_come_from_the_schema():
