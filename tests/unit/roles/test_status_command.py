@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 STATUS = Path(__file__).resolve().parents[3] / 'roles' / 'provider_common' / 'files' / 'selfhost-backup'
-NOW = int(time.time())
+NOW = int(time.time())  # set again when each test starts (the fixture below)
+EARLIER = object()  # the default of a time argument: relative to NOW when the test runs
 
 # systemctl show <unit> --timestamp=unix --property=...: answers from $FAKE_UNITS/<unit>.
 FAKE_SYSTEMCTL = '#!/bin/sh\ncat "$FAKE_UNITS/$2" 2>/dev/null\n'
@@ -30,6 +31,13 @@ def restore_script(newest: str, late_after: int = 93600, rc: int = 0) -> str:
             f'echo "newest={newest} late_after={late_after}"\nexit {rc}\n')
 
 
+@pytest.fixture(autouse=True)
+def now(monkeypatch):
+    """NOW is when each test starts: the status command compares the fake times with its own clock, and a loaded
+    machine may run the suite for minutes."""
+    monkeypatch.setattr(sys.modules[__name__], 'NOW', int(time.time()))
+
+
 @pytest.fixture
 def host(tmp_path):
     for name in ('state', 'bin', 'units', 'tools'):
@@ -39,17 +47,22 @@ def host(tmp_path):
     return tmp_path
 
 
-def unit(host, name, state='inactive', result='success', started=NOW - 3600, since=None, timeout='12h'):
-    """What systemctl show says of a service: a run that started at `started` (None: never since boot), active
-    since `since` when the state is activating."""
+def unit(host, name, state='inactive', result='success', started=EARLIER, since=None, timeout='12h'):
+    """What systemctl show says of a service: a run that started at `started` (None: never since boot; by default
+    an hour ago), active since `since` when the state is activating."""
+    started = NOW - 3600 if started is EARLIER else started
     (host / 'units' / name).write_text(
         f'ActiveState={state}\nResult={result}\nExecMainStartTimestamp={"@" + str(started) if started else ""}\n'
         f'InactiveExitTimestamp={"@" + str(since or started) if (since or started) else ""}\n'
         f'TimeoutStartUSec={timeout}\n')
 
 
-def add(host, provider, instance, result='success', state='inactive', started=NOW - 3600, newest=NOW - 3500,
-        late_after=93600, script_rc=0, installed=NOW - 86400 * 30, check=None, since=None, timeout='12h'):
+def add(host, provider, instance, result='success', state='inactive', started=EARLIER, newest=EARLIER,
+        late_after=93600, script_rc=0, installed=EARLIER, check=None, since=None, timeout='12h'):
+    """An installed job; by default it ran an hour ago, made its newest snapshot 3500 s ago, installed 30 days ago."""
+    started = NOW - 3600 if started is EARLIER else started
+    newest = NOW - 3500 if newest is EARLIER else newest
+    installed = NOW - 86400 * 30 if installed is EARLIER else installed
     job = f'{provider}-backup-{instance}'
     timers = [f'{job}.timer'] + ([f'{job}-check.timer'] if check else [])
     manifest = host / 'state' / f'{job}.json'
@@ -86,7 +99,7 @@ def test_all_fine_exits_0_with_a_line_each(host):
     lines = result.stdout.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith('borg    app ') and lines[0].endswith(': OK')
-    # 3500 s before NOW, taken when this file was imported: a loaded machine may be a minute further on by now.
+    # 3500 s before NOW, taken when this test started.
     assert '(success)' in lines[1] and re.search(r'newest snapshot 5[89]m ago', lines[1]), lines[1]
 
 
@@ -162,7 +175,7 @@ def test_a_first_run_that_failed_is_not_pending(host):
 
 def test_a_run_in_its_start_hooks_shows_when_it_started(host):
     # ExecStartPre= (the ping hook) still runs: systemd has no main process start time for this run yet.
-    since = int(time.time()) - 2  # not NOW, taken at import: the line below prints the seconds since
+    since = NOW - 2
     add(host, 'restic', 'app', state='activating', started=None, since=since)
     entry = json.loads(status(host, '--json').stdout)[0]
     assert entry['running'] is True and entry['last_run'] == since and entry['running_since'] == since
@@ -172,7 +185,7 @@ def test_a_run_in_its_start_hooks_shows_when_it_started(host):
 
 def test_a_running_backup_is_running_not_a_problem(host):
     # Its first run, five minutes in: neither pending nor late.
-    started = int(time.time()) - 300  # not NOW, taken at import: the text below says how long it has run
+    started = NOW - 300
     add(host, 'restic', 'first', state='activating', started=started, newest=None, installed=started - 300)
     add(host, 'borg', 'nightly', state='deactivating', started=started + 180)
     result = status(host, '--json')
@@ -187,19 +200,20 @@ def test_a_running_backup_is_running_not_a_problem(host):
     assert lines[0].endswith(': RUNNING')
 
 
-@pytest.mark.parametrize('timeout, started, late_after, too_long', [
-    ('12h', NOW - 43300, 93600, True),  # past its TimeoutStartSec=: systemd could not end it
-    ('12h', NOW - 43000, 93600, False),
-    ('1min 30s', NOW - 100, 93600, True),
-    ('1d 2h', NOW - 93700, 93600, True),
-    ('1d 2h', NOW - 93500, 93600, False),
+@pytest.mark.parametrize('timeout, ago, late_after, too_long', [
+    ('12h', 43300, 93600, True),  # past its TimeoutStartSec=: systemd could not end it
+    ('12h', 43000, 93600, False),
+    ('1min 30s', 100, 93600, True),
+    ('1d 2h', 93700, 93600, True),
+    ('1d 2h', 93500, 93600, False),
     # Without a timeout (units from before limits.timeout had a default): late_after is the expected duration.
-    ('infinity', NOW - 3700, 3600, True),
-    ('infinity', NOW - 3500, 3600, False),
+    ('infinity', 3700, 3600, True),
+    ('infinity', 3500, 3600, False),
 ], ids=['past-12h', 'within-12h', 'past-90s', 'past-1d2h', 'within-1d2h', 'no-timeout-past-late-after',
         'no-timeout-within-late-after'])
-def test_a_run_active_after_its_expected_duration_is_a_problem(host, timeout, started, late_after, too_long):
-    add(host, 'restic', 'stuck', state='activating', started=started, newest=NOW - 60, late_after=late_after,
+def test_a_run_active_after_its_expected_duration_is_a_problem(host, timeout, ago, late_after, too_long):
+    # ago: how long the run has been active (seconds before NOW, when the test starts)
+    add(host, 'restic', 'stuck', state='activating', started=NOW - ago, newest=NOW - 60, late_after=late_after,
         timeout=timeout)
     result = status(host, '--json')
     entry = json.loads(result.stdout)[0]
