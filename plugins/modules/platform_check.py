@@ -13,7 +13,8 @@ description:
   - The first task of every role of this collection. It reads the host's facts (C(ansible_facts)) and fails,
     before anything changes, unless the host runs Debian 12 (bookworm) or Debian 13 (trixie).
   - The message names the OS found (distribution, version, os family, package manager) and the supported ones.
-  - An untested apt-based system (os family C(Debian) with the package manager C(apt), for example Ubuntu LTS or an
+  - >-
+    An untested apt-based system (os family C(Debian) with the package manager C(apt), for example Ubuntu LTS or an
     older Debian) passes with a warning when O(allow_untested=true). Any other system is refused even then: the
     roles install their packages with apt.
   - When the play did not gather facts, it gathers the minimal subset (C(gather_subset=!all,min)) itself, which
