@@ -11,7 +11,6 @@ The tests run in file order: the platform ones first, on a host no role of the c
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -42,9 +41,9 @@ ID_LIKE=debian
 """
 
 
-def sh(command: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", "exec", HOST, "bash", "-o", "pipefail", "-c", command],
-                            capture_output=True, text=True, timeout=900, check=False)
+def sh(command: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", "exec", "-i", HOST, "bash", "-o", "pipefail", "-c", command],
+                            input=stdin, capture_output=True, text=True, timeout=900, check=False)
     if check:
         assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
     return result
@@ -73,7 +72,7 @@ def os_release_fixture():
     """Rewrite /etc/os-release (a link to /usr/lib/os-release on Debian) for one test; put the link back after."""
 
     def rewrite(content: str) -> None:
-        sh(f"rm /etc/os-release && printf %s {json.dumps(content)} > /etc/os-release")
+        sh("rm /etc/os-release && cat > /etc/os-release", stdin=content)
 
     try:
         yield rewrite
