@@ -161,9 +161,15 @@ def test_site_with_tags_restic_converges_restic_and_runs_nothing_of_borg():
     assert "1 snapshots" in sh("restic-restore-postgres snapshots").stdout
 
 
+def restic_state() -> str:
+    """restic's units, restore script and secrets, with their contents and times."""
+    return sh("find /etc/systemd/system /usr/local/bin /etc/selfhost-backup/restic -name 'restic*' "
+              "-printf '%p %m %u %T@\\n' | sort; sha256sum /etc/systemd/system/restic-* "
+              "/usr/local/bin/restic-restore-postgres /etc/selfhost-backup/restic/*/*").stdout
+
+
 def test_site_with_tags_borg_converges_borg_and_runs_nothing_of_restic():
-    restic_before = sh("sha256sum /etc/systemd/system/restic-* /usr/local/bin/restic-restore-postgres; "
-                       "ls -la --time-style=full-iso /etc/systemd/system/restic-* /etc/selfhost-backup/restic").stdout
+    restic_before = restic_state()
     code, output = playbook(SITE, "--tags", "borg")
     assert code == 0, output
     tasks = task_lines(output)
@@ -174,9 +180,7 @@ def test_site_with_tags_borg_converges_borg_and_runs_nothing_of_restic():
         assert name in installed, installed
     sh("systemctl start --wait borg-backup-postgres.service")
     assert len(sh("borg-restore-postgres snapshots").stdout.strip().splitlines()) == 1
-    assert sh("sha256sum /etc/systemd/system/restic-* /usr/local/bin/restic-restore-postgres; "
-              "ls -la --time-style=full-iso /etc/systemd/system/restic-* /etc/selfhost-backup/restic"
-              ).stdout == restic_before
+    assert restic_state() == restic_before
 
 
 def test_site_with_tags_postgresql_runs_the_requester_alone_and_the_whole_site_changes_nothing_more():
