@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _platform
 
@@ -80,3 +83,28 @@ def test_debian_testing_without_a_version_is_untested_and_missing_facts_read_unk
 
 def test_a_distribution_named_like_debian_in_another_case_is_not_debian():
     assert _platform.verdict(dict(DEBIAN13, distribution='debian'), False).allowed is False
+
+
+ROOT = Path(__file__).resolve().parents[4]
+ROLES = sorted(path.name for path in (ROOT / 'roles').iterdir() if (path / 'meta' / 'main.yml').is_file())
+PUBLIC_ROLES = ['borg', 'mariadb', 'postgresql', 'restic', 'sqlite']
+
+
+@pytest.mark.parametrize('role', ROLES)
+def test_every_role_s_galaxy_platforms_are_the_supported_ones(role):
+    meta = yaml.safe_load((ROOT / 'roles' / role / 'meta' / 'main.yml').read_text())
+    assert meta['galaxy_info']['platforms'] == [{'name': 'Debian', 'versions': list(_platform.SUPPORTED.values())}]
+
+
+@pytest.mark.parametrize('role', PUBLIC_ROLES)
+def test_every_role_documents_the_variable_with_the_default_false(role):
+    defaults = yaml.safe_load((ROOT / 'roles' / role / 'defaults' / 'main.yml').read_text())
+    assert defaults[_platform.VARIABLE] is False
+    spec = yaml.safe_load((ROOT / 'roles' / role / 'meta' / 'argument_specs.yml').read_text())
+    option = spec['argument_specs']['main']['options'][_platform.VARIABLE]
+    assert option['type'] == 'bool' and option['default'] is False
+    assert _platform.VARIABLE in (ROOT / 'roles' / role / 'README.md').read_text()
+
+
+def test_the_public_roles_are_every_role_but_the_private_ones():
+    assert sorted(set(ROLES) - set(PUBLIC_ROLES)) == ['provider_common', 'requester_common']
