@@ -85,6 +85,8 @@ def task_lines(output: str) -> list[str]:
 
 
 ROLES = ["postgresql", "mariadb", "sqlite", "restic", "borg"]
+DESCRIPTIONS = {role: yaml.safe_load((COLLECTION / "roles" / role / "meta" / "argument_specs.yml").read_text())[
+    "argument_specs"]["main"]["short_description"] for role in ROLES}
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -98,8 +100,9 @@ def test_a_host_without_apt_is_refused_by_every_role_before_any_change(os_releas
     assert f"{SUPPORTED} Fedora Linux 41 (os family" in output, output
     assert "Nothing was changed. The roles need an apt-based system" in output, output
     assert "changed=0" in output, output
-    # The check is the role's first task: no other task of the role ran.
+    # The check is the role's first task: no other task of the role ran (after Ansible's own argument check).
     assert [name for name in task_lines(output) if name.startswith(f"selfhost.backup.{role} :")] == [
+        f"selfhost.backup.{role} : Validating arguments against arg spec 'main' - {DESCRIPTIONS[role]}",
         f"selfhost.backup.{role} : Fail unless the host runs a supported platform (Debian 12 or 13), before anything "
         "else"], output
     assert host_state() == before
