@@ -624,7 +624,7 @@ def _scratch(box: Box) -> str:
     """What a drill may leave: entries of /tmp (its directory, a socket, a restore's work file), and processes
     that belong to a drill (its server's data directory is in the scratch directory)."""
     return box.ok("ls -A /tmp; ps -eo pid=,args= | grep -e selfhost-backup-drill -e 'mariadbd --no-defaults' "
-                   "| grep -v -e grep -e 'ps -eo' || true")
+                  "| grep -v -e grep -e 'ps -eo' || true")
 
 
 def _live(box: Box, dialect: Dialect, instance: str) -> tuple:
