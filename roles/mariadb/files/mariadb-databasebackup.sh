@@ -350,7 +350,7 @@ main() {
     drill)
       shift
       while [ "${1:-}" = --check ]; do
-        [ "$#" -ge 3 ] && [ -n "$2" ] && [ -n "$3" ] || { usage >&2; exit 2; }
+        if [ "$#" -lt 3 ] || [ -z "$2" ] || [ -z "$3" ]; then usage >&2; exit 2; fi
         checks+=("$2" "$3")
         shift 3
       done

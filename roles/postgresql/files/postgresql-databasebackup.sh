@@ -363,7 +363,7 @@ main() {
     drilling=1
     shift
     while [ "${1:-}" = --check ]; do
-      [ "$#" -ge 3 ] && [ -n "$2" ] && [ -n "$3" ] || { usage >&2; exit 2; }
+      if [ "$#" -lt 3 ] || [ -z "$2" ] || [ -z "$3" ]; then usage >&2; exit 2; fi
       checks+=("$2" "$3")
       shift 3
     done

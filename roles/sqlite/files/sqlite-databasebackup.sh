@@ -115,7 +115,7 @@ main() {
     shift
     while [ "$#" -gt 0 ]; do
       case "$1" in
-        --check) [ "$#" -ge 2 ] && [ -n "$2" ] || { usage >&2; exit 2; }; checks+=("$2"); shift 2 ;;
+        --check) if [ "$#" -lt 2 ] || [ -z "$2" ]; then usage >&2; exit 2; fi; checks+=("$2"); shift 2 ;;
         *) usage >&2; exit 2 ;;
       esac
     done

@@ -112,7 +112,7 @@ def test_sqlite_drill_killed_removes_its_scratch_copy(sqlite_world):
     assert process.stdin is not None
     process.stdin.write(dump[:len(dump) // 2])
     process.stdin.flush()
-    for _ in range(100):
+    for dummy in range(100):
         if leftovers(scratch):
             break
         time.sleep(0.05)
@@ -165,7 +165,7 @@ def pg_world():
     env = {'PGHOST': str(world), 'PGPORT': '5499', 'PATH': f'{bindir}:{os.environ["PATH"]}', 'TMPDIR': str(world / 'tmp')}
     as_pg_user('mkdir', str(world / 'tmp'))
     try:
-        for _ in range(100):
+        for dummy in range(100):
             if as_pg_user('pg_isready', '-q', '-d', 'postgres', env=env, check=False).returncode == 0:
                 break
             time.sleep(0.1)
@@ -268,7 +268,7 @@ def test_postgresql_drill_killed_stops_its_server_and_removes_the_scratch_cluste
     dump = dumps['cluster']
     process.stdin.write(dump[:len(dump) // 2])
     process.stdin.flush()
-    for _ in range(300):  # the scratch server is up
+    for dummy in range(300):  # the scratch server is up
         if any('postgres -D' in line for line in pg_leftovers(pg_world)):
             break
         time.sleep(0.1)
