@@ -105,6 +105,9 @@ def run(world, path, *args, unit=True, **env_changes):
     if unit:
         (world / 'cache').mkdir(exist_ok=True)  # systemd creates the CacheDirectory= of the unit
         env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
+    else:
+        # By hand the job's cache is /var/cache/<job>: the test's own instead, which the instance lock makes.
+        env['CACHE_DIRECTORY'] = str(world / 'hand-cache')
     env.update(env_changes)
     return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL, check=False)

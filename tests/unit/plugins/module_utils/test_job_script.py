@@ -37,6 +37,7 @@ provider_exec() { :; }
 readonly EXEC_EXAMPLE=info
 provider_has_snapshot() { :; }
 provider_dump() { :; }
+provider_dump_size() { :; }
 provider_newest_json() { :; }
 provider_snapshot_count() { :; }
 provider_retention() { :; }

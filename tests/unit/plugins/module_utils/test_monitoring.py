@@ -35,6 +35,7 @@ provider_exec() { :; }
 readonly EXEC_EXAMPLE=stats
 provider_has_snapshot() { :; }
 provider_dump() { :; }
+provider_dump_size() { :; }
 provider_newest_json() { :; }
 provider_retention() { :; }
 provider_snapshot_count() { echo 7; }

@@ -106,6 +106,9 @@ def run(world, path, *args, unit=True, **extra_env):
            **extra_env}
     if unit:
         env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
+    else:
+        # By hand the job's cache is /var/cache/<job>: the test's own instead, which the instance lock makes.
+        env.setdefault('CACHE_DIRECTORY', str(world / 'hand-cache'))
     return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL, check=False)
 
@@ -129,7 +132,7 @@ def test_backup_then_restore_round_trip(world, version):
         assert restored.returncode == 0, restored.stderr
         assert (world / 'restored').read_text() == 'dump-data'
         dump_line = next(line for line in log(world) if ' dump ' in line)
-        assert '--no-cache' in dump_line and '--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest' in dump_line
+        assert f'--cache-dir {world / "hand-cache"}' in dump_line and '--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest' in dump_line
         assert dump_line.endswith('|pw=pw-secret|repo=/srv/repo')
         assert 'pw-secret' not in dump_line.split('|')[0]
 
@@ -329,11 +332,13 @@ def test_a_restore_by_hand_uses_the_units_cache_once_it_exists(world):
     assert restored.returncode == 0, restored.stderr
     assert f"--cache-dir {world / 'cache'} --quiet dump" in steps_run(world)[-1]
     assert (world / 'restored').read_text() == 'dump-data'
-    # No cache yet (no unit ran on this host): none is made by hand.
+    # No cache yet (no unit ran on this host): the instance lock makes it as systemd would, the request's user's
+    # and private, and restic uses it.
     restored = run(world, path, 'restore', 'latest', unit=False, CACHE_DIRECTORY=str(world / 'no-cache-yet'))
     assert restored.returncode == 0, restored.stderr
-    assert '--no-cache --quiet dump' in steps_run(world)[-1]
-    assert not (world / 'no-cache-yet').exists()
+    assert f"--cache-dir {world / 'no-cache-yet'} --quiet dump" in steps_run(world)[-1]
+    made = os.stat(world / 'no-cache-yet')
+    assert (made.st_uid, oct(made.st_mode & 0o7777)) == (os.getuid(), '0o700')
 
 
 @pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
