@@ -350,7 +350,11 @@ lock_holder() {
   id="$(printf '%02x:%02x:%s' $(((dev >> 8) & 0xfff)) $(((dev & 0xff) | ((dev >> 12) & 0xfff00))) "$inode")"
   pid="$(awk -v id="$id" '$2 == "FLOCK" && $6 == id { print $5; exit }' /proc/locks 2>/dev/null)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-  command="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || command=''
+  command="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || command=''
+  if [ -z "$command" ]; then
+    printf 'pid %s, which is gone (a process it started still holds the lock)\n' "$pid"
+    return 0
+  fi
   # flock -o -E 75 -w N <directory> /bin/bash <script> <subcommand> ...: the script and what it runs.
   command="${command#*" $JOB_CACHE /bin/bash "}"
   unit="$(sed -n 's|^0::.*/\([^/]*\.service\)$|\1|p' "/proc/$pid/cgroup" 2>/dev/null)" || unit=''
