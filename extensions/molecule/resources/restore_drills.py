@@ -14,8 +14,7 @@ import shlex
 from drills import Tool, backup_ok, flags, now, read, snapshots, wait_for, wait_until_inactive, write
 from failure_paths import last_run_log
 from job_checks import UNIT_DIR
-from provider_checks import (metrics_of, notified_path, ping_check, pings_seen, server_host, status_of,
-                             wait_for_pings)
+from provider_checks import metrics_of, ping_check, pings_seen, server_host, status_of, wait_for_pings
 from repository_guards import variant
 
 __all__ = [

@@ -74,8 +74,8 @@ def test_instances_whose_units_collide_are_named_both():
         'restic-backup-web-check.timer; rename one (a name ending in -check, -notify collides with the extra jobs '
         'of another instance) (rule: unique units)',
         "restic_instances: instances 'web' and 'web-notify' would both own restic-backup-web-notify.service, "
-        'restic-backup-web-notify.timer, restic-drill-web-notify.service, restic-drill-web-notify.timer; rename one (a name ending in -check, -notify collides with the extra jobs '
-        'of another instance) (rule: unique units)',
+        'restic-backup-web-notify.timer, restic-drill-web-notify.service, restic-drill-web-notify.timer; rename one '
+        '(a name ending in -check, -notify collides with the extra jobs of another instance) (rule: unique units)',
     ]
 
 
