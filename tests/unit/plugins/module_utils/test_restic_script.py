@@ -67,7 +67,8 @@ case "$args" in
   *" dump "*)
     # FAKE_DUMP_CUT: the repository fails after that many bytes (a pack that cannot be read).
     if [ -n "${FAKE_DUMP_CUT:-}" ]; then head -c "$FAKE_DUMP_CUT" "$store/data"; echo "Fatal: pack 0123abcd: unexpected EOF" >&2; exit 1; fi
-    cat "$store/data" ;;
+    # A reader that left makes cat (and restic, which writes its stdout) die of SIGPIPE: its status is restic's.
+    cat "$store/data" || exit "$?" ;;
   *" ls --json "*)
     printf '{"time":"2026-01-01T00:00:00Z","id":"1111aaaa","struct_type":"snapshot"}\n'
     printf '{"name":"db.sql","type":"file","path":"/db.sql","uid":0,"size":%s,"struct_type":"node"}\n' "$(wc -c <"$store/data")" ;;
