@@ -47,3 +47,9 @@ def test_the_test_machinery_is_in_contributing_not_in_the_readme():
     contributing = (ROOT / 'CONTRIBUTING.md').read_text()
     for word in ('molecule', 'make test', 'make lint', 'make sanity'):
         assert word in contributing, word
+
+
+def test_the_readme_gives_the_two_commands_demo_and_tests():
+    # What a user runs on a fresh machine; CI runs the README's test command (.ci/run).
+    assert 'Run the tests with `make test`' in README and '`make demo`' in README
+    assert 'make test' in (ROOT / '.ci' / 'run').read_text()
