@@ -325,6 +325,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
                'BORG_EXIT_CODES=legacy: a warning (exit 1) of create/prune/compact counts as success.',),
     )
     timer = _job_options.job_options_from_settings(spec, settings, local_path, commands.check is not None)
+    drill = _job_options.drill_job_options(spec, settings, local_path)
     secret_files = secrets.files + tuple(_monitoring.monitoring_secret_files(layout, settings))
-    return BorgJob(layout=layout, timer=timer, secret_files=secret_files, credentials=credentials,
+    return BorgJob(layout=layout, timer=timer, drill=drill, secret_files=secret_files, credentials=credentials,
                    local_path=local_path, ssh_key=ssh_key, known_hosts=known_hosts, serve_path=serve_path)

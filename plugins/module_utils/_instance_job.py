@@ -16,11 +16,13 @@ from ansible_collections.selfhost.backup.plugins.module_utils import _layout
 
 @dataclasses.dataclass(frozen=True)
 class InstanceJob:
-    """What every provider plans for one instance: backup_jobs options (no secret), the secret files the role
-    writes root-only, the credentials the units load, and the local repository to create (if any)."""
+    """What every provider plans for one instance: backup_jobs options (no secret) of its backup and, when its
+    drill is enabled, of its restore drill, the secret files the role writes root-only, the credentials the units
+    load, and the local repository to create (if any)."""
 
     layout: _layout.Layout
     timer: dict[str, t.Any]
+    drill: dict[str, t.Any] | None
     secret_files: tuple[tuple[str, str], ...]
     credentials: dict[str, str]
     local_path: str | None

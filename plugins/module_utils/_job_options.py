@@ -41,6 +41,65 @@ def job_options_from_settings(spec: _job_script.ScriptSpec, settings: t.Mapping[
     )
 
 
+def drill_job_options(spec: _job_script.ScriptSpec, settings: t.Mapping[str, t.Any],
+                      local_path: str | None) -> dict[str, t.Any] | None:
+    """The restore drill's job (``settings.drill``), or None when it is not enabled.
+
+    Its own service and timer, run as the request's user like the backup, with the backup's Nice= and I/O class
+    and its hardening (a private /tmp for the scratch copy). It shares the backup's CacheDirectory=: the tool's
+    cache, borg's home and the instance lock job.sh takes (a drill never runs beside a backup or a restore). It
+    may write the local repository (the tools' repository locks) but not the backup's writable_paths: the drill
+    never touches the live database. No restore script: the backup job installs it.
+    """
+    drill, limits = settings['drill'], settings['limits']
+    if not drill['enabled']:
+        return None
+    layout = spec.layout
+    options: dict[str, t.Any] = {
+        'name': layout.drill_job_name,
+        'state': 'present',
+        'description': f'{layout.provider} restore drill of instance {layout.instance}',
+        'user': spec.user,
+        'exec_start': [['/bin/bash', layout.script_path, 'drill', 'latest']],
+        'environment': {},
+        'credentials': dict(spec.credentials),
+        'cache_directory': layout.job_name,
+        'read_write_paths': [local_path] if local_path else [],
+        'on_calendar': drill['on_calendar'],
+        'randomized_delay_sec': drill['randomized_delay_sec'],
+        'persistent': settings['schedule']['persistent'],
+        'extra_jobs': [],
+        'timeout_sec': drill['timeout'],
+    }
+    # Only a finish hook: the drill's metrics and a failed drill's ping. Nothing to reset before it, and no /start
+    # ping: the monitor's check follows the backups.
+    options.update(_run_options(spec, None, 'drill-finished', limits.get('nice'), limits.get('ionice_class'),
+                                [] if local_path else ['network-online.target']))
+    return options
+
+
+def _run_options(spec: _job_script.ScriptSpec, started: str | None, finished: str, nice: int | None,
+                 io_scheduling_class: str | None, wants: t.Sequence[str]) -> dict[str, t.Any]:
+    """What the backup and the drill jobs share: the root hooks (metrics, pings), the failure notification,
+    scheduling, and the network a remote repository needs."""
+    layout = spec.layout
+    options: dict[str, t.Any] = {'wants': list(wants), 'after': list(wants)}
+    if spec.monitoring.has_hooks:
+        options['hooks'] = {'finish': [['/bin/bash', layout.script_path, finished]]}
+        if started:
+            options['hooks']['start'] = [['/bin/bash', layout.script_path, started]]
+    if spec.monitoring.notify_cmd:
+        options['on_failure'] = {
+            'description': f'Failure notification of {layout.provider} instance {layout.instance}',
+            'exec_start': [['/bin/bash', layout.script_path, 'notify']],
+        }
+    if nice is not None:
+        options['nice'] = nice
+    if io_scheduling_class is not None:
+        options['io_scheduling_class'] = io_scheduling_class
+    return options
+
+
 def job_options(spec: _job_script.ScriptSpec, schedule: Schedule, *, read_write_paths: t.Sequence[str] = (),
                 extra_jobs: t.Sequence[tuple[str, str]] = (), nice: int | None = None,
                 io_scheduling_class: str | None = None, wants: t.Sequence[str] = (),
@@ -61,8 +120,6 @@ def job_options(spec: _job_script.ScriptSpec, schedule: Schedule, *, read_write_
         'credentials': dict(spec.credentials),
         'cache_directory': layout.job_name,
         'read_write_paths': list(read_write_paths),
-        'wants': list(wants),
-        'after': list(wants),
         'on_calendar': schedule.on_calendar,
         'randomized_delay_sec': schedule.randomized_delay_sec,
         'persistent': schedule.persistent,
@@ -73,18 +130,7 @@ def job_options(spec: _job_script.ScriptSpec, schedule: Schedule, *, read_write_
             for name, calendar in extra_jobs
         ],
     }
-    if spec.monitoring.has_hooks:
-        options['hooks'] = {'start': [['/bin/bash', layout.script_path, 'started']],
-                            'finish': [['/bin/bash', layout.script_path, 'finished']]}
-    if spec.monitoring.notify_cmd:
-        options['on_failure'] = {
-            'description': f'Failure notification of {layout.provider} instance {layout.instance}',
-            'exec_start': [['/bin/bash', layout.script_path, 'notify']],
-        }
-    if nice is not None:
-        options['nice'] = nice
-    if io_scheduling_class is not None:
-        options['io_scheduling_class'] = io_scheduling_class
+    options.update(_run_options(spec, 'started', 'finished', nice, io_scheduling_class, wants))
     if timeout_sec is not None:
         options['timeout_sec'] = timeout_sec
     return options

@@ -26,6 +26,7 @@ JOB_DATA = (
     'PROVIDER', 'SCRIPT', 'INSTANCE', 'BACKUP_SERVICE', 'JOB_NAME', 'JOB_USER', 'BACKUP_NAME', 'BACKUP_CMD',
     'RESTORE_CMD', 'STOP_UNITS', 'ENV_SECRETS', 'SECRET_FILES', 'SNAPSHOT_PATTERN', 'SNAPSHOT_WORD', 'MAINTENANCE',
     'NOTES', 'NOTIFY_CMD', 'LATE_AFTER', 'METRICS_FILE', 'PING_URL_FILE', 'PING_TIMEOUT', 'PING_RETRIES', 'LIBRARY',
+    'DRILL_CMD', 'DRILL_SERVICE', 'LOCK_WAIT',
 )
 
 
@@ -48,19 +49,24 @@ class ScriptSpec:
     notes: tuple[str, ...] = ()
     monitoring: _monitoring.Monitoring = _monitoring.Monitoring()
     library: str = _job_data.LIBRARY
+    drill_cmd: str = ''  # the request's drill_cmd ('' without one: the drill subcommand refuses to run)
+    lock_wait: int = 300  # seconds a backup, restore or drill waits for the instance lock another one holds
 
 
 def instance_spec(layout: _layout.Layout, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any],
                   credentials: dict[str, str], provider_data: tuple[tuple[str, _job_data.Value], ...],
                   **provider_parts: t.Any) -> ScriptSpec:
-    """The script of one instance from what every provider takes the same way (the request, the restore's stop
-    units, the monitoring settings), and the provider's own parts: its credentials, command lines and words."""
+    """The script of one instance from what every provider takes the same way (the request with its drill_cmd,
+    the restore's stop units, the monitoring settings, the lock wait), and the provider's own parts: its
+    credentials, command lines and words."""
     return ScriptSpec(
         layout=layout,
         user=request['user'],
         backup_name=request['backup_name'],
         backup_cmd=request['backup_cmd'],
         restore_cmd=request['restore_cmd'],
+        drill_cmd=request.get('drill_cmd') or '',
+        lock_wait=settings['lock_wait'],
         credentials=credentials,
         stop_units=stop_units(settings),
         monitoring=_monitoring.monitoring(layout, settings),
@@ -69,7 +75,8 @@ def instance_spec(layout: _layout.Layout, request: t.Mapping[str, t.Any], settin
     )
 
 
-RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'dump', 'exec', 'help', 'notify', 'newest', 'started', 'finished')
+RESERVED_SUBCOMMANDS = ('snapshots', 'restore', 'dump', 'exec', 'drill', 'help', 'notify', 'newest', 'started',
+                        'finished')
 
 
 def script_data(spec: ScriptSpec) -> list[tuple[str, _job_data.Value]]:
@@ -102,6 +109,9 @@ def script_data(spec: ScriptSpec) -> list[tuple[str, _job_data.Value]]:
         ('PING_TIMEOUT', int(spec.monitoring.ping_timeout)),
         ('PING_RETRIES', int(spec.monitoring.ping_retries)),
         ('LIBRARY', spec.library),
+        ('DRILL_CMD', spec.drill_cmd),
+        ('DRILL_SERVICE', layout.drill_service),
+        ('LOCK_WAIT', int(spec.lock_wait)),
     ]
     return common + list(spec.provider_data)
 

@@ -40,6 +40,11 @@ def job_prefix(provider: str) -> str:
     return f'{provider}-backup-'
 
 
+def drill_prefix(provider: str) -> str:
+    """What the names of every restore drill job of ``provider`` start with, for backup_jobs' prune option."""
+    return f'{provider}-drill-'
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Names and paths of one instance of one provider on the host."""
@@ -58,6 +63,15 @@ class Layout:
     @property
     def backup_service(self) -> str:
         return f'{self.job_name}.service'
+
+    @property
+    def drill_job_name(self) -> str:
+        """The restore drill's job: its own service and timer, beside the backup's."""
+        return f'{drill_prefix(self.provider)}{self.instance}'
+
+    @property
+    def drill_service(self) -> str:
+        return f'{self.drill_job_name}.service'
 
     @property
     def restore_script(self) -> str:

@@ -130,6 +130,11 @@ def dump_latest_args(instance: str, host: str, backup_name: str) -> list[str]:
     return ['dump'] + scope_args(instance, host) + ['--path', path, 'latest', path]
 
 
+def ls_latest_args(instance: str, host: str, backup_name: str) -> list[str]:
+    """The newest snapshot of this instance as restic ls --json lists it: the dump's size, for the drill."""
+    return ['ls', '--json'] + scope_args(instance, host) + ['--path', stdin_path(backup_name), 'latest']
+
+
 def init_args() -> list[str]:
     return ['init']
 
@@ -167,8 +172,8 @@ class Commands:
 
 # The data restic.sh reads (its PROVIDER_DATA; a unit test keeps the two lists equal).
 DATA_NAMES = ('RESTIC', 'RESTIC_ARGS', 'RESTIC_STDIN_FROM_COMMAND', 'RESTIC_BACKUP', 'RESTIC_SNAPSHOTS',
-              'RESTIC_NEWEST', 'RESTIC_OWNED', 'RESTIC_DUMP_LATEST', 'RESTIC_DUMP_PATH', 'RESTIC_FORGET', 'RESTIC_CHECK',
-              'RESTIC_SNAPSHOT_FIELDS')
+              'RESTIC_NEWEST', 'RESTIC_OWNED', 'RESTIC_DUMP_LATEST', 'RESTIC_DUMP_PATH', 'RESTIC_LS_LATEST', 'RESTIC_FORGET',
+              'RESTIC_CHECK', 'RESTIC_SNAPSHOT_FIELDS')
 
 
 def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
@@ -186,6 +191,7 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
         ('RESTIC_OWNED', owned_snapshots_args(commands.instance, commands.host)),
         ('RESTIC_DUMP_LATEST', dump_latest_args(commands.instance, commands.host, commands.backup_name)),
         ('RESTIC_DUMP_PATH', stdin_path(commands.backup_name)),
+        ('RESTIC_LS_LATEST', ls_latest_args(commands.instance, commands.host, commands.backup_name)),
         ('RESTIC_FORGET', list(commands.retention or ())),
         ('RESTIC_CHECK', list(commands.check or ())),
         ('RESTIC_SNAPSHOT_FIELDS', list(SNAPSHOT_FIELDS)),
@@ -249,7 +255,8 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
                f'{"--stdin-from-command" if supports_stdin_from_command(commands.version) else "legacy pipe"}.',),
     )
     timer = _job_options.job_options_from_settings(spec, settings, local_path, commands.check is not None)
+    drill = _job_options.drill_job_options(spec, settings, local_path)
     env_files = {name: secrets.credentials[_secrets.env_credential(name)] for name in secrets.env_names}
     secret_files = secrets.files + tuple(_monitoring.monitoring_secret_files(layout, settings))
-    return ResticJob(layout=layout, timer=timer, secret_files=secret_files, credentials=secrets.credentials,
+    return ResticJob(layout=layout, timer=timer, drill=drill, secret_files=secret_files, credentials=secrets.credentials,
                      env_files=env_files, local_path=local_path)

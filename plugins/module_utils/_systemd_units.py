@@ -178,7 +178,9 @@ def render_service(spec: ServiceSpec) -> str:
     service = [('Type', 'oneshot'), ('User', spec.user)]
     service += _environment_settings(spec) + _credential_settings(spec)
     if spec.cache_directory is not None:
-        service.append(('CacheDirectory', quote_word(spec.cache_directory)))
+        # Private to the job's user: the jobs' lock is the directory itself (job.sh), which no other user may
+        # open, and the tools' caches are nobody else's business.
+        service += [('CacheDirectory', quote_word(spec.cache_directory)), ('CacheDirectoryMode', '0700')]
     service += [('ExecStart', render_command(argv)) for argv in spec.exec_start]
     service += _hook_settings(spec)
     service += _scheduling_settings(spec) + _hardening_settings(spec)

@@ -123,8 +123,9 @@ options:
         default: []
       cache_directory:
         description:
-          - C(CacheDirectory=) of the service, relative to C(/var/cache). systemd creates it owned by O(jobs[].user), keeps it
-            writable under O(jobs[].hardening) and sets C($CACHE_DIRECTORY).
+          - C(CacheDirectory=) of the service, relative to C(/var/cache). systemd creates it owned by O(jobs[].user), mode
+            V(0700) (C(CacheDirectoryMode=)), keeps it writable under O(jobs[].hardening) and sets C($CACHE_DIRECTORY).
+            Several jobs may share one (a provider's backup and drill jobs share the backup's cache, and with it its lock).
         type: str
       after:
         description:

@@ -117,9 +117,11 @@ class Checked(t.NamedTuple):
 
 
 def unit_names(provider: str, instance: str) -> set[str]:
-    """Every unit and script name an instance can own on a host."""
+    """Every unit and script name an instance can own on a host: its backup job, the backup's extra jobs, its
+    restore drill (enabled or not) and the drill's notification."""
     layout = _layout.Layout(provider, instance)
     jobs = [layout.job_name] + [f'{layout.job_name}-{suffix}' for suffix in JOB_SUFFIXES]
+    jobs += [layout.drill_job_name, f'{layout.drill_job_name}-notify']
     return {f'{job}.{kind}' for job in jobs for kind in UNIT_TYPES} | {layout.restore_script}
 
 
@@ -153,13 +155,22 @@ def collisions(provider: str, var: str, names: t.Iterable[str]) -> list[str]:
 def calendar_uses(var: str, name: str, settings: t.Mapping[str, t.Any]) -> dict[str, list[str]]:
     """Where an instance's settings use a systemd calendar expression: expression -> settings paths."""
     uses: dict[str, list[str]] = {}
-    for part in ('schedule', 'check'):
+    for part in ('schedule', 'check', 'drill'):
         section = settings.get(part) or {}
-        if part == 'check' and not section.get('enabled'):
+        if part in ('check', 'drill') and not section.get('enabled'):
             continue
         if isinstance(section.get('on_calendar'), str):
             uses.setdefault(section['on_calendar'], []).append(f'{var}.{name}.settings.{part}.on_calendar')
     return uses
+
+
+def drill_violations(path: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str, t.Any]) -> list[str]:
+    """An enabled drill streams the dump into the request's drill_cmd: a request without one cannot have it."""
+    if (settings.get('drill') or {}).get('enabled') and not request.get('drill_cmd'):
+        return [f'{path}.request.drill_cmd: is required while settings.drill.enabled is true (the drill streams the '
+                'dump into it); use a requester that publishes drill_cmd, or set drill.enabled: false '
+                '(rule: drill needs drill_cmd)']
+    return []
 
 
 def check_one(provider: str, var: str, name: str, value: t.Any, host: str) -> tuple[dict[str, t.Any] | None, list[str]]:
@@ -187,7 +198,7 @@ def check_one(provider: str, var: str, name: str, value: t.Any, host: str) -> tu
         violations += exc.violations
     if violations:
         return None, violations
-    violations = path_violations(path, valid_settings)
+    violations = path_violations(path, valid_settings) + drill_violations(path, valid_request, valid_settings)
     if violations:
         return None, violations
     try:

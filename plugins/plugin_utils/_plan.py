@@ -102,6 +102,14 @@ def _borg_steps(plans: t.Mapping[str, t.Any], valid: t.Mapping[str, t.Mapping[st
     return {'repository_checks': checks, 'ssh_keys': ssh_keys, 'known_hosts_files': known_hosts}
 
 
+def _result(planned: t.Any) -> dict[str, str]:
+    """The contract's result of one instance; drill_service only while its drill is enabled."""
+    result = {'backup_service': planned.layout.backup_service, 'restore_script': planned.layout.restore_script}
+    if planned.drill:
+        result['drill_service'] = planned.layout.drill_service
+    return result
+
+
 def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], version: str, host: str,
          binary: str | None = None, reinitialise: t.Collection[str] = ()) -> dict[str, t.Any]:
     """Everything the host steps of ``provider`` need for its validated ``instances`` (request and settings with
@@ -139,11 +147,12 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
                          'prune': {'subdirectories_of': [posixpath.join(_layout.SECRETS_ROOT, provider)]}},
         'secret_files': secret_files,
         # The jobs of the enabled instances; every other installed job of this provider goes.
-        'backup_jobs': {'jobs': [{key: value for key, value in plan_.timer.items() if key in JOB_SPEC}
-                                 for plan_, dummy in jobs],
-                        'prune': [_layout.job_prefix(provider)]},
-        'results': {plan_.layout.instance: {'backup_service': plan_.layout.backup_service,
-                                            'restore_script': plan_.layout.restore_script} for plan_, dummy in jobs},
+        # The jobs of the enabled instances and their enabled drills; every other installed backup or drill job of
+        # this provider goes (a drill that was disabled, an instance that was disabled or dropped).
+        'backup_jobs': {'jobs': [{key: value for key, value in options.items() if key in JOB_SPEC}
+                                 for plan_, dummy in jobs for options in (plan_.timer, plan_.drill) if options],
+                        'prune': [_layout.job_prefix(provider), _layout.drill_prefix(provider)]},
+        'results': {plan_.layout.instance: _result(plan_) for plan_, dummy in jobs},
         'ssh_keys': [],
         'repositories': [],
         **steps,

@@ -3,7 +3,8 @@
 #
 # usage: tests/tools/run-tests.sh [STAGE...]
 #   stages: lint sanity unit molecule   (default: all, in that order)
-#   MOLECULE_SCENARIO=<name> limits the molecule stage to one scenario.
+#   MOLECULE_SCENARIO=<name> limits the molecule stage to one scenario; otherwise every scenario runs,
+#   MOLECULE_JOBS (default 2) at a time (tests/tools/molecule-all.sh).
 # Every stage runs even when an earlier one failed; the exit status is non-zero
 # when any stage failed.
 set -uo pipefail
@@ -47,7 +48,7 @@ stage_molecule() {
   if [ -n "${MOLECULE_SCENARIO:-}" ]; then
     molecule test --scenario-name "$MOLECULE_SCENARIO"
   else
-    molecule test --all
+    tests/tools/molecule-all.sh
   fi
 }
 

@@ -144,7 +144,8 @@ def restore_ok(host, tool: Tool, instance: str, which: str) -> None:
 
 def flags(host, tool: Tool, *names: str) -> None:
     """Set exactly these flag files of request A."""
-    host.check_output(f"cd {tool.data_dir} && rm -f slow slow-tail fail-backup && touch -- {' '.join(names) or '/dev/null'}")
+    host.check_output(f"cd {tool.data_dir} && rm -f slow slow-tail fail-backup cut-dump && "
+                      f"touch -- {' '.join(names) or '/dev/null'}")
 
 
 def wait_for(host, condition: str, seconds: int = 60) -> None:

@@ -507,6 +507,7 @@ def test_finally_an_empty_dict_removes_every_instance_only_when_allowed(host, to
     assert run.returncode == 0, run.stdout + run.stderr
     assert host.run(f"ls /var/lib/selfhost-backup/{tool.provider}-backup-*.json").rc != 0
     assert host.run(f"ls {UNIT_DIR}/{tool.provider}-backup-*").rc != 0
+    assert host.run(f"ls {UNIT_DIR}/{tool.provider}-drill-* /var/lib/selfhost-backup/{tool.provider}-drill-*").rc != 0
     assert host.run(f"ls /usr/local/bin/{tool.provider}-restore-*").rc != 0
     # Repositories are never deleted.
     assert host.file(f"/srv/{tool.provider}/local/config").exists

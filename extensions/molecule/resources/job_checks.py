@@ -201,5 +201,8 @@ def assert_remove_yml_removes(host, tool: Tool, removed: tuple, repositories: tu
         assert not host.file(f"/usr/local/bin/{provider}-restore-{instance}").exists, instance
         assert not host.file(f"/etc/selfhost-backup/{provider}/{instance}").exists, instance
         assert not host.file(f"/var/lib/selfhost-backup/{provider}-backup-{instance}.json").exists, instance
+    # Instance local stays, without its drill in remove.yml: the drill's units and manifest go.
+    assert host.file(f"{UNIT_DIR}/{tool.unit('local')}").exists
+    assert host.run(f"ls {UNIT_DIR}/{provider}-drill-* /var/lib/selfhost-backup/{provider}-drill-*").rc != 0
     for repository in repositories:
         assert host.file(f"/srv/{provider}/{repository}/config").exists, repository

@@ -14,7 +14,7 @@ import yaml
 # Plain asserts in the shared modules explain themselves too (they are not test modules): registered before any of
 # them is imported.
 pytest.register_assert_rewrite("provider_checks", "drills", "failure_paths", "job_checks", "repository_guards",
-                               "operator_commands")
+                               "operator_commands", "restore_drills")
 
 from drills import SCENARIOS, Tool  # noqa: E402 pylint: disable=wrong-import-position
 
@@ -36,10 +36,12 @@ def provider_fixtures(tool: Tool) -> tuple:
 
 def pytest_collection_modifyitems(items: list) -> None:
     """The scenario's own tests first (they expect fresh repositories), then the failure drills and paths and the
-    operator commands (test_drills.py, test_failure_paths.py, test_operator_commands.py), the converges that must change nothing (test_repository_guards.py),
+    operator commands and the restore drills (test_drills.py, test_failure_paths.py, test_operator_commands.py,
+    test_restore_drills.py), the converges that must change nothing (test_repository_guards.py),
     then the test that removes instances, and last the one that removes them all."""
     items.sort(key=lambda item: 4 if item.name.startswith("test_finally")
                else 3 if item.name.startswith("test_disabled_and_vanished")
                else 2 if item.fspath.basename == "test_repository_guards.py"
-               else 1 if item.fspath.basename in ("test_drills.py", "test_failure_paths.py", "test_operator_commands.py")
+               else 1 if item.fspath.basename in ("test_drills.py", "test_failure_paths.py", "test_operator_commands.py",
+                                                  "test_restore_drills.py")
                else 0)

@@ -125,14 +125,33 @@ provider_has_snapshot() {
   fi
 }
 
-# Every non-zero exit fails here: borg extract warns (1) when the dump is not in the archive.
-provider_dump() {
+# The archive "latest" or $1 names.
+archive_named() {
   local archive="$1"
   if [ "$archive" = latest ]; then
     archive="$(borg_ "${BORG_LATEST[@]}")" || fail "cannot list the archives of this instance"
     [ -n "$archive" ] || fail "instance $INSTANCE has no archive yet"
   fi
+  printf '%s\n' "$archive"
+}
+
+# Every non-zero exit fails here: borg extract warns (1) when the dump is not in the archive.
+provider_dump() {
+  local archive
+  archive="$(archive_named "$1")"
   borg_ extract --stdout "::$archive" "$BORG_STDIN_NAME"
+}
+
+# The size of the dump in archive "latest" or $1, in bytes (for the drill's free space check).
+provider_dump_size() {
+  local archive
+  archive="$(archive_named "$1")"
+  dump_size "$archive"
+}
+
+# The size of the dump in the archive $1: the size of its one item (the archive's own size counts its metadata).
+dump_size() {
+  borg_ list --format '{size}{NL}' "::$1" "$BORG_STDIN_NAME"
 }
 
 # Create the repository on the first backup only (a remote server knows the job's key only after the role
@@ -186,7 +205,7 @@ provider_backup() {
   rm -f -- "$status"
   # The archive's original_size counts its metadata too: the dump's own size is that of its one item.
   archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
-  if [ -z "$archive" ] || ! size="$(borg_ list --format '{size}{NL}' "::$archive")"; then
+  if [ -z "$archive" ] || ! size="$(dump_size "$archive")"; then
     fail "cannot read the size of the dump in archive '$archive'"
   fi
   if [ "$size" = 0 ]; then

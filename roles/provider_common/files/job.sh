@@ -18,10 +18,10 @@ umask 077
 # What the data file must define (the names _job_data.py writes; a unit test keeps the two lists equal).
 readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BACKUP_NAME BACKUP_CMD RESTORE_CMD
   STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
-  METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY)
+  METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY DRILL_CMD DRILL_SERVICE LOCK_WAIT)
 # What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
 readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_dump
-  provider_newest_json provider_snapshot_count provider_retention provider_exec)
+  provider_dump_size provider_newest_json provider_snapshot_count provider_retention provider_exec)
 # And the variables it must set: EXEC_EXAMPLE, the tool arguments --help shows for exec (e.g. stats).
 readonly PROVIDER_VARIABLES=(EXEC_EXAMPLE)
 
@@ -44,7 +44,7 @@ usage() {
   local note
   cat <<EOF
 usage: $SCRIPT <subcommand> [arguments]
-Run it as root; $PROVIDER and the restore command run as the user $JOB_USER.
+Run it as root; $PROVIDER and the restore and drill commands run as the user $JOB_USER.
 
   snapshots [--json]            list the ${SNAPSHOT_WORD}s of instance $INSTANCE; --json: a JSON list of objects
                                 (id, time, host, and size where $PROVIDER tells it, else null)
@@ -55,12 +55,16 @@ Run it as root; $PROVIDER and the restore command run as the user $JOB_USER.
   dump <latest|$SNAPSHOT_WORD>        write the dump "$BACKUP_NAME" of that $SNAPSHOT_WORD to stdout, byte for byte
                                 (never to a terminal)
                                 e.g. $SCRIPT dump latest > $BACKUP_NAME
+  drill <latest|$SNAPSHOT_WORD>       restore drill: stream the dump into the request's drill_cmd, which restores it
+                                into a scratch copy the live database never sees and checks it
+                                e.g. $SCRIPT drill latest
   exec -- <$PROVIDER arguments>    run $PROVIDER with this instance's repository, secrets and cache, as $JOB_USER
                                 e.g. $SCRIPT exec -- $EXEC_EXAMPLE
   help, --help                  this text
 
-A $SNAPSHOT_WORD is "latest" or one listed by "$SCRIPT snapshots". restore and dump exit non-zero when
-the dump (or the restore command) fails.
+A $SNAPSHOT_WORD is "latest" or one listed by "$SCRIPT snapshots". restore, dump and drill exit non-zero
+when the dump (or the restore or drill command) fails. A backup, a restore and a drill of this instance
+never run at the same time: each waits up to ${LOCK_WAIT}s for the one running, then fails naming it.
 EOF
   if [ "${#STOP_UNITS[@]}" -gt 0 ]; then
     printf 'Before a restore it stops %s and starts them again afterwards, also on failure.\n' \
@@ -194,15 +198,21 @@ start_units() {
   exit "$rc"
 }
 
+# "latest", or the id of a snapshot as this instance's tool writes it (SNAPSHOT_PATTERN).
+check_snapshot_arg() {
+  if [ "$1" != latest ] && ! [[ "$1" =~ $SNAPSHOT_PATTERN ]]; then
+    fail "not a valid $SNAPSHOT_WORD: '$1' (give latest or one listed by '$SCRIPT snapshots')"
+  fi
+}
+
 # A snapshot given to restore or dump must be this instance's: "latest", or one of its snapshots. Checked before
 # anything stops or the restore command starts: the tool would dump another instance's snapshot by its id, and a
 # wrong id must leave the database untouched. "latest" needs no such listing: the tool selects this instance's
 # newest snapshot itself, and nothing happens before its dump's first byte arrives.
 check_snapshot() {
   local snapshot="$1"
+  check_snapshot_arg "$snapshot"
   [ "$snapshot" != latest ] || return 0
-  [[ "$snapshot" =~ $SNAPSHOT_PATTERN ]] \
-    || fail "not a valid $SNAPSHOT_WORD: '$snapshot' (give latest or one listed by '$SCRIPT snapshots')"
   provider_has_snapshot "$snapshot" \
     || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots')"
 }
@@ -250,6 +260,107 @@ restore_arriving_dump() {
   { cat -- "$first"; rm -f -- "$first"; cat; } | as_user /bin/sh -c "$RESTORE_CMD"
 }
 
+# The restore drill (the drill unit, or root by hand: the same steps): the dump of a snapshot streamed into the
+# request's drill_cmd as the request's user, which restores it into a scratch copy the live database never sees,
+# checks it and removes it. Nothing is stopped and the live database is not touched. It runs under the instance
+# lock (main), so no backup changes "latest" or prunes the snapshot meanwhile.
+drill() {
+  local snapshot="$1" size tmp free dump_rc drill_rc
+  [ -n "$DRILL_CMD" ] || fail "the request of instance $INSTANCE has no drill_cmd: nothing to drill with"
+  check_snapshot_arg "$snapshot"
+  provider_has_snapshot "$snapshot" \
+    || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
+  size="$(provider_dump_size "$snapshot")" || size=''
+  [[ "$size" =~ ^[0-9]+$ ]] || fail "cannot read the size of the dump in $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE"
+  # The scratch copy goes to the temporary directory (the unit's private /tmp): at least the dump must fit.
+  tmp="${TMPDIR:-/tmp}"
+  free="$(df -P -B1 -- "$tmp" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+  [[ "$free" =~ ^[0-9]+$ ]] || fail "cannot read the free space of $tmp, where the drill's scratch copy goes"
+  if [ "$free" -lt "$size" ]; then
+    fail "not enough space for the drill's scratch copy in $tmp: $free bytes free, the dump of $SNAPSHOT_WORD" \
+      "'$snapshot' is $size bytes (free some space there, or give the drill another TMPDIR)"
+  fi
+  printf '%s: drill of %s %s of instance %s: %s bytes into drill_cmd\n' "$SCRIPT" "$SNAPSHOT_WORD" "$snapshot" \
+    "$INSTANCE" "$size" >&2
+  set +e
+  provider_dump "$snapshot" | as_user /bin/sh -c "$DRILL_CMD"
+  dump_rc="${PIPESTATUS[0]}" drill_rc="${PIPESTATUS[1]}"
+  set -e
+  if [ "$drill_rc" -ne 0 ]; then
+    fail "drill failed: drill_cmd exited $drill_rc (the restore into the scratch copy or a check failed; its" \
+      "messages are above)"
+  fi
+  if [ "$dump_rc" -eq 141 ]; then
+    fail "drill failed: drill_cmd exited 0 without reading the whole dump of $SNAPSHOT_WORD '$snapshot'"
+  fi
+  if [ "$dump_rc" -ne 0 ]; then
+    fail "drill failed: the dump of $SNAPSHOT_WORD '$snapshot' could not be read to its end ($PROVIDER exit" \
+      "$dump_rc), although drill_cmd accepted what it got"
+  fi
+  printf '%s: drill of %s %s of instance %s passed\n' "$SCRIPT" "$SNAPSHOT_WORD" "$snapshot" "$INSTANCE" >&2
+}
+
+# The instance lock: a backup, a restore and a drill of this instance never run at the same time (a drill of
+# "latest" must not see a backup or its retention change the repository under it, and a restore or a drill
+# reading while a backup writes would race it). The lock is flock(1) on the instance's cache directory
+# (JOB_CACHE: the units' shared CacheDirectory=, /var/cache/<job>), not on a file in it: the directory's own
+# entry is in root's /var/cache, so no user can swap it for a link or a FIFO that root would open (a file inside
+# belongs to the request's user), and the units make it 0700, so no other user can open it to hold the lock.
+# The run starts itself again as the child of flock -o, which holds the lock for as long as that child runs and
+# closes it for the child: nothing the run starts (a tool, a drill's scratch server) keeps it after the run.
+# It waits LOCK_WAIT seconds for a lock another run holds, then fails naming the holder (from /proc/locks).
+readonly LOCK_TIMEOUT_EXIT=75
+with_instance_lock() {
+  local marker holder rc=0
+  if [ -n "${SELFHOST_BACKUP_LOCKED:-}" ]; then
+    # The child of flock, which holds the lock: the marker tells the waiting parent that the run started.
+    rm -f -- "$SELFHOST_BACKUP_LOCKED"
+    unset SELFHOST_BACKUP_LOCKED
+    return 0
+  fi
+  if [ ! -d "$JOB_CACHE" ]; then
+    # By hand before any unit has run: as systemd would make it, the request's user's and private.
+    install -d -m 0700 -o "$JOB_USER" -g "$(id -g "$JOB_USER")" -- "$JOB_CACHE"
+  fi
+  # Made by a systemd that left an older mode (0755) as it was: closed to other users from now on.
+  chmod 0700 -- "$JOB_CACHE"
+  holder="$(lock_holder)"
+  if [ -n "$holder" ]; then
+    printf '%s: instance %s is busy: %s holds its lock; waiting up to %ss\n' "$SCRIPT" "$INSTANCE" "$holder" \
+      "$LOCK_WAIT" >&2
+  fi
+  marker="$(mktemp)"
+  SELFHOST_BACKUP_LOCKED="$marker" flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" \
+    || rc=$?
+  if [ "$rc" -eq "$LOCK_TIMEOUT_EXIT" ] && [ -e "$marker" ]; then
+    rm -f -- "$marker"
+    holder="$(lock_holder)"
+    fail "gave up after waiting ${LOCK_WAIT}s for the lock of instance $INSTANCE ($JOB_CACHE), held by" \
+      "${holder:-another run (gone by now, or it cannot be named)}: $1 not run; run it again when that has finished"
+  fi
+  rm -f -- "$marker"
+  exit "$rc"
+}
+
+# Who holds the instance lock: "<command> (pid N, <unit> or run by hand)", empty when nobody does. /proc/locks
+# names the flock process that holds it by the device and inode of JOB_CACHE.
+lock_holder() {
+  local dev inode id pid command unit
+  read -r dev inode < <(stat -c '%d %i' -- "$JOB_CACHE" 2>/dev/null) || return 0
+  id="$(printf '%02x:%02x:%s' $(((dev >> 8) & 0xfff)) $(((dev & 0xff) | ((dev >> 12) & 0xfff00))) "$inode")"
+  pid="$(awk -v id="$id" '$2 == "FLOCK" && $6 == id { print $5; exit }' /proc/locks 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  command="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || command=''
+  if [ -z "$command" ]; then
+    printf 'pid %s, which is gone (a process it started still holds the lock)\n' "$pid"
+    return 0
+  fi
+  # flock -o -E 75 -w N <directory> /bin/bash <script> <subcommand> ...: the script and what it runs.
+  command="${command#*" $JOB_CACHE /bin/bash "}"
+  unit="$(sed -n 's|^0::.*/\([^/]*\.service\)$|\1|p' "/proc/$pid/cgroup" 2>/dev/null)" || unit=''
+  printf '%s (pid %s, %s)\n' "${command% }" "$pid" "${unit:-run by hand}"
+}
+
 # OnFailure= of the units (<backup service>-notify.service, as root): the administrator's command gets the
 # failed unit's last log lines on stdin and what failed in SELFHOST_BACKUP_* variables. systemd names the
 # failed unit in MONITOR_UNIT (the backup or the check service).
@@ -293,8 +404,18 @@ job_started() {
 job_finished() {
   local status
   status="$(exit_status_of_run)"
-  [ -z "$METRICS_FILE" ] || write_metrics "$status" || printf '%s: could not write %s\n' "$SCRIPT" "$METRICS_FILE" >&2
+  [ -z "$METRICS_FILE" ] || write_metrics backup "$status" || printf '%s: could not write %s\n' "$SCRIPT" "$METRICS_FILE" >&2
   if [ "$status" -eq 0 ]; then ping_monitor ''; else ping_monitor /fail; fi
+}
+
+# ExecStopPost= hook of the drill service (root, after every drill, also a killed one): the drill's metrics, and
+# the monitor's fail for a failed drill. No /start and no success ping: the monitor's check follows the backups,
+# and a drill's success must not stand in for a backup that did not happen.
+drill_finished() {
+  local status
+  status="$(exit_status_of_run)"
+  [ -z "$METRICS_FILE" ] || write_metrics drill "$status" || printf '%s: could not write %s\n' "$SCRIPT" "$METRICS_FILE" >&2
+  [ "$status" -eq 0 ] || ping_monitor /fail
 }
 
 # systemd describes the run in SERVICE_RESULT, EXIT_CODE (exited, killed, dumped) and EXIT_STATUS (a number,
@@ -316,35 +437,80 @@ previous_metric() {
   sed -n "s/^$1{[^}]*} \([0-9.e+]*\)\$/\1/p" "$METRICS_FILE" 2>/dev/null | tail -n 1
 }
 
-# The node-exporter textfile of this instance, replaced atomically (the exporter never reads half a file).
+# The node-exporter textfile of this instance, replaced atomically (the exporter never reads half a file). The
+# backup's and the drill's metrics share it: $1 (backup or drill) says whose run ended with exit status $2; the
+# other's metrics are carried over from the file as it is. Hooks of two runs that end together take turns (a lock
+# on the metrics directory), so that neither loses the other's update.
 write_metrics() {
-  local status="$1" started now added snapshots success labels
+  local kind="$1" status="$2" labels dir lock
   labels="provider=\"$PROVIDER\",name=\"$INSTANCE\""
-  now="$(date +%s)"
-  started="$(systemctl show --timestamp=unix -P InactiveExitTimestamp "$BACKUP_SERVICE" 2>/dev/null)"
-  started="${started#@}"
-  [[ "$started" =~ ^[0-9]+$ ]] || started="$now"
-  added="$(sed -n 's/^added_bytes=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
-  snapshots="$(sed -n 's/^snapshots=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
-  success="$(previous_metric selfhost_backup_last_success_timestamp_seconds)"
-  if [ "$status" -eq 0 ]; then
-    success="$now"
-  else
-    added="$(previous_metric selfhost_backup_last_added_bytes)"
-  fi
-  [ -n "$snapshots" ] || snapshots="$(previous_metric selfhost_backup_snapshots)"
+  dir="$(dirname -- "$METRICS_FILE")"
   # Called in an || list, where set -e is off: each step checks for itself.
   metrics_links_are_root_s || return 1
   # 0755, not the script's umask 077: the exporter (another user) must reach the file.
-  (umask 022 && mkdir -p -- "$(dirname -- "$METRICS_FILE")") || return 1
+  (umask 022 && mkdir -p -- "$dir") || return 1
+  exec {lock}<"$dir" || return 1
+  flock -w 30 "$lock" || printf '%s: %s stays locked: writing the metrics anyway\n' "$SCRIPT" "$dir" >&2
   {
-    metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
-    metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$((now - started))"
-    metric selfhost_backup_last_exit_status "Exit status of the last backup run: 0 success, 128+N killed by signal N." "$status"
-    metric selfhost_backup_last_success_timestamp_seconds "When the last successful backup run ended." "$success"
-    metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
-    metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
+    if [ "$kind" = backup ]; then backup_metrics "$status"; else backup_metrics ''; fi
+    if [ "$kind" = drill ]; then drill_metrics "$status"; else drill_metrics ''; fi
   } | write_file_as "$(metrics_writer)" "$METRICS_FILE"
+}
+
+# When the run of unit $1 that is ending started (seconds since the epoch), else now.
+run_started() {
+  local started
+  started="$(systemctl show --timestamp=unix -P InactiveExitTimestamp "$1" 2>/dev/null)"
+  started="${started#@}"
+  [[ "$started" =~ ^[0-9]+$ ]] || started="$(date +%s)"
+  echo "$started"
+}
+
+# The backup's metrics after a backup run that ended with exit status $1; with no status, as they were.
+backup_metrics() {
+  local status="$1" started='' duration='' now added snapshots success
+  added="$(previous_metric selfhost_backup_last_added_bytes)"
+  snapshots="$(previous_metric selfhost_backup_snapshots)"
+  success="$(previous_metric selfhost_backup_last_success_timestamp_seconds)"
+  if [ -z "$status" ]; then
+    started="$(previous_metric selfhost_backup_last_attempt_timestamp_seconds)"
+    duration="$(previous_metric selfhost_backup_last_duration_seconds)"
+    status="$(previous_metric selfhost_backup_last_exit_status)"
+  else
+    now="$(date +%s)"
+    started="$(run_started "$BACKUP_SERVICE")"
+    duration="$((now - started))"
+    if [ "$status" -eq 0 ]; then
+      success="$now"
+      added="$(sed -n 's/^added_bytes=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
+    fi
+    local counted
+    counted="$(sed -n 's/^snapshots=\([0-9]*\)$/\1/p' "$STATS_FILE" 2>/dev/null)"
+    [ -z "$counted" ] || snapshots="$counted"
+  fi
+  metric selfhost_backup_last_attempt_timestamp_seconds "When the last backup run started." "$started"
+  metric selfhost_backup_last_duration_seconds "How long the last backup run took." "$duration"
+  metric selfhost_backup_last_exit_status "Exit status of the last backup run: 0 success, 128+N killed by signal N." "$status"
+  metric selfhost_backup_last_success_timestamp_seconds "When the last successful backup run ended." "$success"
+  metric selfhost_backup_last_added_bytes "Bytes the last successful backup added to the repository." "$added"
+  metric selfhost_backup_snapshots "Snapshots of this instance in the repository after its last successful backup." "$snapshots"
+}
+
+# The drill's metrics after a drill that ended with exit status $1; with no status, as they were.
+drill_metrics() {
+  local status="$1" duration now success
+  success="$(previous_metric selfhost_backup_last_drill_success_timestamp_seconds)"
+  if [ -z "$status" ]; then
+    duration="$(previous_metric selfhost_backup_last_drill_duration_seconds)"
+    status="$(previous_metric selfhost_backup_last_drill_exit_status)"
+  else
+    now="$(date +%s)"
+    duration="$((now - $(run_started "$DRILL_SERVICE")))"
+    [ "$status" -ne 0 ] || success="$now"
+  fi
+  metric selfhost_backup_last_drill_success_timestamp_seconds "When the last successful restore drill ended." "$success"
+  metric selfhost_backup_last_drill_duration_seconds "How long the last restore drill took: the restore time of a whole dump." "$duration"
+  metric selfhost_backup_last_drill_exit_status "Exit status of the last restore drill: 0 success, 128+N killed by signal N." "$status"
 }
 
 # The way to the metrics directory is resolved again by mkdir, realpath and the writer: a component that another
@@ -482,12 +648,13 @@ exec_tool() {
 
 main() {
   local subcommand
-  [ "$#" -gt 0 ] || usage_error "missing the subcommand (snapshots, restore, dump, exec or help)"
+  [ "$#" -gt 0 ] || usage_error "missing the subcommand (snapshots, restore, dump, drill, exec or help)"
   subcommand="$1"
   shift
   # "<subcommand> --help" of an operator's subcommand shows the usage too (exec -- --help is the tool's own).
   case "$subcommand:${1:-}" in
-    snapshots:-h | snapshots:--help | restore:-h | restore:--help | dump:-h | dump:--help | exec:-h | exec:--help)
+    snapshots:-h | snapshots:--help | restore:-h | restore:--help | dump:-h | dump:--help | drill:-h | drill:--help \
+      | exec:-h | exec:--help)
       usage
       return
       ;;
@@ -512,7 +679,18 @@ main() {
     restore | dump)
       one_snapshot "$subcommand" "$@"
       in_unit || require_root
+      if [ "$subcommand" = restore ]; then
+        check_snapshot_arg "$1"
+        with_instance_lock "$subcommand" "$@"
+      fi
       "$subcommand" "$1"
+      ;;
+    drill)
+      one_snapshot "$subcommand" "$@"
+      in_unit || require_root
+      check_snapshot_arg "$1"
+      with_instance_lock "$subcommand" "$@"
+      drill "$1"
       ;;
     exec)
       exec_tool "$@"
@@ -535,10 +713,16 @@ main() {
     -?*)
       usage_error "unknown option '$subcommand'"
       ;;
+    drill-finished)
+      no_arguments "$subcommand" "$@"
+      require_root
+      drill_finished
+      ;;
     *)
       is_maintenance "$subcommand" || usage_error "unknown subcommand '$subcommand'"
       no_arguments "$subcommand" "$@"
       in_unit || fail "$subcommand runs inside the units: systemctl start --wait $BACKUP_SERVICE"
+      [ "$subcommand" != backup ] || with_instance_lock "$subcommand"
       "provider_$subcommand"
       ;;
   esac

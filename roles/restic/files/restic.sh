@@ -5,12 +5,12 @@
 # it defines the provider interface. It sequences restic; every restic command line is an array of the
 # instance's data file, built in Python (plugins/module_utils/_restic.py) and tested there as data:
 #   RESTIC RESTIC_ARGS RESTIC_STDIN_FROM_COMMAND RESTIC_BACKUP RESTIC_SNAPSHOTS RESTIC_NEWEST RESTIC_OWNED
-#   RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_FORGET RESTIC_CHECK RESTIC_SNAPSHOT_FIELDS
+#   RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_LS_LATEST RESTIC_FORGET RESTIC_CHECK RESTIC_SNAPSHOT_FIELDS
 # The passphrase never appears in a command line: the units use RESTIC_PASSWORD_FILE in
 # $CREDENTIALS_DIRECTORY; run interactively, restic reads it on stdin.
 # shellcheck disable=SC2154 # the data file and job.sh define the variables
 readonly PROVIDER_DATA=(RESTIC RESTIC_ARGS RESTIC_STDIN_FROM_COMMAND RESTIC_BACKUP RESTIC_SNAPSHOTS RESTIC_NEWEST
-  RESTIC_OWNED RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_FORGET RESTIC_CHECK RESTIC_SNAPSHOT_FIELDS)
+  RESTIC_OWNED RESTIC_DUMP_LATEST RESTIC_DUMP_PATH RESTIC_LS_LATEST RESTIC_FORGET RESTIC_CHECK RESTIC_SNAPSHOT_FIELDS)
 for name in "${PROVIDER_DATA[@]}"; do
   declare -p "$name" >/dev/null 2>&1 || fail "the job data does not define $name: run the role again"
 done
@@ -67,6 +67,18 @@ provider_dump() {
   else
     restic_ --quiet dump "$1" "$RESTIC_DUMP_PATH"
   fi
+}
+
+# The size of the dump in "latest" or the snapshot $1, in bytes (for the drill's free space check): the size of
+# the one file the snapshot holds, as restic ls --json lists it.
+provider_dump_size() {
+  local listed
+  if [ "$1" = latest ]; then
+    listed="$(restic_ --quiet "${RESTIC_LS_LATEST[@]}")" || return 1
+  else
+    listed="$(restic_ --quiet ls --json "$1")" || return 1
+  fi
+  grep -F "\"path\":\"$RESTIC_DUMP_PATH\"" <<<"$listed" | sed -n 's/.*"size":\([0-9]*\).*/\1/p' | head -n 1
 }
 
 # Whether "latest" or the id $1 (hex, checked by the caller) is a snapshot of THIS instance: in a shared

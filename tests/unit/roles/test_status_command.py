@@ -273,3 +273,55 @@ def test_a_running_job_s_lock_never_makes_the_instance_unreadable(host, running)
     assert entry['ok'] is True and entry['problems'] == [] and entry['error'] == ''
     assert entry['late_after'] == 93600
     assert entry['running'] is (running == 'backup')
+
+
+def add_drill(host, provider, instance, result='success', state='inactive', started=EARLIER, ended=EARLIER,
+              since=None, timeout='12h'):
+    """The drill job of an instance: its manifest, and its service as systemd shows it (by default a drill that
+    started two hours ago and took 200 s)."""
+    started = NOW - 7200 if started is EARLIER else started
+    ended = NOW - 7000 if ended is EARLIER else ended
+    job = f'{provider}-drill-{instance}'
+    (host / 'state' / f'{job}.json').write_text(json.dumps({'files': [], 'timers': [f'{job}.timer']}))
+    unit(host, f'{job}.service', state, result, started, since, timeout)
+    with open(host / 'units' / f'{job}.service', 'a', encoding='utf-8') as handle:
+        handle.write(f'ExecMainExitTimestamp={"@" + str(ended) if ended else ""}\n')
+
+
+def test_the_last_drill_shows_its_result_age_and_duration(host):
+    add(host, 'restic', 'app')
+    add_drill(host, 'restic', 'app')
+    add(host, 'borg', 'plain')
+    result = status(host, '--json')
+    assert result.returncode == 0, result.stderr
+    entries = {entry['instance']: entry for entry in json.loads(result.stdout)}
+    assert entries['app']['drill'] == {'service': 'restic-drill-app.service', 'state': 'inactive',
+                                       'last_run': NOW - 7200, 'result': 'success', 'age': entries['app']['drill']['age'],
+                                       'duration': 200}
+    assert 7200 <= entries['app']['drill']['age'] < 7400
+    assert entries['plain']['drill'] is None
+    lines = status(host).stdout.splitlines()
+    app = next(line for line in lines if ' app ' in line)
+    assert re.search(r', drill 2h ago \(success, took 3m\), next run .*: OK$', app), app
+    assert 'drill' not in next(line for line in lines if ' plain ' in line)
+
+
+def test_a_failed_drill_makes_the_instance_not_ok(host):
+    add(host, 'borg', 'app')
+    add_drill(host, 'borg', 'app', result='exit-code', state='failed')
+    result = status(host)
+    assert result.returncode == 1
+    assert '(exit-code, took 3m)' in result.stdout and result.stdout.rstrip().endswith(': DRILL FAILED')
+    assert json.loads(status(host, '--json').stdout)[0]['problems'] == ['drill failed']
+
+
+def test_a_drill_never_run_is_fine_and_one_running_too_long_is_not(host):
+    add(host, 'restic', 'new')
+    add_drill(host, 'restic', 'new', started=None, ended=None)
+    result = status(host)
+    assert result.returncode == 0 and ', drill never run, ' in result.stdout
+    add_drill(host, 'restic', 'new', state='activating', result='success', started=NOW - 7200, ended=None,
+              timeout='1h')
+    entry = json.loads(status(host, '--json').stdout)[0]
+    assert entry['problems'] == ['drill running too long'] and entry['drill']['result'] == 'running'
+    assert entry['drill']['duration'] is None

@@ -78,7 +78,7 @@ def world(tmp_path, job_library):
 
 
 def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False,
-           notify_cmd='', metrics_file=''):
+           notify_cmd='', metrics_file='', drill_cmd=''):
     commands = _borg.Commands(
         binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
@@ -94,7 +94,7 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
         provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
         snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
-        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file))
+        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file), drill_cmd=drill_cmd)
     path = world / 'job'
     path.write_text(_job_script.render_script(spec))
     return path
@@ -105,6 +105,9 @@ def run(world, path, *args, unit=True, **env_changes):
     if unit:
         (world / 'cache').mkdir(exist_ok=True)  # systemd creates the CacheDirectory= of the unit
         env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
+    else:
+        # By hand the job's cache is /var/cache/<job>: the test's own instead, which the instance lock makes.
+        env['CACHE_DIRECTORY'] = str(world / 'hand-cache')
     env.update(env_changes)
     return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL, check=False)
@@ -554,3 +557,55 @@ def test_snapshots_json_fails_when_borg_fails(world):
     result = run(world, script(world), 'snapshots', '--json', unit=False, FAKE_LIST_ERROR='Repository is locked')
     assert result.returncode != 0
     assert 'Repository is locked' in result.stderr
+
+
+LATEST = 'app@h1-2026-01-02T03:04:05.123456'
+
+
+def drill_script(world, expected='dump-data'):
+    return script(world, drill_cmd=f'cat >{world}/drilled && test "$(cat {world}/drilled)" = {expected}')
+
+
+def test_a_drill_of_latest_resolves_the_archive_sizes_and_streams_it(world):
+    path = drill_script(world)
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'drilled').read_text() == 'dump-data'
+    assert 'drill of archive latest of instance app: 9 bytes into drill_cmd' in result.stderr
+    calls = [entry[1] for entry in log(world)]
+    # The size of the one item, then its extract: both of the archive latest names.
+    assert f'list --format {{size}}{{NL}} ::{LATEST} db.sql' in calls
+    assert calls[-1] == f'extract --stdout ::{LATEST} db.sql'
+    assert not (world / 'restored').exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='a drill by hand runs as root')
+def test_a_drill_by_hand_of_one_archive(world):
+    path = drill_script(world)
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', LATEST, unit=False)
+    assert result.returncode == 0, result.stderr
+    assert log(world)[-1][1] == f'extract --stdout ::{LATEST} db.sql'
+
+
+def test_a_failing_drill_and_a_missing_archive_fail_clearly(world):
+    path = drill_script(world, expected='other-rows')
+    assert run(world, path, 'backup').returncode == 0
+    failed = run(world, path, 'drill', 'latest')
+    assert failed.returncode == 1 and 'drill failed: drill_cmd exited 1' in failed.stderr
+    before = len(log(world))
+    missing = run(world, path, 'drill', 'app@h1-2025-01-01T00:00:00.000000')
+    assert missing.returncode == 1
+    assert ("no archive 'app@h1-2025-01-01T00:00:00.000000' of instance app (see 'borg-restore-app snapshots'): "
+            'nothing was drilled') in missing.stderr
+    assert [entry[0] for entry in log(world)[before:]] == ['list']
+
+
+def test_a_drill_whose_extract_fails_fails(world):
+    path = script(world, drill_cmd=f'cat >{world}/drilled')
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest', FAKE_RC_extract='2')
+    assert result.returncode == 1
+    assert ("drill failed: the dump of archive 'latest' could not be read to its end (borg exit 2), although drill_cmd "
+            'accepted what it got') in result.stderr

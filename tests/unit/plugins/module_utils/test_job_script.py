@@ -37,6 +37,7 @@ provider_exec() { :; }
 readonly EXEC_EXAMPLE=info
 provider_has_snapshot() { :; }
 provider_dump() { :; }
+provider_dump_size() { :; }
 provider_newest_json() { :; }
 provider_snapshot_count() { :; }
 provider_retention() { :; }
@@ -135,7 +136,7 @@ def called_library():
 
 
 @pytest.mark.parametrize('args, message', [
-    ([], 'missing the subcommand (snapshots, restore, dump, exec or help)'),
+    ([], 'missing the subcommand (snapshots, restore, dump, drill, exec or help)'),
     (['frobnicate'], "unknown subcommand 'frobnicate'"),
     (['--frobnicate'], "unknown option '--frobnicate'"),
     (['snapshot'], "unknown subcommand 'snapshot'"),
@@ -148,6 +149,10 @@ def called_library():
     (['dump'], "dump: missing the snapshot (latest, or one listed by 'borg-restore-app snapshots')"),
     (['dump', '-o', 'x'], "dump: unknown option '-o'"),
     (['dump', 'latest', "it's $x"], "dump: extra argument 'it's $x'"),
+    (['drill'], "drill: missing the snapshot (latest, or one listed by 'borg-restore-app snapshots')"),
+    (['drill', '--now', 'latest'], "drill: unknown option '--now'"),
+    (['drill', 'latest', 'again'], "drill: extra argument 'again'"),
+    (['drill-finished', 'now'], "drill-finished: extra argument 'now'"),
     (['exec'], "exec: missing '--' and the borg arguments (e.g. borg-restore-app exec -- info)"),
     (['exec', 'info'], "exec: expected '--' before the borg arguments, got 'info' (e.g. borg-restore-app exec -- info)"),
     (['exec', '--'], "exec: missing the borg arguments after '--' (e.g. borg-restore-app exec -- info)"),
@@ -168,7 +173,7 @@ def test_a_usage_error_names_the_bad_argument_and_exits_2(tmp_path, called_libra
 
 
 @pytest.mark.parametrize('args', [['--help'], ['-h'], ['help'], ['restore', '--help'], ['dump', '-h'],
-                                  ['exec', '--help'], ['snapshots', '--help']])
+                                  ['exec', '--help'], ['snapshots', '--help'], ['drill', '--help']])
 def test_help_lists_every_subcommand_with_an_example(tmp_path, called_library, args):
     path = tmp_path / 'script'
     path.write_text(_job_script.render_script(spec(library=called_library)))
@@ -176,7 +181,8 @@ def test_help_lists_every_subcommand_with_an_example(tmp_path, called_library, a
                             env={'PATH': os.environ['PATH']})
     assert result.returncode == 0 and result.stderr == ''
     for usage, example in (('snapshots [--json]', 'snapshots --json'), ('restore <latest|snapshot>', 'restore latest'),
-                           ('dump <latest|snapshot>', 'dump latest > db.sql'), ('exec -- <borg arguments>', 'exec -- info')):
+                           ('dump <latest|snapshot>', 'dump latest > db.sql'), ('drill <latest|snapshot>', 'drill latest'),
+                           ('exec -- <borg arguments>', 'exec -- info')):
         assert f'\n  {usage} ' in result.stdout
         assert f'e.g. borg-restore-app {example}\n' in result.stdout
     assert '\n  help, --help ' in result.stdout
@@ -192,7 +198,7 @@ def test_the_tool_s_own_arguments_reach_the_provider(tmp_path, called_library, a
     assert result.returncode == 0 and result.stderr == f'called {function}\n'
 
 
-@pytest.mark.parametrize('name', ['dump', 'exec', 'snapshots', 'restore'])
+@pytest.mark.parametrize('name', ['dump', 'exec', 'snapshots', 'restore', 'drill'])
 def test_a_maintenance_step_cannot_take_an_operator_command_s_name(name):
     with pytest.raises(_layout.ProviderError, match='not a plain name of its own'):
         _job_script.render_script(spec(maintenance=('backup', name)))

@@ -20,6 +20,9 @@ def test_layout_names():
     assert LAYOUT.script_path == '/usr/local/bin/borg-restore-app'
     assert LAYOUT.secrets_dir == '/etc/selfhost-backup/borg/app'
     assert LAYOUT.secret_path('passphrase') == '/etc/selfhost-backup/borg/app/passphrase'
+    assert (LAYOUT.drill_job_name, LAYOUT.drill_service) == ('borg-drill-app', 'borg-drill-app.service')
+    # backup_jobs' prune prefixes: the backup's and the drill's families never contain each other's names.
+    assert (_layout.job_prefix('borg'), _layout.drill_prefix('borg')) == ('borg-backup-', 'borg-drill-')
 
 
 @pytest.mark.parametrize('name', ['', '../x', 'a b', '-a', 'x' * 65])

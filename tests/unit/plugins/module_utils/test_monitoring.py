@@ -35,6 +35,7 @@ provider_exec() { :; }
 readonly EXEC_EXAMPLE=stats
 provider_has_snapshot() { :; }
 provider_dump() { :; }
+provider_dump_size() { :; }
 provider_newest_json() { :; }
 provider_retention() { :; }
 provider_snapshot_count() { echo 7; }
@@ -374,3 +375,63 @@ def test_a_link_only_root_could_have_made_is_followed(world):
     finished(world, script(world, ping=False))
     assert metrics(world)['selfhost_backup_last_exit_status'] == 0
     assert (world / 'textfiles' / 'restic-backup-app.prom').stat().st_uid == 0
+
+
+def drill_finished(world, path, result='success', code='exited', status='0', **env):
+    return run(world, path, 'drill-finished', SERVICE_RESULT=result, EXIT_CODE=code, EXIT_STATUS=status, **env)
+
+
+BACKUP_METRICS = ('last_attempt_timestamp_seconds', 'last_duration_seconds', 'last_exit_status',
+                  'last_success_timestamp_seconds', 'last_added_bytes', 'snapshots')
+DRILL_METRICS = ('last_drill_success_timestamp_seconds', 'last_drill_duration_seconds', 'last_drill_exit_status')
+
+
+@needs_root
+def test_a_drill_writes_its_metrics_and_keeps_the_backup_s_and_the_backup_keeps_the_drill_s(world):
+    path = script(world)
+    run(world, path, 'started')
+    run(world, path, 'backup')
+    finished(world, path)
+    backup = metrics(world)
+    before = int(time.time())
+    drill_finished(world, path)
+    values = metrics(world)
+    assert 'InactiveExitTimestamp restic-drill-app.service' in (world / 'log' / 'systemctl').read_text()
+    assert values['selfhost_backup_last_drill_exit_status'] == 0
+    assert before <= values['selfhost_backup_last_drill_success_timestamp_seconds'] <= int(time.time())
+    assert values['selfhost_backup_last_drill_duration_seconds'] == (
+        values['selfhost_backup_last_drill_success_timestamp_seconds'] - STARTED)
+    assert {name: values[f'selfhost_backup_{name}'] for name in BACKUP_METRICS} == {
+        name: backup[f'selfhost_backup_{name}'] for name in BACKUP_METRICS}
+    # Every metric once, with its HELP and TYPE lines.
+    text = (world / 'metrics' / 'restic-backup-app.prom').read_text()
+    for name in BACKUP_METRICS + DRILL_METRICS:
+        assert text.count(f'# TYPE selfhost_backup_{name} gauge\n') == 1, name
+    drilled = metrics(world)
+    # The next backup, failed, rewrites its own and carries the drill's over.
+    run(world, path, 'started')
+    finished(world, path, result='exit-code', status='2')
+    values = metrics(world)
+    assert values['selfhost_backup_last_exit_status'] == 2
+    assert {name: values[f'selfhost_backup_{name}'] for name in DRILL_METRICS} == {
+        name: drilled[f'selfhost_backup_{name}'] for name in DRILL_METRICS}
+    assert os.listdir(world / 'metrics') == ['restic-backup-app.prom']
+
+
+@needs_root
+def test_a_failed_drill_keeps_the_last_good_one_and_pings_fail_only(world):
+    path = script(world)
+    drill_finished(world, path)
+    good = metrics(world)
+    assert not (world / 'log' / 'curl.config').exists()  # a good drill pings nothing: the monitor follows the backups
+    drill_finished(world, path, result='exit-code', status='1')
+    values = metrics(world)
+    assert values['selfhost_backup_last_drill_exit_status'] == 1
+    assert values['selfhost_backup_last_drill_success_timestamp_seconds'] == good[
+        'selfhost_backup_last_drill_success_timestamp_seconds']
+    assert pings(world) == [f'{URL}/fail']
+    # A drill killed by its timeout.
+    drill_finished(world, path, result='timeout', code='killed', status='TERM')
+    assert metrics(world)['selfhost_backup_last_drill_exit_status'] == 143
+    # No backup has run: no backup metric is made up.
+    assert not any(name.startswith('selfhost_backup_last_') and 'drill' not in name for name in metrics(world))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -63,7 +64,14 @@ case "$args" in
     cat >"$store/data"
     printf '{"message_type":"summary","data_added":4242,"total_bytes_processed":%s,"snapshot_id":"2222bbbb2222bbbb"}\n' \
       "$(wc -c <"$store/data")" ;;
-  *" dump "*) cat "$store/data" ;;
+  *" dump "*)
+    # FAKE_DUMP_CUT: the repository fails after that many bytes (a pack that cannot be read).
+    if [ -n "${FAKE_DUMP_CUT:-}" ]; then head -c "$FAKE_DUMP_CUT" "$store/data"; echo "Fatal: pack 0123abcd: unexpected EOF" >&2; exit 1; fi
+    # A reader that left makes cat (and restic, which writes its stdout) die of SIGPIPE: its status is restic's.
+    cat "$store/data" || exit "$?" ;;
+  *" ls --json "*)
+    printf '{"time":"2026-01-01T00:00:00Z","id":"1111aaaa","struct_type":"snapshot"}\n'
+    printf '{"name":"db.sql","type":"file","path":"/db.sql","uid":0,"size":%s,"struct_type":"node"}\n' "$(wc -c <"$store/data")" ;;
   *" unlock "*) [ -z "${FAKE_UNLOCK_FAILS:-}" ] || { echo "unlock: repository unreachable" >&2; exit 1; } ;;
   *" snapshots --json "*)
     printf '[{"time":"2026-01-01T00:00:00.123456789+01:00","tree":"ab","paths":["/db.sql"],"hostname":"h1",'
@@ -85,7 +93,8 @@ def world(tmp_path, job_library):
     return tmp_path
 
 
-def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=(), metrics_file=''):
+def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=(), metrics_file='', drill_cmd='',
+           lock_wait=300):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
     spec = _job_script.ScriptSpec(
@@ -94,7 +103,7 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop
         credentials={'passphrase': str(world / 'creds' / 'passphrase'),
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
         env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, provider_data=_restic.shell_data(commands), library=str(world / 'lib'),
-        monitoring=_monitoring.Monitoring(metrics_file=metrics_file),
+        monitoring=_monitoring.Monitoring(metrics_file=metrics_file), drill_cmd=drill_cmd, lock_wait=lock_wait,
     )
     path = world / 'job'
     path.write_text(_job_script.render_script(spec))
@@ -106,6 +115,9 @@ def run(world, path, *args, unit=True, **extra_env):
            **extra_env}
     if unit:
         env.update(CREDENTIALS_DIRECTORY=str(world / 'creds'), CACHE_DIRECTORY=str(world / 'cache'))
+    else:
+        # By hand the job's cache is /var/cache/<job>: the test's own instead, which the instance lock makes.
+        env.setdefault('CACHE_DIRECTORY', str(world / 'hand-cache'))
     return subprocess.run(['bash', str(path)] + list(args), capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL, check=False)
 
@@ -129,7 +141,7 @@ def test_backup_then_restore_round_trip(world, version):
         assert restored.returncode == 0, restored.stderr
         assert (world / 'restored').read_text() == 'dump-data'
         dump_line = next(line for line in log(world) if ' dump ' in line)
-        assert '--no-cache' in dump_line and '--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest' in dump_line
+        assert f'--cache-dir {world / "hand-cache"}' in dump_line and '--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest' in dump_line
         assert dump_line.endswith('|pw=pw-secret|repo=/srv/repo')
         assert 'pw-secret' not in dump_line.split('|')[0]
 
@@ -329,11 +341,13 @@ def test_a_restore_by_hand_uses_the_units_cache_once_it_exists(world):
     assert restored.returncode == 0, restored.stderr
     assert f"--cache-dir {world / 'cache'} --quiet dump" in steps_run(world)[-1]
     assert (world / 'restored').read_text() == 'dump-data'
-    # No cache yet (no unit ran on this host): none is made by hand.
+    # No cache yet (no unit ran on this host): the instance lock makes it as systemd would, the request's user's
+    # and private, and restic uses it.
     restored = run(world, path, 'restore', 'latest', unit=False, CACHE_DIRECTORY=str(world / 'no-cache-yet'))
     assert restored.returncode == 0, restored.stderr
-    assert '--no-cache --quiet dump' in steps_run(world)[-1]
-    assert not (world / 'no-cache-yet').exists()
+    assert f"--cache-dir {world / 'no-cache-yet'} --quiet dump" in steps_run(world)[-1]
+    made = os.stat(world / 'no-cache-yet')
+    assert (made.st_uid, oct(made.st_mode & 0o7777)) == (os.getuid(), '0o700')
 
 
 @pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
@@ -606,3 +620,177 @@ def test_snapshots_json_fails_when_restic_fails(world):
 def test_plain_snapshots_is_unchanged(world):
     result = run(world, script(world, (0, 18, 0)), 'snapshots', unit=False)
     assert result.returncode == 0 and result.stdout == '1111aaaa  2026-01-01 00:00:00  host  tag  /db.sql\n'
+
+
+# A drill command as a requester writes one: the dump into a scratch copy, a check of its content, exit non-zero on
+# any failure. Here the check compares the scratch copy with what the backup dumped.
+def drill_cmd(world, expected='dump-data'):
+    return f'scratch="$(mktemp)"; cat >"$scratch" && cp "$scratch" {world}/drilled && test "$(cat "$scratch")" = {expected}'
+
+
+def fake_df(world, available):
+    """df -P -B1 reporting ``available`` bytes free wherever it is asked."""
+    bin_dir = world / 'df-bin'
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / 'df').write_text('#!/bin/sh\necho "Filesystem 1-blocks Used Available Capacity Mounted on"\n'
+                                f'echo "/dev/x 1000 990 {available} 99% /tmp"\n')
+    (bin_dir / 'df').chmod(0o755)
+    return f'{bin_dir}:{os.environ["PATH"]}'
+
+
+@pytest.mark.parametrize('version', [(0, 14, 0), (0, 18, 0)])
+def test_a_drill_streams_the_dump_into_drill_cmd_and_passes(world, version):
+    path = script(world, version, drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'drilled').read_text() == 'dump-data'
+    assert 'drill of snapshot latest of instance app: 9 bytes into drill_cmd' in result.stderr
+    assert 'drill of snapshot latest of instance app passed' in result.stderr
+    # The snapshot is checked and sized first, in this instance's snapshots only; the live restore never runs.
+    assert any(' ls --json --tag selfhost-backup:app --host h1 --path /db.sql latest|' in line for line in log(world))
+    assert any('--quiet dump --tag selfhost-backup:app --host h1 --path /db.sql latest /db.sql|' in line for line in log(world))
+    assert not (world / 'restored').exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='a drill by hand runs as root')
+def test_a_drill_by_hand_of_one_snapshot_takes_the_same_path(world):
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', '1111aaaa', unit=False)
+    assert result.returncode == 0, result.stderr
+    assert (world / 'drilled').read_text() == 'dump-data'
+    assert any(' ls --json 1111aaaa|' in line for line in log(world))
+    assert any('--quiet dump 1111aaaa /db.sql|' in line for line in log(world))
+
+
+def test_a_failing_drill_cmd_fails_the_drill_naming_it(world):
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world, expected='other-rows'))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest')
+    assert result.returncode == 1
+    assert ('drill failed: drill_cmd exited 1 (the restore into the scratch copy or a check failed; its messages are '
+            'above)') in result.stderr
+    assert 'passed' not in result.stderr
+
+
+def test_a_cut_dump_fails_the_drill_although_drill_cmd_took_it(world):
+    # drill_cmd that does not check the content: only the tool's exit status tells that the stream was cut.
+    path = script(world, (0, 18, 0), drill_cmd=f'cat >{world}/drilled')
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest', FAKE_DUMP_CUT='4')
+    assert result.returncode == 1
+    assert 'Fatal: pack 0123abcd: unexpected EOF' in result.stderr
+    assert ("drill failed: the dump of snapshot 'latest' could not be read to its end (restic exit 1), although "
+            'drill_cmd accepted what it got') in result.stderr
+    assert (world / 'drilled').read_text() == 'dump'
+
+
+def test_a_drill_cmd_that_stops_reading_early_fails_the_drill(world):
+    # A dump far larger than a pipe's buffer: the tool is cut off when drill_cmd leaves with exit 0.
+    path = script(world, (0, 18, 0), backup_cmd='head -c 2000000 /dev/zero', drill_cmd='head -c 10 >/dev/null')
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest')
+    assert result.returncode == 1
+    assert "drill failed: drill_cmd exited 0 without reading the whole dump of snapshot 'latest'" in result.stderr
+
+
+def test_a_drill_without_room_for_the_scratch_copy_fails_before_it_starts(world):
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest', PATH=fake_df(world, 5), TMPDIR=str(world))
+    assert result.returncode == 1
+    assert (f"not enough space for the drill's scratch copy in {world}: 5 bytes free, the dump of snapshot 'latest' "
+            'is 9 bytes (free some space there, or give the drill another TMPDIR)') in result.stderr
+    assert not (world / 'drilled').exists() and not any(' dump ' in line for line in log(world))
+    # Room for exactly the dump is enough.
+    assert run(world, path, 'drill', 'latest', PATH=fake_df(world, 9), TMPDIR=str(world)).returncode == 0
+
+
+@pytest.mark.parametrize('snapshot, message', [
+    ('3333cccc', "no snapshot '3333cccc' of instance app (see 'restic-restore-app snapshots'): nothing was drilled"),
+    ('../etc', "not a valid snapshot: '../etc' (give latest or one listed by 'restic-restore-app snapshots')"),
+])
+def test_a_drill_of_a_snapshot_that_is_not_this_instance_s_fails_clearly_and_changes_nothing(world, snapshot, message):
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    before = log(world)
+    result = run(world, path, 'drill', snapshot)
+    assert result.returncode == 1 and message in result.stderr
+    assert not (world / 'drilled').exists()
+    assert not any(' dump ' in line or ' forget ' in line for line in log(world)[len(before):])
+
+
+def test_without_drill_cmd_there_is_nothing_to_drill(world):
+    path = script(world, (0, 18, 0))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest')
+    assert result.returncode == 1
+    assert 'the request of instance app has no drill_cmd: nothing to drill with' in result.stderr
+
+
+def start_drill(world, path, seconds):
+    """A drill whose drill_cmd takes ``seconds`` after reading the dump: it holds the instance lock meanwhile."""
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'CREDENTIALS_DIRECTORY': str(world / 'creds'),
+           'CACHE_DIRECTORY': str(world / 'cache')}
+    drill = subprocess.Popen(['bash', str(path), 'drill', 'latest'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not (world / 'drilling').exists():
+        assert drill.poll() is None and time.monotonic() < deadline, drill.communicate()
+        time.sleep(0.05)
+    return drill
+
+
+def test_a_backup_waits_for_a_running_drill_then_runs(world):
+    path = script(world, (0, 18, 0), lock_wait=30,
+                  drill_cmd=f'cat >/dev/null; touch {world}/drilling; sleep 2; touch {world}/drill-done')
+    assert run(world, path, 'backup').returncode == 0
+    drill = start_drill(world, path, 2)
+    backup = run(world, path, 'backup')
+    drill_out = drill.communicate(timeout=30)
+    assert drill.returncode == 0, drill_out
+    assert backup.returncode == 0, backup.stderr
+    # The backup started only once the drill was over, and said what it was waiting for.
+    assert (world / 'drill-done').stat().st_mtime <= (world / 'store' / 'data').stat().st_mtime
+    assert 'instance app is busy: ' in backup.stderr and f'{path} drill latest (pid ' in backup.stderr
+    assert 'waiting up to 30s' in backup.stderr
+
+
+@pytest.mark.parametrize('step', ['backup', 'restore', 'drill'])
+def test_a_run_that_finds_the_lock_held_too_long_fails_naming_the_holder(world, step):
+    path = script(world, (0, 18, 0), lock_wait=1,
+                  drill_cmd=f'cat >/dev/null; touch {world}/drilling; sleep 6')
+    assert run(world, path, 'backup').returncode == 0
+    drill = start_drill(world, path, 6)
+    try:
+        started = time.monotonic()
+        args = [step] if step == 'backup' else [step, 'latest']
+        result = run(world, path, *args)
+        waited = time.monotonic() - started
+    finally:
+        os.killpg(drill.pid, signal.SIGTERM)
+        drill.communicate()
+    assert result.returncode == 1
+    assert 1 <= waited < 5
+    holder = re.search(r'held by (.*) \(pid ([0-9]+), run by hand\): ' + step + ' not run; run it again when that has '
+                       'finished', result.stderr)
+    assert holder, result.stderr
+    assert holder.group(1) == f'{path} drill latest'
+    assert f"gave up after waiting 1s for the lock of instance app ({world / 'cache'})" in result.stderr
+    assert not (world / 'restored').exists()
+
+
+def test_the_lock_is_not_inherited_by_what_a_run_leaves_behind(world):
+    # A drill_cmd that leaves a process running (a scratch server it failed to stop): the next run is not blocked.
+    path = script(world, (0, 18, 0), lock_wait=0,
+                  drill_cmd=f'cat >/dev/null; sleep 30 >/dev/null 2>&1 & echo $! >{world}/leftover')
+    assert run(world, path, 'backup').returncode == 0
+    assert run(world, path, 'drill', 'latest').returncode == 0
+    leftover = int((world / 'leftover').read_text())
+    try:
+        os.kill(leftover, 0)  # still there
+        result = run(world, path, 'backup')
+        assert result.returncode == 0, result.stderr
+    finally:
+        os.kill(leftover, signal.SIGKILL)

@@ -38,6 +38,7 @@ Environment=RESTIC_REPOSITORY=/srv/backup/app
 Environment="TAGS=a b"
 LoadCredential=passphrase:/etc/selfhost-backup/app.pass
 CacheDirectory=restic-app
+CacheDirectoryMode=0700
 ExecStart=/usr/bin/restic backup --stdin-from-command -- /bin/sh -c "pg_dumpall | gzip"
 Nice=10
 IOSchedulingClass=idle

@@ -161,10 +161,19 @@ def test_valid_results(document):
     assert set(_contract.validate_result(document)) == {'backup_service', 'restore_script'}
 
 
+@pytest.mark.parametrize('key', ['drill_service', 'drillService'])
+def test_a_result_may_name_the_drill_service(key):
+    document = {'backup_service': 'restic-backup-app.service', 'restore_script': 'restic-restore-app',
+                key: 'restic-drill-app.service'}
+    assert _contract.validate_result(document)['drill_service'] == 'restic-drill-app.service'
+
+
 @pytest.mark.parametrize('document, expected', [
     ({'backup_service': 'restic-backup-app.timer', 'restore_script': 'r'}, 'result.backup_service: '),
     ({'backup_service': 'a.service', 'restore_script': '/usr/local/bin/r'}, 'result.restore_script: '),
     ({'backup_service': 'a.service'}, 'result.restore_script: is required'),
+    ({'backup_service': 'a.service', 'restore_script': 'r', 'drill_service': 'restic-drill-app.timer'},
+     'result.drill_service: '),
 ])
 def test_invalid_results(document, expected):
     with pytest.raises(_contract.ContractViolation) as info:

@@ -74,8 +74,8 @@ def test_instances_whose_units_collide_are_named_both():
         'restic-backup-web-check.timer; rename one (a name ending in -check, -notify collides with the extra jobs '
         'of another instance) (rule: unique units)',
         "restic_instances: instances 'web' and 'web-notify' would both own restic-backup-web-notify.service, "
-        'restic-backup-web-notify.timer; rename one (a name ending in -check, -notify collides with the extra jobs '
-        'of another instance) (rule: unique units)',
+        'restic-backup-web-notify.timer, restic-drill-web-notify.service, restic-drill-web-notify.timer; rename one '
+        '(a name ending in -check, -notify collides with the extra jobs of another instance) (rule: unique units)',
     ]
 
 
@@ -183,7 +183,8 @@ def test_unit_names_cover_the_extra_jobs_and_the_script():
     assert _instances.unit_names('borg', 'app') == {
         'borg-backup-app.service', 'borg-backup-app.timer', 'borg-backup-app-check.service',
         'borg-backup-app-check.timer', 'borg-backup-app-notify.service', 'borg-backup-app-notify.timer',
-        'borg-restore-app'}
+        'borg-drill-app.service', 'borg-drill-app.timer', 'borg-drill-app-notify.service',
+        'borg-drill-app-notify.timer', 'borg-restore-app'}
 
 
 @pytest.mark.parametrize('path', ['/', '/etc', '/usr', '/usr/local/bin', '/var/lib', '/home', '/root', '/opt', '/var',
@@ -321,3 +322,41 @@ def test_only_enabled_instances_may_be_reinitialised(provider, settings):
 def test_an_invalid_instance_is_not_also_reported_as_unknown_to_reinitialise():
     checked = _instances.check('restic', {'app': instance({'passphrase': SECRET})}, 'db1', reinitialise=['app'])
     assert checked.violations and not any('reinitialise' in text for text in checked.violations)
+
+
+DRILL_REQUEST = dict(REQUEST, drill_cmd='/usr/local/libexec/drill "it\'s" $x')
+
+
+@pytest.mark.parametrize('provider, settings', [('restic', RESTIC), ('borg', BORG)])
+def test_an_enabled_drill_needs_the_request_s_drill_cmd(provider, settings):
+    found = violations(provider, {'app': instance(settings | {'drill': {'enabled': True}})})
+    assert found == [
+        f'{provider}_instances.app.request.drill_cmd: is required while settings.drill.enabled is true (the drill '
+        'streams the dump into it); use a requester that publishes drill_cmd, or set drill.enabled: false '
+        '(rule: drill needs drill_cmd)']
+    # The alias of the request counts; a drill that is not enabled needs nothing.
+    aliased = dict(REQUEST, drillCmd='drill')
+    assert violations(provider, {'app': instance(settings | {'drill': {'enabled': True}}, aliased)}) == []
+    assert violations(provider, {'app': instance(settings | {'drill': {'enabled': False}})}) == []
+    assert violations(provider, {'app': instance(settings)}) == []
+
+
+def test_the_drill_calendar_is_checked_only_while_the_drill_is_enabled():
+    checked = _instances.check('borg', {
+        'app': instance(BORG | {'drill': {'enabled': True, 'on_calendar': 'Mon 06:00'}}, DRILL_REQUEST),
+        'off': instance(BORG | {'repository': {'path': '/srv/borg/off'}, 'drill': {'on_calendar': 'Tue 06:00'}}),
+    }, 'db1')
+    assert checked.violations == []
+    assert checked.calendars == {
+        'daily': ['borg_instances.app.settings.schedule.on_calendar', 'borg_instances.off.settings.schedule.on_calendar'],
+        'Mon 06:00': ['borg_instances.app.settings.drill.on_calendar'],
+    }
+    assert checked.instances['app']['settings']['drill'] == {
+        'enabled': True, 'on_calendar': 'Mon 06:00', 'randomized_delay_sec': 3600, 'timeout': 43200}
+    assert checked.instances['off']['settings']['drill']['enabled'] is False
+
+
+def test_an_instance_whose_name_makes_another_s_drill_notification_collides():
+    # web's drill has the notification restic-drill-web-notify.service: the drill of an instance web-notify.
+    found = violations('restic', {'web': instance(RESTIC), 'web-notify': instance(RESTIC)})
+    assert len(found) == 1 and 'restic-drill-web-notify.service' in found[0]

@@ -74,7 +74,7 @@ def test_without_enabled_instances_the_secrets_root_is_still_made():
         '/etc/selfhost-backup', '/etc/selfhost-backup/borg']
     assert planned['job_paths']['prune'] == {'directories': [], 'keep': []}
     assert planned['gone_secrets'] == {'directories': [], 'prune': {'subdirectories_of': ['/etc/selfhost-backup/borg']}}
-    assert planned['backup_jobs'] == {'jobs': [], 'prune': ['borg-backup-']}
+    assert planned['backup_jobs'] == {'jobs': [], 'prune': ['borg-backup-', 'borg-drill-']}
     assert planned['backup_jobs']['jobs'] == [] and planned['repository_checks'] == [] and planned['results'] == {}
 
 
@@ -153,3 +153,49 @@ def test_an_uninstalled_tool_plans_its_oldest_command_lines(provider, version, p
 def test_what_cannot_be_planned_fails_naming_the_instance(provider, version, message):
     with pytest.raises(_plan.PlanError, match=message):
         _plan.plan(provider, {'app': instance(provider='restic' if provider == 'kopia' else provider)}, version, 'h1')
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+def test_an_enabled_drill_is_a_job_of_its_own_and_a_result(provider):
+    version = {'restic': 'restic 0.18.0', 'borg': 'borg 1.4.0'}[provider]
+    drilled = instance(provider=provider, drill={'enabled': True, 'on_calendar': 'Thu 05:00', 'timeout': 600},
+                       limits={'nice': 10, 'ionice_class': 'idle'}, monitoring={'metrics_directory': '/var/lib/m'})
+    drilled['request']['drill_cmd'] = 'drill-it'
+    planned = _plan.plan(provider, {'app': drilled, 'plain': instance(provider=provider),
+                                    'old': instance(enable=False, provider=provider)}, version, 'h1')
+    jobs = {job['name']: job for job in planned['backup_jobs']['jobs']}
+    assert sorted(jobs) == [f'{provider}-backup-app', f'{provider}-backup-plain', f'{provider}-drill-app']
+    assert planned['backup_jobs']['prune'] == [f'{provider}-backup-', f'{provider}-drill-']
+    drill, backup = jobs[f'{provider}-drill-app'], jobs[f'{provider}-backup-app']
+    script = f'/usr/local/bin/{provider}-restore-app'
+    assert drill['exec_start'] == [['/bin/bash', script, 'drill', 'latest']]
+    assert drill['hooks'] == {'finish': [['/bin/bash', script, 'drill-finished']]}
+    assert backup['hooks'] == {'start': [['/bin/bash', script, 'started']], 'finish': [['/bin/bash', script, 'finished']]}
+    assert (drill['on_calendar'], drill['timeout_sec'], drill['randomized_delay_sec']) == ('Thu 05:00', 600, 3600)
+    # The backup's user, scheduling, credentials and cache (the instance lock); the repository only, no restore script.
+    for key in ('user', 'nice', 'io_scheduling_class', 'credentials', 'cache_directory', 'persistent'):
+        assert drill[key] == backup[key], key
+    assert drill['cache_directory'] == f'{provider}-backup-app'
+    assert drill['read_write_paths'] == ['/srv/b'] and 'restore_script' not in drill
+    assert drill.get('hardening', True) is True and drill['extra_jobs'] == []
+    assert set(drill) <= set(__import__('ansible_collections.selfhost.backup.plugins.module_utils._backup_job',
+                                        fromlist=['JOB_SPEC']).JOB_SPEC)
+    assert planned['results'] == {
+        'app': {'backup_service': f'{provider}-backup-app.service', 'restore_script': f'{provider}-restore-app',
+                'drill_service': f'{provider}-drill-app.service'},
+        'plain': {'backup_service': f'{provider}-backup-plain.service', 'restore_script': f'{provider}-restore-plain'}}
+    # The drill's data: the request's drill_cmd, the drill service, the lock wait.
+    content = backup['restore_script']['content']
+    assert "readonly DRILL_CMD=drill-it" in content
+    assert f"readonly DRILL_SERVICE={provider}-drill-app.service" in content and 'readonly LOCK_WAIT=300' in content
+
+
+def test_a_drill_notifies_like_the_backup_and_a_remote_one_waits_for_the_network():
+    drilled = instance(provider='borg', drill={'enabled': True}, monitoring={'on_failure': 'mail root'}, **REMOTE)
+    drilled['request']['drill_cmd'] = 'drill-it'
+    planned = _plan.plan('borg', {'r': drilled}, 'borg 1.4.0', 'h1')
+    drill = planned['backup_jobs']['jobs'][1]
+    assert drill['name'] == 'borg-drill-r' and drill['on_calendar'] == 'Wed *-*-* 05:30:00'
+    assert drill['on_failure']['exec_start'] == [['/bin/bash', '/usr/local/bin/borg-restore-r', 'notify']]
+    assert 'hooks' not in drill and drill['read_write_paths'] == []
+    assert drill['wants'] == drill['after'] == ['network-online.target']
