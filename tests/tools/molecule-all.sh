@@ -29,7 +29,7 @@ if [ "${#scenarios[@]}" -eq 0 ]; then
 fi
 
 mkdir -p "$logs"
-declare -A started pid_of
+declare -A started=() pid_of=()
 results=()
 failed=0
 
@@ -62,4 +62,8 @@ while [ "${#pid_of[@]}" -gt 0 ]; do reap; done
 
 printf '\n===== molecule scenarios (%s at a time) =====\n' "$jobs"
 printf '%s\n' "${results[@]}"
+if [ "${#results[@]}" -ne "${#scenarios[@]}" ]; then
+  echo "molecule-all: ${#scenarios[@]} scenarios to run, ${#results[@]} ran" >&2
+  exit 1
+fi
 [ "$failed" -eq 0 ]
