@@ -82,16 +82,10 @@ options:
       - Path of the borg binary.
     type: path
     default: /usr/bin/borg
-  timeout:
-    description:
-      - Seconds each borg call may take (C(timeout) of coreutils).
-    type: int
-    default: 120
   state_file:
-    description:
-      - Root-only file (mode C(0600)) of the fingerprints of the local repositories opened so far.
-    type: path
     default: /var/lib/selfhost-backup/borg-repositories.json
+extends_documentation_fragment:
+  - selfhost.backup.repository_check
 attributes:
   check_mode:
     description: Checks as in a normal run; a marker that would be removed is reported as a change.

@@ -28,25 +28,13 @@ options:
       - The roles pass their variable C(selfhost_backup_allow_untested_platform).
     type: bool
     default: false
+extends_documentation_fragment:
+  - selfhost.backup.controller_only
 attributes:
   action:
     description: Runs as an action plugin on the controller, from the host's facts.
-    support: full
-  async:
-    description: Cannot run asynchronously.
-    support: none
-  bypass_host_loop:
-    description: Runs once per host.
-    support: none
-  check_mode:
-    description: It changes nothing, so it runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
   platform:
     description: Decides from the facts; it runs the fact gathering module on the host only when facts are missing.
-    support: full
     platforms: posix
 seealso:
   - module: ansible.builtin.setup

@@ -111,17 +111,10 @@ options:
       - Path of the restic binary.
     type: path
     default: /usr/bin/restic
-  timeout:
-    description:
-      - Seconds each restic call may take (C(timeout) of coreutils); recent restic retries an unreachable
-        backend for many minutes.
-    type: int
-    default: 120
   state_file:
-    description:
-      - Root-only file (mode C(0600)) of the fingerprints of the local repositories opened so far.
-    type: path
     default: /var/lib/selfhost-backup/restic-repositories.json
+extends_documentation_fragment:
+  - selfhost.backup.repository_check
 attributes:
   check_mode:
     description: Probes, and reports a change when a repository would be initialised.
