@@ -18,6 +18,8 @@ import typing as t
 
 import pytest
 
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_script, _layout
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 # The shell files of the job script: name in the library -> source in the roles.
 JOB_FILES = {
@@ -157,6 +159,22 @@ def world_for_another_user(library: str, tool: str, fake_tool: str,
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def exec_as_nobody(world: pathlib.Path, provider: str, provider_data: t.Any, *tool_args: str,
+                   env_names: t.Sequence[str] = (), **spec: t.Any) -> subprocess.CompletedProcess[str]:
+    """``exec -- <tool_args>`` of instance app of user nobody, by root, in a world_for_another_user: the tool must
+    run as nobody. Every file in the world's creds is a credential of the instance."""
+    credentials = {path.name: str(path) for path in sorted((world / 'creds').iterdir())}
+    script = _job_script.ScriptSpec(
+        layout=_layout.Layout(provider, 'app'), user='nobody', backup_name='db.sql', backup_cmd='true',
+        restore_cmd='cat >/dev/null', credentials=credentials, env_names=tuple(env_names), stop_units=(),
+        provider_data=provider_data, library=str(world / 'lib'), **spec)
+    (world / 'job').write_text(_job_script.render_script(script))
+    result = run_interactively(world, world / 'job', 'exec', '--', *tool_args)
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'user').read_text() == 'nobody\n'
+    return result
 
 
 def run_interactively(world: pathlib.Path, path: t.Any, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,8 +15,8 @@ import subprocess
 import pytest
 
 import job_library
-from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, last_argv, make_world, needs_root,
-                         run_binary, run_interactively, world_for_another_user)
+from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, exec_as_nobody, last_argv,
+                         make_world, needs_root, run_binary, run_interactively, world_for_another_user)
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job_script, _layout, _monitoring
 
@@ -525,15 +525,8 @@ def test_exec_runs_borg_as_the_request_s_user(job_library):
         commands = _borg.Commands(
             binary=str(base / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
             repository='/srv/app', cache_dir=str(base / 'cache'), encryption='repokey-blake2', compression='zstd,3')
-        spec = _job_script.ScriptSpec(
-            layout=_layout.Layout('borg', 'app'), user='nobody', backup_name='db.sql', backup_cmd='true',
-            restore_cmd='cat >/dev/null', credentials={'passphrase': str(base / 'creds' / 'passphrase')}, env_names=(),
-            stop_units=(), provider_data=_borg.shell_data(commands), library=str(base / 'lib'),
-            snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive')
-        (base / 'job').write_text(_job_script.render_script(spec))
-        result = run_interactively(base, base / 'job', 'exec', '--', 'info')
-        assert result.returncode == 0, result.stderr
-        assert (base / 'store' / 'user').read_text() == 'nobody\n'
+        exec_as_nobody(base, 'borg', _borg.shell_data(commands), 'info',
+                       snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive')
         assert (base / 'store' / 'log').read_text().startswith('info|info|pw=pw-secret|codes=legacy|repo=/srv/app|')
 
 

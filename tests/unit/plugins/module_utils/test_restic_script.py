@@ -17,8 +17,8 @@ import time
 import pytest
 
 import job_library
-from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, last_argv, make_world, needs_root,
-                         run_binary, run_interactively, world_for_another_user)
+from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, exec_as_nobody, last_argv,
+                         make_world, needs_root, run_binary, run_interactively, world_for_another_user)
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _job_script, _layout, _monitoring, _restic
 
@@ -586,17 +586,7 @@ def test_exec_runs_restic_as_the_request_s_user(job_library):
                                 {'passphrase': 'pw-secret', 'env.RESTIC_REPOSITORY': '/srv/repo'}) as base:
         commands = _restic.Commands(binary=str(base / 'restic'), version=(0, 18, 0), instance='app',
                                     backup_name='db.sql', host='h1')
-        spec = _job_script.ScriptSpec(
-            layout=_layout.Layout('restic', 'app'), user='nobody', backup_name='db.sql', backup_cmd='true',
-            restore_cmd='cat >/dev/null',
-            credentials={'passphrase': str(base / 'creds' / 'passphrase'),
-                         'env.RESTIC_REPOSITORY': str(base / 'creds' / 'env.RESTIC_REPOSITORY')},
-            env_names=('RESTIC_REPOSITORY',), stop_units=(), provider_data=_restic.shell_data(commands),
-            library=str(base / 'lib'))
-        (base / 'job').write_text(_job_script.render_script(spec))
-        result = run_interactively(base, base / 'job', 'exec', '--', 'stats')
-        assert result.returncode == 0, result.stderr
-        assert (base / 'store' / 'user').read_text() == 'nobody\n'
+        exec_as_nobody(base, 'restic', _restic.shell_data(commands), 'stats', env_names=('RESTIC_REPOSITORY',))
         assert (base / 'store' / 'log').read_text().endswith('stats|pw=pw-secret|repo=/srv/repo\n')
 
 
