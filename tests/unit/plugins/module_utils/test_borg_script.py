@@ -16,7 +16,7 @@ import pytest
 
 import job_library
 from job_library import (BINARY_DUMP, assert_the_dump_never_reaches_a_terminal, exec_as_nobody, last_argv,
-                         make_world, needs_root, run_binary, run_interactively, world_for_another_user)
+                         make_world, needs_root, run_binary, world_for_another_user)
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _job_script, _layout, _monitoring
 
