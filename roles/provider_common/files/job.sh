@@ -286,16 +286,22 @@ drill() {
   provider_dump "$snapshot" | as_user /bin/sh -c "$DRILL_CMD"
   dump_rc="${PIPESTATUS[0]}" drill_rc="${PIPESTATUS[1]}"
   set -e
+  # The tool's failure first (not its SIGPIPE, which drill_cmd's early exit causes): a snapshot removed or made
+  # unreadable meanwhile cuts the stream, and drill_cmd then fails on what it got; the cause is the repository.
+  if [ "$dump_rc" -ne 0 ] && [ "$dump_rc" -ne 141 ]; then
+    if [ "$drill_rc" -ne 0 ]; then
+      fail "drill failed: the dump of $SNAPSHOT_WORD '$snapshot' could not be read to its end ($PROVIDER exit" \
+        "$dump_rc; its messages are above), and drill_cmd exited $drill_rc on what it got"
+    fi
+    fail "drill failed: the dump of $SNAPSHOT_WORD '$snapshot' could not be read to its end ($PROVIDER exit" \
+      "$dump_rc), although drill_cmd accepted what it got"
+  fi
   if [ "$drill_rc" -ne 0 ]; then
     fail "drill failed: drill_cmd exited $drill_rc (the restore into the scratch copy or a check failed; its" \
       "messages are above)"
   fi
   if [ "$dump_rc" -eq 141 ]; then
     fail "drill failed: drill_cmd exited 0 without reading the whole dump of $SNAPSHOT_WORD '$snapshot'"
-  fi
-  if [ "$dump_rc" -ne 0 ]; then
-    fail "drill failed: the dump of $SNAPSHOT_WORD '$snapshot' could not be read to its end ($PROVIDER exit" \
-      "$dump_rc), although drill_cmd accepted what it got"
   fi
   printf '%s: drill of %s %s of instance %s passed\n' "$SCRIPT" "$SNAPSHOT_WORD" "$snapshot" "$INSTANCE" >&2
 }

@@ -686,6 +686,19 @@ def test_a_cut_dump_fails_the_drill_although_drill_cmd_took_it(world):
     assert (world / 'drilled').read_text() == 'dump'
 
 
+def test_an_unreadable_snapshot_fails_the_drill_naming_the_repository_not_drill_cmd(world):
+    # A snapshot whose data went (removed, a pack lost) cuts the stream: drill_cmd fails on what it got, and the
+    # message names the tool's failure, the cause, before drill_cmd's.
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest', FAKE_DUMP_CUT='4')
+    assert result.returncode == 1
+    assert 'Fatal: pack 0123abcd: unexpected EOF' in result.stderr
+    assert ("drill failed: the dump of snapshot 'latest' could not be read to its end (restic exit 1; its messages "
+            "are above), and drill_cmd exited 1 on what it got") in result.stderr
+    assert 'drill_cmd exited 1 (the restore' not in result.stderr and 'passed' not in result.stderr
+
+
 def test_a_drill_cmd_that_stops_reading_early_fails_the_drill(world):
     # A dump far larger than a pipe's buffer: the tool is cut off when drill_cmd leaves with exit 0.
     path = script(world, (0, 18, 0), backup_cmd='head -c 2000000 /dev/zero', drill_cmd='head -c 10 >/dev/null')

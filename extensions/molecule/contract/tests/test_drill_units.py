@@ -1,0 +1,145 @@
+"""Restore drills through the providers' drill units (issue 17): every requester x provider pair of the scenario.
+
+Each instance has settings.drill enabled; its drill unit (<provider>-drill-<instance>.service, hardened like the
+backup: PrivateTmp=, ProtectSystem=strict, ...) streams the newest snapshot into the request's drill_cmd, so the
+PostgreSQL scratch cluster and the MariaDB scratch server run inside that unit. Per pair: a backup whose check is
+false fails its drill; a good backup's drill passes, the live database's values and databases are as they were, and
+no scratch file or process is left; a cut dump whose producer exits 0 backs up fine and its drill fails, reported in
+the unit, the metrics and selfhost-backup status. Runs after test_contract.py (file order): it adds snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import pytest
+
+from conftest import VARS, Box
+from dialects import STATE_1, STATE_2, expected
+from test_contract import CASES, DIALECTS, _live, _scratch, backup_ok, request_of
+
+METRICS_DIR = VARS["contract_test_metrics_dir"]
+METRIC_LINE = re.compile(r'^(selfhost_backup_[a-z_]+)\{provider="([a-z]+)",name="([a-z_]+)"\} ([0-9]+)$')
+# Where the dump is cut: every dump of the scenario is larger (the fixture's large value is in it).
+CUT_AT = 100_000
+
+
+def drill_unit(provider: str, instance: str) -> str:
+    return f"{provider}-drill-{instance}.service"
+
+
+def drill(box: Box, provider: str, instance: str) -> tuple[int, str]:
+    """Start the drill unit and wait for its end; its journal of this run (the invocation's lines)."""
+    unit = drill_unit(provider, instance)
+    result = box.run(f"systemctl start --wait {unit}", timeout=900)
+    invocation = box.ok(f"systemctl show -P InvocationID {unit}").strip()
+    log = box.ok(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation} + INVOCATION_ID={invocation}")
+    # The finish hook (ExecStopPost=) has run once the unit is inactive or failed.
+    box.ok(f"for i in $(seq 1 120); do systemctl is-active --quiet {unit} || exit 0; sleep 0.5; done; exit 1")
+    return result.returncode, " ".join(log.split())
+
+
+def metrics(box: Box, provider: str, instance: str) -> dict[str, int]:
+    values = {}
+    for line in box.ok(f"cat {METRICS_DIR}/{provider}-backup-{instance}.prom").splitlines():
+        if line.startswith("# "):
+            continue
+        match = METRIC_LINE.match(line)
+        assert match and match.group(2, 3) == (provider, instance), line
+        values[match.group(1)] = int(match.group(4))
+    return values
+
+
+def status(box: Box, provider: str, instance: str) -> dict:
+    entries = json.loads(box.run("selfhost-backup status --json").stdout.decode())
+    return next(entry for entry in entries if entry["provider"] == provider and entry["instance"] == instance)
+
+
+def no_private_tmp_left(box: Box, provider: str, instance: str) -> bool:
+    return box.run(f"ls -d /tmp/systemd-private-*-{drill_unit(provider, instance)}-*").returncode != 0
+
+
+def cut_producer(box: Box, provider: str, instance: str) -> str:
+    """Make the instance's backup_cmd cut its dump and still exit 0 (as `pg_dumpall | head -c N; true` would), in
+    the instance's data file; returns the file as it was, for restore_producer."""
+    script = f"/usr/local/bin/{provider}-restore-{instance}"
+    original = box.ok(f"cat {script}")
+    command = request_of(box, instance)["backup_cmd"]
+    cut = f"readonly BACKUP_CMD={shlex.quote(f'{command} | head -c {CUT_AT}; true')}"
+    lines = [cut if line.startswith("readonly BACKUP_CMD=") else line for line in original.split("\n")]
+    assert lines.count(cut) == 1, original
+    box.ok(f"cat > {script}", "\n".join(lines).encode())
+    return original
+
+
+def restore_producer(box: Box, provider: str, instance: str, original: str) -> None:
+    box.ok(f"cat > /usr/local/bin/{provider}-restore-{instance}", original.encode())
+
+
+@pytest.mark.parametrize("release, instance, provider", CASES, ids=["-".join(case) for case in CASES])
+def test_drill_unit_passes_a_good_backup_and_fails_a_false_check_or_a_cut_dump(release: str, instance: str,
+                                                                                provider: str):
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS[instance]
+    unit = drill_unit(provider, instance)
+    service = box.ok(f"cat /etc/systemd/system/{unit}").splitlines()
+    for line in ("PrivateTmp=yes", "ProtectSystem=strict", "NoNewPrivileges=yes",
+                 f"ExecStart=/bin/bash /usr/local/bin/{provider}-restore-{instance} drill latest"):
+        assert line in service, (line, service)
+
+    # State 2 backs up, restores in the scratch copy, and the role's check (row 5 is there) says false: failed.
+    dialect.write(box, STATE_2)
+    backup_ok(box, provider, instance)
+    rc, log = drill(box, provider, instance)
+    assert rc != 0, log
+    assert "not true: " in log and "drill failed: drill_cmd exited" in log, log
+    assert box.run(f"systemctl is-failed {unit}").stdout.decode().strip() == "failed"
+    assert metrics(box, provider, instance)["selfhost_backup_last_drill_exit_status"] == 1
+    entry = status(box, provider, instance)
+    assert "drill failed" in entry["problems"] and entry["drill"]["result"] == "exit-code", entry
+
+    # State 1: the drill passes inside the unit (the scratch server ran there), the live data is as it was.
+    dialect.write(box, STATE_1)
+    backup_ok(box, provider, instance)
+    live, scratch = _live(box, dialect, instance), _scratch(box)
+    rc, log = drill(box, provider, instance)
+    assert rc == 0, log
+    assert "drill passed: " in log and f"of instance {instance} passed" in log, log
+    if instance != "sqlite":
+        assert "drill check passed in database fixture: " in log, log
+    assert _live(box, dialect, instance) == live and dialect.read(box) == expected(STATE_1)
+    assert _scratch(box) == scratch and no_private_tmp_left(box, provider, instance)
+    good = metrics(box, provider, instance)
+    assert good["selfhost_backup_last_drill_exit_status"] == 0, good
+    assert good["selfhost_backup_last_drill_success_timestamp_seconds"] >= good[
+        "selfhost_backup_last_success_timestamp_seconds"]
+    entry = status(box, provider, instance)
+    assert entry["drill"]["result"] == "success" and "drill failed" not in entry["problems"], entry
+
+    # A producer that cuts its dump and exits 0: the backup succeeds, its drill fails, reported.
+    original = cut_producer(box, provider, instance)
+    try:
+        backup_ok(box, provider, instance)
+    finally:
+        restore_producer(box, provider, instance, original)
+    rc, log = drill(box, provider, instance)
+    assert rc != 0, log
+    assert "drill failed: the dump" in log and "drill check passed" not in log, log
+    assert box.run(f"systemctl is-failed {unit}").stdout.decode().strip() == "failed"
+    values = metrics(box, provider, instance)
+    assert values["selfhost_backup_last_drill_exit_status"] == 1, values
+    assert values["selfhost_backup_last_exit_status"] == 0, values  # the backup itself "succeeded"
+    assert values["selfhost_backup_last_drill_success_timestamp_seconds"] == good[
+        "selfhost_backup_last_drill_success_timestamp_seconds"]
+    entry = status(box, provider, instance)
+    assert "drill failed" in entry["problems"] and entry["ok"] is False, entry
+    assert _live(box, dialect, instance) == live and _scratch(box) == scratch
+    assert no_private_tmp_left(box, provider, instance)
+
+    # A good backup again: the drill passes and the instance is ok again.
+    backup_ok(box, provider, instance)
+    rc, log = drill(box, provider, instance)
+    assert rc == 0, log
+    assert "drill failed" not in status(box, provider, instance)["problems"]
