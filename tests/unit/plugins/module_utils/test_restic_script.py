@@ -653,6 +653,19 @@ def test_a_drill_streams_the_dump_into_drill_cmd_and_passes(world, version):
     assert not (world / 'restored').exists()
 
 
+def test_a_passed_drill_in_its_unit_leaves_its_restore_time_for_the_metrics_hook(world):
+    # With metrics, the drill unit leaves the seconds it took once it held the lock (the hook reads it); a failed
+    # drill leaves none, nor a stale one.
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world), metrics_file=str(world / 'm' / 'x.prom'))
+    assert run(world, path, 'backup').returncode == 0
+    assert run(world, path, 'drill', 'latest').returncode == 0
+    assert re.fullmatch(r'seconds=[0-9]+\n', (world / 'cache' / 'last-drill').read_text())
+    failing = script(world, (0, 18, 0), drill_cmd=drill_cmd(world, expected='other'),
+                     metrics_file=str(world / 'm' / 'x.prom'))
+    assert run(world, failing, 'drill', 'latest').returncode == 1
+    assert not (world / 'cache' / 'last-drill').exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='a drill by hand runs as root')
 def test_a_drill_by_hand_of_one_snapshot_takes_the_same_path(world):
     path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
