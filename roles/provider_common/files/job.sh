@@ -273,10 +273,19 @@ drill() {
   ! in_unit || rm -f -- "$DRILL_STATS_FILE"
   [ -n "$DRILL_CMD" ] || fail "the request of instance $INSTANCE has no drill_cmd: nothing to drill with"
   check_snapshot_arg "$snapshot"
-  provider_has_snapshot "$snapshot" \
-    || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
+  # A snapshot by id must be this instance's (the tool would size and dump another's); "latest" is selected among
+  # this instance's by the tool itself, so the listing is only asked for when its size cannot be read (one tool
+  # run less before the drill starts: the drill's time is the restore time users expect).
+  if [ "$snapshot" != latest ]; then
+    provider_has_snapshot "$snapshot" \
+      || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
+  fi
   size="$(provider_dump_size "$snapshot")" || size=''
-  [[ "$size" =~ ^[0-9]+$ ]] || fail "cannot read the size of the dump in $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE"
+  if ! [[ "$size" =~ ^[0-9]+$ ]]; then
+    [ "$snapshot" != latest ] || provider_has_snapshot latest \
+      || fail "no $SNAPSHOT_WORD 'latest' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
+    fail "cannot read the size of the dump in $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE"
+  fi
   # The scratch copy goes to the temporary directory (the unit's private /tmp): at least the dump must fit.
   tmp="${TMPDIR:-/tmp}"
   free="$(df -P -B1 -- "$tmp" 2>/dev/null | awk 'NR == 2 { print $4 }')"
