@@ -820,4 +820,3 @@ def test_the_lock_is_not_inherited_by_what_a_run_leaves_behind(world):
         assert result.returncode == 0, result.stderr
     finally:
         os.kill(leftover, signal.SIGKILL)
-
