@@ -33,11 +33,16 @@ def drill_unit(provider: str, instance: str) -> str:
 def drill(box: Box, provider: str, instance: str) -> tuple[int, str]:
     """Start the drill unit and wait for its end; its journal of this run (the invocation's lines)."""
     unit = drill_unit(provider, instance)
+    cursor = box.ok("journalctl -q -n 1 -o cat --show-cursor | sed -n 's/^-- cursor: //p'").strip()
     result = box.run(f"systemctl start --wait {unit}", timeout=900)
-    invocation = box.ok(f"systemctl show -P InvocationID {unit}").strip()
-    log = box.ok(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation} + INVOCATION_ID={invocation}")
     # The finish hook (ExecStopPost=) has run once the unit is inactive or failed.
     box.ok(f"for i in $(seq 1 120); do systemctl is-active --quiet {unit} || exit 0; sleep 0.5; done; exit 1")
+    # The run's lines, once journald has them all (job.sh's last line says passed or failed).
+    script = f"{provider}-restore-{instance}"
+    last = f"-e '^{script}: drill of .* passed$' -e '^{script}: drill failed: ' -e '^{script}: no '"
+    journal = f"journalctl --no-pager -o cat -u {unit} --after-cursor={shlex.quote(cursor)}"
+    log = box.ok(f"for i in $(seq 1 40); do {journal} >/root/drill.log; grep -q {last} /root/drill.log && break; "
+                 "sleep 0.5; done; cat /root/drill.log")
     return result.returncode, " ".join(log.split())
 
 
