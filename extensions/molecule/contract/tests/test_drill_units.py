@@ -66,6 +66,35 @@ def no_private_tmp_left(box: Box, provider: str, instance: str) -> bool:
     return box.run(f"ls -d /tmp/systemd-private-*-{drill_unit(provider, instance)}-*").returncode != 0
 
 
+# Load on the live server while a drill runs (the drill must not care): a writer in a database the fixture
+# comparison does not read. SQLite has no server.
+LOAD = {
+    "pg": ("runuser -u postgres -- psql -X -q -d postgres -c 'CREATE TABLE IF NOT EXISTS drill_load (n int)'",
+           "runuser -u postgres -- psql -X -q -d postgres -c 'INSERT INTO drill_load SELECT generate_series(1, 2000); "
+           "DELETE FROM drill_load WHERE n % 3 = 0; SELECT count(*) FROM pg_class'"),
+    "mariadb": ("mariadb -e 'CREATE DATABASE IF NOT EXISTS drill_load; "
+                "CREATE TABLE IF NOT EXISTS drill_load.t (n INT) ENGINE=InnoDB'",
+                "mariadb -e 'INSERT INTO drill_load.t SELECT seq FROM seq_1_to_2000; "
+                "DELETE FROM drill_load.t WHERE n % 3 = 0'"),
+}
+
+
+def start_load(box: Box, instance: str) -> str:
+    """Start the writer (its process group id), or "" for SQLite."""
+    kind = "pg" if instance.startswith("pg") else instance
+    if kind not in LOAD:
+        return ""
+    prepare, statement = LOAD[kind]
+    box.ok(f"cd / && {prepare} >/dev/null")
+    loop = f"cd / && while :; do {statement} >/dev/null; done"
+    return box.ok(f"setsid bash -c {shlex.quote(loop)} </dev/null >/dev/null 2>&1 & echo $!").strip()
+
+
+def stop_load(box: Box, group: str) -> None:
+    if group:
+        box.run(f"kill -TERM -- -\"$(ps -o pgid= -p {group} | tr -d ' ')\"; sleep 1")
+
+
 def cut_producer(box: Box, provider: str, instance: str) -> str:
     """Make the instance's backup_cmd cut its dump and still exit 0 (as `pg_dumpall | head -c N; true` would), in
     the instance's data file; returns the file as it was, for restore_producer."""
@@ -106,11 +135,16 @@ def test_drill_unit_of_every_pair(release: str, instance: str, provider: str):
     entry = status(box, provider, instance)
     assert "drill failed" in entry["problems"] and entry["drill"]["result"] == "exit-code", entry
 
-    # State 1: the drill passes inside the unit (the scratch server ran there), the live data is as it was.
+    # State 1: the drill passes inside the unit (the scratch server ran there) while the live server is under
+    # load; the live data is as it was.
     dialect.write(box, STATE_1)
-    backup_ok(box, provider, instance)
-    live, scratch = _live(box, dialect, instance), _scratch(box)
-    rc, log = drill(box, provider, instance)
+    group = start_load(box, instance)
+    try:
+        backup_ok(box, provider, instance)
+        live, scratch = _live(box, dialect, instance), _scratch(box)
+        rc, log = drill(box, provider, instance)
+    finally:
+        stop_load(box, group)
     assert rc == 0, log
     assert "drill passed: " in log and f"of instance {instance} passed" in log, log
     if instance != "sqlite":
