@@ -183,3 +183,55 @@ def test_drill_unit_of_every_pair(release: str, instance: str, provider: str):
     rc, log = drill(box, provider, instance)
     assert rc == 0, log
     assert "drill failed" not in status(box, provider, instance)["problems"]
+
+
+# A check that holds the drill in its scratch server for a minute, so that the test can kill the unit there.
+SLOW_CHECK = {"pg_cluster": ("postgres", "SELECT (SELECT 1 FROM pg_sleep(60)) = 1"),
+              "mariadb": ("fixture", "SELECT SLEEP(60) = 0")}
+SCRATCH_SERVER = {"pg_cluster": "^postgres -D /tmp/selfhost-backup-drill[.]",
+                  "mariadb": "mariadbd --no-defaults .*/tmp/selfhost-backup-drill[.]"}
+
+
+def replace_data(box: Box, provider: str, instance: str, name: str, value: str) -> str:
+    """Set one readonly string of the instance's data file; returns the file as it was."""
+    script = f"/usr/local/bin/{provider}-restore-{instance}"
+    original = box.ok(f"cat {script}")
+    line = f"readonly {name}={shlex.quote(value)}"
+    lines = [line if old.startswith(f"readonly {name}=") else old for old in original.split("\n")]
+    assert lines.count(line) == 1, original
+    box.ok(f"cat > {script}", "\n".join(lines).encode())
+    return original
+
+
+@pytest.mark.parametrize("instance, provider", [("pg_cluster", "restic"), ("mariadb", "borg")])
+def test_a_drill_unit_killed_in_its_scratch_server_leaves_nothing_and_is_reported(instance: str, provider: str):
+    """SIGKILL to the drill unit while its scratch server runs a check (no cleanup of the helper can run): systemd
+    ends the whole unit, the scratch server included, and removes its private /tmp; the metric says 137 (killed
+    by signal 9), status says the drill failed; the live database is as it was. The next drill passes."""
+    box = Box("contract-debian13")
+    dialect = DIALECTS[instance]
+    unit = drill_unit(provider, instance)
+    dialect.write(box, STATE_1)
+    backup_ok(box, provider, instance)
+    live, scratch = _live(box, dialect, instance), _scratch(box)
+    database, query = SLOW_CHECK[instance]
+    command = request_of(box, instance)["drill_cmd"]
+    slow = command.replace(" drill ", f" drill --check {database} {shlex.quote(query)} ", 1)
+    assert slow != command
+    original = replace_data(box, provider, instance, "DRILL_CMD", slow)
+    try:
+        box.ok(f"systemctl start --no-block {unit}")
+        # The scratch server is up, in the drill unit's cgroup.
+        box.ok(f"for i in $(seq 1 240); do for pid in $(pgrep -f '{SCRATCH_SERVER[instance]}'); do "
+               f"grep -q '/{unit}$' /proc/$pid/cgroup && exit 0; done; sleep 0.5; done; exit 1")
+        box.ok(f"systemctl kill -s KILL {unit}")
+        box.ok(f"for i in $(seq 1 60); do systemctl is-active --quiet {unit} || exit 0; sleep 0.5; done; exit 1")
+    finally:
+        box.ok(f"cat > /usr/local/bin/{provider}-restore-{instance}", original.encode())
+    assert box.run(f"systemctl is-failed {unit}").stdout.decode().strip() == "failed"
+    assert metrics(box, provider, instance)["selfhost_backup_last_drill_exit_status"] == 137
+    assert "drill failed" in status(box, provider, instance)["problems"]
+    assert _scratch(box) == scratch and no_private_tmp_left(box, provider, instance)
+    assert _live(box, dialect, instance) == live
+    rc, log = drill(box, provider, instance)
+    assert rc == 0, log
