@@ -4,7 +4,9 @@
 #   run   prepare this machine (like the demo: Debian packages, the virtualenv, the Docker engine, the Debian 13
 #         systemd image, the collections) and bench/.venv (matplotlib); start the container
 #         selfhost-backup-bench, install PostgreSQL, converge bench/playbooks/site.yml, then run the rounds
-#         (python -m selfhost_bench). Results: bench/results/latest.{md,json,png}. Options: see bench/README.md.
+#         (python -m selfhost_bench). Results: bench/results/latest.{md,json,png}. Options: see bench/README.md;
+#         VENV: the project's virtualenv elsewhere (as tests/tools/setup-host.sh takes it), BENCH_PYTHON: a Python
+#         to run the rounds with instead of bench/.venv's (without matplotlib, latest.png is left as it was).
 #   down  remove the container and, with it, its database and repositories (the image stays cached)
 set -euo pipefail
 
@@ -22,14 +24,15 @@ bench_venv() {
 }
 
 run() {
+  local python="${BENCH_PYTHON:-$bench/.venv/bin/python}"
   IMAGE_SUITES=trixie "$top/tests/tools/setup-host.sh" venv docker images collections
-  bench_venv
-  export PATH="$top/.venv/bin:$PATH"
+  [ -n "${BENCH_PYTHON:-}" ] || bench_venv
+  export PATH="${VENV:-$top/.venv}/bin:$PATH"
   export ANSIBLE_COLLECTIONS_PATH="$top/.cache/collections"
   ansible-playbook -i "$bench/inventory.yml" "$bench/playbooks/container.yml"
   ansible-playbook -i "$bench/inventory.yml" "$bench/playbooks/site.yml"
   cd "$bench"
-  "$bench/.venv/bin/python" -m selfhost_bench
+  "$python" -m selfhost_bench
 }
 
 down() {

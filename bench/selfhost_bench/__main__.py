@@ -18,7 +18,7 @@ from . import container, converge, datagen, measure, report
 from .measure import Samples
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-PHASES = "backup restore incremental converge"
+PHASES = "backup restore drill incremental converge"
 
 
 def log(message: str) -> None:
@@ -73,7 +73,8 @@ def write(meta: dict[str, object], samples: Samples, counts: list[int], where: d
     report.chart(samples, RESULTS / "latest.png")
 
 
-PHASE_PREFIXES = {"backup": ("cold.", "warm."), "restore": ("restore.",), "incremental": ("incremental.",),
+PHASE_PREFIXES = {"backup": ("cold.", "warm."), "restore": ("restore.",), "drill": ("drill.",),
+                  "incremental": ("incremental.",),
                   "converge": ("converge.",)}
 
 
@@ -122,6 +123,9 @@ def main() -> None:
         write(meta, samples, counts_done, where)
     if "restore" in phases:
         samples |= prefixed("restore", measure.restores(runs, log))
+        write(meta, samples, counts_done, where)
+    if "drill" in phases:
+        samples |= prefixed("drill", measure.drills(runs, log))
         write(meta, samples, counts_done, where)
     if "incremental" in phases:
         samples |= prefixed("incremental", measure.incremental(runs, 0.01, seed, log))

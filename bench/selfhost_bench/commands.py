@@ -97,6 +97,24 @@ def restore_subjects() -> list[Subject]:
     return [raw, ours("restic", "plain"), nocache, raw_borg(), ours("borg", "plain")]
 
 
+def drill_subjects() -> list[Subject]:
+    """The drill phase, per tool: our plain restore of the latest snapshot into the live cluster (as the restore
+    phase runs it) and the drill unit of instance plain, which restores the same snapshot into a scratch cluster
+    and checks it. No backup runs between them: both read the same snapshot."""
+    out = []
+    for tool in ("restic", "borg"):
+        plain = ours(tool, "plain")
+        out.append(Subject(f"{tool}.restore", tool, plain.repository, plain.backup, plain.reset, plain.restore))
+        out.append(Subject(f"{tool}.drill", tool, plain.repository, plain.backup, plain.reset,
+                           f"systemctl start --wait {drill_unit(tool)}"))
+    return out
+
+
+def drill_unit(tool: str) -> str:
+    """The drill unit of instance plain (site.yml enables its drill, on a calendar that never comes)."""
+    return f"{tool}-drill-plain.service"
+
+
 def incremental_subjects() -> list[Subject]:
     """Our units of both tools with both requests."""
     return [ours(tool, instance) for tool in ("restic", "borg") for instance in ("plain", "gzip")]

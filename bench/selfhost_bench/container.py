@@ -11,8 +11,11 @@ CONTAINER = "selfhost-backup-bench"
 # The command runs with its output in a log file; bash's EPOCHREALTIME brackets it inside the container, so
 # the `docker exec` round trip is not part of the figure. Meanwhile a sampler reads the peak resident set
 # (VmHWM) of every restic and borg process five times a second: the same probe for our units and the raw runs.
+# With a unit name, a second sampler adds up the resident sets (VmRSS) of every process in that unit's cgroup at
+# each tick and keeps the highest sum: a drill's whole footprint (the tool, psql, the scratch cluster).
 _TIMED = """set -o pipefail
 echo 0 >/tmp/bench-peak
+echo 0 >/tmp/bench-unit-peak
 ( peak=0
   while :; do
     for p in $(pgrep -x 'restic|borg'); do
@@ -22,13 +25,27 @@ echo 0 >/tmp/bench-peak
     sleep 0.2
   done ) &
 sampler=$!
+unit_sampler=
+if [ -n {unit} ]; then
+  ( peak=0
+    while :; do
+      sum=0
+      for f in $(grep -lsF -- /{unit} /proc/[0-9]*/cgroup); do
+        v=$(awk '/^VmRSS/ {{print $2}}' "${{f%/cgroup}}/status" 2>/dev/null)
+        sum=$((sum + ${{v:-0}}))
+      done
+      [ "$sum" -gt "$peak" ] && peak=$sum && echo "$peak" >/tmp/bench-unit-peak
+      sleep 0.2
+    done ) &
+  unit_sampler=$!
+fi
 s=$EPOCHREALTIME
 ( {cmd} ) >/tmp/bench-cmd.log 2>&1
 rc=$?
 e=$EPOCHREALTIME
-kill $sampler
-wait $sampler 2>/dev/null
-echo "$rc $s $e $(cat /tmp/bench-peak)"
+kill $sampler $unit_sampler
+wait $sampler $unit_sampler 2>/dev/null
+echo "$rc $s $e $(cat /tmp/bench-peak) $(cat /tmp/bench-unit-peak)"
 """
 
 
@@ -38,10 +55,12 @@ class CommandFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Timed:
-    """The wall time of one command in seconds, and the peak resident set of its restic or borg in KiB."""
+    """The wall time of one command in seconds, the peak resident set of its restic or borg in KiB, and (when a
+    unit was named) the peak of the summed resident sets of that unit's processes in KiB, else 0."""
 
     seconds: float
     peak_kib: int
+    unit_peak_kib: int = 0
 
 
 def sh(script: str) -> str:
@@ -55,13 +74,16 @@ def sh(script: str) -> str:
     return proc.stdout
 
 
-def timed(cmd: str) -> Timed:
-    """Run cmd in the container and return its wall time; fail with its log when it fails."""
-    rc, start, end, peak = sh(_TIMED.format(cmd=cmd)).split()
+def timed(cmd: str, unit: str = "") -> Timed:
+    """Run cmd in the container and return its wall time; fail with its log when it fails. unit: the name of a
+    systemd unit (e.g. restic-drill-plain.service) whose processes' summed memory is sampled too."""
+    if unit and not unit.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"not a unit name: {unit!r}")
+    rc, start, end, peak, unit_peak = sh(_TIMED.format(cmd=cmd, unit=f"'{unit}'" if unit else "''")).split()
     if rc != "0":
         log = sh("tail -n 30 /tmp/bench-cmd.log")
         raise CommandFailed(f"{cmd!r} exited {rc}:\n{log}")
-    return Timed(float(end) - float(start), int(peak))
+    return Timed(float(end) - float(start), int(peak), int(unit_peak))
 
 
 def open_stdin(script: str) -> subprocess.Popen[bytes]:

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from . import container, datagen
-from .commands import DUMP, Subject, backup_subjects, incremental_subjects, restore_subjects
+from .commands import DUMP, Subject, backup_subjects, drill_subjects, drill_unit, incremental_subjects, restore_subjects
 
 Samples = dict[str, list[float]]
 Log = Callable[[str], None]
@@ -35,6 +35,8 @@ def record(samples: Samples, key: str, timed: container.Timed) -> None:
     samples[f"{key}.seconds"].append(timed.seconds)
     if timed.peak_kib:
         samples[f"{key}.peak_kib"].append(float(timed.peak_kib))
+    if timed.unit_peak_kib:
+        samples[f"{key}.unit_peak_kib"].append(float(timed.unit_peak_kib))
 
 
 def backups(runs: int, cold: bool, log: Log) -> Samples:
@@ -60,6 +62,22 @@ def restores(runs: int, log: Log) -> Samples:
             timed = container.timed(subject.restore)
             record(samples, subject.key, timed)
             log(f"restore {turn + 1}/{runs} {subject.key}: {timed.seconds:.2f} s")
+    return samples
+
+
+def drills(runs: int, log: Log) -> Samples:
+    """Per tool, one backup of instance plain, then rounds of its plain restore and its drill (the drill unit),
+    both of that snapshot; the drill's whole unit's memory is sampled too."""
+    samples: Samples = defaultdict(list)
+    subjects = drill_subjects()
+    for subject in subjects[::2]:
+        container.timed(subject.backup)
+    for turn in range(runs):
+        for subject in rotated(subjects, turn):
+            unit = drill_unit(subject.tool) if subject.key.endswith(".drill") else ""
+            timed = container.timed(subject.restore, unit)
+            record(samples, subject.key, timed)
+            log(f"drill phase {turn + 1}/{runs} {subject.key}: {timed.seconds:.2f} s")
     return samples
 
 

@@ -6,12 +6,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib as mpl
-import matplotlib.pyplot as plt
-
 from .measure import Samples
-
-mpl.use("Agg")
 
 
 @dataclass(frozen=True)
@@ -89,6 +84,8 @@ def checks() -> list[tuple[str, str, str, str]]:
             (f"{tool}: repository, our default / seed gzip", "<= 1", f"cold.{tool}.ours.repo_bytes",
              f"cold.{tool}.ours_gzip.repo_bytes"),
             (f"{tool}: restore, ours / raw", "<= 1.05", f"restore.{tool}.ours.seconds", f"restore.{tool}.raw.seconds"),
+            (f"{tool}: drill / plain restore of the same snapshot (whole cluster)", "<= 1.3",
+             f"drill.{tool}.drill.seconds", f"drill.{tool}.restore.seconds"),
         ]
         out += [(f"{key}: {workload} 1%, added / changed bytes", "<= 3", f"incremental.{workload}.{key}.added_bytes",
                  f"incremental.{workload}.changed_bytes")
@@ -148,12 +145,20 @@ def converge_lines(samples: Samples, counts: list[int]) -> list[str]:
 
 
 def chart(samples: Samples, path: Path) -> None:
-    """latest.png: backup and restore wall times per tool (median, min-max bars) and incremental growth."""
+    """latest.png: backup and restore wall times per tool (median, min-max bars) and incremental growth. Left as
+    it was when matplotlib is not installed (BENCH_PYTHON without it): the tables do not need it."""
+    try:
+        import matplotlib as mpl  # pylint: disable=import-outside-toplevel
+        import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return
+    mpl.use("Agg")
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     bars_with_spread(left, samples, [
         f"{phase}.{key}.seconds" for phase in ("cold", "warm", "restore")
-        for key in ("restic.raw", "restic.raw_unit", "restic.ours", "restic.ours_gzip",
-                    "borg.raw", "borg.raw_unit", "borg.ours", "borg.ours_gzip")
+        for key in ("restic.raw", "restic.raw_unit", "restic.ours", "restic.ours_gzip", "restic.restore",
+                    "restic.drill", "borg.raw", "borg.raw_unit", "borg.ours", "borg.ours_gzip", "borg.restore",
+                    "borg.drill")
         if f"{phase}.{key}.seconds" in samples], "seconds (median, min-max)")
     bars_with_spread(right, samples, [
         key for key in samples if key.startswith("incremental.") and key.endswith("added_bytes")], "bytes",

@@ -573,6 +573,21 @@ def test_a_drill_of_latest_resolves_the_archive_sizes_and_streams_it(world):
     assert not (world / 'restored').exists()
 
 
+def test_a_drill_of_latest_lists_the_archives_no_more_than_needed_and_without_a_repository_fails_clearly(world):
+    # latest is this instance's newest by the tool's own selection: no separate listing before the drill starts
+    # (the drill's time is the restore time). Without a repository yet, the listing says so and nothing runs.
+    path = drill_script(world)
+    empty = run(world, path, 'drill', 'latest')
+    assert empty.returncode == 1
+    assert empty.stderr.endswith('borg-restore-app: cannot list the archives of this instance\n'), empty.stderr
+    assert not (world / 'drilled').exists()
+    assert run(world, path, 'backup').returncode == 0
+    before = len(log(world))
+    assert run(world, path, 'drill', 'latest').returncode == 0
+    calls = [entry[1] for entry in log(world)[before:]]
+    assert len(calls) == 4, calls  # latest and the size, latest and the extract
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='a drill by hand runs as root')
 def test_a_drill_by_hand_of_one_archive(world):
     path = drill_script(world)

@@ -435,3 +435,29 @@ def test_a_failed_drill_keeps_the_last_good_one_and_pings_fail_only(world):
     assert metrics(world)['selfhost_backup_last_drill_exit_status'] == 143
     # No backup has run: no backup metric is made up.
     assert not any(name.startswith('selfhost_backup_last_') and 'drill' not in name for name in metrics(world))
+
+
+@needs_root
+def test_a_passed_drill_s_duration_is_its_restore_time_without_the_wait_for_the_lock(world):
+    """The drill leaves the seconds it took once it held the instance lock (cache/last-drill): a drill that waited
+    for a backup reports its restore time, not the unit's span. A failed drill, a link or garbage there: the
+    unit's span."""
+    path = script(world)
+    (world / 'cache').mkdir(exist_ok=True)
+    stats = world / 'cache' / 'last-drill'
+    stats.write_text('seconds=7\n')
+    drill_finished(world, path)
+    assert metrics(world)['selfhost_backup_last_drill_duration_seconds'] == 7
+    span = metrics(world)['selfhost_backup_last_drill_success_timestamp_seconds'] - STARTED
+    drill_finished(world, path, result='exit-code', status='1')
+    assert metrics(world)['selfhost_backup_last_drill_duration_seconds'] >= span
+    for content in ('seconds=7; rm -rf /\n', 'seconds=\n'):
+        stats.write_text(content)
+        drill_finished(world, path)
+        assert metrics(world)['selfhost_backup_last_drill_duration_seconds'] >= span, content
+    stats.unlink()
+    other = world / 'other'
+    other.write_text('seconds=3\n')
+    stats.symlink_to(other)
+    drill_finished(world, path)
+    assert metrics(world)['selfhost_backup_last_drill_duration_seconds'] >= span

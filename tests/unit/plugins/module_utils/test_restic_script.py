@@ -643,6 +643,19 @@ def test_a_drill_streams_the_dump_into_drill_cmd_and_passes(world, version):
     assert not (world / 'restored').exists()
 
 
+def test_a_passed_drill_in_its_unit_leaves_its_restore_time_for_the_metrics_hook(world):
+    # With metrics, the drill unit leaves the seconds it took once it held the lock (the hook reads it); a failed
+    # drill leaves none, nor a stale one.
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world), metrics_file=str(world / 'm' / 'x.prom'))
+    assert run(world, path, 'backup').returncode == 0
+    assert run(world, path, 'drill', 'latest').returncode == 0
+    assert re.fullmatch(r'seconds=[0-9]+\n', (world / 'cache' / 'last-drill').read_text())
+    failing = script(world, (0, 18, 0), drill_cmd=drill_cmd(world, expected='other'),
+                     metrics_file=str(world / 'm' / 'x.prom'))
+    assert run(world, failing, 'drill', 'latest').returncode == 1
+    assert not (world / 'cache' / 'last-drill').exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='a drill by hand runs as root')
 def test_a_drill_by_hand_of_one_snapshot_takes_the_same_path(world):
     path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
@@ -674,6 +687,19 @@ def test_a_cut_dump_fails_the_drill_although_drill_cmd_took_it(world):
     assert ("drill failed: the dump of snapshot 'latest' could not be read to its end (restic exit 1), although "
             'drill_cmd accepted what it got') in result.stderr
     assert (world / 'drilled').read_text() == 'dump'
+
+
+def test_an_unreadable_snapshot_fails_the_drill_naming_the_repository_not_drill_cmd(world):
+    # A snapshot whose data went (removed, a pack lost) cuts the stream: drill_cmd fails on what it got, and the
+    # message names the tool's failure, the cause, before drill_cmd's.
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest', FAKE_DUMP_CUT='4')
+    assert result.returncode == 1
+    assert 'Fatal: pack 0123abcd: unexpected EOF' in result.stderr
+    assert ("drill failed: the dump of snapshot 'latest' could not be read to its end (restic exit 1; its messages "
+            "are above), and drill_cmd exited 1 on what it got") in result.stderr
+    assert 'drill_cmd exited 1 (the restore' not in result.stderr and 'passed' not in result.stderr
 
 
 def test_a_drill_cmd_that_stops_reading_early_fails_the_drill(world):
