@@ -78,7 +78,7 @@ def world(tmp_path, job_library):
 
 
 def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False,
-           notify_cmd='', metrics_file='', drill_cmd=''):
+           notify_cmd='', metrics_file='', drill_cmd='', **extra):
     commands = _borg.Commands(
         binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
@@ -91,10 +91,11 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
         credentials.update(ssh_key=str(world / 'creds' / 'ssh_key'), known_hosts=str(world / 'creds' / 'known_hosts'))
     spec = _job_script.ScriptSpec(
         layout=_layout.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
-        restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
-        provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
+        restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(),
+        stop_units=extra.pop('stop_units', ()), provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
         snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
-        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file), drill_cmd=drill_cmd)
+        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file), drill_cmd=drill_cmd,
+        **extra)
     path = world / 'job'
     path.write_text(_job_script.render_script(spec))
     return path

@@ -94,7 +94,7 @@ def world(tmp_path, job_library):
 
 
 def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=(), metrics_file='', drill_cmd='',
-           lock_wait=300):
+           lock_wait=300, **extra):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
     spec = _job_script.ScriptSpec(
@@ -104,6 +104,7 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
         env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, provider_data=_restic.shell_data(commands), library=str(world / 'lib'),
         monitoring=_monitoring.Monitoring(metrics_file=metrics_file), drill_cmd=drill_cmd, lock_wait=lock_wait,
+        **extra,
     )
     path = world / 'job'
     path.write_text(_job_script.render_script(spec))
