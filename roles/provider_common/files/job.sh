@@ -40,6 +40,9 @@ unset name
 # leaves for the finish hook. A restore run by hand uses it too when a unit has created it.
 readonly JOB_CACHE="${CACHE_DIRECTORY:-/var/cache/$JOB_NAME}"
 readonly STATS_FILE="$JOB_CACHE/last-backup"
+# The tool's full statistics of the last good backup (its JSON), kept for whoever wants more than the journal's
+# summary line.
+readonly STATS_JSON="$JOB_CACHE/last-backup.json"
 
 usage() {
   local note
@@ -486,6 +489,41 @@ record_backup() {
   count="$(provider_snapshot_count)" || count=''
   printf 'added_bytes=%s\nsnapshots=%s\n' "${1:-}" "$count" >"$STATS_FILE.tmp"
   mv -f -- "$STATS_FILE.tmp" "$STATS_FILE"
+}
+
+# The backup's line in the journal, short and readable: the snapshot it made, the bytes of the dump it read, the
+# bytes it added to the repository and how long it took. $1: the snapshot, $2 and $3: bytes (empty when the tool
+# did not tell), $4: seconds. The tool's JSON goes to STATS_JSON (keep_statistics), not to the journal.
+backup_summary() {
+  printf '%s: backup of instance %s: %s %s, %s read, %s added, %s\n' "$SCRIPT" "$INSTANCE" "$SNAPSHOT_WORD" \
+    "${1:-(unknown)}" "$(human_bytes "$2")" "$(human_bytes "$3")" "$(human_seconds "$4")"
+}
+
+human_bytes() {
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+    if [ "$1" -lt 1024 ]; then printf '%s B\n' "$1"; else numfmt --to=iec-i --suffix=B --format='%.1f' -- "$1"; fi
+  else
+    echo "? bytes"
+  fi
+}
+
+human_seconds() {
+  local seconds="${1:-0}"
+  if [ "$seconds" -ge 3600 ]; then
+    printf '%dh%02dm%02ds\n' $((seconds / 3600)) $((seconds % 3600 / 60)) $((seconds % 60))
+  elif [ "$seconds" -ge 60 ]; then
+    printf '%dm%02ds\n' $((seconds / 60)) $((seconds % 60))
+  else
+    printf '%ss\n' "$seconds"
+  fi
+}
+
+# The tool's statistics on stdin into STATS_JSON, replaced atomically. Losing them never fails the backup.
+keep_statistics() {
+  if ! { cat >"$STATS_JSON.tmp" && mv -f -- "$STATS_JSON.tmp" "$STATS_JSON"; } 2>/dev/null; then
+    rm -f -- "$STATS_JSON.tmp"
+    printf '%s: could not keep the statistics in %s\n' "$SCRIPT" "$STATS_JSON" >&2
+  fi
 }
 
 # ExecStartPre= hook of the backup service (root; its failure is ignored): forget the last run's figures and

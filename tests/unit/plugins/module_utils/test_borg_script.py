@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -349,7 +350,12 @@ def test_backup_leaves_bytes_added_and_archive_count_for_the_metrics(world):
     assert result.returncode == 0, result.stderr
     # The archive's deduplicated size from create --json; the instance's archives as listed (two in the fake).
     assert (world / 'cache' / 'last-backup').read_text() == 'added_bytes=512\nsnapshots=2\n'
-    assert '"deduplicated_size": 512' in result.stdout  # the statistics stay in the journal
+    # The journal gets one readable line (the dump's own size as read); borg's statistics go to the cache directory.
+    assert '"deduplicated_size"' not in result.stdout + result.stderr
+    assert re.search(r'^borg-restore-app: backup of instance app: archive app@h1-2026-01-02T03:04:05.123456, 9 B read, 512 B added, '
+                     r'\d+s$', result.stdout, re.M), result.stdout
+    stats = json.loads((world / 'cache' / 'last-backup.json').read_text())
+    assert stats['archive']['stats']['deduplicated_size'] == 512
 
 
 def test_a_failed_borg_backup_leaves_no_figures(world):
