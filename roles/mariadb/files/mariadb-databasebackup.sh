@@ -423,7 +423,7 @@ main() {
       fi
       restore ;;
     restore-into)
-      [ "$#" -eq 2 ] && [ -n "$2" ] || { usage >&2; exit 2; }
+      if [ "$#" -ne 2 ] || [ -z "$2" ]; then usage >&2; exit 2; fi
       restore_into "$2" ;;
     drill)
       shift

@@ -136,12 +136,13 @@ restore_arguments() {
   while [ "$#" -gt 0 ]; do
     case "$1" in
       --into | --database)
-        [ "$#" -ge 2 ] && [ -n "$2" ] || usage_error "restore: $1 needs a name"
+        if [ "$#" -lt 2 ] || [ -z "$2" ]; then usage_error "restore: $1 needs a name"; fi
         if [ "$1" = --into ]; then
           [ -z "$seen_into" ] || usage_error "restore: --into given twice"
-          [[ "$2" =~ $INTO_PATTERN ]] && [[ "/$2/" != */../* ]] \
-            || usage_error "restore: --into '$2' is not a name it takes: a database name of letters, digits, _ . -" \
+          if ! [[ "$2" =~ $INTO_PATTERN ]] || [[ "/$2/" == */../* ]]; then
+            usage_error "restore: --into '$2' is not a name it takes: a database name of letters, digits, _ . -" \
               "(at most 63), or the absolute path of a file"
+          fi
           seen_into=yes RESTORE_INTO="$2"
         else
           [ -z "$seen_database" ] || usage_error "restore: --database given twice"

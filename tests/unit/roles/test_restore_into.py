@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 # pylint: disable-next=unused-import
 from test_drill_helpers import as_pg_user, pg_world, sqlite_world  # noqa: F401 (fixtures)
-from test_requester_helpers import MARIADB_DUMP, mariadb  # noqa: F401 (a fixture)
+from test_requester_helpers import MARIADB_DUMP, mariadb  # noqa: F401 pylint: disable=unused-import
 
 HOSTILE = ["x'; DROP TABLE t; --", 'x$(touch /tmp/selfhost-owned)', 'x`id`', 'x"y', '-x', '']
 

@@ -93,7 +93,8 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
     spec = _job_script.ScriptSpec(
         layout=_layout.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
         restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(),
-        stop_units=extra.pop('stop_units', ()), provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
+        stop_units=extra.pop('stop_units', ()), provider_data=_borg.shell_data(commands), library=str(world / 'lib'),
+        maintenance=('backup', 'check') if check else ('backup',),
         snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
         monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file), drill_cmd=drill_cmd,
         **extra)
