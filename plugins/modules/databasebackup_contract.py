@@ -33,7 +33,10 @@ options:
       - The request published by a requester role.
       - Keys are C(user) (unix user, default C(root)), C(backup_name) (plain file name, default C(dump)),
         C(backup_cmd) and C(restore_cmd) (required, non-blank shell commands), C(drill_cmd) (optional, a
-        non-blank shell command that restores the dump from stdin into a scratch copy and checks it).
+        non-blank shell command that restores the dump from stdin into a scratch copy and checks it),
+        C(restore_into_cmd) (optional, restores the dump into the new target named by the environment variable
+        C(SELFHOST_BACKUP_INTO)) and C(restore_database_cmd) (optional, restores the one database named by
+        C(SELFHOST_BACKUP_DATABASE) out of a dump of several).
     type: dict
     required: true
   settings:

@@ -195,11 +195,11 @@ provider_check() {
 # push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup. Telling
 # an empty dump costs one more repository read (list): borg's statistics count the archive's metadata too.
 provider_backup() {
-  local stats status borg_rc=0 archive size
+  local stats status borg_rc=0 archive size started="$SECONDS"
   provider_init
   status="$(mktemp)"
   stats="$(borg_warning_ok "${BORG_CREATE[@]}" "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}")" || borg_rc=$?
-  printf '%s\n' "$stats"
+  [ "$borg_rc" -eq 0 ] || printf '%s\n' "$stats"
   [ "$borg_rc" -eq 0 ] \
     || fail "backup failed (backup_cmd $(backup_cmd_outcome "$status"), borg exit $borg_rc): no archive created"
   rm -f -- "$status"
@@ -213,6 +213,9 @@ provider_backup() {
       || fail "backup failed: backup_cmd wrote nothing, and the empty archive '$archive' could not be deleted: delete it by hand"
     fail "backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive $archive deleted, nothing kept"
   fi
+  # The journal gets one readable line; borg's statistics (all its figures) go to the cache directory.
+  backup_summary "$archive" "$size" "$(json_number deduplicated_size <<<"$stats")" "$((SECONDS - started))"
+  keep_statistics <<<"$stats"
   provider_retention
   record_backup "$(json_number deduplicated_size <<<"$stats")"
 }

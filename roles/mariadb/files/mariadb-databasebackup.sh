@@ -14,6 +14,12 @@
 #                    stops before any change, naming them, or with --terminate-sessions ends them (KILL); a
 #                    table still held makes it fail after --lock-wait-timeout (60) seconds, never wait without end.
 #                    A restore that fails after it started says "partially restored" and where it stopped.
+#   restore-into NAME
+#                    restore --into of the restore script: a dump of the one database NAME restored into the new
+#                    database named by the environment variable SELFHOST_BACKUP_INTO (letters, digits, _ . -); the
+#                    dump's CREATE DATABASE and USE of NAME are aimed at it, CREATE DATABASE without IF NOT EXISTS,
+#                    so a database that exists is never replaced, and NAME is never touched. A dump of another
+#                    database is refused; a failed or cut restore drops the database it created.
 #   drill            the restore drill: the dump restored as restore does, into a scratch server of its own
 #                    (mariadb-install-db and mariadbd in a private temporary directory, a unix socket there, no
 #                    network, no option file read), each --check DATABASE QUERY run there (it must return true:
@@ -52,6 +58,7 @@ usage() {
 usage: $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] dump [--databases NAME...]
        $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] restore [--terminate-sessions] [--lock-wait-timeout SECONDS]
                 [--databases NAME...]
+       SELFHOST_BACKUP_INTO=NEW $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] restore-into NAME
        $SCRIPT [--compression none|gzip|zstd] drill [--check DATABASE QUERY]...
 USAGE
 }
@@ -232,6 +239,74 @@ restore() {
        "before the server is used."
 }
 
+# The dump of the database $1 aimed at the database $2: its CREATE DATABASE (IF NOT EXISTS left out: a database
+# that exists fails the restore before anything changes) followed by the line CREATED (the client prints it once
+# the database is made, so that only a database this restore made is dropped again), each USE of it. Outside the
+# DELIMITER blocks that hold routines and triggers; the dump of any other database is refused.
+retarget_dump() {
+  awk -v from="$1" -v to="$2" -v created="$CREATED" -v script="$SCRIPT" '
+    /^DELIMITER / { routines = ($2 != ";") }
+    !routines && /^CREATE DATABASE / {
+      if (index($0, "CREATE DATABASE /*!32312 IF NOT EXISTS*/ `" from "`") == 1) {
+        rest = substr($0, length("CREATE DATABASE /*!32312 IF NOT EXISTS*/ `" from "`") + 1)
+        print "CREATE DATABASE `" to "`" rest
+        print "SELECT \047" created "\047;"
+        made = 1
+        next
+      }
+      printf "%s: the dump holds another database than %s: a restore --into takes the dump of that one database\n", script, from > "/dev/stderr"
+      exit 3
+    }
+    !routines && /^USE `.*`;$/ {
+      if ($0 != "USE `" from "`;" || !made) {
+        printf "%s: the dump holds another database than %s: a restore --into takes the dump of that one database\n", script, from > "/dev/stderr"
+        exit 3
+      }
+      print "USE `" to "`;"
+      next
+    }
+    { print }
+    END {
+      if (!made) {
+        printf "%s: the dump creates no database %s: nothing was restored\n", script, from > "/dev/stderr"
+        exit 3
+      }
+    }'
+}
+
+# restore --into: the dump of the database $1 into the new database SELFHOST_BACKUP_INTO, never one that exists.
+readonly CREATED="selfhost-backup: created $$.$RANDOM"
+restore_into() {
+  local source="$1" into errors progress rc=0
+  into="${SELFHOST_BACKUP_INTO:-}"
+  [ -n "$into" ] || fail "restore into another database: the environment variable SELFHOST_BACKUP_INTO names no database: nothing was restored"
+  [[ "$into" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$ ]] \
+    || fail "restore --into: '$into' is not a database name this takes (letters, digits, _ . -, at most 63): nothing was restored"
+  [ "$into" != "$source" ] || fail "restore --into $into: that is the database of this request; give another name"
+  if [ "$(client --batch --skip-column-names --execute \
+      "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = $(sql_string "$into")")" != 0 ]; then
+    fail "restore --into: database $into exists; a restore --into makes a new database and never replaces one" \
+      "(drop it first, or give another name): nothing was restored"
+  fi
+  errors="$(mktemp)"
+  progress="$(mktemp)"
+  at_exit rm -f -- "$errors" "$progress"
+  { printf 'SET SESSION lock_wait_timeout = %s;\n' "$lock_wait_timeout"
+    decompress | retarget_dump "$source" "$into" | require_complete; } \
+    | client --batch --skip-column-names 2>"$errors" >"$progress" || rc=$?
+  grep -E '^(ERROR|mariadb:|mysql:|Warning)' "$errors" >&2 || true
+  if [ "$rc" -eq 0 ]; then
+    printf '%s: database %s restored into the new database %s\n' "$SCRIPT" "$source" "$into" >&2
+    return 0
+  fi
+  if grep -qxF -- "$CREATED" "$progress"; then
+    client --batch --execute "DROP DATABASE \`$into\`" \
+      || fail "restore into $into failed (the error is above), and dropping the half-restored $into failed too: drop it"
+    fail "restore into $into failed (the error is above); the database $into it had created was dropped again"
+  fi
+  fail "restore into $into failed before it created the database (the error is above): nothing changed"
+}
+
 # The first of the programs $@ found on PATH or in the server's directories (not on a user's PATH on Debian).
 server_tool() {
   local name dir
@@ -347,6 +422,9 @@ main() {
         usage >&2; exit 2
       fi
       restore ;;
+    restore-into)
+      if [ "$#" -ne 2 ] || [ -z "$2" ]; then usage >&2; exit 2; fi
+      restore_into "$2" ;;
     drill)
       shift
       while [ "${1:-}" = --check ]; do

@@ -7,6 +7,10 @@
 #   dump    cluster | globals | database <name>
 #   restore [--terminate-sessions] cluster | globals | database <name>
 #   drill [--check <database> <query>]... cluster | globals | database <name>
+#   restore-into database <name>          (the new database's name in $SELFHOST_BACKUP_INTO)
+#   restore-database [--terminate-sessions] cluster
+#                                         (the database in $SELFHOST_BACKUP_DATABASE, optionally into the new
+#                                         database $SELFHOST_BACKUP_INTO)
 #
 # Why restores look like this:
 # - cluster and globals are `pg_dumpall --clean --if-exists` replayed with psql ON_ERROR_STOP=1, so any
@@ -18,6 +22,11 @@
 #   naming them; with --terminate-sessions it ends them instead (see SESSIONS_SQL).
 # - A cluster restore that fails after it started dropping says "partially restored", and what it left.
 # - Compression belongs to the backup tool (see databasebackup-lib.sh).
+#
+# restore-into and restore-database (the restore script's restore --into and --database) take their names from
+# the environment only, check them, and never replace a database that exists: --into makes a new one (refused when
+# it exists), restore-database without --into restores into a new database of its own and swaps it for the old
+# one only when the restore succeeded. A failed restore drops what it made and leaves the rest as it was.
 #
 # The restore drill (see drill) restores the dump the same way into a scratch cluster of its own: made with
 # initdb in a private temporary directory, run as the request's user on a unix socket in that directory (no
@@ -89,12 +98,149 @@ usage() {
 usage: $SCRIPT [--compression none|gzip|zstd] dump cluster|globals|database NAME
        $SCRIPT [--compression none|gzip|zstd] restore [--terminate-sessions] cluster|globals|database NAME
        $SCRIPT [--compression none|gzip|zstd] drill [--check DATABASE QUERY]... cluster|globals|database NAME
+       SELFHOST_BACKUP_INTO=NEW $SCRIPT [--compression none|gzip|zstd] restore-into database NAME
+       SELFHOST_BACKUP_DATABASE=NAME [SELFHOST_BACKUP_INTO=NEW] $SCRIPT [--compression none|gzip|zstd] \\
+           restore-database [--terminate-sessions] cluster
   dump     write the dump to stdout
   restore  read a dump of the same kind from stdin; exits non-zero on any error. Other sessions on the
            databases it replaces stop it before any change, or with --terminate-sessions are ended
   drill    restore a dump of that kind from stdin into a scratch cluster of its own, run each check (a query
            that must return true in that database), remove the scratch cluster; exits non-zero on any failure
+  restore-into      restore a database dump into the new database NEW; the database NAME stays untouched
+  restore-database  restore the one database NAME out of a cluster dump: into the new database NEW, or (without
+                    SELFHOST_BACKUP_INTO) in place of NAME; the other databases stay untouched
 USAGE
+}
+
+# A database name from the environment variable $1 (the restore script's --into or --database), for $2 (what for):
+# letters, digits, _ . - and at most 63 bytes, as the restore script lets through; checked again here.
+readonly NAME_PATTERN='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$'
+name_from() {
+  local value="${!1:-}"
+  [ -n "$value" ] || fail "$2: the environment variable $1 names no database: nothing was restored"
+  [[ "$value" =~ $NAME_PATTERN ]] \
+    || fail "$2: '$value' is not a database name this takes (letters, digits, _ . -, at most 63); nothing was restored"
+  printf '%s\n' "$value"
+}
+
+database_exists() {
+  local count
+  count="$(sql -v name="$1" <<<"SELECT count(*) FROM pg_database WHERE datname = :'name';")" \
+    || fail "cannot ask PostgreSQL whether database $1 exists"
+  [ "$count" = 1 ]
+}
+
+# restore --into: the dump of database $1 restored into the new database SELFHOST_BACKUP_INTO (created here,
+# dropped again when the restore fails); the database $1 is never touched, and one that exists is never replaced.
+restore_into_database() {
+  local source="$1" into
+  into="$(name_from SELFHOST_BACKUP_INTO "restore into another database")"
+  [ "$into" != "$source" ] || fail "restore --into $into: that is the database of this request; give another name"
+  ! database_exists "$into" || fail "restore --into: database $into exists; a restore --into makes a new database and" \
+    "never replaces one (drop it first, or give another name): nothing was restored"
+  restore_database "$into"
+}
+
+# The one database $1 out of a pg_dumpall script on stdin, to be replayed with psql connected to the new database
+# that the psql variable "target" names: its part of the script after its \connect (no DROP or CREATE DATABASE,
+# no other \connect), its database-level statements (owner, comment, settings, grants) aimed at :"target",
+# all in one transaction that is committed only when the dump is complete (its section and the whole script end
+# with their closing comments): a cut dump changes nothing. Table data (COPY ... FROM stdin; up to \.) is passed
+# through unchanged and never taken for a statement.
+one_database() {
+  # shellcheck disable=SC2016 # the awk program's $ are awk's
+  awk -v want="$1" -v trailer="$CLUSTER_TRAILER" -v script="$SCRIPT" '
+    function ident_at(line, name,   q) {
+      q = "\"" name "\""
+      if (index(line, " DATABASE " q " ") || index(line, " DATABASE " q ";")) return " DATABASE " q
+      if (index(line, " DATABASE " name " ") || index(line, " DATABASE " name ";")) return " DATABASE " name
+      return ""
+    }
+    function retarget(line,   at, i) {
+      at = ident_at(line, want)
+      if (at == "") return line
+      i = index(line, at)
+      return substr(line, 1, i - 1) " DATABASE :\"target\"" substr(line, i + length(at))
+    }
+    copy { if (state == "body") print; if ($0 == "\\.") copy = 0; next }
+    /^COPY .* FROM stdin;$/ { copy = 1 }
+    /^-- Database ".*" dump$/ {
+      name = substr($0, 14, length($0) - 19)
+      names = names (names == "" ? "" : ", ") name
+      if (state == "body") state = "done"
+      if (name == want && state == "") { state = "pre"; found = 1 }
+      next
+    }
+    $0 == trailer { if (state == "body") state = "done" }
+    state == "pre" && /^ALTER DATABASE .* OWNER TO .*;$/ { owner = retarget($0) }
+    state == "pre" && /^\\connect / {
+      state = "body"
+      print "BEGIN;"
+      if (owner != "") print owner
+      next
+    }
+    state == "body" && /^\\connect / { next }
+    state == "body" && $0 == "-- PostgreSQL database dump complete" { complete = 1 }
+    state == "body" && /^(ALTER|COMMENT ON|GRANT|REVOKE|SECURITY LABEL) / { print retarget($0); next }
+    state == "body" { print }
+    $0 != "" && $0 != "--" && $0 !~ /^\\unrestrict / { last = $0 }
+    END {
+      if (found && complete && last == trailer) {
+        print "COMMIT;"
+        exit 0
+      }
+      if (!found && last == trailer) {
+        printf "%s: the cluster dump holds no database %s (it has: %s): nothing was restored\n", script, want, names > "/dev/stderr"
+        exit 3
+      }
+      printf "%s: the dump is incomplete (it does not end with \"%s\"): nothing was restored\n", script, trailer > "/dev/stderr"
+      exit 3
+    }'
+}
+
+# restore-database: the database SELFHOST_BACKUP_DATABASE out of a cluster dump, into the new database
+# SELFHOST_BACKUP_INTO, or in place of itself: then it is restored into a new database of its own first, and only
+# a complete restore replaces the old one (other sessions on it stop that before the swap, or with
+# --terminate-sessions are ended). The other databases and the roles are never touched.
+restore_one_database() {
+  local database into target
+  database="$(name_from SELFHOST_BACKUP_DATABASE "restore one database")"
+  into=''
+  [ -z "${SELFHOST_BACKUP_INTO:-}" ] || into="$(name_from SELFHOST_BACKUP_INTO "restore one database into another")"
+  if [ -n "$into" ]; then
+    [ "$into" != "$database" ] || fail "restore --into $into: that is the database restored; leave --into out to" \
+      "restore it in its place, or give another name"
+    ! database_exists "$into" || fail "restore --into: database $into exists; a restore --into makes a new database" \
+      "and never replaces one (drop it first, or give another name): nothing was restored"
+    target="$into"
+  else
+    database_exists "$database" || fail "restore --database $database: no database $database on this server to" \
+      "restore in place (give --into <name> to restore it as a new database): nothing was restored"
+    target="selfhost_backup_restore_$$"
+  fi
+  createdb --template=template0 -- "$target" || fail "cannot create database $target: nothing was restored"
+  if ! decompress | one_database "$database" | psql -X -q -v ON_ERROR_STOP=1 -v target="$target" -d "$target" >/dev/null; then
+    dropdb -- "$target" || true
+    fail "restore of database $database out of the cluster dump failed (the error is above); the database $target" \
+      "it had created was dropped again: nothing else changed"
+  fi
+  if [ -n "$into" ]; then
+    printf '%s: database %s of the cluster dump restored into the new database %s\n' "$SCRIPT" "$database" "$into" >&2
+    return 0
+  fi
+  if ! check_sessions "$database"; then
+    dropdb -- "$target" || true
+    fail "the restore of database $database stopped before it replaced it (the error is above): nothing changed"
+  fi
+  if ! sql -v old="$database" -v force="$([ "$terminate_sessions" = 1 ] && echo ' WITH (FORCE)')" \
+      <<<'DROP DATABASE :"old" :force;' >/dev/null; then
+    dropdb -- "$target" || true
+    fail "could not drop database $database to put its restored copy in its place (the error is above): nothing changed"
+  fi
+  sql -v old="$database" -v new="$target" <<<'ALTER DATABASE :"new" RENAME TO :"old";' >/dev/null \
+    || fail "partially restored: database $database was dropped, and its restored copy is database $target: rename" \
+      "it (ALTER DATABASE $target RENAME TO $database) before the database is used"
+  printf '%s: database %s of the cluster dump restored in its place\n' "$SCRIPT" "$database" >&2
 }
 
 sql() {
@@ -355,7 +501,7 @@ checks=()
 main() {
   parse_common_options "$@"
   set -- "${REST[@]}"
-  if [ "${1:-}" = restore ] && [ "${2:-}" = --terminate-sessions ]; then
+  if { [ "${1:-}" = restore ] || [ "${1:-}" = restore-database ]; } && [ "${2:-}" = --terminate-sessions ]; then
     terminate_sessions=1
     set -- "$1" "${@:3}"
   fi
@@ -380,6 +526,10 @@ main() {
     "dump cluster") dump_compressed pg_dumpall --clean --if-exists ;;
     "dump globals") dump_compressed pg_dumpall --globals-only --clean --if-exists ;;
     "restore cluster") restore_cluster ;;
+    "restore-database cluster") [ -z "$name" ] || { usage >&2; exit 2; }; restore_one_database ;;
+    "restore-into database")
+      if [ -z "$name" ] || [ "$#" -ne 3 ]; then usage >&2; exit 2; fi
+      restore_into_database "$name" ;;
     "restore globals") restore_globals ;;
     "dump database"|"restore database")
       [ -n "$name" ] || { usage >&2; exit 2; }

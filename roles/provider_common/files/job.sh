@@ -18,7 +18,8 @@ umask 077
 # What the data file must define (the names _job_data.py writes; a unit test keeps the two lists equal).
 readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BACKUP_NAME BACKUP_CMD RESTORE_CMD
   STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
-  METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY DRILL_CMD DRILL_SERVICE LOCK_WAIT)
+  METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY DRILL_CMD DRILL_SERVICE LOCK_WAIT RESTORE_INTO_CMD
+  RESTORE_DATABASE_CMD)
 # What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
 readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_dump
   provider_dump_size provider_newest_json provider_snapshot_count provider_retention provider_exec)
@@ -42,6 +43,9 @@ readonly STATS_FILE="$JOB_CACHE/last-backup"
 # And the seconds the last drill in a unit took to restore and check once it held the instance lock (the restore
 # time, RTO), for its finish hook: the unit's own span also counts the wait for a running backup.
 readonly DRILL_STATS_FILE="$JOB_CACHE/last-drill"
+# The tool's full statistics of the last good backup (its JSON), kept for whoever wants more than the journal's
+# summary line.
+readonly STATS_JSON="$JOB_CACHE/last-backup.json"
 
 usage() {
   local note
@@ -55,6 +59,12 @@ Run it as root; $PROVIDER and the restore and drill commands run as the user $JO
   restore <latest|$SNAPSHOT_WORD>     stream the dump "$BACKUP_NAME" of that $SNAPSHOT_WORD into the request's restore
                                 command
                                 e.g. $SCRIPT restore latest
+    --into <name>               restore into a new database (a file: its absolute path) of that name instead,
+                                leaving the original untouched and the units running
+                                e.g. $SCRIPT restore latest --into shop_copy
+    --database <db>             of a whole-cluster dump, restore only the database <db> (others untouched);
+                                with --into <name> into a new database <name>
+                                e.g. $SCRIPT restore latest --database shop --into shop_copy
   dump <latest|$SNAPSHOT_WORD>        write the dump "$BACKUP_NAME" of that $SNAPSHOT_WORD to stdout, byte for byte
                                 (never to a terminal)
                                 e.g. $SCRIPT dump latest > $BACKUP_NAME
@@ -66,11 +76,15 @@ Run it as root; $PROVIDER and the restore and drill commands run as the user $JO
   help, --help                  this text
 
 A $SNAPSHOT_WORD is "latest" or one listed by "$SCRIPT snapshots". restore, dump and drill exit non-zero
-when the dump (or the restore or drill command) fails. A backup, a restore and a drill of this instance
+when the dump (or the restore or drill command) fails. On a terminal, restore and dump show their progress
+on stderr (bytes so far, elapsed time, rate). A backup, a restore and a drill of this instance
 never run at the same time: each waits up to ${LOCK_WAIT}s for the one running, then fails naming it.
 EOF
+  [ -n "$RESTORE_INTO_CMD" ] || printf 'This request cannot restore into another target (it has no restore_into_cmd).\n'
+  [ -n "$RESTORE_DATABASE_CMD" ] \
+    || printf 'This request cannot restore one database alone (it has no restore_database_cmd).\n'
   if [ "${#STOP_UNITS[@]}" -gt 0 ]; then
-    printf 'Before a restore it stops %s and starts them again afterwards, also on failure.\n' \
+    printf 'Before a restore (not one --into another target) it stops %s and starts them again afterwards, also on failure.\n' \
       "$(IFS=,; printf '%s' "${STOP_UNITS[*]}" | sed 's/,/, /g')"
   fi
   printf '\nBack up now: systemctl start --wait %s\n' "$BACKUP_SERVICE"
@@ -111,6 +125,65 @@ one_snapshot() {
     -?*) unexpected "$subcommand" "$1" ;;
   esac
   [ "$#" -eq 1 ] || unexpected "$subcommand" "$2"
+}
+
+# The arguments of restore: the snapshot, then --into <name> and --database <db> in any order, each once. Sets
+# RESTORE_SNAPSHOT, RESTORE_INTO and RESTORE_DATABASE. The names reach the request's command only in its
+# environment, never in a command line; still only plain names pass here (the command checks them again):
+# a database name of letters, digits, _ . -; for --into also an absolute path of those and /.
+readonly INTO_PATTERN='^([A-Za-z0-9_][A-Za-z0-9_.-]{0,62}|/[A-Za-z0-9_./-]{1,254})$'
+readonly DATABASE_PATTERN='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$'
+RESTORE_SNAPSHOT='' RESTORE_INTO='' RESTORE_DATABASE=''
+restore_arguments() {
+  local seen_into='' seen_database=''
+  while [ "$#" -gt 0 ]; do
+    case "$1" in
+      --into | --database)
+        if [ "$#" -lt 2 ] || [ -z "$2" ]; then usage_error "restore: $1 needs a name"; fi
+        if [ "$1" = --into ]; then
+          [ -z "$seen_into" ] || usage_error "restore: --into given twice"
+          if ! [[ "$2" =~ $INTO_PATTERN ]] || [[ "/$2/" == */../* ]]; then
+            usage_error "restore: --into '$2' is not a name it takes: a database name of letters, digits, _ . -" \
+              "(at most 63), or the absolute path of a file"
+          fi
+          seen_into=yes RESTORE_INTO="$2"
+        else
+          [ -z "$seen_database" ] || usage_error "restore: --database given twice"
+          [[ "$2" =~ $DATABASE_PATTERN ]] \
+            || usage_error "restore: --database '$2' is not a database name it takes: letters, digits, _ . - (at most 63)"
+          seen_database=yes RESTORE_DATABASE="$2"
+        fi
+        shift 2
+        ;;
+      -?*) unexpected restore "$1" ;;
+      *)
+        [ -z "$RESTORE_SNAPSHOT" ] || unexpected restore "$1"
+        RESTORE_SNAPSHOT="$1"
+        shift
+        ;;
+    esac
+  done
+  [ -n "$RESTORE_SNAPSHOT" ] \
+    || usage_error "restore: missing the $SNAPSHOT_WORD (latest, or one listed by '$SCRIPT snapshots')"
+}
+
+# The command a restore streams the dump into: restore_cmd, or the request's restore_into_cmd or
+# restore_database_cmd for --into and --database. A request without the one needed is refused before anything
+# is read, stopped or restored.
+restore_command() {
+  if [ -n "$RESTORE_DATABASE" ]; then
+    [ -n "$RESTORE_DATABASE_CMD" ] || fail "restore --database: the request of instance $INSTANCE has no" \
+      "restore_database_cmd: its dump holds one database only, or its requester cannot restore one database alone" \
+      "(nothing was restored; use restore${RESTORE_INTO:+ --into}, or dump it to a file)"
+    printf '%s\n' "$RESTORE_DATABASE_CMD"
+  elif [ -n "$RESTORE_INTO" ]; then
+    [ -n "$RESTORE_INTO_CMD" ] || fail "restore --into: the request of instance $INSTANCE has no restore_into_cmd:" \
+      "its requester cannot restore into another target${RESTORE_DATABASE_CMD:+ (its dump holds several databases:" \
+      "add --database <db>)} (nothing was restored; dump it to a file with '$SCRIPT dump')"
+    printf '%s\n' "$RESTORE_INTO_CMD"
+  else
+    printf '%s\n' "$RESTORE_CMD"
+  fi
 }
 
 # Inside the units systemd hands the secrets over in $CREDENTIALS_DIRECTORY (LoadCredential=).
@@ -221,10 +294,28 @@ check_snapshot() {
 }
 
 restore() {
-  local snapshot="$1"
+  local snapshot="$1" command what=''
+  command="$(restore_command)"
+  [ -z "$RESTORE_DATABASE" ] || what=" (database $RESTORE_DATABASE)"
+  [ -z "$RESTORE_INTO" ] || what="$what into $RESTORE_INTO"
   check_snapshot "$snapshot"
-  provider_dump "$snapshot" | restore_arriving_dump "$snapshot"
-  printf '%s: restored %s of instance %s\n' "$SCRIPT" "$snapshot" "$INSTANCE" >&2
+  if show_progress; then
+    provider_dump "$snapshot" | progress_meter | restore_arriving_dump "$snapshot" "$command"
+  else
+    provider_dump "$snapshot" | restore_arriving_dump "$snapshot" "$command"
+  fi
+  printf '%s: restored %s of instance %s%s\n' "$SCRIPT" "$snapshot" "$INSTANCE" "$what" >&2
+}
+
+# Progress on stderr for an operator at a terminal (restore, dump): never in a unit, nor when stderr goes to a pipe
+# or a file. The progress meter passes its stdin to its stdout and prints the bytes so far, the elapsed time and
+# the rate to stderr about once a second, and the totals at the end (dd's status=progress).
+show_progress() {
+  [ -t 2 ] && ! in_unit
+}
+
+progress_meter() {
+  dd bs=1M status=progress
 }
 
 # The dump of a snapshot on stdout, byte for byte, as the tool reads it (e.g. "dump latest > shop.sql"). Never to a
@@ -236,7 +327,11 @@ dump() {
     fail "refusing to write the dump to a terminal: redirect it to a file or a pipe (e.g. $SCRIPT dump $snapshot > $BACKUP_NAME)"
   fi
   check_snapshot "$snapshot"
-  provider_dump "$snapshot"
+  if show_progress; then
+    provider_dump "$snapshot" | progress_meter
+  else
+    provider_dump "$snapshot"
+  fi
 }
 
 # The tool's JSON listing of this instance's snapshots on stdin, printed as a JSON list of objects with the keys id
@@ -247,11 +342,15 @@ snapshot_list() {
   python3 -I "$LIBRARY/snapshots_json.py" "$@"
 }
 
-# The restore's right-hand side: stops the stop_units and starts the restore command once the dump's first
+# The restore's right-hand side: stops the stop_units and starts the restore command ($2) once the dump's first
 # byte has arrived. A dump that yields nothing (no snapshot of this instance, an unreachable repository, a
-# wrong passphrase) leaves every unit running and the database untouched.
+# wrong passphrase) leaves every unit running and the database untouched. A restore --into another target stops
+# nothing: the original and its applications go on. The names of --into and --database reach the command in its
+# environment only (SELFHOST_BACKUP_INTO, SELFHOST_BACKUP_DATABASE; unset when not given).
 restore_arriving_dump() {
-  local first
+  local first names=(-u SELFHOST_BACKUP_INTO -u SELFHOST_BACKUP_DATABASE)
+  [ -z "$RESTORE_INTO" ] || names+=("SELFHOST_BACKUP_INTO=$RESTORE_INTO")
+  [ -z "$RESTORE_DATABASE" ] || names+=("SELFHOST_BACKUP_DATABASE=$RESTORE_DATABASE")
   first="$(mktemp)"
   dd bs=1 count=1 of="$first" status=none
   if ! [ -s "$first" ]; then
@@ -259,8 +358,8 @@ restore_arriving_dump() {
     fail "no $SNAPSHOT_WORD '$1' of instance $INSTANCE could be read: nothing was stopped or restored (see '$SCRIPT snapshots')"
   fi
   trap start_units EXIT
-  stop_units
-  { cat -- "$first"; rm -f -- "$first"; cat; } | as_user /bin/sh -c "$RESTORE_CMD"
+  [ -n "$RESTORE_INTO" ] || stop_units
+  { cat -- "$first"; rm -f -- "$first"; cat; } | as_user env "${names[@]}" /bin/sh -c "$2"
 }
 
 # The restore drill (the drill unit, or root by hand: the same steps): the dump of a snapshot streamed into the
@@ -420,6 +519,41 @@ record_backup() {
   count="$(provider_snapshot_count)" || count=''
   printf 'added_bytes=%s\nsnapshots=%s\n' "${1:-}" "$count" >"$STATS_FILE.tmp"
   mv -f -- "$STATS_FILE.tmp" "$STATS_FILE"
+}
+
+# The backup's line in the journal, short and readable: the snapshot it made, the bytes of the dump it read, the
+# bytes it added to the repository and how long it took. $1: the snapshot, $2 and $3: bytes (empty when the tool
+# did not tell), $4: seconds. The tool's JSON goes to STATS_JSON (keep_statistics), not to the journal.
+backup_summary() {
+  printf '%s: backup of instance %s: %s %s, %s read, %s added, %s\n' "$SCRIPT" "$INSTANCE" "$SNAPSHOT_WORD" \
+    "${1:-(unknown)}" "$(human_bytes "$2")" "$(human_bytes "$3")" "$(human_seconds "$4")"
+}
+
+human_bytes() {
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+    if [ "$1" -lt 1024 ]; then printf '%s B\n' "$1"; else numfmt --to=iec-i --suffix=B --format='%.1f' -- "$1"; fi
+  else
+    echo "? bytes"
+  fi
+}
+
+human_seconds() {
+  local seconds="${1:-0}"
+  if [ "$seconds" -ge 3600 ]; then
+    printf '%dh%02dm%02ds\n' $((seconds / 3600)) $((seconds % 3600 / 60)) $((seconds % 60))
+  elif [ "$seconds" -ge 60 ]; then
+    printf '%dm%02ds\n' $((seconds / 60)) $((seconds % 60))
+  else
+    printf '%ss\n' "$seconds"
+  fi
+}
+
+# The tool's statistics on stdin into STATS_JSON, replaced atomically. Losing them never fails the backup.
+keep_statistics() {
+  if ! { cat >"$STATS_JSON.tmp" && mv -f -- "$STATS_JSON.tmp" "$STATS_JSON"; } 2>/dev/null; then
+    rm -f -- "$STATS_JSON.tmp"
+    printf '%s: could not keep the statistics in %s\n' "$SCRIPT" "$STATS_JSON" >&2
+  fi
 }
 
 # ExecStartPre= hook of the backup service (root; its failure is ignored): forget the last run's figures and
@@ -713,14 +847,18 @@ main() {
         provider_snapshots
       fi
       ;;
-    restore | dump)
+    restore)
+      restore_arguments "$@"
+      in_unit || require_root
+      check_snapshot_arg "$RESTORE_SNAPSHOT"
+      restore_command >/dev/null
+      with_instance_lock "$subcommand" "$@"
+      restore "$RESTORE_SNAPSHOT"
+      ;;
+    dump)
       one_snapshot "$subcommand" "$@"
       in_unit || require_root
-      if [ "$subcommand" = restore ]; then
-        check_snapshot_arg "$1"
-        with_instance_lock "$subcommand" "$@"
-      fi
-      "$subcommand" "$1"
+      dump "$1"
       ;;
     drill)
       one_snapshot "$subcommand" "$@"

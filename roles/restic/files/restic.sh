@@ -148,7 +148,10 @@ provider_check() {
 
 # restic >= 0.17 runs the dump itself (--stdin-from-command): a failed dump creates no snapshot. Before 0.17 the
 # dump is piped in (RESTIC_STDIN_FROM_COMMAND empty).
+# When the backup started ($SECONDS), for its summary line.
+BACKUP_STARTED=0
 provider_backup() {
+  BACKUP_STARTED="$SECONDS"
   if [ -n "$RESTIC_STDIN_FROM_COMMAND" ]; then
     backup_from_command
   else
@@ -227,11 +230,11 @@ children_of() {
 # exit status. A dump that is empty although backup_cmd succeeded is no backup either (a requester that lost its
 # database).
 finish_backup() {
-  local out="$1" dump="$2" restic_rc="$3" snapshot summary processed
+  local out="$1" dump="$2" restic_rc="$3" snapshot summary processed added
   snapshot="$(sed -n 's/.*"snapshot_id":"\([0-9a-f]\{8,\}\)".*/\1/p' "$out" | tail -n 1)"
   summary="$(grep '"message_type":"summary"' "$out")" || true
   processed="$(sed -n 's/.*"total_bytes_processed":\([0-9]*\).*/\1/p' <<<"$summary")"
-  printf '%s\n' "$summary"
+  added="$(sed -n 's/.*"data_added":\([0-9]*\).*/\1/p' <<<"$summary")"
   rm -f "$out"
   if [ "$dump" != "exit 0" ] || [ "$restic_rc" -ne 0 ] || [ "$processed" = 0 ]; then
     [ -z "$snapshot" ] || forget_failed_snapshot "$snapshot"
@@ -240,8 +243,11 @@ finish_backup() {
     fi
     fail "backup failed (backup_cmd $dump, restic exit $restic_rc): no snapshot kept"
   fi
+  # The journal gets one readable line; restic's summary (all its figures) goes to the cache directory.
+  backup_summary "${snapshot:0:8}" "$processed" "$added" "$((SECONDS - BACKUP_STARTED))"
+  keep_statistics <<<"$summary"
   provider_retention
-  record_backup "$(sed -n 's/.*"data_added":\([0-9]*\).*/\1/p' <<<"$summary")"
+  record_backup "$added"
 }
 
 # Another job (a check, a prune, another instance) may hold the repository's exclusive lock, and restic < 0.16

@@ -11,6 +11,11 @@
 #                  renames it over PATH (atomic; the target of a symbolic link, keeping its mode and group): a
 #                  failed or truncated restore leaves PATH untouched. Stop the application first (stop_units):
 #                  a writer must not hold the old file open.
+#   restore-into PATH
+#                  restore --into of the restore script: builds a new database from the dump the same way into the
+#                  new file named by the environment variable SELFHOST_BACKUP_INTO (an absolute path of letters,
+#                  digits, _ . - and /, in an existing directory); a file that exists there is never replaced, and
+#                  PATH (the request's database, whose mode and group the copy takes) is never touched.
 #   drill [--check QUERY]...
 #                  the restore drill: builds a database from the dump in a private temporary file (never beside
 #                  the live one), which must pass PRAGMA integrity_check and each check (a query that returns
@@ -24,6 +29,7 @@ source "$(dirname -- "$(readlink -f -- "$0")")/databasebackup-lib.sh"
 
 usage() {
   printf 'usage: %s [--compression none|gzip|zstd] dump|restore PATH\n' "$SCRIPT"
+  printf '       SELFHOST_BACKUP_INTO=NEW_PATH %s [--compression none|gzip|zstd] restore-into PATH\n' "$SCRIPT"
   printf '       %s [--compression none|gzip|zstd] drill [--check QUERY]...\n' "$SCRIPT"
 }
 
@@ -88,6 +94,40 @@ restore() {
   mv -f -- "$restore_tmp" "$path"
 }
 
+# restore --into: a new file SELFHOST_BACKUP_INTO from the dump, built beside it and checked, then linked into
+# place with ln, which never replaces a file that exists (also one made meanwhile). The database $1 is only read
+# for its mode and group.
+restore_into() {
+  local original into tmp
+  original="$(readlink -f -- "$1")"
+  into="${SELFHOST_BACKUP_INTO:-}"
+  [ -n "$into" ] || fail "restore into another file: the environment variable SELFHOST_BACKUP_INTO names no file: nothing was restored"
+  if ! [[ "$into" =~ ^/[A-Za-z0-9_./-]{1,254}$ ]] || [[ "/$into/" == */../* || "/$into/" == */./* ]] \
+      || [ "${into%/}" != "$into" ]; then
+    fail "restore --into: '$into' is not a file path this takes (absolute, of letters, digits, _ . - and /):" \
+      "nothing was restored"
+  fi
+  if [ -e "$into" ] || [ -L "$into" ]; then
+    fail "restore --into: $into exists; a restore --into makes a new file and never replaces one (remove it" \
+      "first, or give another path): nothing was restored"
+  fi
+  [ -d "$(dirname -- "$into")" ] || fail "restore --into: no directory $(dirname -- "$into") for $into: nothing was restored"
+  [ "$(readlink -f -- "$into")" != "$original" ] || fail "restore --into: $into is the database of this request"
+  tmp="$(mktemp "$(dirname -- "$into")/.$(basename -- "$into").restore.XXXXXXXX")" \
+    || fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
+  at_exit rm -f -- "$tmp" "$tmp-journal"
+  build "$tmp"
+  [ "$(sqlite3 -batch "$tmp" 'PRAGMA quick_check;')" = ok ] || fail "the restored database fails PRAGMA quick_check"
+  if [ -e "$original" ]; then
+    chmod --reference="$original" -- "$tmp"
+    chgrp --reference="$original" -- "$tmp" 2>/dev/null || true
+  else
+    chmod 0640 -- "$tmp"
+  fi
+  ln -- "$tmp" "$into" || fail "restore --into: could not create $into (made meanwhile?): nothing was restored"
+  printf '%s: restored into the new file %s; %s is untouched\n' "$SCRIPT" "$into" "$1" >&2
+}
+
 # The restore drill: the live database is never opened; the copy lives in the scratch directory alone.
 drill() {
   local copy result query
@@ -129,6 +169,7 @@ main() {
   case "$1" in
     dump) dump "$2" ;;
     restore) restore "$2" ;;
+    restore-into) restore_into "$2" ;;
     *) usage >&2; exit 2 ;;
   esac
 }

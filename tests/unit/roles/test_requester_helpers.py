@@ -40,6 +40,8 @@ for arg in "$@"; do
   case "$arg" in
     "SHOW OPEN TABLES"*) cat "$FAKE/tables" 2>/dev/null; exit 0 ;;
     "KILL CONNECTION "*) echo "${arg#KILL CONNECTION }" >> "$FAKE/killed"; exit 0 ;;
+    *"information_schema.SCHEMATA"*) cat "$FAKE/exists" 2>/dev/null || echo 0; exit 0 ;;   # restore --into
+    "DROP DATABASE "*) echo "$arg" >> "$FAKE/dropped"; exit 0 ;;
   esac
 done
 input="$(cat)"
@@ -51,6 +53,7 @@ printf '%s\n' "$input" > "$FAKE/stream.sql"
 if [ "$(cat "$FAKE/mode" 2>/dev/null)" = partial ]; then
   hex="$(sed -n "s/^SELECT CONVERT(X'\([0-9a-f]*\)' USING utf8mb4);$/\1/p" "$FAKE/stream.sql")"
   printf "$(sed 's/../\\x&/g' <<<"$hex")\n"
+  sed -n "s/^SELECT '\(selfhost-backup: created [^']*\)';$/\1/p" "$FAKE/stream.sql"   # restore --into
   reached="$(sed -n "s/^SELECT CONCAT('\(selfhost-backup: restoring [^']*\) ', DATABASE());$/\1/p" "$FAKE/stream.sql" | head -n 1)"
   printf '%s app\n%s mysql\n' "$reached" "$reached"
   echo "ERROR 1146 (42S02) at line 9: Table 'mysql.nowhere' doesn't exist" >&2

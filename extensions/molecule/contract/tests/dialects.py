@@ -6,6 +6,7 @@ comparison is of values: text byte for byte, binary as hex, NULL as None, number
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shlex
@@ -69,6 +70,14 @@ class Dialect:
     def repair(self, box) -> None:
         raise NotImplementedError
 
+    def at(self, target: str) -> "Dialect":
+        """The same dialect reading and writing another database (a file for SQLite): a restore --into's copy."""
+        raise NotImplementedError
+
+    def remove(self, box, target: str) -> None:
+        """Remove the other database (or file) ``target`` if it is there."""
+        raise NotImplementedError
+
 
 class PostgresCluster(Dialect):
     instance = "pg_cluster"
@@ -115,6 +124,14 @@ class PostgresCluster(Dialect):
         box.ok("systemctl start postgresql.service && "
                "timeout 60 sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.5; done'")
 
+    def at(self, target):
+        other = copy.copy(self)
+        other.psql = self.psql.replace(" -d fixture", f" -d {shlex.quote(target)}")
+        return other
+
+    def remove(self, box, target):
+        box.ok(f"cd / && runuser -u postgres -- dropdb --if-exists {shlex.quote(target)}")
+
 
 class PostgresDatabase(PostgresCluster):
     instance = "pg_db"
@@ -158,6 +175,18 @@ class MariaDB(Dialect):
     def repair(self, box):
         box.ok("systemctl start mariadb.service")
 
+    def at(self, target):
+        other = copy.copy(self)
+        other.client = self.client.replace(" fixture", f" {shlex.quote(target)}")
+        return other
+
+    def remove(self, box, target):
+        box.ok(f"mariadb -e 'DROP DATABASE IF EXISTS `{target}`'")
+
+
+class MariaDBDatabase(MariaDB):
+    instance = "mariadb_db"
+
 
 class SQLite(Dialect):
     instance = "sqlite"
@@ -165,6 +194,7 @@ class SQLite(Dialect):
 
     def __init__(self, path: str, user: str) -> None:
         self.path = path
+        self.user = user
         self.sqlite = f"cd / && runuser -u {user} -- sqlite3 -bail -batch {shlex.quote(path)}"
 
     def _value(self, value, kind: str) -> str:
@@ -197,3 +227,10 @@ class SQLite(Dialect):
 
     def repair(self, box):
         box.ok(f"mv {shlex.quote(self.path)}.away {shlex.quote(self.path)}")
+
+    def at(self, target):
+        return SQLite(target, self.user)
+
+    def remove(self, box, target):
+        path = shlex.quote(target)
+        box.ok(f"rm -f {path} {path}-wal {path}-shm {path}-journal")

@@ -19,11 +19,12 @@ import time
 import pytest
 
 from conftest import SCENARIO_DIR, VARS, Box
-from dialects import STATE_1, STATE_2, Dialect, MariaDB, PostgresCluster, PostgresDatabase, SQLite, expected
+from dialects import (STATE_1, STATE_2, Dialect, MariaDB, MariaDBDatabase, PostgresCluster, PostgresDatabase, SQLite,
+                      expected)
 
 DIALECTS: dict[str, Dialect] = {
     dialect.instance: dialect
-    for dialect in (PostgresCluster(), PostgresDatabase(), MariaDB(),
+    for dialect in (PostgresCluster(), PostgresDatabase(), MariaDB(), MariaDBDatabase(),
                     SQLite(VARS["contract_test_sqlite_path"], VARS["contract_test_sqlite_user"]))
 }
 # The snapshot ids in each provider's listing, oldest first.
@@ -612,11 +613,13 @@ def test_mariadb_restore_never_waits_without_end_and_says_partially_restored():
 DRILL_QUERIES = {"pg_cluster": VARS["contract_test_drill_checks"]["postgresql"],
                  "pg_db": VARS["contract_test_drill_checks"]["postgresql"],
                  "mariadb": VARS["contract_test_drill_checks"]["mariadb"],
+                 "mariadb_db": VARS["contract_test_drill_checks"]["mariadb"],
                  "sqlite": VARS["contract_test_drill_checks"]["sqlite"]}
 # The live server's list of databases, where there is one.
 LIVE_DATABASES = {"pg_cluster": f"{PSQL} postgres -c 'SELECT datname FROM pg_database ORDER BY 1'",
                   "pg_db": f"{PSQL} postgres -c 'SELECT datname FROM pg_database ORDER BY 1'",
                   "mariadb": "mariadb --batch --skip-column-names -e 'SHOW DATABASES'",
+                  "mariadb_db": "mariadb --batch --skip-column-names -e 'SHOW DATABASES'",
                   "sqlite": "true"}
 
 
@@ -714,3 +717,90 @@ def test_drill_stopped_midway_removes_its_scratch_copy(instance: str):
            "sleep 0.5; done; exit 1")
     assert _scratch(box) == scratch, box.ok("cat /root/drill.out")
     assert _live(box, dialect, instance) == live
+
+
+# restore --into (restore_into_cmd) and --database (restore_database_cmd) through each provider's restore script.
+# The copy's name: a database of the same server, or for SQLite a file beside the database.
+INTO = {"pg_cluster": "fixture_copy", "pg_db": "fixture-copy.1", "mariadb_db": "fixture_copy",
+        "sqlite": "/var/lib/app/fixture-copy.db"}
+INTO_CASES = [case for case in CASES if case[1] in INTO]
+
+
+@pytest.mark.parametrize("release, instance, provider", INTO_CASES, ids=["-".join(case) for case in INTO_CASES])
+def test_restore_into_another_target_leaves_the_original_untouched(release: str, instance: str, provider: str):
+    """The snapshot holds state 1, the database has moved on to state 2: restore latest --into a new name gives a
+    copy equal to state 1 value by value, and the original still holds state 2. A copy that exists is never
+    replaced, and a name with quotes, $ or backticks is refused before anything runs. For the whole-cluster request
+    it takes --database (the one database out of the cluster dump)."""
+    box = Box(f"contract-{release}")
+    dialect, into = DIALECTS[instance], INTO[instance]
+    copy = dialect.at(into)
+    dialect.remove(box, into)
+    dialect.write(box, STATE_1)
+    backup_ok(box, provider, instance)
+    # The backup's journal: one readable summary line, not the tool's JSON (that is in the cache directory).
+    journal = box.journal(f"{provider}-backup-{instance}.service")
+    assert re.search(rf"{provider}-restore-{instance}: backup of instance {instance}: (snapshot|archive) \S+, "
+                     r"[\d.]+ ?[KMGT]?i?B read, [\d.]+ ?[KMGT]?i?B added, (\d+h)?(\d+m)?\d+s$", journal, re.M), journal
+    # (restic's own error messages of a failed backup, which the round trip provokes, are JSON and stay.)
+    assert '"message_type":"summary"' not in journal and '"deduplicated_size"' not in journal, journal
+    dialect.write(box, STATE_2)
+    database = "--database fixture " if instance == "pg_cluster" else ""
+    command = f"{provider}-restore-{instance} restore latest {database}--into {shlex.quote(into)}"
+    try:
+        result = box.run(command)
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+        assert copy.read(box) == expected(STATE_1)
+        assert dialect.read(box) == expected(STATE_2)
+        # Again: the copy exists, and is neither replaced nor changed.
+        dialect.write(box, STATE_2)
+        again = box.run(command)
+        assert again.returncode != 0 and "never replaces one" in again.stderr.decode(), again.stderr.decode()[-2000:]
+        assert copy.read(box) == expected(STATE_1)
+        for hostile in ("x'; DROP DATABASE fixture; --", "x$(touch /tmp/owned)", "x`touch /tmp/owned`"):
+            refused = box.run(f"{provider}-restore-{instance} restore latest {database}--into {shlex.quote(hostile)}")
+            assert refused.returncode == 2 and "is not a name it takes" in refused.stderr.decode()
+        assert box.run("test -e /tmp/owned").returncode != 0
+        assert dialect.read(box) == expected(STATE_2)
+    finally:
+        dialect.remove(box, into)
+
+
+@pytest.mark.parametrize("release, provider", sorted({(case[0], case[2]) for case in CASES}), ids="-".join)
+def test_one_database_out_of_the_cluster_dump_leaves_the_others_untouched(release: str, provider: str):
+    """restore --database fixture of the whole-cluster request puts the database fixture back as it was in the
+    snapshot, in its place; a database made after the backup (a cluster restore would drop it) and the postgres
+    database keep what they have."""
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS["pg_cluster"]
+    bystander = PostgresCluster().at("bystander")
+    bystander.remove(box, "bystander")
+    dialect.write(box, STATE_1)
+    backup_ok(box, provider, "pg_cluster")
+    dialect.write(box, STATE_2)
+    box.ok("cd / && runuser -u postgres -- createdb bystander")
+    bystander.write(box, STATE_2)
+    marker = "CREATE TABLE IF NOT EXISTS one_database_marker (v text); DELETE FROM one_database_marker;" \
+             "INSERT INTO one_database_marker VALUES ('kept');"
+    box.ok("cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d postgres", marker.encode())
+    try:
+        result = box.run(f"{provider}-restore-pg_cluster restore latest --database fixture")
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+        assert "restored in its place" in result.stderr.decode()
+        assert dialect.read(box) == expected(STATE_1)
+        assert bystander.read(box) == expected(STATE_2)
+        assert box.ok("cd / && runuser -u postgres -- psql -X -At -d postgres -c 'SELECT v FROM one_database_marker'") \
+            == "kept\n"
+        # A database the dump does not hold: named, nothing changed.
+        missing = box.run(f"{provider}-restore-pg_cluster restore latest --database bystander")
+        assert missing.returncode != 0
+        assert "the cluster dump holds no database bystander" in missing.stderr.decode(), missing.stderr.decode()[-2000:]
+        assert bystander.read(box) == expected(STATE_2)
+        # A request of one database has no --database, and the cluster request no --into without it.
+        for instance, args, message in (("pg_db", "--database fixture", "has no restore_database_cmd"),
+                                        ("pg_cluster", "--into other", "has no restore_into_cmd")):
+            refused = box.run(f"{provider}-restore-{instance} restore latest {args}")
+            assert refused.returncode == 1 and message in refused.stderr.decode(), refused.stderr.decode()
+    finally:
+        bystander.remove(box, "bystander")
+        box.ok("cd / && runuser -u postgres -- psql -X -q -d postgres -c 'DROP TABLE IF EXISTS one_database_marker'")

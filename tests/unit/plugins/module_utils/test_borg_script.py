@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -78,7 +79,7 @@ def world(tmp_path, job_library):
 
 
 def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False, retention=True, check=False,
-           notify_cmd='', metrics_file='', drill_cmd=''):
+           notify_cmd='', metrics_file='', drill_cmd='', **extra):
     commands = _borg.Commands(
         binary=str(world / 'borg'), version=(1, 4, 0), instance='app', host='h1', backup_name='db.sql',
         repository='ssh://borg@h/srv/app' if remote else '/srv/app', cache_dir=str(world / 'cache'), remote=remote,
@@ -91,10 +92,12 @@ def script(world, backup_cmd='printf dump-data', restore_cmd=None, remote=False,
         credentials.update(ssh_key=str(world / 'creds' / 'ssh_key'), known_hosts=str(world / 'creds' / 'known_hosts'))
     spec = _job_script.ScriptSpec(
         layout=_layout.Layout('borg', 'app'), user=getpass.getuser(), backup_name='db.sql', backup_cmd=backup_cmd,
-        restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(), stop_units=(),
-        provider_data=_borg.shell_data(commands), library=str(world / 'lib'), maintenance=('backup', 'check') if check else ('backup',),
+        restore_cmd=restore_cmd or f'cat > {world}/restored', credentials=credentials, env_names=(),
+        stop_units=extra.pop('stop_units', ()), provider_data=_borg.shell_data(commands), library=str(world / 'lib'),
+        maintenance=('backup', 'check') if check else ('backup',),
         snapshot_pattern=_borg.archive_pattern('app', 'h1'), snapshot_word='archive',
-        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file), drill_cmd=drill_cmd)
+        monitoring=_monitoring.Monitoring(notify_cmd=notify_cmd, metrics_file=metrics_file), drill_cmd=drill_cmd,
+        **extra)
     path = world / 'job'
     path.write_text(_job_script.render_script(spec))
     return path
@@ -348,7 +351,12 @@ def test_backup_leaves_bytes_added_and_archive_count_for_the_metrics(world):
     assert result.returncode == 0, result.stderr
     # The archive's deduplicated size from create --json; the instance's archives as listed (two in the fake).
     assert (world / 'cache' / 'last-backup').read_text() == 'added_bytes=512\nsnapshots=2\n'
-    assert '"deduplicated_size": 512' in result.stdout  # the statistics stay in the journal
+    # The journal gets one readable line (the dump's own size as read); borg's statistics go to the cache directory.
+    assert '"deduplicated_size"' not in result.stdout + result.stderr
+    assert re.search(r'^borg-restore-app: backup of instance app: archive app@h1-2026-01-02T03:04:05.123456, 9 B read, 512 B added, '
+                     r'\d+s$', result.stdout, re.M), result.stdout
+    stats = json.loads((world / 'cache' / 'last-backup.json').read_text())
+    assert stats['archive']['stats']['deduplicated_size'] == 512
 
 
 def test_a_failed_borg_backup_leaves_no_figures(world):

@@ -94,7 +94,7 @@ def world(tmp_path, job_library):
 
 
 def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop_units=(), metrics_file='', drill_cmd='',
-           lock_wait=300):
+           lock_wait=300, **extra):
     commands = _restic.Commands(binary=str(world / 'restic'), version=version, instance='app', backup_name='db.sql',
                                 host='h1', retention=tuple(_restic.forget_args('app', 'h1', {'keep_last': 2})))
     spec = _job_script.ScriptSpec(
@@ -104,6 +104,7 @@ def script(world, version, backup_cmd='printf dump-data', restore_cmd=None, stop
                      'env.RESTIC_REPOSITORY': str(world / 'creds' / 'env.RESTIC_REPOSITORY')},
         env_names=('RESTIC_REPOSITORY',), stop_units=stop_units, provider_data=_restic.shell_data(commands), library=str(world / 'lib'),
         monitoring=_monitoring.Monitoring(metrics_file=metrics_file), drill_cmd=drill_cmd, lock_wait=lock_wait,
+        **extra,
     )
     path = world / 'job'
     path.write_text(_job_script.render_script(spec))
@@ -357,7 +358,13 @@ def test_backup_leaves_bytes_added_and_snapshot_count_for_the_metrics(world, ver
     assert result.returncode == 0, result.stderr
     # data_added of restic's summary (not data_added_packed), and the instance's snapshots as listed.
     assert (world / 'cache' / 'last-backup').read_text() == 'added_bytes=4242\nsnapshots=1\n'
-    assert '"message_type":"summary"' in result.stdout  # the summary stays in the journal
+    # The journal gets one readable line; restic's summary goes to the cache directory.
+    assert '"message_type"' not in result.stdout + result.stderr
+    snapshot = '1111aaaa' if version >= (0, 17, 0) else '2222bbbb'
+    assert re.search(rf'^restic-restore-app: backup of instance app: snapshot {snapshot}, 9 B read, 4.2KiB added, \d+s$',
+                     result.stdout, re.M), result.stdout
+    stats = json.loads((world / 'cache' / 'last-backup.json').read_text())
+    assert stats['message_type'] == 'summary' and stats['data_added'] == 4242
 
 
 def test_a_failed_backup_leaves_no_figures(world):

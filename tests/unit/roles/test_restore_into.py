@@ -1,0 +1,272 @@
+# Copyright (c) selfhost.backup contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The requesters' restore_into_cmd and restore_database_cmd (the restore script's restore --into and --database):
+SQLite and PostgreSQL against real databases where this host has them, MariaDB against the fake client. The names
+come in the environment only; a name the helper does not take, or a target that exists, is refused before
+anything changes, and the original is never touched. The contract molecule scenario runs them on real servers."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+# pylint: disable-next=unused-import
+from test_drill_helpers import as_pg_user, pg_world, sqlite_world  # noqa: F401 (fixtures)
+from test_requester_helpers import MARIADB_DUMP, mariadb  # noqa: F401 pylint: disable=unused-import
+
+HOSTILE = ["x'; DROP TABLE t; --", 'x$(touch /tmp/selfhost-owned)', 'x`id`', 'x"y', '-x', '']
+
+
+def rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        found = db.execute('SELECT id, v FROM t ORDER BY id').fetchall() + [db.execute('PRAGMA user_version').fetchone()]
+    db.close()
+    return found
+
+
+def sqlite_into(sqlite_world, into: str, dump: bytes | None = None) -> subprocess.CompletedProcess:
+    script, live, scratch, env, good = sqlite_world
+    return subprocess.run([str(script), 'restore-into', str(live)], input=good if dump is None else dump,
+                          capture_output=True, env=dict(env, SELFHOST_BACKUP_INTO=into), check=False)
+
+
+def test_sqlite_restore_into_makes_a_new_file_equal_value_by_value_and_leaves_the_original(sqlite_world):
+    script, live, scratch, env, dump = sqlite_world
+    before = live.read_bytes()
+    copy = live.parent / 'copy.db'
+    result = sqlite_into(sqlite_world, str(copy))
+    assert result.returncode == 0, result.stderr
+    assert rows(copy) == rows(live)
+    assert live.read_bytes() == before
+    assert copy.stat().st_mode == live.stat().st_mode
+    assert sorted(p.name for p in live.parent.iterdir() if p.name.startswith('.')) == []
+
+
+def test_sqlite_restore_into_never_replaces_a_file(sqlite_world):
+    script, live, scratch, env, dump = sqlite_world
+    other = live.parent / 'other.db'
+    other.write_text('mine')
+    result = sqlite_into(sqlite_world, str(other))
+    assert result.returncode == 1
+    assert f'{other} exists; a restore --into makes a new file and never replaces one' in result.stderr.decode()
+    assert other.read_text() == 'mine'
+    result = sqlite_into(sqlite_world, str(live))
+    assert result.returncode == 1 and live.exists() and rows(live)
+
+
+@pytest.mark.parametrize('into', HOSTILE + ['relative.db', '/tmp/../etc/x.db', '/nowhere/x.db'])
+def test_sqlite_restore_into_refuses_a_path_it_does_not_take(sqlite_world, into):
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    result = sqlite_into(sqlite_world, into)
+    assert result.returncode == 1
+    assert 'nothing was restored' in result.stderr.decode()
+    assert sorted(p.name for p in live.parent.iterdir()) == before
+    assert not Path('/tmp/selfhost-owned').exists()
+
+
+def test_sqlite_restore_into_from_a_cut_dump_creates_nothing(sqlite_world):
+    script, live, scratch, env, dump = sqlite_world
+    copy = live.parent / 'copy.db'
+    result = sqlite_into(sqlite_world, str(copy), dump=dump[:-10])
+    assert result.returncode != 0
+    assert not copy.exists()
+    assert sorted(p.name for p in live.parent.iterdir() if p.name.startswith('.')) == []
+
+
+# PostgreSQL: the test's own cluster (test_drill_helpers.pg_world), with the database fixture and the role app.
+
+def pg(pg_world, database: str, query: str) -> str:
+    script, env, dumps, world, psql = pg_world
+    return as_pg_user(*psql, '-d', database, '-c', query, env=env).stdout.decode()
+
+
+def databases(pg_world) -> list[str]:
+    return pg(pg_world, 'postgres', 'SELECT datname FROM pg_database ORDER BY 1').split()
+
+
+def helper(pg_world, *args: str, dump: bytes, **names: str) -> subprocess.CompletedProcess:
+    script, env, dumps, world, psql = pg_world
+    return as_pg_user(str(script), *args, env=dict(env, **names), stdin=dump, check=False)
+
+
+def drop(pg_world, *names: str) -> None:
+    for name in names:
+        pg(pg_world, 'postgres', f'DROP DATABASE IF EXISTS "{name}"')
+
+
+VALUES = 'SELECT json_agg(t ORDER BY id) FROM t'
+
+
+@pytest.mark.parametrize('args, dump, names', [
+    (['restore-into', 'database', 'fixture'], 'database fixture', {}),
+    (['restore-database', 'cluster'], 'cluster', {'SELFHOST_BACKUP_DATABASE': 'fixture'}),
+])
+def test_postgresql_restore_into_a_new_database_equal_value_by_value_original_untouched(pg_world, args, dump, names):
+    dumps = pg_world[2]
+    before, listed = pg(pg_world, 'fixture', VALUES), databases(pg_world)
+    try:
+        result = helper(pg_world, *args, dump=dumps[dump], SELFHOST_BACKUP_INTO='fixture-copy.1', **names)
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'fixture-copy.1', VALUES) == before
+        # The grants came along; the original and the other databases are as they were.
+        assert pg(pg_world, 'fixture-copy.1', "SELECT has_table_privilege('app', 'public.t', 'SELECT')") == 't\n'
+        assert pg(pg_world, 'fixture', VALUES) == before
+        assert databases(pg_world) == sorted(listed + ['fixture-copy.1'])
+    finally:
+        drop(pg_world, 'fixture-copy.1')
+
+
+def test_postgresql_one_database_out_of_the_cluster_dump_in_its_place_others_untouched(pg_world):
+    dumps = pg_world[2]
+    before = pg(pg_world, 'fixture', VALUES)
+    pg(pg_world, 'fixture', "INSERT INTO t VALUES (3, 'after the backup')")
+    pg(pg_world, 'postgres', 'CREATE DATABASE bystander')
+    pg(pg_world, 'bystander', 'CREATE TABLE b (x int); INSERT INTO b VALUES (42)')
+    try:
+        result = helper(pg_world, 'restore-database', 'cluster', dump=dumps['cluster'], SELFHOST_BACKUP_DATABASE='fixture')
+        assert result.returncode == 0, result.stderr.decode()
+        assert 'database fixture of the cluster dump restored in its place' in result.stderr.decode()
+        assert pg(pg_world, 'fixture', VALUES) == before
+        # Not in the dump, so a whole-cluster restore would have dropped it: one database leaves it be.
+        assert pg(pg_world, 'bystander', 'SELECT x FROM b') == '42\n'
+        assert not any(name.startswith('selfhost_backup_restore') for name in databases(pg_world))
+    finally:
+        drop(pg_world, 'bystander')
+
+
+@pytest.mark.parametrize('cut', [2000, -60])
+def test_postgresql_one_database_out_of_a_cut_cluster_dump_changes_nothing(pg_world, cut):
+    dumps = pg_world[2]
+    before, listed = pg(pg_world, 'fixture', VALUES), databases(pg_world)
+    for names in ({'SELFHOST_BACKUP_DATABASE': 'fixture'},
+                  {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'copy'}):
+        result = helper(pg_world, 'restore-database', 'cluster', dump=dumps['cluster'][:cut], **names)
+        assert result.returncode == 1
+        assert 'the dump is incomplete' in result.stderr.decode()
+        assert 'was dropped again: nothing else changed' in result.stderr.decode()
+        assert pg(pg_world, 'fixture', VALUES) == before
+        assert databases(pg_world) == listed
+
+
+def test_postgresql_one_database_the_cluster_dump_does_not_hold_is_refused_naming_those_it_has(pg_world):
+    listed = databases(pg_world)
+    result = helper(pg_world, 'restore-database', 'cluster', dump=pg_world[2]['cluster'],
+                    SELFHOST_BACKUP_DATABASE='fixture', SELFHOST_BACKUP_INTO='nothere')
+    assert result.returncode == 0, result.stderr.decode()
+    drop(pg_world, 'nothere')
+    result = helper(pg_world, 'restore-database', 'cluster', dump=pg_world[2]['cluster'],
+                    SELFHOST_BACKUP_DATABASE='nothere', SELFHOST_BACKUP_INTO='nothere2')
+    assert result.returncode == 1
+    assert 'the cluster dump holds no database nothere (it has: template1, fixture, postgres)' in result.stderr.decode() \
+        or 'the cluster dump holds no database nothere (it has: template1, postgres, fixture)' in result.stderr.decode()
+    assert databases(pg_world) == listed
+
+
+@pytest.mark.parametrize('args, dump, names', [
+    (['restore-into', 'database', 'fixture'], 'database fixture', {}),
+    (['restore-database', 'cluster'], 'cluster', {'SELFHOST_BACKUP_DATABASE': 'fixture'}),
+])
+def test_postgresql_restore_into_a_database_that_exists_is_refused(pg_world, args, dump, names):
+    before = pg(pg_world, 'postgres', 'SELECT count(*) FROM pg_database')
+    for into in ('postgres', 'fixture'):
+        result = helper(pg_world, *args, dump=pg_world[2][dump], SELFHOST_BACKUP_INTO=into, **names)
+        assert result.returncode == 1
+        assert 'nothing was restored' in result.stderr.decode() or 'give another name' in result.stderr.decode()
+    assert pg(pg_world, 'postgres', 'SELECT count(*) FROM pg_database') == before
+
+
+@pytest.mark.parametrize('name', HOSTILE)
+@pytest.mark.parametrize('variable', ['SELFHOST_BACKUP_INTO', 'SELFHOST_BACKUP_DATABASE'])
+def test_postgresql_refuses_a_name_it_does_not_take(pg_world, variable, name):
+    listed = databases(pg_world)
+    names = {'SELFHOST_BACKUP_DATABASE': 'fixture', variable: name}
+    for args, dump in ((['restore-into', 'database', 'fixture'], 'database fixture'),
+                       (['restore-database', 'cluster'], 'cluster')):
+        if args[0] == 'restore-database' and variable == 'SELFHOST_BACKUP_INTO' and name == '':
+            continue  # no --into: the restore in place, tested above
+        result = helper(pg_world, *args, dump=pg_world[2][dump], **names)
+        assert result.returncode == 1
+        stderr = result.stderr.decode()
+        if args[0] == 'restore-database' or variable == 'SELFHOST_BACKUP_INTO':
+            assert ('is not a database name this takes' in stderr) or ('names no database' in stderr), stderr
+    assert databases(pg_world) == listed
+    assert not Path('/tmp/selfhost-owned').exists()
+
+
+# MariaDB against the fake client: what the restore sends.
+
+MARIADB_ONE = '''/*M!999999\\- enable the sandbox mode */
+-- MariaDB dump
+CREATE DATABASE /*!32312 IF NOT EXISTS*/ `app` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;
+USE `app`;
+DROP TABLE IF EXISTS `t`;
+DELIMITER ;;
+CREATE PROCEDURE `p`()
+BEGIN
+USE `inside`;
+END ;;
+DELIMITER ;
+INSERT INTO `t` VALUES ('USE `app`;');
+-- Dump completed on 2026-12-06
+'''
+
+
+def test_mariadb_restore_into_aims_the_dump_at_the_new_database(mariadb):
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=MARIADB_ONE, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), check=False)
+    assert result.returncode == 0, result.stderr
+    sent = (Path(env['FAKE']) / 'stream.sql').read_text().splitlines()
+    # No IF NOT EXISTS: a database that exists fails the restore before any change.
+    assert 'CREATE DATABASE `app_copy` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;' in sent
+    assert 'USE `app_copy`;' in sent and 'USE `app`;' not in sent
+    # Routines and data keep their text.
+    assert 'USE `inside`;' in sent and "INSERT INTO `t` VALUES ('USE `app`;');" in sent
+
+
+@pytest.mark.parametrize('dump, message', [
+    (MARIADB_DUMP, 'the dump holds another database than app'),
+    (MARIADB_ONE.replace('`app`', '`other`'), 'the dump holds another database than app'),
+    (MARIADB_ONE[:-40], 'the dump is incomplete'),
+])
+def test_mariadb_restore_into_refuses_another_dump_and_a_cut_one(mariadb, dump, message):
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=dump, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_mariadb_restore_into_a_database_that_exists_is_refused(mariadb):
+    script, env = mariadb
+    (Path(env['FAKE']) / 'exists').write_text('1\n')
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=MARIADB_ONE, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), check=False)
+    assert result.returncode == 1
+    assert 'database app_copy exists; a restore --into makes a new database and never replaces one' in result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+def test_mariadb_restore_into_that_fails_drops_only_the_database_it_created(mariadb):
+    script, env = mariadb
+    (Path(env['FAKE']) / 'mode').write_text('partial')
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=MARIADB_ONE, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), check=False)
+    assert result.returncode == 1
+    assert (Path(env['FAKE']) / 'dropped').read_text() == 'DROP DATABASE `app_copy`\n'
+    assert 'the database app_copy it had created was dropped again' in result.stderr
+
+
+@pytest.mark.parametrize('into', HOSTILE + ['app'])
+def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=MARIADB_ONE, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO=into), check=False)
+    assert result.returncode == 1
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+    assert not Path('/tmp/selfhost-owned').exists()
