@@ -87,7 +87,7 @@ LOAD = {
 
 def start_load(box: Box, instance: str) -> str:
     """Start the writer (its process group id), or "" for SQLite."""
-    kind = "pg" if instance.startswith("pg") else instance
+    kind = next((kind for kind in LOAD if instance.startswith(kind)), "")
     if kind not in LOAD:
         return ""
     prepare, statement = LOAD[kind]
