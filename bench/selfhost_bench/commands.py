@@ -77,6 +77,36 @@ def raw_borg(unit: bool = False) -> Subject:
     return Subject(f"borg.{name}", "borg", repo, backup, f"rm -rf {repo}", restore)
 
 
+# The chunker candidates of the chunker phase (BENCH_BORG_CHUNKER_CANDIDATES): borg's default (2 MiB on
+# average), then smaller average chunks (2^MASK_BITS): 1 MiB, 256 KiB, 64 KiB.
+CHUNKER_CANDIDATES = "buzhash,19,23,21,4095 buzhash,18,22,20,4095 buzhash,16,20,18,4095 buzhash,14,18,16,4095"
+
+
+def chunker_label(params: str) -> str:
+    """A series name for chunker params: buzhash,16,20,18,4095 -> buzhash_16_20_18_4095."""
+    return params.replace(",", "_")
+
+
+def chunker_borg(params: str) -> Subject:
+    """borg by hand with --chunker-params: the plain dump into a repository of its own; its restore is the
+    extraction of the dump alone (to /dev/null: the replay into PostgreSQL is the same for every candidate)."""
+    label = chunker_label(params)
+    repo = f"{ROOT}/chunker-{label}"
+    run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, False)
+    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {params} --content-from-command "
+              f"--stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
+    init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
+    backup = f"{run} bash -c {quote(init + ' && ' + create)}"
+    restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
+               "borg extract --stdout ::$a postgres.sql >/dev/null'")
+    return Subject(f"borg.{label}", "borg", repo, backup, f"rm -rf {repo}", restore)
+
+
+def chunker_subjects(candidates: str = CHUNKER_CANDIDATES) -> list[Subject]:
+    """borg by hand with each candidate's chunker params."""
+    return [chunker_borg(params) for params in candidates.split()]
+
+
 def floor() -> Subject:
     """The dump alone, to /dev/null: no backup can be faster."""
     return Subject("floor", "", "", f"{AS_POSTGRES} {DUMP} >/dev/null", "true", "true")
