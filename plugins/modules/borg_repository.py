@@ -87,6 +87,12 @@ options:
       - Seconds each borg call may take (C(timeout) of coreutils).
     type: int
     default: 120
+  jobs:
+    description:
+      - How many repositories are checked at once (each C(borg list) derives the key from the passphrase).
+        Repositories at the same location are checked one after the other.
+      - Unset or V(0), the number of the host's cores.
+    type: int
   state_file:
     description:
       - Root-only file (mode C(0600)) of the fingerprints of the local repositories opened so far.
@@ -167,6 +173,7 @@ ARGUMENT_SPEC = {
     'repositories': {'type': 'list', 'elements': 'dict', 'required': True, 'options': REPOSITORY_SPEC},
     'borg': {'type': 'path', 'default': _borg.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},
+    'jobs': {'type': 'int'},
     'state_file': {'type': 'path', 'default': '/var/lib/selfhost-backup/borg-repositories.json'},
 }
 

@@ -117,6 +117,13 @@ options:
         backend for many minutes.
     type: int
     default: 120
+  jobs:
+    description:
+      - With O(repositories), how many repositories are probed and initialised at once (each C(restic init)
+        derives a key, which takes a core for about a second). Repositories at the same location are handled one
+        after the other.
+      - Unset or V(0), the number of the host's cores.
+    type: int
   state_file:
     description:
       - Root-only file (mode C(0600)) of the fingerprints of the local repositories opened so far.
@@ -248,6 +255,7 @@ ARGUMENT_SPEC = {
     'init': {'type': 'bool', 'default': True},
     'restic': {'type': 'path', 'default': _restic.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},
+    'jobs': {'type': 'int'},
     'state_file': {'type': 'path', 'default': '/var/lib/selfhost-backup/restic-repositories.json'},
 }
 
