@@ -9,6 +9,7 @@ PASSPHRASE = "bench-passphrase"
 HOST = "selfhost-backup-bench"
 DUMP = "pg_dumpall --clean --if-exists"
 BORG_COMPRESSION = "zstd,3"  # the borg role's default, so the raw run compresses the same way
+BORG_CHUNKER = "buzhash,14,18,16,4095"  # the borg role's default chunker_params (issue 20), for the same reason
 AS_POSTGRES = "runuser -u postgres -- env HOME=/var/lib/postgresql"
 
 
@@ -68,8 +69,8 @@ def raw_borg(unit: bool = False) -> Subject:
     name = "raw_unit" if unit else "raw"
     repo = f"{ROOT}/{name}-borg"
     run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, unit)
-    create = (f"borg create --compression {BORG_COMPRESSION} --content-from-command --stdin-name postgres.sql "
-              f"'::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
+    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {BORG_CHUNKER} --content-from-command "
+              f"--stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
     init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
     backup = f"{run} bash -c {quote(init + ' && ' + create)}"
     restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
