@@ -1,7 +1,8 @@
 """`python -m selfhost_bench`: run the benchmark rounds and write bench/results/latest.{md,json,png}.
 
 Configured by the environment (bench/README.md): BENCH_SIZE_MB, BENCH_RUNS, BENCH_PHASES,
-BENCH_CONVERGE_COUNTS, BENCH_CONVERGE_RUNS, BENCH_CONVERGE_PROVIDERS, BENCH_SEED, BENCH_MERGE.
+BENCH_CONVERGE_COUNTS, BENCH_CONVERGE_RUNS, BENCH_CONVERGE_PROVIDERS, BENCH_SEED, BENCH_MERGE,
+BENCH_BORG_CHUNKER_CANDIDATES.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import container, converge, datagen, measure, report
+from .commands import CHUNKER_CANDIDATES
 from .measure import Samples
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -74,8 +76,7 @@ def write(meta: dict[str, object], samples: Samples, counts: list[int], where: d
 
 
 PHASE_PREFIXES = {"backup": ("cold.", "warm."), "restore": ("restore.",), "drill": ("drill.",),
-                  "incremental": ("incremental.",),
-                  "converge": ("converge.",)}
+                  "incremental": ("incremental.",), "chunker": ("chunker.",), "converge": ("converge.",)}
 
 
 def previous(phases: list[str], counts: list[int]) -> tuple[Samples, dict[str, dict[str, float]], list[int]]:
@@ -129,6 +130,11 @@ def main() -> None:
         write(meta, samples, counts_done, where)
     if "incremental" in phases:
         samples |= prefixed("incremental", measure.incremental(runs, 0.01, seed, log))
+        write(meta, samples, counts_done, where)
+    if "chunker" in phases:
+        candidates = setting("BENCH_BORG_CHUNKER_CANDIDATES", CHUNKER_CANDIDATES)
+        meta["chunker_candidates"] = candidates
+        samples |= prefixed("chunker", measure.chunker(runs, 0.01, seed, candidates, log))
         write(meta, samples, counts_done, where)
     if "converge" in phases:
         workdir = RESULTS / "tmp"

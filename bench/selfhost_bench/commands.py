@@ -9,6 +9,7 @@ PASSPHRASE = "bench-passphrase"
 HOST = "selfhost-backup-bench"
 DUMP = "pg_dumpall --clean --if-exists"
 BORG_COMPRESSION = "zstd,3"  # the borg role's default, so the raw run compresses the same way
+BORG_CHUNKER = "buzhash,14,18,16,4095"  # the borg role's default chunker_params (issue 20), for the same reason
 AS_POSTGRES = "runuser -u postgres -- env HOME=/var/lib/postgresql"
 
 
@@ -68,13 +69,43 @@ def raw_borg(unit: bool = False) -> Subject:
     name = "raw_unit" if unit else "raw"
     repo = f"{ROOT}/{name}-borg"
     run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, unit)
-    create = (f"borg create --compression {BORG_COMPRESSION} --content-from-command --stdin-name postgres.sql "
-              f"'::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
+    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {BORG_CHUNKER} --content-from-command "
+              f"--stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
     init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
     backup = f"{run} bash -c {quote(init + ' && ' + create)}"
     restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
                "borg extract --stdout ::$a postgres.sql | psql -X -q -d postgres'")
     return Subject(f"borg.{name}", "borg", repo, backup, f"rm -rf {repo}", restore)
+
+
+# The chunker candidates of the chunker phase (BENCH_BORG_CHUNKER_CANDIDATES): borg's default (2 MiB on
+# average), then smaller average chunks (2^MASK_BITS): 1 MiB, 256 KiB, 64 KiB.
+CHUNKER_CANDIDATES = "buzhash,19,23,21,4095 buzhash,18,22,20,4095 buzhash,16,20,18,4095 buzhash,14,18,16,4095"
+
+
+def chunker_label(params: str) -> str:
+    """A series name for chunker params: buzhash,16,20,18,4095 -> buzhash_16_20_18_4095."""
+    return params.replace(",", "_")
+
+
+def chunker_borg(params: str) -> Subject:
+    """borg by hand with --chunker-params: the plain dump into a repository of its own; its restore is the
+    extraction of the dump alone (to /dev/null: the replay into PostgreSQL is the same for every candidate)."""
+    label = chunker_label(params)
+    repo = f"{ROOT}/chunker-{label}"
+    run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, False)
+    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {params} --content-from-command "
+              f"--stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
+    init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
+    backup = f"{run} bash -c {quote(init + ' && ' + create)}"
+    restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
+               "borg extract --stdout ::$a postgres.sql >/dev/null'")
+    return Subject(f"borg.{label}", "borg", repo, backup, f"rm -rf {repo}", restore)
+
+
+def chunker_subjects(candidates: str = CHUNKER_CANDIDATES) -> list[Subject]:
+    """borg by hand with each candidate's chunker params."""
+    return [chunker_borg(params) for params in candidates.split()]
 
 
 def floor() -> Subject:

@@ -41,7 +41,10 @@ def scaling(counts: list[int], runs: int, workdir: Path, log: Log) -> tuple[Samp
     where: dict[str, dict[str, float]] = {}
     for count in counts:
         playbook(0, workdir / "remove.json")
-        container.sh("rm -rf /srv/bench/converge")
+        # The repositories go on purpose: so does what the roles remember of them (a repository this host opened
+        # before and that is missing now would stop the converge, as it should on a real host).
+        container.sh("rm -rf /srv/bench/converge /var/lib/selfhost-backup/restic-repositories.json "
+                     "/var/lib/selfhost-backup/borg-repositories.json")
         first = playbook(count, workdir / f"first-{count}.json")
         samples[f"converge.{count}.first.seconds"].append(first)
         log(f"converge {count}: first {first:.1f} s")

@@ -8,7 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from . import container, datagen
-from .commands import DUMP, Subject, backup_subjects, drill_subjects, drill_unit, incremental_subjects, restore_subjects
+from .commands import (DUMP, Subject, backup_subjects, chunker_subjects, drill_subjects, drill_unit,
+                       incremental_subjects, restore_subjects)
 
 Samples = dict[str, list[float]]
 Log = Callable[[str], None]
@@ -99,4 +100,34 @@ def incremental(runs: int, fraction: float, seed: int, log: Log) -> Samples:
                 added = repo_bytes(subject) - before[subject.key]
                 samples[f"{workload}.{subject.key}.added_bytes"].append(float(added))
             log(f"incremental {turn + 1}/{runs} {workload}: {change.rows} rows, {change.changed_bytes} bytes")
+    return samples
+
+
+def chunker(runs: int, fraction: float, seed: int, candidates: str, log: Log) -> Samples:
+    """borg's chunker params side by side, every candidate once a round in rotating order: a first backup
+    (time, peak memory, repository size), the extraction of the dump, then each workload and a backup of
+    every candidate after it (time, the bytes its repository grew by)."""
+    samples: Samples = defaultdict(list)
+    rng = random.Random(seed)
+    subjects = chunker_subjects(candidates)
+    for turn in range(runs):
+        for subject in rotated(subjects, turn):
+            container.sh(subject.reset)
+            timed = container.timed(subject.backup)
+            record(samples, f"{subject.key}.cold", timed)
+            samples[f"{subject.key}.repo_bytes"].append(float(repo_bytes(subject)))
+            log(f"chunker {turn + 1}/{runs} {subject.key}: first backup {timed.seconds:.2f} s")
+        for subject in rotated(subjects, turn):
+            timed = container.timed(subject.restore)
+            record(samples, f"{subject.key}.restore", timed)
+            log(f"chunker {turn + 1}/{runs} {subject.key}: extract {timed.seconds:.2f} s")
+        for workload in ("append", "clustered", "scattered"):
+            before = {s.key: repo_bytes(s) for s in subjects}
+            change = datagen.apply(workload, fraction, rng)
+            samples[f"{workload}.changed_bytes"].append(float(change.changed_bytes))
+            for subject in rotated(subjects, turn):
+                timed = container.timed(subject.backup)
+                record(samples, f"{subject.key}.{workload}", timed)
+                samples[f"{workload}.{subject.key}.added_bytes"].append(float(repo_bytes(subject) - before[subject.key]))
+            log(f"chunker {turn + 1}/{runs} {workload}: {change.rows} rows, {change.changed_bytes} bytes")
     return samples

@@ -124,6 +124,7 @@ def markdown(meta: dict[str, object], samples: Samples, counts: list[int],
               for t in targets(samples, counts)]
     lines += ["", "## All figures", "", "| series | median (min-max) | n |", "| --- | --- | --- |"]
     lines += [f"| {key} | {cell(fig, unit_of(key))} | {fig.runs} |" for key, fig in figures(samples).items()]
+    lines += chunker_lines(samples, str(meta.get("chunker_candidates", "")))
     lines += converge_lines(samples, counts)
     lines += ["", "## Where converge time goes (slowest tasks of the last run, seconds)", ""]
     for run, tasks in where.items():
@@ -188,3 +189,28 @@ def bars_with_spread(axes: object, samples: Samples, keys: list[str], label: str
     axes.bar(range(len(figs)), [f.median for f in figs], yerr=errors, capsize=3)  # type: ignore[attr-defined]
     axes.set_xticks(range(len(figs)), names, rotation=75, fontsize=7)  # type: ignore[attr-defined]
     axes.set_ylabel(label)  # type: ignore[attr-defined]
+
+
+def chunker_lines(samples: Samples, candidates: str) -> list[str]:
+    """The chunker phase: each candidate against the first (borg's default), ratios taken within each round."""
+    labels = [params.replace(",", "_") for params in candidates.split()]
+    labels = [label for label in labels if samples.get(f"chunker.borg.{label}.cold.seconds")]
+    if not labels:
+        return []
+    base = f"chunker.borg.{labels[0]}"
+    lines = ["", "## borg chunker params (raw borg, plain dump; ratios against the first candidate, per round)", "",
+             "| chunker params | first backup | extract | repository | peak memory | append | clustered | scattered |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label in labels:
+        key = f"chunker.borg.{label}"
+        growth = [cell(ratio(samples, f"chunker.{w}.borg.{label}.added_bytes", f"chunker.{w}.changed_bytes"), "x")
+                  for w in ("append", "clustered", "scattered")]
+        lines.append(
+            f"| {label.replace('_', ',')} | {cell(figure(samples[f'{key}.cold.seconds']), ' s')}, "
+            f"{cell(ratio(samples, f'{key}.cold.seconds', f'{base}.cold.seconds'), 'x')} "
+            f"| {cell(figure(samples[f'{key}.restore.seconds']), ' s')}, "
+            f"{cell(ratio(samples, f'{key}.restore.seconds', f'{base}.restore.seconds'), 'x')} "
+            f"| {cell(figure(samples[f'{key}.repo_bytes']), 'MB')} "
+            f"| {cell(figure(samples[f'{key}.cold.peak_kib']), 'MiB')}, "
+            f"{cell(ratio(samples, f'{key}.cold.peak_kib', f'{base}.cold.peak_kib'), 'x')} | " + " | ".join(growth) + " |")
+    return lines

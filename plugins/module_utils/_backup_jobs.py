@@ -16,7 +16,9 @@ one ``systemd-analyze verify`` and one ``systemctl daemon-reload``:
 2. ``systemd-analyze verify`` of every unit that is about to change (outside check mode);
 3. ``apply``: stop dropped timers, write and remove files, manifests;
 4. one ``daemon-reload`` when any unit file changed;
-5. ``finish``: enable and start (or stop and disable) the timers, which needs the reloaded units.
+5. ``finish``: enable and start (or stop and disable) the timers, which needs the reloaded units: their states
+   from one ``systemctl show``, then one ``systemctl enable --now`` (and one ``disable --now``) for the timers of
+   every job, since each of these calls reloads systemd.
 
 The module passes itself in as ``module`` (``check_mode``, ``_diff``, ``tmpdir``, ``atomic_move``) and a
 ``runner`` for systemctl and systemd-analyze.
@@ -180,20 +182,23 @@ class BackupJob:
             if self.systemctl.is_enabled_or_active(timer):
                 self.systemctl.disable_now(timer)
 
-    def finish(self) -> None:
-        """Enable and start, or stop and disable, the timers; probes run in check mode too, actions do not."""
+    def finish(self, states: t.Mapping[str, tuple[bool, bool]]) -> tuple[list[str], list[str]]:
+        """The timers to enable and start, and those to stop and disable, from their ``states`` (enabled,
+        active); the caller acts on those of every job at once (not in check mode)."""
+        enable: list[str] = []
+        disable: list[str] = []
         if not self.present:
-            return
+            return enable, disable
         for timer in self.timers:
+            enabled, active = states[timer]
             if self.params['timer_enabled']:
-                needed = not self.systemctl.is_running(timer)
-                action = self.systemctl.enable_now
+                needed = not (enabled and active)
+                (enable if needed else []).append(timer)
             else:
-                needed = self.systemctl.is_enabled_or_active(timer)
-                action = self.systemctl.disable_now
+                needed = enabled or active
+                (disable if needed else []).append(timer)
             self.changed = self.changed or needed
-            if needed and not self.module.check_mode:
-                action(timer)
+        return enable, disable
 
     def result(self) -> dict[str, t.Any]:
         job = self.job
@@ -231,5 +236,14 @@ def run(jobs: t.Sequence[BackupJob], module: t.Any, runner: files.Runner, daemon
         # failing one wrote reach systemd: the next converge finds them unchanged and would never reload.
         if daemon_reload and not module.check_mode and any(job.changed and job.units_changed for job in jobs):
             Systemctl(runner).daemon_reload()
+    systemctl = Systemctl(runner)
+    states = systemctl.states([timer for job in jobs if job.present for timer in job.timers])
+    enable: list[str] = []
+    disable: list[str] = []
     for job in jobs:
-        job.finish()
+        now_enabled, now_disabled = job.finish(states)
+        enable += now_enabled
+        disable += now_disabled
+    if not module.check_mode:
+        systemctl.all_now('disable', disable)
+        systemctl.all_now('enable', enable)

@@ -123,12 +123,42 @@ def global_args(lock_wait: int = 0, upload_ratelimit: int | None = None) -> list
     return args
 
 
+def chunker_params(params: str) -> str:
+    """``settings.chunker_params`` checked as borg 1.2 and 1.4 check ``--chunker-params`` (the schema checks the
+    form): ``default``, ``fixed,BLOCK[,HEADER]`` or ``[buzhash,]MIN_EXP,MAX_EXP,MASK_BITS,WINDOW``."""
+    parts = params.split(',')
+    if parts[0] == 'default' and len(parts) == 1:
+        return params
+    if parts[0] == 'fixed' and len(parts) in (2, 3):
+        block, header = int(parts[1]), int(parts[2]) if len(parts) == 3 else 0
+        if block < 64 or block > MAX_DATA_SIZE or header > MAX_DATA_SIZE:
+            raise BorgError(f'chunker_params {params}: the block size must be 64 bytes to {MAX_DATA_SIZE}, '
+                            f'the header size at most {MAX_DATA_SIZE}')
+        return params
+    if (parts[0] == 'buzhash' and len(parts) == 5) or (len(parts) == 4 and all(part.isdigit() for part in parts)):
+        minimum, maximum, mask, window = (int(part) for part in parts[-4:])
+        if not minimum <= mask <= maximum:
+            raise BorgError(f'chunker_params {params}: borg requires MIN_EXP <= MASK_BITS <= MAX_EXP')
+        if minimum < 6 or maximum > 23:
+            raise BorgError(f'chunker_params {params}: the chunk size exponents must be 6 (64 B) to 23 (8 MiB)')
+        if window % 2 == 0:
+            raise BorgError(f'chunker_params {params}: the hash window size must be odd')
+        return params
+    raise BorgError(f'chunker_params {params}: not default, fixed,BLOCK[,HEADER] or '
+                    '[buzhash,]MIN_EXP,MAX_EXP,MASK_BITS,WINDOW')
+
+
+# borg's MAX_DATA_SIZE: the largest chunk it stores.
+MAX_DATA_SIZE = 20971478
+
+
 def create_args(version: Version, instance: str, host: str, backup_name: str,
-                compression: str) -> list[str]:
+                compression: str, chunker: str | None = None) -> list[str]:
     """``borg create`` running the dump itself; the command (``/bin/sh -c "$BACKUP_CMD"``) follows ``--``."""
     require_supported(version)
-    return ['create', '--json', '--compression', compression, '--content-from-command', '--stdin-name', backup_name,
-            f'::{archive_template(instance, host)}', '--']
+    return ['create', '--json', '--compression', compression,
+            *(['--chunker-params', chunker_params(chunker)] if chunker else []),
+            '--content-from-command', '--stdin-name', backup_name, f'::{archive_template(instance, host)}', '--']
 
 
 def init_args(encryption: str) -> list[str]:
@@ -198,6 +228,7 @@ class Commands:
     cache_dir: str
     encryption: str  # settings.encryption and settings.compression, defaults from the schema
     compression: str
+    chunker_params: str | None = None  # settings.chunker_params; None: borg's own default
     remote: bool = False
     global_args: tuple[str, ...] = ('--lock-wait', '0')
     retention: tuple[str, ...] | None = None
@@ -232,7 +263,7 @@ def shell_data(commands: Commands) -> tuple[tuple[str, _job_data.Value], ...]:
         ('BORG_LATEST', latest_args(commands.instance, commands.host)),
         ('BORG_INIT', init_args(commands.encryption)),
         ('BORG_CREATE', create_args(commands.version, commands.instance, commands.host, commands.backup_name,
-                                    commands.compression)),
+                                    commands.compression, commands.chunker_params)),
         ('BORG_PRUNE', list(commands.retention or ())),
         ('BORG_COMPACT', compact_args()),
         ('BORG_CHECK', list(commands.check or ())),
@@ -267,6 +298,8 @@ def precheck(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[
     job_host = settings.get('host') or host
     prune_args(instance, job_host, settings['retention'])
     archive_prefix(instance, job_host)
+    if settings.get('chunker_params'):
+        chunker_params(settings['chunker_params'])
     check = settings['check']
     if check['enabled']:
         check_args(check['verify_data'], check.get('max_duration'))
@@ -310,6 +343,7 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         remote=not local_path,
         encryption=settings['encryption'],
         compression=settings['compression'],
+        chunker_params=settings.get('chunker_params'),
         global_args=tuple(global_args(settings['lock_wait'], limits.get('upload_ratelimit'))),
         retention=_retention.tuple_or_none(prune_args(instance, job_host, retention)),
         check=tuple(check_args(check['verify_data'], check.get('max_duration'))) if check['enabled'] else None,

@@ -33,7 +33,7 @@ import stat
 import tempfile
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _borg_ssh
+from ansible_collections.selfhost.backup.plugins.module_utils import _borg_ssh, _concurrent
 from ansible_collections.selfhost.backup.plugins.module_utils._restic_repository import Opened, fingerprint
 
 WRONG_PASSPHRASE = 'is incorrect'  # "passphrase supplied in BORG_PASSPHRASE, ... is incorrect." (1.2, 1.4)
@@ -209,20 +209,24 @@ class Repository:
 
 def check_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]],
               opened: Opened) -> tuple[list[dict[str, t.Any]], bool, list[str]]:
-    """Every repository in order: the results, whether a marker was (or would be) removed, and one message per
-    failing repository naming its instance (``borg_instances.<name>: ...``), never a secret."""
-    results: list[dict[str, t.Any]] = []
-    errors: list[str] = []
-    for spec in specs:
+    """Every repository, concurrently (at most ``jobs`` at a time, the host's cores by default; those at the same
+    location one after the other): the results in the order given, whether a marker was (or would be) removed,
+    and one message per failing repository naming its instance (``borg_instances.<name>: ...``), never a secret."""
+    def check(spec: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         if module.check_mode and (not os.path.exists(module.params['borg']) or (
                 spec.get('passphrase') is None and not os.path.exists(spec.get('password_file') or ''))):
             # A first run in check mode: borg (or the passphrase file) is not on the host yet.
-            results.append({'name': spec['name'], 'changed': False, 'state': 'unknown'})
-            continue
-        try:
-            outcome = Repository(module, spec).check(opened)
-        except (BorgRepositoryError, OSError) as exc:
+            return {'changed': False, 'state': 'unknown'}
+        return Repository(module, spec).check(opened)
+
+    results: list[dict[str, t.Any]] = []
+    errors: list[str] = []
+    outcomes = _concurrent.run_grouped(check, specs, lambda spec: spec['repository'], module.params.get('jobs'))
+    for spec, (outcome, exc) in zip(specs, outcomes):
+        if exc is not None:
+            if not isinstance(exc, (BorgRepositoryError, OSError)):
+                raise exc
             errors.append(f'borg_instances.{spec["name"]}: {exc}')
             continue
-        results.append({'name': spec['name']} | outcome)
+        results.append({'name': spec['name']} | t.cast(dict, outcome))
     return results, any(item['changed'] for item in results), errors

@@ -197,6 +197,26 @@ class Systemctl:
     def is_enabled_or_active(self, timer: str) -> bool:
         return self._ok('is-enabled', '--quiet', timer) or self._ok('is-active', '--quiet', timer)
 
+    def states(self, timers: t.Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        """Whether each timer is enabled and whether it is active, as is-enabled and is-active would say, from one
+        ``systemctl show`` for all of them (one call per timer costs ~10 ms each, 100 timers a second or two).
+        A timer the answer does not name is probed on its own."""
+        if not timers:
+            return {}
+        rc, out, dummy = self.runner.run(['systemctl', 'show', '--property=Id,UnitFileState,ActiveState']
+                                         + list(timers))
+        found: dict[str, tuple[bool, bool]] = {}
+        if rc == 0:
+            for block in out.split('\n\n'):
+                fields = dict(line.split('=', 1) for line in block.splitlines() if '=' in line)
+                if fields.get('Id') in timers:
+                    found[fields['Id']] = (fields.get('UnitFileState', '') in ENABLED_STATES,
+                                           fields.get('ActiveState', '') in ACTIVE_STATES)
+        for timer in timers:
+            if timer not in found:
+                found[timer] = (self._ok('is-enabled', '--quiet', timer), self._ok('is-active', '--quiet', timer))
+        return found
+
     def daemon_reload(self) -> None:
         self._must('daemon-reload')
 
@@ -205,3 +225,19 @@ class Systemctl:
 
     def disable_now(self, timer: str) -> None:
         self._must('disable', '--now', timer)
+
+    def all_now(self, action: str, timers: t.Sequence[str]) -> None:
+        """``systemctl enable --now`` (or disable) of every timer in one call: each enable reloads systemd, which
+        for a first converge of many instances cost more than everything else. When it fails, the timers one by
+        one, so that the error names the one that fails (and so its instance)."""
+        if not timers:
+            return
+        if self._ok(action, '--now', *timers):
+            return
+        for timer in timers:
+            self._must(action, '--now', timer)
+
+
+# The UnitFileState values for which systemctl is-enabled succeeds, and the ActiveState values for is-active.
+ENABLED_STATES = frozenset(('enabled', 'enabled-runtime', 'static', 'alias', 'indirect', 'generated'))
+ACTIVE_STATES = frozenset(('active', 'reloading', 'refreshing'))

@@ -25,9 +25,10 @@ import posixpath
 import pwd
 import re
 import stat
+import threading
 import typing as t
 
-from ansible_collections.selfhost.backup.plugins.module_utils import _io, _restic
+from ansible_collections.selfhost.backup.plugins.module_utils import _concurrent, _io, _restic
 
 
 def _read(path: str, what: str) -> str:
@@ -83,6 +84,7 @@ class Opened:
     def __init__(self, path: str) -> None:
         self.path = path
         self.changed = False
+        self.lock = threading.Lock()  # repositories are checked concurrently
         try:
             with open(path, encoding='utf-8') as handle:
                 loaded = json.load(handle)
@@ -94,17 +96,19 @@ class Opened:
         return self.entries.get(location) == print_
 
     def add(self, location: str, print_: str) -> None:
-        if self.entries.get(location) != print_:
-            self.entries[location] = print_
-            self.changed = True
+        with self.lock:
+            if self.entries.get(location) != print_:
+                self.entries[location] = print_
+                self.changed = True
 
     def seen(self, location: str) -> bool:
         return location_key(location) in self.entries
 
     def add_seen(self, location: str) -> None:
-        if not self.seen(location):
-            self.entries[location_key(location)] = SEEN
-            self.changed = True
+        with self.lock:
+            if not self.seen(location):
+                self.entries[location_key(location)] = SEEN
+                self.changed = True
 
     def save(self, module: t.Any) -> None:
         if not self.changed or module.check_mode:
@@ -257,23 +261,44 @@ def label(spec: t.Mapping[str, t.Any]) -> str:
     return f'restic_instances.{spec["name"]}' if spec.get('name') else f'repository of {spec["password_file"]}'
 
 
+def location_of(spec: t.Mapping[str, t.Any]) -> str:
+    """Where a repository is, as far as it can be told before its secrets are read: repositories two instances
+    share are handled one after the other. A file that cannot be read stands for itself (Repository says why)."""
+    location = spec.get('repository') or (spec.get('environment') or {}).get('RESTIC_REPOSITORY')
+    if not location and spec.get('environment_files', {}).get('RESTIC_REPOSITORY'):
+        path = spec['environment_files']['RESTIC_REPOSITORY']
+        try:
+            location = _read(path, 'RESTIC_REPOSITORY')
+        except _restic.ResticError:
+            location = f'file:{path}'
+    location = str(location or '')
+    path = local_path(location)
+    return posixpath.normpath(path) if path is not None else _strip_userinfo(location)
+
+
 def ensure_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]],
                opened: Opened) -> tuple[list[dict[str, t.Any]], bool]:
-    """Every repository in order, each result named by its instance and password file (no secret).
+    """Every repository, each result named by its instance and password file (no secret), in the order given.
+
+    The repositories are probed and initialised concurrently, at most ``jobs`` (module option; the host's cores
+    by default) at a time: a first converge pays one ``restic init`` (a key derivation) per new repository, and
+    they no longer queue. Repositories at the same location are handled one after the other.
 
     Returns the results and whether anything changed. Every repository is handled; a RepositoriesError names
     each failing one and carries whether any other was initialised (``changed``).
     """
     results: list[dict[str, t.Any]] = []
     errors: list[str] = []
-    for spec in specs:
-        try:
-            outcome = ensure(module, spec, opened)
-        except _restic.ResticError as exc:
+    outcomes = _concurrent.run_grouped(lambda spec: ensure(module, spec, opened), specs, location_of,
+                                       module.params.get('jobs'))
+    for spec, (outcome, exc) in zip(specs, outcomes):
+        if exc is not None:
+            if not isinstance(exc, _restic.ResticError):
+                raise exc
             errors.append(f'{label(spec)}: {exc}')
             continue
         results.append({'name': spec.get('name') or '', 'password_file': spec['password_file'],
-                        'user': spec['user']} | outcome)
+                        'user': spec['user']} | t.cast(dict, outcome))
     changed = any(item['changed'] for item in results)
     if errors:
         raise RepositoriesError('\n'.join(errors), changed)

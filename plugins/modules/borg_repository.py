@@ -82,6 +82,12 @@ options:
       - Path of the borg binary.
     type: path
     default: /usr/bin/borg
+  jobs:
+    description:
+      - How many repositories are checked at once (each C(borg list) derives the key from the passphrase).
+        Repositories at the same location are checked one after the other.
+      - Unset or V(0), the number of the host's cores.
+    type: int
   state_file:
     default: /var/lib/selfhost-backup/borg-repositories.json
 extends_documentation_fragment:
@@ -161,6 +167,7 @@ ARGUMENT_SPEC = {
     'repositories': {'type': 'list', 'elements': 'dict', 'required': True, 'options': REPOSITORY_SPEC},
     'borg': {'type': 'path', 'default': _borg.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},
+    'jobs': {'type': 'int'},
     'state_file': {'type': 'path', 'default': '/var/lib/selfhost-backup/borg-repositories.json'},
 }
 

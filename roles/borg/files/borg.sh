@@ -192,20 +192,24 @@ provider_check() {
 # borg runs the dump itself: when it fails, borg creates no archive and exits 2, and the unit fails.
 # --json: the archive's statistics on stdout, of which the deduplicated size is what the backup added. An empty
 # dump (backup_cmd exits 0 having written nothing) makes an archive that would count as good and, pruned in,
-# push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup. Telling
-# an empty dump costs one more repository read (list): borg's statistics count the archive's metadata too.
+# push the good ones out: it is deleted and the backup fails. Retention runs only after a good backup. The dump's
+# bytes are counted on their way to borg (RUN_BACKUP_CMD with a count file, job.sh): borg's statistics count the
+# archive's metadata too, and asking the repository (list) cost a second repository open after every backup.
 provider_backup() {
-  local stats status borg_rc=0 archive size started="$SECONDS"
+  local stats status count borg_rc=0 archive size started="$SECONDS"
   provider_init
-  status="$(mktemp)"
-  stats="$(borg_warning_ok "${BORG_CREATE[@]}" "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}")" || borg_rc=$?
+  status="$(mktemp)" count="$(mktemp)"
+  stats="$(borg_warning_ok "${BORG_CREATE[@]}" "${RUN_BACKUP_CMD[@]}" "$status" "$count" "${BACKUP_CMD_HIDES[@]}")" \
+    || borg_rc=$?
   [ "$borg_rc" -eq 0 ] || printf '%s\n' "$stats"
+  size="$(backup_cmd_bytes "$count")"
   [ "$borg_rc" -eq 0 ] \
     || fail "backup failed (backup_cmd $(backup_cmd_outcome "$status"), borg exit $borg_rc): no archive created"
   rm -f -- "$status"
-  # The archive's original_size counts its metadata too: the dump's own size is that of its one item.
   archive="$(sed -n 's/^ *"name": *"\([^"]*\)",\{0,1\}$/\1/p' <<<"$stats" | head -n 1)"
-  if [ -z "$archive" ] || ! size="$(dump_size "$archive")"; then
+  [ -n "$archive" ] || fail "cannot read the name of the new archive in borg's statistics"
+  # No count (the wrapper left none): the size of the dump in the archive, its one item, from the repository.
+  if [ -z "$size" ] && ! size="$(dump_size "$archive")"; then
     fail "cannot read the size of the dump in archive '$archive'"
   fi
   if [ "$size" = 0 ]; then

@@ -266,13 +266,58 @@ sql() {
 #   dump cut anywhere else fails. Table data (COPY ... FROM stdin; up to \.) never counts, so a dump cut
 #   right after a row that reads like that comment fails too. A cluster dump cut in its roles section is
 #   never replayed at all.
+# - The cost (issue 20): a cluster restore without --terminate-sessions runs the awk program only over the
+#   roles section (up to the first \connect, read by `sed -u`, which reads no further); the rest, the table
+#   data, passes through `tee`, and only its last DUMP_TAIL bytes are checked (dump_ends_complete). Globals
+#   dumps are small, and --terminate-sessions must see every database's DROP: both go through awk whole.
+# $1: cluster|globals, $2: the file for the databases' names, $3: a file for the dump's tail (cluster).
 guard_dumpall() {
-  local kind="$1" databases="${2:-/dev/null}" me
+  local kind="$1" databases="${2:-/dev/null}" tail_file="${3:-}" me
   me="$(sql -c 'SELECT quote_ident(current_user)' </dev/null)" || fail "cannot connect to PostgreSQL"
+  if [ "$kind" = globals ] || [ "$terminate_sessions" = 1 ] || [ -z "$tail_file" ]; then
+    dumpall_filter "$kind" "$me" "$databases" whole
+    return
+  fi
+  # Each step's failure ends the filter: a restore runs it after || (errexit does not apply there).
+  sed -u '/^\\connect /q' | dumpall_filter "$kind" "$me" "$databases" head || exit
+  tee -- >(tail -c "$DUMP_TAIL" >"$tail_file") || exit
+  wait "$!" || exit
+  dump_ends_complete "$tail_file"
+}
+
+# The last DUMP_TAIL bytes of a dump are enough to see that it is complete: PostgreSQL writes \connect at the
+# start of every database and \unrestrict at its end (17.6, 15.14 and later), and a COPY data row never starts
+# with a backslash and a letter other than b, f, n, r, t, v (COPY escapes its own backslashes), so after either
+# line (or after \., which only ends table data) the tail is known to be outside table data. The closing
+# comment counts only there: a tail without such a line before it (table data of unknown start) fails.
+readonly DUMP_TAIL=1048576
+dump_ends_complete() {
+  local partial=0
+  [ "$(stat -c %s -- "$1")" -lt "$DUMP_TAIL" ] || partial=1
+  awk -v trailer="$CLUSTER_TRAILER" -v script="$SCRIPT" -v partial="$partial" '
+    NR == 1 && partial { next }
+    $0 == "\\." { known = 1; copy = 0; next }
+    /^\\(connect|unrestrict) / { known = 1; copy = 0 }
+    known && copy { next }
+    known && /^COPY .* FROM stdin;$/ { copy = 1 }
+    $0 != "" && $0 != "--" && $0 !~ /^\\unrestrict / { last = $0; sure = known }
+    END {
+      if (last != trailer || !sure) {
+        printf "%s: the dump is incomplete (it does not end with \"%s\"): the restore stopped short\n", script, trailer > "/dev/stderr"
+        exit 3
+      }
+    }' "$1"
+}
+
+# The awk filter of guard_dumpall: $1 kind, $2 the restoring user, $3 the databases' file, $4 whole (the dump)
+# or head (the dump up to its first \connect: the rest is checked by the caller).
+dumpall_filter() {
+  local kind="$1" me="$2" databases="$3" part="$4"
   # The awk program is single-quoted on purpose: every $ in it is awk's.
   # shellcheck disable=SC2016
   env SESSIONS_SQL="$SESSIONS_SQL" awk -v kind="$kind" -v me="$me" -v trailer="$CLUSTER_TRAILER" -v script="$SCRIPT" \
-    -v started="$STARTED" -v terminate="$terminate_sessions" -v databases="$databases" -v drill="$drilling" '
+    -v started="$STARTED" -v terminate="$terminate_sessions" -v databases="$databases" -v drill="$drilling" \
+    -v part="$part" '
     function literal(text) { gsub(/\047/, "\047\047", text); return "\047" text "\047" }
     function force(line) { return terminate ? substr(line, 1, length(line) - 1) " WITH (FORCE);" : line }
     function out(line) { if (held) head[++n] = line; else print line }
@@ -322,6 +367,7 @@ guard_dumpall() {
     $0 != "" { previous = $0 }
     $0 != "" && $0 != "--" && $0 !~ /^\\unrestrict / { last = $0 }
     END {
+      if (part == "head" && roles) exit 0
       if (last != trailer) {
         printf "%s: the dump is incomplete (it does not end with \"%s\"): the restore stopped short\n", script, trailer > "/dev/stderr"
         exit 3
@@ -340,7 +386,7 @@ restore_cluster() {
   local work rc=0
   work="$(mktemp -d)"
   at_exit rm -rf -- "$work"
-  decompress | guard_dumpall cluster "$work/databases" \
+  decompress | guard_dumpall cluster "$work/databases" "$work/tail" \
     | env -u LC_ALL LC_MESSAGES=C LANGUAGE= psql -X -At -v ON_ERROR_STOP=1 -d postgres >"$work/progress" || rc=$?
   [ "$rc" -ne 0 ] || return 0
   [ "$drilling" = 0 ] || fail "drill failed: the dump does not restore into the scratch cluster (the error is above)"

@@ -224,17 +224,23 @@ as_user() {
 
 # backup_cmd as the tools run it (restic's stdin-from-command or legacy pipe, borg's content-from-command),
 # followed by the path of a file where /bin/sh leaves backup_cmd's exit status (the tool only says that its
-# command failed, and a failed backup must name the part that failed), then the variables in BACKUP_CMD_HIDES.
+# command failed, and a failed backup must name the part that failed), the path of a file for the count of the
+# dump's bytes ('' for none: see backup_cmd_bytes), then the variables in BACKUP_CMD_HIDES.
 # Both are used by the provider's half, which runs backup_cmd.
 # The shell the tool starts execs at once into the one that waits for backup_cmd, through env -u: unset would
 # hide the variables from backup_cmd only, and /proc/<pid>/environ of the waiting shell, which lives as long as
 # the dump, would still show the tool's whole environment (the names are checked ones: no quoting needed).
+# With a count file the dump passes through dd on its way to the tool (one pipe copy, ~0.1 s of CPU for 300 MB:
+# far less than asking the repository afterwards), which writes the count there; the wrapper exits with
+# backup_cmd's status, or dd's when backup_cmd succeeded but dd did not pass everything on.
 # shellcheck disable=SC2016,SC2034 # the inner script is /bin/sh's, expanded there
-readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2 hide=; shift 2
+readonly RUN_BACKUP_CMD=(/bin/sh -c 'cmd=$1 status=$2 count=$3 hide=; shift 3
 for name in "$@" $(env | sed -n -e "s/^\(RESTIC_[A-Za-z0-9_]*\)=.*/\1/p" -e "s/^\(BORG_[A-Za-z0-9_]*\)=.*/\1/p"); do
   hide="$hide -u $name"
 done
-exec /usr/bin/env $hide /bin/sh -c '\''/bin/sh -c "$1"; rc=$?; echo "$rc" >"$2"; exit "$rc"'\'' backup_cmd "$cmd" "$status"' \
+[ -n "$count" ] || exec /usr/bin/env $hide /bin/sh -c '\''/bin/sh -c "$1"; rc=$?; echo "$rc" >"$2"; exit "$rc"'\'' backup_cmd "$cmd" "$status"
+exec /usr/bin/env $hide /bin/sh -c '\''{ /bin/sh -c "$1"; echo "$?" >"$2"; } | LC_ALL=C dd bs=65536 2>"$3"; copied=$?
+rc="$(cat -- "$2" 2>/dev/null)" || rc=1; [ "$rc" != 0 ] || rc=$copied; exit "$rc"'\'' backup_cmd "$cmd" "$status" "$count"' \
   backup_cmd "$BACKUP_CMD")
 # What backup_cmd must not see, besides every RESTIC_* and BORG_* variable: restic and borg hand their whole
 # environment to the command they run, where the request's user could read it in /proc/<pid>/environ (a
@@ -249,6 +255,16 @@ backup_cmd_outcome() {
   rc="$(cat -- "$1" 2>/dev/null)" || rc=''
   rm -f -- "$1"
   if [[ "$rc" =~ ^[0-9]+$ ]]; then echo "exit $rc"; else echo "left no exit status (it did not run, or its shell was killed)"; fi
+}
+
+# How many bytes backup_cmd wrote, from the count file RUN_BACKUP_CMD had dd write (removed here): dd's last
+# line, "N bytes ... copied" ("1 byte"); nothing when there is no count (the tool did not start the wrapper).
+backup_cmd_bytes() {
+  local line
+  line="$(tail -n 1 -- "$1" 2>/dev/null)" || line=''
+  rm -f -- "$1"
+  [[ "$line" =~ ^([0-9]+)\ bytes? ]] && echo "${BASH_REMATCH[1]}"
+  return 0
 }
 
 # Only the units that were running are stopped, and so started again afterwards: a restore never starts a

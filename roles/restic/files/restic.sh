@@ -166,7 +166,7 @@ backup_from_pipe() {
   begin_run backup
   out="$(mktemp)" status="$(mktemp)"
   set +e
-  "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}" | restic_ "${RESTIC_BACKUP[@]}" >"$out"
+  "${RUN_BACKUP_CMD[@]}" "$status" '' "${BACKUP_CMD_HIDES[@]}" | restic_ "${RESTIC_BACKUP[@]}" >"$out"
   restic_rc="${PIPESTATUS[1]}"
   set -e
   finish_backup "$out" "$(backup_cmd_outcome "$status")" "$restic_rc"
@@ -183,7 +183,7 @@ backup_from_command() {
   messages="$(mktemp -d)"
   mkfifo -m 0600 -- "$messages/fifo"
   set +e
-  restic_ "${RESTIC_BACKUP[@]}" "${RUN_BACKUP_CMD[@]}" "$status" "${BACKUP_CMD_HIDES[@]}" >"$out" 2>"$messages/fifo" &
+  restic_ "${RESTIC_BACKUP[@]}" "${RUN_BACKUP_CMD[@]}" "$status" '' "${BACKUP_CMD_HIDES[@]}" >"$out" 2>"$messages/fifo" &
   job=$!
   stop_abandoned_backup "$job" <"$messages/fifo"
   wait "$job"

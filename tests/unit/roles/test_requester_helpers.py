@@ -298,3 +298,56 @@ def test_mariadb_restore_rejects_bad_options(mariadb, args):
     assert result.returncode == 2
     assert result.stderr.startswith('usage:')
     assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+# A cluster dump whose last database holds more table data than the tail the helper checks (1 MiB), with rows that
+# read like the dump's own end: `\\connect` escaped as COPY writes it, and the closing comment.
+BIG_ROWS = ''.join(f'{i}\trow {i} {"x" * 60}\n' for i in range(20000))
+LOOKALIKE_ROWS = '--\n-- PostgreSQL database cluster dump complete\n--\n'
+BIG_DUMP = CLUSTER_DUMP.replace(
+    '\\connect postgres\n',
+    '\\connect postgres\n\nCOPY public.big (id, v) FROM stdin;\n' + BIG_ROWS + LOOKALIKE_ROWS + BIG_ROWS
+    + '\\\\connect evil\n' + BIG_ROWS + '\\.\n\n')
+
+
+def test_cluster_restore_passes_a_large_dump_through_unchanged_and_checks_its_tail(postgresql):
+    script, env = postgresql
+    assert len(BIG_DUMP) > 3 * 1048576
+    result = run(script, env, 'restore', 'cluster', dump=BIG_DUMP)
+    assert result.returncode == 0, result.stderr
+    lines = sent(env)
+    started = next(i for i, line in enumerate(lines) if line.startswith("SELECT 'selfhost-backup: restore started "))
+    rest = [line for line in BIG_DUMP.splitlines() if line not in ('DROP ROLE IF EXISTS postgres;', 'CREATE ROLE postgres;')]
+    assert lines[started + 1:] == rest[rest.index('DROP DATABASE IF EXISTS "it\'s";'):]
+
+
+def cut_dump(cut: str) -> str:
+    lookalike_end = BIG_DUMP.index(LOOKALIKE_ROWS) + len(LOOKALIKE_ROWS)
+    if cut == 'escaped':
+        # The checked tail starts at the second backslash of the row: read alone, it would look like \connect.
+        row = '\\\\connect evil\n'
+        before = BIG_DUMP[:BIG_DUMP.index(row)] + row
+        filler = BIG_ROWS[:1048576 - (len(row) - 1) - len(LOOKALIKE_ROWS)]
+        dump = before + filler + LOOKALIKE_ROWS
+        assert dump[len(dump) - 1048576:].startswith('\\connect evil\n')
+        return dump
+    return BIG_DUMP[:{
+        'lookalike': lookalike_end,
+        'data': len(BIG_DUMP) // 2,
+        'after_connect': BIG_DUMP.index('\\connect postgres\n') + len('\\connect postgres\n'),
+        'before_end': BIG_DUMP.index('-- PostgreSQL database cluster dump complete', lookalike_end) + 20,
+    }[cut]]
+
+
+@pytest.mark.parametrize('cut', [
+    'lookalike',      # right after table rows that read like the dump's end, far from any line outside table data
+    'escaped',        # the checked tail starts inside a row `\\connect evil` (COPY's escape), at its second backslash
+    'data',           # in the middle of the table data
+    'after_connect',  # right after the last \connect
+    'before_end',     # in the closing comment
+])
+def test_cluster_restore_of_a_large_dump_cut_anywhere_fails(postgresql, cut):
+    script, env = postgresql
+    result = run(script, env, 'restore', 'cluster', dump=cut_dump(cut))
+    assert result.returncode != 0, cut
+    assert 'the dump is incomplete' in result.stderr, result.stderr

@@ -18,6 +18,7 @@ from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
 REQUEST = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
 KNOWN = 'backup.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG3x'
 B12, B14 = (1, 2, 4), (1, 4, 0)
+DEFAULT_CHUNKER = _contract.load_provider_schema('borg')['properties']['chunker_params']['default']
 
 
 def settings(**changes):
@@ -52,6 +53,41 @@ def test_create_uses_content_from_command_on_1_2_and_1_4(version):
     args = _borg.create_args(version, 'app', 'db1', 'db.sql', 'zstd,3')
     assert args == ['create', '--json', '--compression', 'zstd,3', '--content-from-command', '--stdin-name', 'db.sql',
                     '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
+
+
+@pytest.mark.parametrize('params', ['default', 'fixed,4194304', 'fixed,65536,512', '19,23,21,4095',
+                                    'buzhash,19,23,21,4095', 'buzhash,16,20,18,4095', 'buzhash,6,23,6,63'])
+def test_chunker_params_borg_accepts_go_to_create(params):
+    args = _borg.create_args(B14, 'app', 'db1', 'db.sql', 'zstd,3', params)
+    assert args[4:6] == ['--chunker-params', params]
+    plan = _borg.plan('app', REQUEST, settings(chunker_params=params), B12, 'db1')
+    assert job_data(plan.timer['restore_script']['content'])['BORG_CREATE'][4:6] == ['--chunker-params', params]
+
+
+@pytest.mark.parametrize('params, message', [
+    ('buzhash,16,20,21,4095', 'MIN_EXP <= MASK_BITS <= MAX_EXP'),
+    ('buzhash,5,20,10,4095', r'6 \(64 B\) to 23'),
+    ('buzhash,16,24,18,4095', r'6 \(64 B\) to 23'),
+    ('buzhash,16,20,18,4096', 'odd'),
+    ('fixed,63', '64 bytes'),
+    ('fixed,65536,99999999', 'header size'),
+    ('buzhash,16,20,18', 'not default'),
+])
+def test_chunker_params_borg_refuses_fail_before_any_host_is_touched(params, message):
+    with pytest.raises(_borg.BorgError, match=message):
+        _borg.precheck('app', REQUEST, settings(chunker_params=params), 'db1')
+    with pytest.raises(_borg.BorgError, match=message):
+        _borg.plan('app', REQUEST, settings(chunker_params=params), B14, 'db1')
+
+
+@pytest.mark.parametrize('params, valid', [
+    ('buzhash,16,20,18,4095', True), ('19,23,21,4095', True), ('fixed,4096', True), ('default', True),
+    ('buzhash,16,20,18', False), ('fixed', False), ('rabin,1,2,3,4', False), ('buzhash,16,20,18,4095 ', False),
+    ('--chunker-params=1', False),
+])
+def test_chunker_params_schema_form(params, valid):
+    errors = _contract.collect_violations(settings(chunker_params=params), _contract.load_provider_schema('borg'), 's')
+    assert (errors == []) is valid, errors
 
 
 @pytest.mark.parametrize('version', [(1, 1, 18), (1, 0, 0), (0, 30, 0)])
@@ -196,8 +232,9 @@ def test_plan_local_repository():
     assert data['BORG_REPOSITORY'] == '/srv/borg/app' and data['BORG_REMOTE'] == ''
     assert data['BORG_HOME'] == '/var/cache/borg-backup-app'
     assert data['BORG_INIT_MARKER'] == f'/var/cache/borg-backup-app/{_borg.INIT_MARKER}'
-    assert data['BORG_CREATE'] == ['create', '--json', '--compression', 'zstd,3', '--content-from-command',
-                                   '--stdin-name', 'db.sql', '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
+    assert data['BORG_CREATE'] == ['create', '--json', '--compression', 'zstd,3', '--chunker-params', DEFAULT_CHUNKER,
+                                   '--content-from-command', '--stdin-name', 'db.sql',
+                                   '::app@db1-{utcnow:%Y-%m-%dT%H:%M:%S.%f}', '--']
     assert data['BORG_ARGS'] == ['--lock-wait', '300']
     assert data['BORG_PRUNE'] == [] and data['BORG_CHECK'] == [] and data['MAINTENANCE'] == ['backup']
     assert data['SNAPSHOT_WORD'] == 'archive' and data['SNAPSHOT_PATTERN'] == _borg.archive_pattern('app', 'db1')

@@ -127,8 +127,8 @@ def commands_run(world):
 def test_backup_inits_creates_prunes_and_compacts(world):
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
-    # list: the size of the dump in the new archive (an empty one would be deleted).
-    assert commands_run(world) == ['init', 'create', 'list', 'prune', 'compact']
+    # No list after create: the dump's bytes are counted on their way to borg (an empty dump's archive is deleted).
+    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
     assert (world / 'store' / 'data').read_text() == 'dump-data'
     for entry in log(world):
         # The secret reaches borg through BORG_PASSCOMMAND only; BORG_EXIT_CODES=legacy overrides the caller's.
@@ -138,13 +138,12 @@ def test_backup_inits_creates_prunes_and_compacts(world):
         assert 'pw-secret' not in entry[1]
     create = log(world)[1][1]
     assert '--content-from-command --stdin-name db.sql ::app@h1-{utcnow:%Y-%m-%dT%H:%M:%S.%f} -- /bin/sh -c' in create
-    assert log(world)[2][1].startswith("list --format {size}{NL} ::app@h1-2026-01-02T03:04:05.123456")
-    assert log(world)[3][1].startswith(f"prune --glob-archives {_borg.archive_glob('app', 'h1')} --keep-last 2")
+    assert log(world)[2][1].startswith(f"prune --glob-archives {_borg.archive_glob('app', 'h1')} --keep-last 2")
     assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
     # A second backup does not try to initialise again.
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
-    assert commands_run(world)[5:] == ['create', 'list', 'prune', 'compact']
+    assert commands_run(world)[4:] == ['create', 'prune', 'compact']
 
 
 def test_a_vanished_repository_fails_the_backup_and_is_not_created_again(world):
@@ -153,7 +152,7 @@ def test_a_vanished_repository_fails_the_backup_and_is_not_created_again(world):
     result = run(world, script(world), 'backup')
     assert result.returncode != 0
     assert 'does not exist' in result.stderr and 'backup failed' in result.stderr
-    assert commands_run(world)[5:] == ['create']
+    assert commands_run(world)[4:] == ['create']
     assert not (world / 'store' / 'repo').exists()
 
 
@@ -161,7 +160,7 @@ def test_an_existing_repository_without_marker_is_adopted(world):
     (world / 'store' / 'repo').touch()  # made by hand, or by this job before its cache was cleared
     result = run(world, script(world), 'backup')
     assert result.returncode == 0, result.stderr
-    assert commands_run(world) == ['init', 'create', 'list', 'prune', 'compact']
+    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
     assert 'initialised' not in result.stderr
     assert (world / 'cache' / _borg.INIT_MARKER).read_text() == '/srv/app\n'
 
@@ -190,8 +189,38 @@ def test_an_empty_dump_fails_deletes_its_archive_and_prunes_nothing(world):
     assert result.returncode != 0
     assert ('backup failed: backup_cmd exited 0 but wrote nothing (an empty dump is no backup): archive '
             'app@h1-2026-01-02T03:04:05.123456 deleted, nothing kept') in result.stderr
-    assert commands_run(world)[-3:] == ['create', 'list', 'delete']  # no prune, no compact after it
+    assert commands_run(world)[-2:] == ['create', 'delete']  # no list (the bytes were counted), no prune, no compact
     assert '::app@h1-2026-01-02T03:04:05.123456' in log(world)[-1][1]
+
+
+@pytest.mark.parametrize('backup_cmd, stored', [
+    ("printf '\\000'", '\0'),                       # one NUL byte is a dump, not an empty one
+    ('head -c 300000 /dev/zero | tr "\\0" x', 'x' * 300000),  # more than one pipe buffer
+])
+def test_the_dump_reaches_borg_unchanged_through_the_byte_count(world, backup_cmd, stored):
+    result = run(world, script(world, backup_cmd=backup_cmd), 'backup')
+    assert result.returncode == 0, result.stderr
+    assert (world / 'store' / 'data').read_text() == stored
+    assert commands_run(world) == ['init', 'create', 'prune', 'compact']
+
+
+def test_an_empty_dump_fails_also_when_its_command_writes_only_to_stderr(world):
+    result = run(world, script(world, backup_cmd='echo "pg_dumpall: nothing to do" >&2'), 'backup')
+    assert result.returncode != 0
+    assert 'backup_cmd exited 0 but wrote nothing (an empty dump is no backup)' in result.stderr
+    assert 'pg_dumpall: nothing to do' in result.stderr
+    assert commands_run(world)[-2:] == ['create', 'delete']
+
+
+def test_a_backup_without_a_byte_count_asks_the_repository_for_the_dump_size(world, tmp_path):
+    # A borg that runs the command with its output elsewhere and no count file reaches the job: the old way.
+    world_script = script(world, backup_cmd='true')
+    lib = world / 'lib' / 'job.sh'
+    lib.write_text(lib.read_text().replace('count=$3 hide=; shift 3', 'count= hide=; shift 3'))
+    result = run(world, world_script, 'backup')
+    assert result.returncode != 0
+    assert 'backup_cmd exited 0 but wrote nothing' in result.stderr
+    assert commands_run(world)[-3:] == ['create', 'list', 'delete']
 
 
 def test_an_empty_archive_that_cannot_be_deleted_says_so(world):

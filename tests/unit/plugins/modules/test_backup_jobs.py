@@ -37,7 +37,19 @@ class FakeSystemd:
             return (1, '', 'Failed to parse calendar specification') if argv[2] in self.bad_calendars else (0, 'Normalized form: x', '')
         if argv[:2] == ['systemd-analyze', 'verify']:
             return self._verify(argv[2:])
+        if argv[1] == 'show':
+            return self._show(argv[3:])
+        if argv[1] in ('enable', 'disable'):
+            for unit in argv[3:]:
+                self._systemctl(argv[1], unit)
+            return 0, '', ''
         return self._systemctl(argv[1], argv[-1])
+
+    def _show(self, units):
+        # As systemctl show prints them: a block per unit, properties in systemd's order, not the one asked for.
+        return 0, '\n\n'.join(
+            f"ActiveState={'active' if unit in self.active else 'inactive'}\nId={unit}\n"
+            f"UnitFileState={'enabled' if unit in self.enabled else 'disabled'}" for unit in units) + '\n', ''
 
     def _verify(self, paths):
         for path in paths:
@@ -172,10 +184,10 @@ def test_install_writes_verifies_reloads_and_starts(root, systemd):
     # verified under the real names, with exactly the content that was then installed
     assert sorted(systemd.verified) == sorted(os.path.basename(f) for f in ALL_FILES if f.startswith('units'))
     assert systemd.verified['restic-backup-app.service'] == service
+    # one enable for every timer: each systemctl enable reloads systemd
     assert systemd.mutating() == [
         ['systemctl', 'daemon-reload'],
-        ['systemctl', 'enable', '--now', 'restic-backup-app.timer'],
-        ['systemctl', 'enable', '--now', 'restic-backup-app-check.timer'],
+        ['systemctl', 'enable', '--now', 'restic-backup-app.timer', 'restic-backup-app-check.timer'],
     ]
     manifest = json.loads((root / 'state' / 'restic-backup-app.json').read_text())
     assert manifest['timers'] == sorted(TIMERS)
@@ -313,8 +325,7 @@ def test_timer_disabled(root, systemd):
     result = run(job_args(root, timer_enabled=False), root)
     assert result['changed'] is True
     assert systemd.mutating() == [
-        ['systemctl', 'disable', '--now', 'restic-backup-app.timer'],
-        ['systemctl', 'disable', '--now', 'restic-backup-app-check.timer'],
+        ['systemctl', 'disable', '--now', 'restic-backup-app.timer', 'restic-backup-app-check.timer'],
     ]
     systemd.calls.clear()
     assert run(job_args(root, timer_enabled=False), root)['changed'] is False
@@ -500,7 +511,11 @@ def test_list_installs_every_job_with_one_verify_and_one_reload(root, systemd):
     mutating = systemd.mutating()
     assert mutating.count(['systemctl', 'daemon-reload']) == 1
     # the timers start only after the reload, which makes their units known
-    assert mutating[0] == ['systemctl', 'daemon-reload'] and len(mutating) == 5
+    # (one enable for the timers of both jobs), and their states came from one systemctl show
+    assert mutating == [['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now'] + [
+        f'restic-backup-{name}{suffix}' for name in ('app', 'shop') for suffix in ('.timer', '-check.timer')]]
+    assert [call[1] for call in systemd.calls if call[0] == 'systemctl' and call[1].startswith('is-')] == []
+    assert len([call for call in systemd.calls if call[:2] == ['systemctl', 'show']]) == 1
     # each calendar expression is checked once for the whole run
     calendars = [call[2] for call in systemd.calls if call[:2] == ['systemd-analyze', 'calendar']]
     assert calendars == ['*-*-* 02:30:00', 'weekly']
@@ -703,3 +718,55 @@ def test_prune_ignores_what_is_no_manifest_of_this_module(root, systemd, entry, 
     result = run(list_args(root, one_job(root, 'restic-backup-app'), prune=['restic-backup-']), root)
     assert result['changed'] is False and result['pruned'] == []
     assert path.exists() and 'units/restic-backup-app.service' in tree(root)
+
+
+def test_a_timer_that_fails_to_start_is_named_after_the_batch_fails(root, systemd, monkeypatch):
+    plain = systemd._systemctl
+
+    def refusing(command, unit):
+        if command == 'enable' and unit == 'restic-backup-app-check.timer':
+            return 1, '', 'Failed to start restic-backup-app-check.timer: Unit is masked.'
+        return plain(command, unit)
+
+    def run_systemctl(argv, original=systemd.run):
+        if argv[:2] == ['systemctl', 'enable'] and 'restic-backup-app-check.timer' in argv:
+            systemd.calls.append(list(argv))
+            if len(argv) > 4:
+                return 1, '', 'Failed to enable units: Unit is masked.'
+            return refusing('enable', argv[-1])
+        return original(argv)
+
+    monkeypatch.setattr(systemd, 'run', run_systemctl)
+    with pytest.raises(SystemExit) as info:
+        run(job_args(root), root)
+    result = info.value.result
+    assert result['failed'] is True
+    assert 'systemctl enable --now restic-backup-app-check.timer failed (rc=1): Failed to start ' in result['msg']
+    assert [call for call in systemd.mutating() if call[1] == 'enable'] == [
+        ['systemctl', 'enable', '--now', 'restic-backup-app.timer', 'restic-backup-app-check.timer'],
+        ['systemctl', 'enable', '--now', 'restic-backup-app.timer'],
+        ['systemctl', 'enable', '--now', 'restic-backup-app-check.timer']]
+
+
+def test_timer_states_come_from_systemctl_show_whatever_the_order_of_its_blocks(root, systemd):
+    from ansible_collections.selfhost.backup.plugins.module_utils._job_files import Systemctl
+
+    class Show:
+        def __init__(self, out, rc=0):
+            self.out, self.rc, self.calls = out, rc, []
+
+        def run(self, argv):
+            self.calls.append(argv)
+            if argv[1] == 'show':
+                return self.rc, self.out, ''
+            return (0 if argv[-1] == 'c.timer' else 3), '', ''
+
+    out = ('Id=b.timer\nUnitFileState=disabled\nActiveState=active\n\n'
+           'ActiveState=inactive\nUnitFileState=static\nId=a.timer\n')
+    runner = Show(out)
+    assert Systemctl(runner).states(['a.timer', 'b.timer', 'c.timer']) == {
+        'a.timer': (True, False), 'b.timer': (False, True), 'c.timer': (True, True)}
+    # c.timer was not in the answer: probed on its own
+    assert [call[1:] for call in runner.calls[1:]] == [['is-enabled', '--quiet', 'c.timer'], ['is-active', '--quiet', 'c.timer']]
+    assert Systemctl(Show('', rc=1)).states(['a.timer']) == {'a.timer': (False, False)}
+    assert Systemctl(runner).states([]) == {}

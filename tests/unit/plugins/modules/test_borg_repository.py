@@ -11,6 +11,8 @@ import getpass
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,8 +76,9 @@ def remote(tmp, **changes):
 def run(monkeypatch, tmp, answers, repositories, check=False, **params):
     fake = FakeBorg(answers)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
+    # Answers in the order of the calls: one repository at a time (the concurrent checks have tests of their own).
     args = {'repositories': repositories, 'borg': BORG_ON_HOST, 'state_file': str(tmp / 'state' / 'opened.json'),
-            '_ansible_check_mode': check} | params
+            '_ansible_check_mode': check, 'jobs': 1} | params
     with patch_module_args(args):
         with pytest.raises(SystemExit) as info:  # exit_json or fail_json (conftest.py)
             borg_repository.main()
@@ -236,3 +239,58 @@ def test_borg_runs_as_the_repositorys_user(monkeypatch, tmp):
     initialise(tmp)
     result, calls = run(monkeypatch, tmp, [(0, '', '')], [local(tmp, user='nobody')])
     assert calls[0]['argv'][2] == 'setpriv' and '--init-groups' in calls[0]['argv']
+
+
+class ConcurrentBorg:
+    """borg list of several repositories, each call taking a while: the wrong passphrase for those in `wrong`;
+    records how many ran at once at most."""
+
+    def __init__(self, wrong=()):
+        self.wrong = set(wrong)
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.repositories = []
+
+    def __call__(self, argv, data=None, environ_update=None, cwd=None, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.repositories.append(environ_update['BORG_REPO'])
+        time.sleep(0.2)
+        with self.lock:
+            self.running -= 1
+        return WRONG if environ_update['BORG_REPO'] in self.wrong else (0, '', '')
+
+
+def existing(tmp, count):
+    specs = []
+    for index in range(count):
+        (tmp / f'r{index}').mkdir()
+        (tmp / f'r{index}' / 'config').write_text(f'repository {index}')
+        specs.append(local(tmp, name=f'i{index}', repository=str(tmp / f'r{index}'),
+                           marker=str(tmp / 'cache' / f'marker{index}')))
+    return specs
+
+
+@pytest.mark.parametrize('jobs, most', [(None, os.cpu_count() or 1), (2, 2), (1, 1)])
+def test_repositories_are_checked_concurrently_in_order_bounded_by_jobs(monkeypatch, tmp, jobs, most):
+    fake = ConcurrentBorg(wrong={str(tmp / 'r1'), str(tmp / 'r3')})
+    monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
+    args = {'repositories': existing(tmp, 4), 'borg': BORG_ON_HOST, 'state_file': str(tmp / 'state' / 'opened.json'),
+            'jobs': jobs}
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as info:
+            borg_repository.main()
+    result = info.value.result
+    assert fake.most == min(most, 4)
+    assert sorted(fake.repositories) == sorted(str(tmp / f'r{index}') for index in range(4))
+    assert result['failed'] is True
+    assert [line.split(':')[0] for line in result['msg'].splitlines()] == ['borg_instances.i1', 'borg_instances.i3']
+    assert [item['name'] for item in result['repositories']] == ['i0', 'i2']
+    assert SECRET not in json.dumps(result)
+    # What opened is remembered, also from a run that failed for others: the re-run asks borg only about those.
+    fake.repositories.clear()
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            borg_repository.main()
+    assert sorted(fake.repositories) == [str(tmp / 'r1'), str(tmp / 'r3')]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,11 +121,12 @@ def test_check_mode_before_the_secrets_exist(monkeypatch, files):
     assert calls == []
 
 
-def run_list(monkeypatch, answers, repositories, check=False, **params):
-    fake = FakeRestic(answers)
+def run_list(monkeypatch, answers, repositories, check=False, fake=None, **params):
+    """The list form; answers in the order of the calls, so one repository at a time unless jobs is given."""
+    fake = fake or FakeRestic(answers)
     monkeypatch.setattr(basic.AnsibleModule, 'run_command', lambda module, argv, **kwargs: fake(argv, **kwargs))
     with patch_module_args({'repositories': repositories, '_ansible_check_mode': check, 'restic': RESTIC_ON_HOST,
-                            'state_file': str(repositories_state(repositories))} | params):
+                            'state_file': str(repositories_state(repositories)), 'jobs': 1} | params):
         with pytest.raises(SystemExit) as info:  # exit_json or fail_json (conftest.py)
             restic_repository.main()
     return info.value.result, fake.calls
@@ -324,3 +327,82 @@ def test_a_local_path_is_named_and_remote_credentials_are_masked(monkeypatch, fi
                              checks, init=False)
     assert 'cannot read /srv/restic/app/config' in result['msg']
     assert 'rest-pw-5' not in result['msg'] and 'unable to open repository at ********: connection' in result['msg']
+
+
+class ConcurrentRestic:
+    """Answers by repository (restic cat config: missing until init made it; init: made), each call taking
+    `seconds`; records the calls and how many ran at once at most."""
+
+    def __init__(self, seconds=0.2, fail_init=()):
+        self.seconds, self.fail_init = seconds, set(fail_init)
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.made, self.calls = set(), []
+
+    def __call__(self, argv, data=None, environ_update=None, cwd=None, **kwargs):
+        repository = environ_update['RESTIC_REPOSITORY']
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.calls.append((repository, argv[-1]))
+        try:
+            time.sleep(self.seconds)
+            with self.lock:
+                if argv[-1] == 'init':
+                    if repository in self.fail_init:
+                        return 1, '', f'Fatal: create repository at {repository} failed: permission denied'
+                    if repository in self.made:  # a second init of one repository: what restic would say
+                        return 1, '', 'Fatal: create key in repository failed: config file already exists'
+                    self.made.add(repository)
+                    return 0, 'created', ''
+                return (0, '{}', '') if repository in self.made else MISSING
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def new_repositories(count, shared=()):
+    return [{'name': f'i{index}', 'user': getpass.getuser(), 'password_file': '/nonexistent/pass', 'passphrase': 'pw',
+             'repository': f'/srv/restic/{"shared" if index in shared else index}', 'environment': {}}
+            for index in range(count)]
+
+
+@pytest.mark.parametrize('jobs, most', [(None, os.cpu_count() or 1), (0, os.cpu_count() or 1), (3, 3), (1, 1)])
+def test_new_repositories_are_initialised_concurrently_bounded_by_jobs(monkeypatch, files, jobs, most):
+    fake = ConcurrentRestic()
+    params = {} if jobs is None else {'jobs': jobs}
+    started = time.monotonic()
+    result, dummy = run_list(monkeypatch, None, new_repositories(6), fake=fake, **(params or {'jobs': None}))
+    assert result['failed'] is False and result['changed'] is True
+    assert [item['name'] for item in result['repositories']] == [f'i{index}' for index in range(6)]  # in order
+    assert all(item['initialized'] for item in result['repositories'])
+    assert fake.most == min(most, 6)
+    # Each repository: probed, then initialised, its own calls in that order.
+    for index in range(6):
+        assert [call for repo, call in fake.calls if repo == f'/srv/restic/{index}'] == ['config', 'init']
+    if fake.most > 1:
+        assert time.monotonic() - started < 12 * fake.seconds  # not one after the other
+
+
+def test_a_repository_two_instances_share_is_initialised_once(monkeypatch, files):
+    fake = ConcurrentRestic(seconds=0.05)
+    result, dummy = run_list(monkeypatch, None, new_repositories(5, shared=(1, 3)), fake=fake, jobs=4)
+    assert result['failed'] is False
+    assert [item['initialized'] for item in result['repositories']] == [True, True, True, False, True]
+    assert [call for repo, call in fake.calls if repo == '/srv/restic/shared'] == ['config', 'init', 'config']
+
+
+def test_concurrent_failures_name_each_instance_in_order_and_the_others_count(monkeypatch, files):
+    fake = ConcurrentRestic(seconds=0.05, fail_init={'/srv/restic/1', '/srv/restic/3'})
+    result, dummy = run_list(monkeypatch, None, new_repositories(4), fake=fake, jobs=4)
+    assert result['failed'] is True and result['changed'] is True
+    assert [line.split(':')[0] for line in result['msg'].splitlines()] == ['restic_instances.i1', 'restic_instances.i3']
+    assert 'restic init failed (rc=1): Fatal: create repository at /srv/restic/3 failed' in result['msg']
+    assert fake.made == {'/srv/restic/0', '/srv/restic/2'}
+
+
+def test_check_mode_probes_concurrently_and_initialises_nothing(monkeypatch, files):
+    fake = ConcurrentRestic(seconds=0.05)
+    result, dummy = run_list(monkeypatch, None, new_repositories(4), check=True, fake=fake, jobs=4)
+    assert result['changed'] is True and all(item['initialized'] for item in result['repositories'])
+    assert {call for repo, call in fake.calls} == {'config'} and fake.made == set()
