@@ -324,3 +324,46 @@ def test_a_local_path_is_named_and_remote_credentials_are_masked(monkeypatch, fi
                              checks, init=False)
     assert 'cannot read /srv/restic/app/config' in result['msg']
     assert 'rest-pw-5' not in result['msg'] and 'unable to open repository at ********: connection' in result['msg']
+
+
+def s3_repository(files, secret):
+    return {'name': 's3', 'user': getpass.getuser(), 'password_file': str(files / 'pass'),
+            'environment': {'RESTIC_REPOSITORY': 's3:http://s3.example:9000/restic/db1',
+                            'AWS_ACCESS_KEY_ID': 'backup-db1', 'AWS_SECRET_ACCESS_KEY': secret}}
+
+
+def test_an_s3_secret_the_server_refuses_initialises_nothing(monkeypatch, files):
+    """restic 0.14 says "Is there a repository at the following location?" also when the S3 server refuses the
+    key: the converge stops naming the cause instead of initialising (or calling the repository vanished)."""
+    refused = (1, '', 'Fatal: unable to open config file: Stat: The request signature we calculated does not match '
+                      'the signature you provided. Check your key and signing method.\n'
+                      'Is there a repository at the following location?\ns3:http://s3.example:9000/restic/db1\n')
+    result, calls = run_list(monkeypatch, [refused], [s3_repository(files, 's3-secret-71')])
+    assert result['failed'] is True and result['changed'] is False
+    assert result['msg'].startswith("restic_instances.s3: the repository's server refused the credentials")
+    assert 'The request signature we calculated does not match' in result['msg']
+    assert [call['argv'][-2:] for call in calls] == [['cat', 'config']]  # probed, never initialised
+    assert calls[0]['env']['AWS_SECRET_ACCESS_KEY'] == 's3-secret-71'
+    assert 's3-secret-71' not in str(result)
+
+
+def test_an_s3_probe_that_restic_retries_until_the_timeout_initialises_nothing(monkeypatch, files):
+    """restic 0.18 retries the refusing server until coreutils' timeout (the module's ``timeout``) ends it."""
+    retry = ('Stat(<config/>) returned error, retrying after 2.4s: Stat: The request signature we calculated does not '
+             'match the signature you provided. Check your key and signing method.')
+    timed_out = (124, '', f'{retry}\n{retry}\nsignal terminated received, cleaning up\n'
+                          'Fatal: unable to open config file: context canceled\n'
+                          'Is there a repository at the following location?\n')
+    result, calls = run_list(monkeypatch, [timed_out], [s3_repository(files, 's3-secret-72')], timeout=30)
+    assert result['failed'] is True and len(calls) == 1 and calls[0]['argv'][:2] == ['timeout', '30']
+    assert result['msg'] == f'restic_instances.s3: restic did not answer within 30 s (rc=124): the repository is ' \
+                            f'out of reach or refuses the credentials; restic said: {retry}'
+
+
+def test_an_s3_repository_not_in_its_bucket_yet_is_initialised(monkeypatch, files):
+    missing = (10, '', 'Fatal: repository does not exist: unable to open config file: Stat: The specified key does '
+                       'not exist.\nIs there a repository at the following location?\n')
+    result, calls = run_list(monkeypatch, [missing, (0, 'created restic repository', '')],
+                             [s3_repository(files, 's3-secret-73')])
+    assert result['failed'] is False and result['changed'] is True
+    assert [call['argv'][-1] for call in calls] == ['config', 'init']
