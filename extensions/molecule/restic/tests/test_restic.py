@@ -231,9 +231,8 @@ def test_a_wrong_s3_secret_fails_loudly_within_its_timeout_and_loses_nothing(hos
 def test_secrets_not_in_units_ps_or_journal(host, scenario):
     seen, restore_seen = watch_a_remote_backup_and_restore(host, RESTIC, "args")
     assert "restic" in seen and "backup" in seen, seen
-    assert_secrets_hidden(host, RESTIC, scenario, ("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret",
-                                                          "restic_test_s3_secret"),
-                          ("passphrase", "env.RESTIC_REPOSITORY"), seen, restore_seen)
+    secrets = ("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret", "restic_test_s3_secret")
+    assert_secrets_hidden(host, RESTIC, scenario, secrets, ("passphrase", "env.RESTIC_REPOSITORY"), seen, restore_seen)
 
 
 def test_restore_script_help_and_misuse(host):
