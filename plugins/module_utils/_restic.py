@@ -147,13 +147,42 @@ def probe_args() -> list[str]:
 _MISSING = ('unable to open config file', 'Is there a repository at the following location?', 'repository does not exist')
 
 
-def probe_state(rc: int, stderr: str) -> str:
-    """``present`` or ``absent`` from the result of ``restic cat config``; anything else is an error."""
+# A server that refuses the backend's credentials (S3: the key pair of environment_secrets; REST: the URL's user and
+# password). restic < 0.17 then also prints "Is there a repository at the following location?": never read as missing.
+_REFUSED = ('signature we calculated does not match', 'SignatureDoesNotMatch', 'InvalidAccessKeyId',
+            'Access Key Id you provided does not exist', 'Access Denied', 'AccessDenied', '401 Unauthorized',
+            '403 Forbidden')
+# coreutils' timeout ended restic: restic >= 0.17 retries a refusing or unreachable backend for up to 15 minutes and
+# prints "Is there a repository ..." when it is stopped, which says nothing about the repository.
+TIMED_OUT = 124
+
+
+def probe_state(rc: int, stderr: str, timeout: int | None = None) -> str:
+    """``present`` or ``absent`` from the result of ``restic cat config`` (run under coreutils' ``timeout``
+    seconds); anything else is an error, which names the cause restic printed."""
     if rc == 0:
         return 'present'
-    if rc == 10 or any(text in (stderr or '') for text in _MISSING):
+    text = stderr or ''
+    if rc == TIMED_OUT:
+        within = f'within {timeout} s' if timeout else 'in time'
+        raise ResticError(f'restic did not answer {within} (rc={rc}): the repository is out of reach or refuses '
+                          f'the credentials; restic said: {_last_error(text)}')
+    if any(marker in text for marker in _REFUSED):
+        raise ResticError('the repository\'s server refused the credentials (environment_secrets, or the user and '
+                          f'password in repository.url): {_last_error(text)}')
+    if rc == 10 or any(marker in text for marker in _MISSING):
         return 'absent'
-    raise ResticError(f'restic cannot open the repository (rc={rc}): {(stderr or "").strip()}')
+    raise ResticError(f'restic cannot open the repository (rc={rc}): {text.strip()}')
+
+
+def _last_error(stderr: str) -> str:
+    """The line of restic's output that names the cause: its last retry message, else its Fatal line, else all."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for marker in ('returned error', 'Fatal:'):
+        found = [line for line in lines if marker in line]
+        if found:
+            return found[-1]
+    return ' '.join(lines) or '(no output)'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -196,7 +196,7 @@ class Repository:
         """``present`` or ``absent``; a repository that exists but does not open is an error."""
         rc, dummy, err = self.run(_restic.probe_args())
         try:
-            return _restic.probe_state(rc, err)
+            return _restic.probe_state(rc, err, self.module.params['timeout'])
         except _restic.ResticError as exc:
             # restic >= 0.17 exits 12 for a wrong password; every version says so.
             if rc == 12 or 'wrong password' in (err or ''):

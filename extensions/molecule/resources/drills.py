@@ -69,7 +69,8 @@ RESTIC = Tool(
     exclusive_backups=False,
     # What a failed or killed run leaves in the units' cache: the next run starts with restic unlock.
     unfinished_mark="/var/cache/restic-backup-{instance}/restic-unfinished.backup",
-    secrets=("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret", "restic_test_ugly_token"),
+    secrets=("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret", "restic_test_ugly_token",
+             "restic_test_s3_secret"),
 )
 
 BORG = Tool(

@@ -16,13 +16,13 @@ from job_checks import (UNIT_DIR, assert_a_failed_dump_keeps_no_snapshot, assert
                         assert_bad_settings_refused_and_nothing_changed, assert_latest_per_instance_in_a_shared_repository,
                         assert_remove_yml_removes, assert_restore_script_help_and_misuse, assert_round_trip_by_id_and_latest,
                         assert_secrets_hidden, assert_units_and_timers_installed, watch_a_remote_backup_and_restore)
-from provider_checks import (assert_monitor_down_fails_nothing, assert_pending_after_converge, notified_path,
-                             server_host, status_of)
+from provider_checks import (assert_failure_reported, assert_healthy, assert_monitor_down_fails_nothing,
+                             assert_pending_after_converge, notified_path, server_host, status_of)
 
 testinfra_hosts = ["ansible://clients"]
 
 DATA = RESTIC.data_dir
-INSTANCES = ("local", "second", "shared_a", "shared_b", "remote", "ugly")
+INSTANCES = ("local", "second", "shared_a", "shared_b", "remote", "s3", "ugly")
 
 
 def snapshots(host, instance: str) -> list[str]:
@@ -175,11 +175,64 @@ def test_remote_rest_repository_round_trip(host):
     assert_round_trip_by_id_and_latest(host, RESTIC, "remote", ("remote one\n", "remote two\n"))
 
 
+def test_s3_repository_round_trip(host, scenario):
+    """Instance s3 backs up to a real S3 server (rclone serve s3 --auth-key on the server container), its key pair
+    handed over as environment_secrets: a restore by id and latest bring back the exact contents. The repository
+    is objects in the server's bucket, and the key pair is root's only on the host."""
+    assert_round_trip_by_id_and_latest(host, RESTIC, "s3", ("s3 one\nrow 2\n", "s3 two\n\ttabs and 100% $HOME\n"))
+    server = server_host(scenario["restic_test_server"])
+    prefix = f"/srv/s3/{scenario['restic_test_s3_bucket']}/{host.backend.get_hostname()}"
+    assert server.file(f"{prefix}/config").is_file
+    assert len(server.check_output(f"ls {prefix}/snapshots").split()) == len(snapshots(host, "s3"))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        secret_file = host.file(f"/etc/selfhost-backup/restic/s3/env.{name}")
+        assert secret_file.user == "root" and secret_file.mode == 0o600, name
+
+
+def test_a_wrong_s3_secret_fails_loudly_within_its_timeout_and_loses_nothing(host):
+    """The S3 secret key on the host is wrong (as when the server's key was rotated and the host's was not): the
+    backup fails on its own, restic 0.14 at once, restic 0.18 (which retries for 15 minutes) at limits.timeout
+    (30 s). The journal and the failure notification name the refused signature and status says FAILED. With the
+    right key back, every snapshot is still there, latest restores the last good content and backups go on."""
+    unit = RESTIC.unit("s3")
+    secret = "/etc/selfhost-backup/restic/s3/env.AWS_SECRET_ACCESS_KEY"
+    write(host, RESTIC, "s3 before the wrong secret\n")
+    backup_ok(host, RESTIC, "s3")
+    before = snapshots(host, "s3")
+    host.check_output(f"rm -f {notified_path('restic', 's3')} && cp -p {secret} /root/s3-secret.saved")
+    write(host, RESTIC, "s3 never backed up\n")
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    started = time.monotonic()
+    try:
+        host.check_output(f"printf wrong-s3-secret > {secret}")
+        result = host.run(f"timeout 120 systemctl start --wait {unit}")
+    finally:
+        host.check_output(f"cp -p /root/s3-secret.saved {secret} && rm -f /root/s3-secret.saved")
+    took = time.monotonic() - started
+    journal = host.check_output(f"journalctl --no-pager -o cat --since {shlex.quote(since)} -u {unit}")
+    assert result.rc not in (0, 124), journal
+    assert took < 30 + 20, (took, journal)
+    expected = "timeout" if restic_version(host) >= (0, 17, 0) else "exit-code"
+    assert host.check_output(f"systemctl show -P Result {unit}") == expected, journal
+    assert "The request signature we calculated does not match the signature you provided" in journal, journal
+    assert_failure_reported(host, "restic", "s3", result=expected,
+                            log_text="The request signature we calculated does not match")
+    assert snapshots(host, "s3") == before
+    assert restore(host, RESTIC, "s3", "latest").rc == 0
+    assert read(host, RESTIC) == "s3 before the wrong secret\n"
+    write(host, RESTIC, "s3 after the right secret is back\n")
+    backup_ok(host, RESTIC, "s3")
+    assert_healthy(host, "restic", "s3")
+    assert snapshots(host, "s3")[:-1] == before
+    assert restore(host, RESTIC, "s3", before[-1]).rc == 0
+    assert read(host, RESTIC) == "s3 before the wrong secret\n"
+
+
 def test_secrets_not_in_units_ps_or_journal(host, scenario):
     seen, restore_seen = watch_a_remote_backup_and_restore(host, RESTIC, "args")
     assert "restic" in seen and "backup" in seen, seen
-    assert_secrets_hidden(host, RESTIC, scenario, ("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret"),
-                          ("passphrase", "env.RESTIC_REPOSITORY"), seen, restore_seen)
+    secrets = ("restic_test_passphrase", "restic_test_rest_password", "ping_monitor_secret", "restic_test_s3_secret")
+    assert_secrets_hidden(host, RESTIC, scenario, secrets, ("passphrase", "env.RESTIC_REPOSITORY"), seen, restore_seen)
 
 
 def test_restore_script_help_and_misuse(host):

@@ -110,10 +110,61 @@ def test_probe_state(rc, stderr, state):
     assert _restic.probe_state(rc, stderr) == state
 
 
-@pytest.mark.parametrize('rc, stderr', [(1, 'Fatal: wrong password or no key found'), (124, ''), (12, None)])
+@pytest.mark.parametrize('rc, stderr', [(1, 'Fatal: wrong password or no key found'), (12, None)])
 def test_probe_state_never_initialises_over_an_error(rc, stderr):
     with pytest.raises(_restic.ResticError, match='cannot open'):
         _restic.probe_state(rc, stderr)
+
+
+# What restic says to an S3 server (rclone serve s3) that refuses the secret key, as checked with restic 0.14 and
+# 0.18: 0.14 fails at once; 0.18 retries until coreutils' timeout stops it. Both end with the line a missing
+# repository prints too.
+S3_REFUSED_0_14 = ('Fatal: unable to open config file: Stat: The request signature we calculated does not match the '
+                   'signature you provided. Check your key and signing method.\n'
+                   'Is there a repository at the following location?\ns3:http://s3:9000/restic/db1\n')
+S3_RETRY_0_18 = ('Stat(<config/>) returned error, retrying after 974.08602ms: Stat: The request signature we '
+                 'calculated does not match the signature you provided. Check your key and signing method.\n')
+S3_TIMED_OUT_0_18 = (S3_RETRY_0_18 * 3 + 'signal terminated received, cleaning up\n'
+                     'Fatal: unable to open config file: context canceled\n'
+                     'Is there a repository at the following location?\ns3:http://s3:9000/restic/db1\n')
+
+
+@pytest.mark.parametrize('stderr', [
+    S3_REFUSED_0_14,
+    'Fatal: unable to open config file: Stat: Access Denied.\nIs there a repository at the following location?',
+    'Fatal: unable to open config file: Stat: The AWS Access Key Id you provided does not exist in our records.\n'
+    'Is there a repository at the following location?',
+    'Fatal: unable to open config file: <config/> returned error: unexpected HTTP response (401): 401 Unauthorized\n'
+    'Is there a repository at the following location?',
+])
+def test_probe_state_a_refused_credential_is_no_missing_repository(stderr):
+    with pytest.raises(_restic.ResticError, match="server refused the credentials") as info:
+        _restic.probe_state(1, stderr)
+    # The message names restic's own words, its Fatal line, without the repository's location.
+    assert 'Fatal: unable to open config file: Stat:' in str(info.value) or '401 Unauthorized' in str(info.value)
+    assert 'Is there a repository' not in str(info.value)
+
+
+def test_probe_state_a_probe_stopped_by_its_timeout_is_no_missing_repository():
+    with pytest.raises(_restic.ResticError) as info:
+        _restic.probe_state(124, S3_TIMED_OUT_0_18, 120)
+    message = str(info.value)
+    assert message.startswith('restic did not answer within 120 s (rc=124)')
+    # The cause is restic's last retry message, not the "context canceled" of its end.
+    assert message.endswith(S3_RETRY_0_18.strip()) and 'context canceled' not in message
+    with pytest.raises(_restic.ResticError, match=r'did not answer in time \(rc=124\).*\(no output\)'):
+        _restic.probe_state(124, '')
+
+
+@pytest.mark.parametrize('stderr', [
+    # restic 0.14 and 0.18 on an S3 bucket that does not exist yet, and on a key (repository) not in the bucket.
+    'Fatal: unable to open config file: Stat: The specified bucket does not exist\n'
+    'Is there a repository at the following location?\ns3:http://s3:9000/restic/db1',
+    'Fatal: repository does not exist: unable to open config file: Stat: The specified key does not exist.\n'
+    'Is there a repository at the following location?\ns3:http://s3:9000/restic/db2',
+])
+def test_probe_state_a_missing_s3_repository_is_absent(stderr):
+    assert _restic.probe_state(1 if 'bucket' in stderr else 10, stderr) == 'absent'
 
 
 def test_plan_legacy_local_repository():
