@@ -44,7 +44,8 @@ stage_unit() {
 }
 
 stage_molecule() {
-  mkdir -p "${SELFHOST_BACKUP_APT_CACHE:-/var/cache/selfhost-backup/apt}"/{bookworm,trixie}
+  # One apt archive directory per container below it (docker makes them): see extensions/molecule/config.yml.
+  mkdir -p "${SELFHOST_BACKUP_APT_CACHE:-/var/cache/selfhost-backup/apt}"
   if [ -n "${MOLECULE_SCENARIO:-}" ]; then
     molecule test --scenario-name "$MOLECULE_SCENARIO"
   else

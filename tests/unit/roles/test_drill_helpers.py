@@ -199,7 +199,9 @@ def pg_drill(pg_world, *args: str, dump: bytes) -> subprocess.CompletedProcess:
 def pg_leftovers(pg_world) -> list[str]:
     script, env, dumps, world, psql = pg_world
     processes = subprocess.run(['ps', '-ww', '-u', PG_USER, '-o', 'args='], capture_output=True, text=True, check=False).stdout
-    return leftovers(world / 'tmp') + [line for line in processes.splitlines() if 'selfhost-backup-drill' in line]
+    # This world's drills only: another test run on the host (same user) has drills of its own.
+    return leftovers(world / 'tmp') + [line for line in processes.splitlines()
+                                       if 'selfhost-backup-drill' in line and str(world) in line]
 
 
 CLUSTER_CHECK = ('fixture', "SELECT count(*) = 2 FROM t WHERE v = 'it''s \"q\" \\ $HOME `x` % ü' OR id = 2")
