@@ -18,16 +18,11 @@ import pytest
 
 from conftest import VARS, Box
 from dialects import STATE_1, STATE_2, expected
-from test_contract import DIALECTS, _live, _scratch, backup_ok, request_of
+from test_contract import DIALECTS, ONE_PROVIDER_EACH, _live, _scratch, backup_ok, request_of
 
 METRICS_DIR = VARS["contract_test_metrics_dir"]
 METRIC_LINE = re.compile(r'^(selfhost_backup_[a-z_]+)\{provider="([a-z]+)",name="([a-z_]+)"\} ([0-9]+)$')
-# One provider per requester and release, alternating, so that every requester's drill and every provider's drill
-# unit run on both releases: a provider's drill path does not depend on the requester, nor a requester's on the
-# provider (the unit and script tests cover each side alone). Every pair would double the scenario's time.
-DRILL_CASES = [(release, instance, ("restic", "borg")[(index + number) % 2])
-               for number, (release, instances) in enumerate(VARS["contract_test_requesters"].items())
-               for index, instance in enumerate(instances)]
+DRILL_CASES = ONE_PROVIDER_EACH
 # Where the dump is cut: every dump of the scenario is larger (the fixture's large value is in it).
 CUT_AT = 100_000
 
