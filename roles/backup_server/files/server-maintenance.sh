@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Managed by Ansible (selfhost.backup): local changes will be overwritten.
 #
 # selfhost-backup-server-maintenance: the only place that deletes in the clients' append-only repositories.
@@ -32,7 +32,10 @@ as_owner() {
 owner_copy() {
   local copy
   copy=$(mktemp) || return 1
-  cat -- "$1" >"$copy" && chown -- "$OWNER" "$copy" && chmod 0400 "$copy" || { rm -f -- "$copy"; return 1; }
+  if ! { cat -- "$1" >"$copy" && chown -- "$OWNER" "$copy" && chmod 0400 "$copy"; }; then
+    rm -f -- "$copy"
+    return 1
+  fi
   printf '%s\n' "$copy"
 }
 
@@ -103,14 +106,17 @@ add_restic_key() {
   load "$1"
   local client_secret server_secret status
   if [ ! -s "$CREDENTIAL" ]; then
-    head -c 48 /dev/urandom | base64 -w0 >"$CREDENTIAL.new" && mv -f -- "$CREDENTIAL.new" "$CREDENTIAL" \
-      || fail "cannot write $CREDENTIAL"
+    if ! { head -c 48 /dev/urandom | base64 -w0 >"$CREDENTIAL.new" && mv -f -- "$CREDENTIAL.new" "$CREDENTIAL"; }; then
+      fail "cannot write $CREDENTIAL"
+    fi
   fi
   server_secret=$(owner_copy "$CREDENTIAL") || fail "cannot copy $CREDENTIAL"
   client_secret=$(mktemp) || fail "no temporary file"
   # shellcheck disable=SC2064 # the paths now, not at exit
   trap "rm -f -- '$server_secret' '$client_secret'" EXIT
-  cat >"$client_secret" && chown -- "$OWNER" "$client_secret" || fail "cannot read the client's passphrase"
+  if ! { cat >"$client_secret" && chown -- "$OWNER" "$client_secret"; }; then
+    fail "cannot read the client's passphrase"
+  fi
   export RESTIC_REPOSITORY=$REPOSITORY
   if RESTIC_PASSWORD_FILE=$server_secret as_owner restic --no-cache --no-lock cat config >/dev/null 2>&1; then
     say present
