@@ -50,7 +50,7 @@ options:
     default: []
   servers:
     description:
-      - The backup servers (M(selfhost.backup.backup_server) hosts) the instances' C(repository.server) name, by
+      - The backup servers (hosts of the role C(selfhost.backup.backup_server)) the instances' C(repository.server) name, by
         inventory hostname. Each holds C(address) and the server's C(backup_server_*) variables without the prefix
         (C(restic_port), C(restic_tls), C(restic_directory), C(borg_user), C(borg_port), C(borg_directory),
         C(borg_storage_quota)), this client's rest-server password C(restic_password) and the server's SSH host key
