@@ -43,7 +43,8 @@ def backup(client: str) -> None:
 
 def snapshots(client: str) -> list[dict]:
     provider = CLIENTS[client][0]
-    return json.loads(Box(client).ok(f"{provider}-restore-app snapshots --json"))
+    listed = json.loads(Box(client).ok(f"{provider}-restore-app snapshots --json"))
+    return sorted(listed, key=lambda snapshot: snapshot["time"])
 
 
 @pytest.mark.parametrize("client", sorted(CLIENTS))
