@@ -7,6 +7,10 @@
 #                                              and compact), then a check; exit 1 when one of them failed
 #   server-maintenance.sh add-restic-key DATA  adds the server's own key to a restic repository; the client's
 #                                              passphrase comes on stdin (never in argv); prints "added" or "present"
+#   server-maintenance.sh prune-clients HTPASSWD AUTHORIZED_KEYS CLIENT...
+#                                              every other client loses access: its htpasswd user, its borg keys'
+#                                              lines, its maintenance data and credentials go (its repositories stay);
+#                                              prints what went, or "unchanged"
 #
 # Each client instance has a data file in $DATA_DIR (readonly assignments, written by the client's provider role:
 # plugins/plugin_utils/_servers.py): TOOL, CLIENT, INSTANCE, REPOSITORY, OWNER (who owns the repository on this
@@ -129,8 +133,73 @@ add_restic_key() {
   say added
 }
 
+# Rewrites a file in place (owner and mode stay) with the lines of stdin; true when it changed.
+rewrite() {
+  local file=$1 new
+  new=$(mktemp) || fail "no temporary file"
+  cat >"$new"
+  if cmp -s -- "$new" "$file"; then
+    rm -f -- "$new"
+    return 1
+  fi
+  cat -- "$new" >"$file" || fail "cannot write $file"
+  rm -f -- "$new"
+}
+
+prune_clients() {
+  local htpasswd=$1 keys=$2 line user who data removed=()
+  shift 2
+  local -A keep=()
+  for who in "$@"; do keep[$who]=1; done
+  if [ -f "$htpasswd" ]; then
+    local kept=()
+    while IFS= read -r line || [ -n "$line" ]; do
+      user=${line%%:*}
+      if [ -z "$line" ] || [ "${line:0:1}" = '#' ] || [ -n "${keep[$user]:-}" ]; then
+        kept+=("$line")
+      else
+        removed+=("htpasswd user $user")
+      fi
+    done <"$htpasswd"
+    [ "${#kept[@]}" -eq 0 ] || printf '%s\n' "${kept[@]}" | rewrite "$htpasswd" || :
+    [ "${#kept[@]}" -gt 0 ] || : | rewrite "$htpasswd" || :
+  fi
+  if [ -f "$keys" ]; then
+    local kept=()
+    while IFS= read -r line || [ -n "$line" ]; do
+      who=${line##* }
+      who=${who##*@}
+      # Only the lines the clients wrote (borg serve restricted to one repository); others are not ours.
+      if [[ $line != *"--restrict-to-repository"* ]] || [ -n "${keep[$who]:-}" ]; then
+        kept+=("$line")
+      else
+        removed+=("borg key ${line##* }")
+      fi
+    done <"$keys"
+    [ "${#kept[@]}" -eq 0 ] || printf '%s\n' "${kept[@]}" | rewrite "$keys" || :
+    [ "${#kept[@]}" -gt 0 ] || : | rewrite "$keys" || :
+  fi
+  shopt -s nullglob
+  for data in "$DATA_DIR"/*.sh; do
+    who=$(load "$data"; printf '%s' "$CLIENT") || fail "cannot read $data"
+    [ -z "${keep[$who]:-}" ] || continue
+    rm -f -- "$(load "$data"; printf '%s' "$CREDENTIAL")" "$data"
+    removed+=("maintenance of $(basename -- "$data" .sh)")
+  done
+  if [ "${#removed[@]}" -eq 0 ]; then
+    say unchanged
+  else
+    printf 'removed %s\n' "${removed[@]}"
+  fi
+}
+
 case ${1:-} in
   run) run_all ;;
+  prune-clients)
+    [ "$#" -ge 4 ] || fail "usage: $0 prune-clients HTPASSWD AUTHORIZED_KEYS CLIENT..."
+    shift
+    prune_clients "$@"
+    ;;
   add-restic-key) [ "$#" -eq 2 ] || fail "usage: $0 add-restic-key DATA_FILE"; add_restic_key "$2" ;;
-  *) fail "usage: $0 run | add-restic-key DATA_FILE" ;;
+  *) fail "usage: $0 run | add-restic-key DATA_FILE | prune-clients HTPASSWD AUTHORIZED_KEYS CLIENT..." ;;
 esac

@@ -159,3 +159,38 @@ def test_usage_errors(server):
     assert run(server).returncode == 1
     assert run(server, 'add-restic-key').returncode == 1
     assert run(server, 'add-restic-key', str(server / 'nothing.sh')).returncode == 1
+
+
+def test_prune_clients_removes_every_other_client_s_access_and_keeps_the_repositories(server):
+    register(server, 'restic', 'db1', {})
+    register(server, 'borg', 'gone', {})
+    (server / 'credentials' / 'restic-db1-app').write_text('k1')
+    (server / 'credentials' / 'borg-gone-app').write_text('k2')
+    htpasswd = server / 'users.htpasswd'
+    htpasswd.write_text('db1:$2y$05$aaa\ngone:$2y$05$bbb\n')
+    htpasswd.chmod(0o640)
+    keys = server / 'authorized_keys'
+    keys.write_text('command="borg serve --append-only --restrict-to-repository /srv/borg/gone/app",restrict '
+                    'ssh-ed25519 AAAA borg-backup-app@gone\n'
+                    'command="borg serve --append-only --restrict-to-repository /srv/borg/db1/x",restrict '
+                    'ssh-ed25519 BBBB borg-backup-x@db1\n'
+                    'ssh-ed25519 CCCC admin@laptop\n')
+    result = run(server, 'prune-clients', str(htpasswd), str(keys), 'db1', 'other')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ['removed htpasswd user gone', 'removed borg key borg-backup-app@gone',
+                                          'removed maintenance of borg-gone-app']
+    assert htpasswd.read_text() == 'db1:$2y$05$aaa\n' and oct(htpasswd.stat().st_mode & 0o777) == '0o640'
+    assert keys.read_text().splitlines() == [
+        'command="borg serve --append-only --restrict-to-repository /srv/borg/db1/x",restrict '
+        'ssh-ed25519 BBBB borg-backup-x@db1', 'ssh-ed25519 CCCC admin@laptop']  # a line not ours stays
+    assert sorted(path.name for path in (server / 'instances').iterdir()) == ['restic-db1-app.sh']
+    assert sorted(path.name for path in (server / 'credentials').iterdir()) == ['restic-db1-app']
+    assert (server / 'borgrepos' / 'gone' / 'app' / 'config').exists()  # the repository stays
+    # Nothing left to remove: unchanged, and the files are not rewritten.
+    again = run(server, 'prune-clients', str(htpasswd), str(keys), 'db1', 'other')
+    assert again.stdout.strip() == 'unchanged'
+
+
+def test_prune_clients_needs_at_least_one_client(server):
+    result = run(server, 'prune-clients', str(server / 'h'), str(server / 'k'))
+    assert result.returncode == 1 and 'usage' in result.stderr

@@ -150,3 +150,19 @@ def test_the_server_holds_its_credentials_root_only():
     # restic: the server's own key, not the client's passphrase.
     held = SERVER.ok("cat /etc/selfhost-backup-server/credentials/restic-fleet-a13-app")
     assert "fleet-passphrase-of" not in held
+
+
+def test_finally_a_client_no_longer_listed_loses_access():
+    """What the role does when backup_server_clients no longer lists a client (its task, run here directly): that
+    client's backups fail, the listed ones go on."""
+    listed = ["fleet-a13", "fleet-c12"]
+    removed = SERVER.ok("/usr/local/lib/selfhost-backup/server-maintenance.sh prune-clients "
+                        "/etc/restic-rest-server/users.htpasswd /var/lib/borg/.ssh/authorized_keys " + " ".join(listed))
+    assert "removed htpasswd user fleet-b12" in removed and "removed borg key borg-backup-app@fleet-d13" in removed
+    SERVER.ok("systemctl kill --signal=HUP restic-rest-server.service")
+    for client in listed:
+        backup(client)
+    for client in ("fleet-b12", "fleet-d13"):
+        provider = CLIENTS[client][0]
+        assert Box(client).run(f"systemctl start --wait {provider}-backup-app.service").returncode != 0
+    SERVER.ok("test -f /srv/restic/fleet-b12/app/config && test -f /srv/borg/fleet-d13/app/config")
