@@ -18,6 +18,7 @@ ARGUMENT_SPEC = {
     'binary': {'type': 'str'},
     'host': {'type': 'str'},
     'reinitialise': {'type': 'list', 'elements': 'str', 'default': []},
+    'servers': {'type': 'dict', 'default': {}},
 }
 
 
@@ -29,7 +30,7 @@ class ActionModule(ControllerAction):
         host = args['host'] or (task_vars or {}).get('inventory_hostname', '')
         try:
             planned = _plan.plan(args['provider'], args['instances'], args['version'], host, args['binary'],
-                                 args['reinitialise'])
+                                 args['reinitialise'], args['servers'])
         except _plan.PlanError as exc:
             # Shown by the role's next task: the caller registers this result under no_log.
             result.update(failed=True, changed=False, msg=str(exc))

@@ -81,3 +81,18 @@ def ssh_command() -> list[str]:
 def rsh(directory: str) -> str:
     """``BORG_RSH`` with the job's key and pinned host key in ``directory`` (as borg.sh builds it in the job)."""
     return _sh(ssh_command() + ['-i', f'{directory}/ssh_key', '-o', f'UserKnownHostsFile={directory}/known_hosts'])
+
+
+def server_authorized_keys_options(repository: str, storage_quota: str | None = None) -> str:
+    """The options of a backup server's authorized_keys line (selfhost.backup.backup_server): append-only, this
+    one repository (``--restrict-to-repository``: no other path, no sub-directory), an optional quota, and
+    ``restrict`` (no forwarding, no pty)."""
+    command = ['borg', 'serve', '--append-only', '--restrict-to-repository', repository]
+    if storage_quota:
+        command += ['--storage-quota', storage_quota]
+    return f'command="{_sh(command)}",restrict'
+
+
+def server_authorized_keys_line(public_key: str, repository: str, storage_quota: str | None = None) -> str:
+    """A backup server's authorized_keys line of one job's public key."""
+    return f'{server_authorized_keys_options(repository, storage_quota)} {public_key.strip()}'

@@ -48,6 +48,17 @@ options:
     type: list
     elements: str
     default: []
+  servers:
+    description:
+      - The backup servers (hosts of the role C(selfhost.backup.backup_server)) the instances' C(repository.server) name, by
+        inventory hostname. Each holds C(address) and the server's C(backup_server_*) variables without the prefix
+        (C(restic_port), C(restic_tls), C(restic_directory), C(borg_user), C(borg_port), C(borg_directory),
+        C(borg_storage_quota)), this client's rest-server password C(restic_password) and the server's SSH host key
+        C(host_key).
+      - An instance with a server repository gets the server's URL and no retention of its own (the server applies
+        it); RV(server_registrations) says what the server needs.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - selfhost.backup.controller_only
 notes:
@@ -147,6 +158,15 @@ repositories:
   elements: dict
 ssh_keys:
   description: borg - the SSH keys to generate for remote repositories, C({name, path, comment, serve_path}).
+  returned: success
+  type: list
+  elements: dict
+server_registrations:
+  description:
+    - What each enabled instance with a server repository needs on its backup server - C(server), C(provider),
+      C(client), C(instance), C(repository) and its C(parent) on the server's disk, its C(owner) there, the path of
+      the server's root-only C(credential), the maintenance data file (C(data_path), C(data)), the client's
+      C(client_password_file), and for borg C(ssh_key) and C(authorized_keys_options).
   returned: success
   type: list
   elements: dict

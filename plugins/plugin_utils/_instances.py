@@ -16,7 +16,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _layout, _restic
-from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract, _servers
 
 # Each provider's version-free rules, run after the schemas: (instance, request, settings, host) -> None or raise.
 PRECHECKS: dict[str, t.Callable[[str, t.Mapping[str, t.Any], t.Mapping[str, t.Any], str], None]] = {
@@ -202,7 +202,7 @@ def check_one(provider: str, var: str, name: str, value: t.Any, host: str) -> tu
     if violations:
         return None, violations
     try:
-        PRECHECKS[provider](name, valid_request, valid_settings, host)
+        PRECHECKS[provider](name, valid_request, _servers.for_precheck(provider, valid_settings), host)
     except PROVIDER_ERRORS as exc:
         return None, [f'{path}.settings: {exc}']
     return {'request': valid_request, 'settings': valid_settings}, []

@@ -20,6 +20,7 @@ import typing as t
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg, _layout, _monitoring, _restic
 from ansible_collections.selfhost.backup.plugins.module_utils._backup_job import JOB_SPEC
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _servers
 
 ROOT_ONLY = {'owner': 'root', 'group': 'root', 'mode': '0700'}
 # The version planned with where the tool is not installed yet (check mode on a fresh host): its oldest command
@@ -111,14 +112,22 @@ def _result(planned: t.Any) -> dict[str, str]:
 
 
 def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], version: str, host: str,
-         binary: str | None = None, reinitialise: t.Collection[str] = ()) -> dict[str, t.Any]:
+         binary: str | None = None, reinitialise: t.Collection[str] = (),
+         servers: t.Mapping[str, t.Mapping[str, t.Any]] | None = None) -> dict[str, t.Any]:
     """Everything the host steps of ``provider`` need for its validated ``instances`` (request and settings with
     the defaults filled in), planned for the installed ``version`` of the tool.
+
+    ``servers`` (name -> what the role read of each backup server the instances name, see _servers) turns the
+    server repositories into URLs first; ``server_registrations`` says what each such instance needs on its server.
 
     The result holds secrets (``secret_files``, ``repository_checks``): register it with no_log.
     """
     if provider not in UNINSTALLED_VERSION:
         raise PlanError(f'unknown provider {provider!r} (known: {", ".join(sorted(UNINSTALLED_VERSION))})')
+    try:
+        instances, registrations = _servers.resolve(provider, instances, host, servers or {})
+    except _servers.ServerError as exc:
+        raise PlanError(str(exc)) from exc
     version = version or UNINSTALLED_VERSION[provider]
     plans = {name: _plan_instance(provider, name, valid, version, host, binary) for name, valid in sorted(instances.items())}
     enabled = [name for name in plans if instances[name]['settings'].get('enable', True)]
@@ -132,6 +141,13 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
     keep = [path for plan_, dummy in jobs for path in plan_.credentials.values()]
     keep += [watch.ping_url_file for watch in monitoring if watch.ping_url_file]
     keep += [f'{key["path"]}.pub' for key in steps.get('ssh_keys', [])]
+    for registration in registrations:
+        # The client's side of the registration: its passphrase (restic: to add the server's key; borg: the
+        # server's copy) and, for borg, the job's SSH key whose public half the server authorizes.
+        planned = plans[registration['instance']]
+        registration['client_password_file'] = planned.credentials['passphrase']
+        if provider == 'borg':
+            registration['ssh_key'] = planned.ssh_key
     return {
         'instances': list(plans),
         'enabled': enabled,
@@ -155,5 +171,6 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
         'results': {plan_.layout.instance: _result(plan_) for plan_, dummy in jobs},
         'ssh_keys': [],
         'repositories': [],
+        'server_registrations': registrations,
         **steps,
     }

@@ -12,9 +12,9 @@ top="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$top" || exit 1
 jobs="${MOLECULE_JOBS:-2}"
 logs="$top/.cache/molecule-logs"
-# Longest first (minutes on 2 cores, one scenario at a time): restic ~17, borg ~16, contract ~9,
-# contract_core ~4, platform ~3, toolchain ~2. A scenario not in this list runs last.
-order=(restic borg contract contract_core platform toolchain)
+# Longest first (minutes on 2 cores, one scenario at a time): restic ~22, contract ~20, borg ~20, fleet ~15,
+# platform ~3, contract_core ~2, toolchain ~2 (estimates). A scenario not in this list runs last.
+order=(restic contract borg fleet platform contract_core toolchain)
 
 scenarios=("$@")
 if [ "${#scenarios[@]}" -eq 0 ]; then

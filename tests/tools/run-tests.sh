@@ -43,7 +43,18 @@ stage_unit() {
   return "$rc"
 }
 
+# Every systemd container takes inotify instances (6 each), and the kernel's default limit (128) is shared by all
+# containers of the machine: past about 20 of them (the fleet scenario beside another) new ones fail to boot.
+raise_inotify_instances() {
+  local wanted=1024 now
+  now=$(sysctl -n fs.inotify.max_user_instances 2>/dev/null) || return 0
+  [ "$now" -lt "$wanted" ] || return 0
+  sysctl -q -w fs.inotify.max_user_instances="$wanted" \
+    || echo "warning: cannot raise fs.inotify.max_user_instances from $now (run as root)" >&2
+}
+
 stage_molecule() {
+  raise_inotify_instances
   # One apt archive directory per container below it (docker makes them): see extensions/molecule/config.yml.
   mkdir -p "${SELFHOST_BACKUP_APT_CACHE:-/var/cache/selfhost-backup/apt}"
   if [ -n "${MOLECULE_SCENARIO:-}" ]; then

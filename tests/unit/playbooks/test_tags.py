@@ -18,9 +18,11 @@ from ansible_run import ansible_playbook
 ROOT = Path(__file__).resolve().parents[3]
 PROVIDERS = ['restic', 'borg']
 REQUESTERS = ['postgresql', 'mariadb', 'sqlite']
+# Roles that are neither: the backup server.
+SERVERS = ['backup_server']
 # The files a play may enter a role by (main, and the providers' tasks_from: validate). The files they import
 # inherit the tags of the import.
-ENTRY_POINTS = [(role, 'main') for role in PROVIDERS + REQUESTERS] + [(role, 'validate') for role in PROVIDERS]
+ENTRY_POINTS = [(role, 'main') for role in PROVIDERS + REQUESTERS + SERVERS] + [(role, 'validate') for role in PROVIDERS]
 INCLUDES = ('ansible.builtin.include_role', 'ansible.builtin.include_tasks')
 
 
@@ -37,7 +39,7 @@ def test_every_task_of_an_entry_point_carries_the_role_s_tag(role, entry):
                 assert role in task[include].get('apply', {}).get('tags', []), (role, entry, task['name'])
 
 
-@pytest.mark.parametrize('role', PROVIDERS + REQUESTERS)
+@pytest.mark.parametrize('role', PROVIDERS + REQUESTERS + SERVERS)
 def test_the_platform_check_is_the_first_task_of_every_role(role):
     entry = 'validate' if role in PROVIDERS else 'main'
     first = tasks(role, entry)[0]

@@ -87,7 +87,7 @@ def test_a_distribution_named_like_debian_in_another_case_is_not_debian():
 
 ROOT = Path(__file__).resolve().parents[4]
 ROLES = sorted(path.name for path in (ROOT / 'roles').iterdir() if (path / 'meta' / 'main.yml').is_file())
-PUBLIC_ROLES = ['borg', 'mariadb', 'postgresql', 'restic', 'sqlite']
+PUBLIC_ROLES = ['backup_server', 'borg', 'mariadb', 'postgresql', 'restic', 'sqlite']
 
 
 @pytest.mark.parametrize('role', ROLES)

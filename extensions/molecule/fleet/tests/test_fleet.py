@@ -1,0 +1,168 @@
+"""The fleet: every client backs up to the one backup server and restores exactly; a client can neither delete on
+the server nor reach another client's repository; the server's maintenance applies each client's retention.
+
+The tests run in this file's order (round trips first: they make the first snapshots)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from conftest import Box
+
+SERVER = Box("fleet-server")
+# client -> (provider, database)
+CLIENTS = {
+    "fleet-a13": ("restic", "postgresql"),
+    "fleet-b12": ("restic", "sqlite"),
+    "fleet-c12": ("borg", "postgresql"),
+    "fleet-d13": ("borg", "sqlite"),
+}
+SQLITE = "/var/lib/fleetapp/app.db"
+KEEP_LAST = 2  # vars.yml: fleet_retention
+
+
+def sql(client: str, statement: str) -> str:
+    box = Box(client)
+    if CLIENTS[client][1] == "postgresql":
+        return box.ok(f"cd / && runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -d postgres -c {shlex.quote(statement)}")
+    return box.ok(f"cd / && runuser -u fleetapp -- sqlite3 -bail {SQLITE} {shlex.quote(statement)}")
+
+
+def rows(client: str) -> list[str]:
+    return sql(client, "SELECT k || '=' || v FROM fleet ORDER BY k").split()
+
+
+def backup(client: str) -> None:
+    provider = CLIENTS[client][0]
+    result = Box(client).run(f"systemctl start --wait {provider}-backup-app.service")
+    assert result.returncode == 0, Box(client).journal(f"{provider}-backup-app.service")
+
+
+def snapshots(client: str) -> list[dict]:
+    provider = CLIENTS[client][0]
+    listed = json.loads(Box(client).ok(f"{provider}-restore-app snapshots --json"))
+    return sorted(listed, key=lambda snapshot: snapshot["time"])
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_round_trip(client: str):
+    """Rows written, backed up to the server, the table destroyed, restored: the same values."""
+    provider = CLIENTS[client][0]
+    sql(client, "CREATE TABLE fleet (k TEXT PRIMARY KEY, v TEXT)")
+    sql(client, f"INSERT INTO fleet VALUES ('host', '{client}'), ('quote', 'it''s'), ('unicode', 'Grüße')")
+    written = rows(client)
+    assert written == [f"host={client}", "quote=it's", "unicode=Grüße"]
+    backup(client)
+    assert len(snapshots(client)) == 1
+    sql(client, "DROP TABLE fleet")
+    with pytest.raises(AssertionError):
+        rows(client)
+    restore = Box(client).run(f"{provider}-restore-app restore latest")
+    assert restore.returncode == 0, restore.stderr.decode()[-3000:]
+    assert rows(client) == written
+
+
+def test_each_client_has_its_own_repository_on_the_server():
+    listing = SERVER.ok("ls /srv/restic /srv/borg")
+    for client, (provider, dummy) in CLIENTS.items():
+        SERVER.ok(f"test -f /srv/{provider}/{client}/app/config")
+        assert client in listing
+
+
+@pytest.mark.parametrize("client", sorted(c for c, (p, d) in CLIENTS.items() if p == "restic"))
+def test_a_restic_client_cannot_forget_on_the_server(client: str):
+    backup(client)
+    before = snapshots(client)
+    assert len(before) >= 2
+    forget = Box(client).run("restic-restore-app exec -- forget --keep-last 1 --prune")
+    assert forget.returncode != 0
+    assert snapshots(client) == before
+
+
+def _rest_status(client: str, path: str) -> str:
+    """The HTTP status of a GET on the rest-server with this client's own user and password."""
+    program = ("import base64, sys, urllib.error, urllib.request\n"
+               "password = open('/etc/selfhost-backup/servers/fleet-server.restic-password').read().strip()\n"
+               "request = urllib.request.Request('http://fleet-server:8000' + sys.argv[1])\n"
+               "token = base64.b64encode((sys.argv[2] + ':' + password).encode()).decode()\n"
+               "request.add_header('Authorization', 'Basic ' + token)\n"
+               "try:\n    print(urllib.request.urlopen(request).status)\n"
+               "except urllib.error.HTTPError as exc:\n    print(exc.code)\n")
+    return Box(client).ok(f"python3 -c {shlex.quote(program)} {shlex.quote(path)} {client}").strip()
+
+
+def test_a_restic_client_cannot_read_another_client_s_repository():
+    assert _rest_status("fleet-a13", "/fleet-a13/app/config") == "200"
+    assert _rest_status("fleet-a13", "/fleet-b12/app/config") in ("401", "403", "404")
+    assert _rest_status("fleet-b12", "/fleet-a13/app/keys/") in ("401", "403", "404")
+
+
+def test_a_restic_client_cannot_delete_a_file_on_the_server():
+    """Past restic itself: a DELETE of a snapshot file with the client's own credentials is refused (403)."""
+    snapshot = SERVER.ok("ls /srv/restic/fleet-a13/app/snapshots | head -n 1").strip()
+    program = ("import base64, sys, urllib.error, urllib.request\n"
+               "password = open('/etc/selfhost-backup/servers/fleet-server.restic-password').read().strip()\n"
+               "request = urllib.request.Request('http://fleet-server:8000' + sys.argv[1], method='DELETE')\n"
+               "token = base64.b64encode(('fleet-a13:' + password).encode()).decode()\n"
+               "request.add_header('Authorization', 'Basic ' + token)\n"
+               "try:\n    print(urllib.request.urlopen(request).status)\n"
+               "except urllib.error.HTTPError as exc:\n    print(exc.code)\n")
+    path = f"/fleet-a13/app/snapshots/{snapshot}"
+    assert Box("fleet-a13").ok(f"python3 -c {shlex.quote(program)} {path}").strip() == "403"
+    SERVER.ok(f"test -f /srv/restic{path}")
+
+
+@pytest.mark.parametrize("client", sorted(c for c, (p, d) in CLIENTS.items() if p == "borg"))
+def test_a_borg_client_reaches_its_own_repository_only(client: str):
+    other = next(c for c, (p, d) in CLIENTS.items() if p == "borg" and c != client)
+    listing = Box(client).run(f"borg-restore-app exec -- list ssh://borg@fleet-server/srv/borg/{other}/app")
+    assert listing.returncode != 0
+    assert other not in listing.stdout.decode()
+    line = SERVER.ok(f"grep -F 'borg-backup-app@{client}' /var/lib/borg/.ssh/authorized_keys")
+    assert line.startswith(f'command="borg serve --append-only --restrict-to-repository /srv/borg/{client}/app",restrict ')
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_server_side_retention_keeps_the_newest(client: str):
+    while len(snapshots(client)) < KEEP_LAST + 2:
+        backup(client)
+    before = [snapshot["id"] for snapshot in snapshots(client)]
+    result = SERVER.run("systemctl start --wait selfhost-backup-server-maintenance.service")
+    assert result.returncode == 0, SERVER.journal("selfhost-backup-server-maintenance.service")
+    after = [snapshot["id"] for snapshot in snapshots(client)]
+    assert after == before[-KEEP_LAST:]
+    # The kept snapshot still restores.
+    provider = CLIENTS[client][0]
+    written = rows(client)
+    sql(client, "DROP TABLE fleet")
+    assert Box(client).run(f"{provider}-restore-app restore latest").returncode == 0
+    assert rows(client) == written
+
+
+def test_the_server_holds_its_credentials_root_only():
+    listing = SERVER.ok("stat -c '%U %a %n' /etc/selfhost-backup-server/credentials/*")
+    lines = listing.split("\n")
+    assert len([line for line in lines if line]) == len(CLIENTS)
+    assert all(line.startswith("root 600 ") for line in lines if line)
+    # restic: the server's own key, not the client's passphrase.
+    held = SERVER.ok("cat /etc/selfhost-backup-server/credentials/restic-fleet-a13-app")
+    assert "fleet-passphrase-of" not in held
+
+
+def test_finally_a_client_no_longer_listed_loses_access():
+    """What the role does when backup_server_clients no longer lists a client (its task, run here directly): that
+    client's backups fail, the listed ones go on."""
+    listed = ["fleet-a13", "fleet-c12"]
+    removed = SERVER.ok("/usr/local/lib/selfhost-backup/server-maintenance.sh prune-clients "
+                        "/etc/restic-rest-server/users.htpasswd /var/lib/borg/.ssh/authorized_keys " + " ".join(listed))
+    assert "removed htpasswd user fleet-b12" in removed and "removed borg key borg-backup-app@fleet-d13" in removed
+    SERVER.ok("systemctl kill --signal=HUP restic-rest-server.service")
+    for client in listed:
+        backup(client)
+    for client in ("fleet-b12", "fleet-d13"):
+        provider = CLIENTS[client][0]
+        assert Box(client).run(f"systemctl start --wait {provider}-backup-app.service").returncode != 0
+    SERVER.ok("test -f /srv/restic/fleet-b12/app/config && test -f /srv/borg/fleet-d13/app/config")
