@@ -4,7 +4,7 @@
 # usage: tests/tools/run-tests.sh [STAGE...]
 #   stages: lint sanity unit molecule   (default: all, in that order)
 #   MOLECULE_SCENARIO=<name> limits the molecule stage to one scenario; otherwise every scenario runs,
-#   MOLECULE_JOBS (default 2) at a time (tests/tools/molecule-all.sh).
+#   MOLECULE_JOBS (default 3) at a time (tests/tools/molecule-all.sh).
 # Every stage runs even when an earlier one failed; the exit status is non-zero
 # when any stage failed.
 set -uo pipefail
