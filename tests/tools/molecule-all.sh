@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every molecule scenario, MOLECULE_JOBS (default 3: much of a scenario waits on systemd and the network, so 3
-# fill 2 cores better than 2) at a time: the longest first, the next one as soon as a
-# lane is free. Scenarios share nothing but the apt archive cache (its lock is retried) and the images: each
-# has its own containers and docker network, named after it. A scenario's output goes to its log file and is
+# Every molecule scenario, MOLECULE_JOBS (default 3: much of a scenario waits on systemd and the network, so
+# three fill 2 cores better than two) at a time: the longest first, the next one as soon as a lane is free.
+# Scenarios share nothing but the images: each has its own containers, docker network and apt archive
+# directories, named after it. A scenario's output goes to its log file and is
 # printed whole when it ends, so that two scenarios' lines never interleave. Unlike `molecule test --all`,
 # every scenario runs even when an earlier one failed; the exit status is non-zero when any failed.
 #
