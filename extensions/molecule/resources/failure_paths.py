@@ -183,7 +183,7 @@ def test_an_ugly_secret_round_trips_and_reaches_no_log_unit_or_script(host, tool
 # (pid, command line, environment), with the numbers of the samples that saw it.
 #   sampler backup <user> <unit>                     start the unit, sample until it is over
 #   sampler restore <user> <script> <fifo> <out>     run "<script> restore latest", whose restore_cmd writes into
-#                                                    <fifo>: sample 5 s while it waits there, then drain <fifo>
+#                                                    <fifo>: sample 5 s once it waits there, then drain <fifo>
 #                                                    into <out> and sample until the restore is over
 SAMPLER = r'''
 import base64, json, os, pwd, subprocess, sys, threading, time
@@ -243,11 +243,19 @@ else:
         with open(fifo, "rb") as source, open(out, "wb") as target:
             target.write(source.read())
 
+    def writer_waits():
+        """restore_cmd (cat > <fifo>) runs, as the request's user: it blocks on the FIFO from now on."""
+        return any(environ is not None and b"cat > " in cmdline.replace(b"\0", b" ")
+                   for pid, comm, cmdline, environ in seen)
+
     drainer = threading.Thread(target=drain, daemon=True)
-    held = time.monotonic() + 5
+    # 5 s from when restore_cmd is seen waiting, not from the start: a loaded host starts the tool late.
+    held = None
     while restore.poll() is None and time.monotonic() < deadline:
         sample()
-        if time.monotonic() > held and not drainer.is_alive() and drainer.ident is None:
+        if held is None and writer_waits():
+            held = time.monotonic() + 5
+        if held is not None and time.monotonic() > held and drainer.ident is None:
             drainer.start()
         time.sleep(0.05)
     if restore.poll() is None:
