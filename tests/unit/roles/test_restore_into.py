@@ -399,3 +399,23 @@ def test_postgresql_one_database_keeps_its_encoding_and_connection_limit(pg_worl
         assert pg(pg_world, target, 'SELECT v FROM l') == 'caf\u00e9\n'
     finally:
         drop(pg_world, 'latin', 'latin_copy')
+
+
+@pytest.mark.parametrize('database', ['template1'])
+def test_postgresql_one_database_in_place_of_a_system_database_is_refused_before_restoring_and_leaves_nothing(
+        pg_world, database):
+    """'restore --database template1' restores the whole database into a copy, then fails to drop template1; the
+    copy got the dump's ALTER DATABASE template1 IS_TEMPLATE = true (aimed at the copy), so its own dropdb fails too
+    and an undroppable template database selfhost_backup_restore_<pid> stays, while the message says 'nothing
+    changed'. (postgres also restores in full before it fails, 'cannot drop the currently open database', but leaves nothing.)"""
+    listed = databases(pg_world)
+    try:
+        result = helper(pg_world, 'restore-database', 'cluster', dump=pg_world[2]['cluster'],
+                        SELFHOST_BACKUP_DATABASE=database)
+        assert result.returncode == 1
+        assert databases(pg_world) == listed, result.stderr.decode()
+    finally:
+        for name in databases(pg_world):
+            if name not in listed:
+                pg(pg_world, 'postgres', f'ALTER DATABASE "{name}" IS_TEMPLATE = false')
+                drop(pg_world, name)
