@@ -72,6 +72,17 @@ def test_sqlite_restore_into_refuses_a_path_it_does_not_take(sqlite_world, into)
     assert not Path('/tmp/selfhost-owned').exists()
 
 
+@pytest.mark.parametrize('suffix', ['-journal', '-wal', '-shm'])
+def test_sqlite_restore_into_refuses_the_live_databases_journal_and_wal_names(sqlite_world, suffix):
+    """A new file where SQLite looks for the live database's journal or WAL would be taken for it (review of 19)."""
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    result = sqlite_into(sqlite_world, f'{live}{suffix}')
+    assert result.returncode == 1
+    assert 'where SQLite keeps the journal or WAL' in result.stderr.decode()
+    assert sorted(p.name for p in live.parent.iterdir()) == before
+
+
 def test_sqlite_restore_into_from_a_cut_dump_creates_nothing(sqlite_world):
     script, live, scratch, env, dump = sqlite_world
     copy = live.parent / 'copy.db'
