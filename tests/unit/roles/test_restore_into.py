@@ -276,6 +276,32 @@ def test_mariadb_restore_into_that_fails_drops_only_the_database_it_created(mari
     assert 'the database app_copy it had created was dropped again' in result.stderr
 
 
+def test_mariadb_restore_into_killed_half_way_drops_the_database_it_created(mariadb):
+    """MariaDB's DDL is not transactional: a restore --into stopped by a signal (Ctrl-C, a dropped ssh session) after
+    the client made the database drops it again, or the retry refuses its name (review of issue 19)."""
+    script, env = mariadb
+    fake = Path(env['FAKE'])
+    (fake / 'mode').write_text('hang')
+    process = subprocess.Popen([str(script), 'restore-into', 'app'], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), start_new_session=True)
+    assert process.stdin is not None
+    try:
+        # Up to its CREATE DATABASE, and comment lines enough for the helper's awk filters to read and pass it on.
+        head = MARIADB_ONE[:MARIADB_ONE.index('\nUSE `app`;') + 1]
+        process.stdin.write(head.encode() + b'--\n' * 100000)
+        process.stdin.flush()
+        for dummy in range(200):
+            if (fake / 'created').exists():
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) != 0
+    finally:
+        process.stdin.close()
+    assert (fake / 'dropped').read_text() == 'DROP DATABASE `app_copy`\n'
+
+
 @pytest.mark.parametrize('into', HOSTILE + ['app'])
 def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
     script, env = mariadb
