@@ -67,15 +67,20 @@ def raw_restic(unit: bool = False) -> Subject:
 def raw_borg(unit: bool = False) -> Subject:
     """borg by hand: borg create --content-from-command, initialising the repository on the first run."""
     name = "raw_unit" if unit else "raw"
-    repo = f"{ROOT}/{name}-borg"
+    return _borg_by_hand(f"borg.{name}", f"{ROOT}/{name}-borg", BORG_CHUNKER, unit, "| psql -X -q -d postgres")
+
+
+def _borg_by_hand(series: str, repo: str, chunker_params: str, unit: bool, sink: str) -> Subject:
+    """borg create --content-from-command of the plain dump into ``repo`` (initialised by the first backup,
+    removed by the reset); the restore extracts the newest archive's dump into ``sink`` (a pipe or a redirection)."""
     run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, unit)
-    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {BORG_CHUNKER} --content-from-command "
-              f"--stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
+    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {chunker_params} "
+              f"--content-from-command --stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
     init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
     backup = f"{run} bash -c {quote(init + ' && ' + create)}"
     restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
-               "borg extract --stdout ::$a postgres.sql | psql -X -q -d postgres'")
-    return Subject(f"borg.{name}", "borg", repo, backup, f"rm -rf {repo}", restore)
+               f"borg extract --stdout ::$a postgres.sql {sink}'")
+    return Subject(series, "borg", repo, backup, f"rm -rf {repo}", restore)
 
 
 # The chunker candidates of the chunker phase (BENCH_BORG_CHUNKER_CANDIDATES): borg's default (2 MiB on
@@ -92,15 +97,7 @@ def chunker_borg(params: str) -> Subject:
     """borg by hand with --chunker-params: the plain dump into a repository of its own; its restore is the
     extraction of the dump alone (to /dev/null: the replay into PostgreSQL is the same for every candidate)."""
     label = chunker_label(params)
-    repo = f"{ROOT}/chunker-{label}"
-    run = as_postgres({"BORG_REPO": repo, "BORG_PASSPHRASE": PASSPHRASE}, False)
-    create = (f"borg create --compression {BORG_COMPRESSION} --chunker-params {params} --content-from-command "
-              f"--stdin-name postgres.sql '::raw-{{utcnow:%Y-%m-%dT%H:%M:%S.%f}}' -- {DUMP}")
-    init = "{ [ -e " + repo + "/config ] || borg init --encryption repokey-blake2; }"
-    backup = f"{run} bash -c {quote(init + ' && ' + create)}"
-    restore = (f"{run} bash -c 'set -o pipefail; a=$(borg list --short --last 1) && "
-               "borg extract --stdout ::$a postgres.sql >/dev/null'")
-    return Subject(f"borg.{label}", "borg", repo, backup, f"rm -rf {repo}", restore)
+    return _borg_by_hand(f"borg.{label}", f"{ROOT}/chunker-{label}", params, False, ">/dev/null")
 
 
 def chunker_subjects(candidates: str = CHUNKER_CANDIDATES) -> list[Subject]:

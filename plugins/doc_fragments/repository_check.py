@@ -16,6 +16,13 @@ options:
         backend for many minutes.
     type: int
     default: 120
+  jobs:
+    description:
+      - How many repositories are probed (and, where the module initialises, initialised) at once; each opening
+        derives the key from the passphrase, which takes a core for about a second. Repositories at the same
+        location are handled one after the other.
+      - Unset or V(0), the number of the host's cores.
+    type: int
   state_file:
     description:
       - Root-only file (mode C(0600)) of the fingerprints of the local repositories opened so far.

@@ -55,27 +55,41 @@ def drill_job_options(spec: _job_script.ScriptSpec, settings: t.Mapping[str, t.A
     if not drill['enabled']:
         return None
     layout = spec.layout
-    options: dict[str, t.Any] = {
-        'name': layout.drill_job_name,
-        'state': 'present',
-        'description': f'{layout.provider} restore drill of instance {layout.instance}',
-        'user': spec.user,
-        'exec_start': [['/bin/bash', layout.script_path, 'drill', 'latest']],
-        'environment': {},
-        'credentials': dict(spec.credentials),
-        'cache_directory': layout.job_name,
-        'read_write_paths': [local_path] if local_path else [],
-        'on_calendar': drill['on_calendar'],
-        'randomized_delay_sec': drill['randomized_delay_sec'],
-        'persistent': settings['schedule']['persistent'],
-        'extra_jobs': [],
-        'timeout_sec': drill['timeout'],
-    }
+    options = _unit_options(spec, name=layout.drill_job_name, subcommand=['drill', 'latest'],
+                            description=f'{layout.provider} restore drill of instance {layout.instance}',
+                            read_write_paths=[local_path] if local_path else [],
+                            schedule=Schedule(on_calendar=drill['on_calendar'],
+                                              randomized_delay_sec=drill['randomized_delay_sec'],
+                                              persistent=settings['schedule']['persistent']))
+    options['timeout_sec'] = drill['timeout']
     # Only a finish hook: the drill's metrics and a failed drill's ping. Nothing to reset before it, and no /start
     # ping: the monitor's check follows the backups.
     options.update(_run_options(spec, None, 'drill-finished', limits.get('nice'), limits.get('ionice_class'),
                                 [] if local_path else ['network-online.target']))
     return options
+
+
+def _unit_options(spec: _job_script.ScriptSpec, *, name: str, subcommand: t.Sequence[str], description: str,
+                  read_write_paths: t.Sequence[str], schedule: Schedule) -> dict[str, t.Any]:
+    """What every job of an instance is: a service running one subcommand of the instance's script as the
+    request's user, with the instance's credentials and cache directory (the tool's cache, borg's home and the
+    instance lock job.sh takes), and its timer. No extra jobs unless the caller adds them."""
+    layout = spec.layout
+    return {
+        'name': name,
+        'state': 'present',
+        'description': description,
+        'user': spec.user,
+        'exec_start': [['/bin/bash', layout.script_path, *subcommand]],
+        'environment': {},
+        'credentials': dict(spec.credentials),
+        'cache_directory': layout.job_name,
+        'read_write_paths': list(read_write_paths),
+        'on_calendar': schedule.on_calendar,
+        'randomized_delay_sec': schedule.randomized_delay_sec,
+        'persistent': schedule.persistent,
+        'extra_jobs': [],
+    }
 
 
 def _run_options(spec: _job_script.ScriptSpec, started: str | None, finished: str, nice: int | None,
@@ -110,26 +124,15 @@ def job_options(spec: _job_script.ScriptSpec, schedule: Schedule, *, read_write_
     The units run the script through /bin/bash so that systemd-analyze verify passes before it is installed.
     """
     layout = spec.layout
-    options: dict[str, t.Any] = {
-        'name': layout.job_name,
-        'state': 'present',
-        'description': f'{layout.provider} backup of instance {layout.instance}',
-        'user': spec.user,
-        'exec_start': [['/bin/bash', layout.script_path, 'backup']],
-        'environment': {},
-        'credentials': dict(spec.credentials),
-        'cache_directory': layout.job_name,
-        'read_write_paths': list(read_write_paths),
-        'on_calendar': schedule.on_calendar,
-        'randomized_delay_sec': schedule.randomized_delay_sec,
-        'persistent': schedule.persistent,
-        'restore_script': {'name': layout.restore_script, 'content': _job_script.render_script(spec)},
-        'extra_jobs': [
-            {'suffix': name, 'on_calendar': calendar, 'exec_start': [['/bin/bash', layout.script_path, name]],
-             'description': f'{layout.provider} {name} of instance {layout.instance}'}
-            for name, calendar in extra_jobs
-        ],
-    }
+    options = _unit_options(spec, name=layout.job_name, subcommand=['backup'],
+                            description=f'{layout.provider} backup of instance {layout.instance}',
+                            read_write_paths=read_write_paths, schedule=schedule)
+    options['restore_script'] = {'name': layout.restore_script, 'content': _job_script.render_script(spec)}
+    options['extra_jobs'] = [
+        {'suffix': name, 'on_calendar': calendar, 'exec_start': [['/bin/bash', layout.script_path, name]],
+         'description': f'{layout.provider} {name} of instance {layout.instance}'}
+        for name, calendar in extra_jobs
+    ]
     options.update(_run_options(spec, 'started', 'finished', nice, io_scheduling_class, wants))
     if timeout_sec is not None:
         options['timeout_sec'] = timeout_sec

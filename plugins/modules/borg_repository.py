@@ -82,12 +82,6 @@ options:
       - Path of the borg binary.
     type: path
     default: /usr/bin/borg
-  jobs:
-    description:
-      - How many repositories are checked at once (each C(borg list) derives the key from the passphrase).
-        Repositories at the same location are checked one after the other.
-      - Unset or V(0), the number of the host's cores.
-    type: int
   state_file:
     default: /var/lib/selfhost-backup/borg-repositories.json
 extends_documentation_fragment:

@@ -111,13 +111,6 @@ options:
       - Path of the restic binary.
     type: path
     default: /usr/bin/restic
-  jobs:
-    description:
-      - With O(repositories), how many repositories are probed and initialised at once (each C(restic init)
-        derives a key, which takes a core for about a second). Repositories at the same location are handled one
-        after the other.
-      - Unset or V(0), the number of the host's cores.
-    type: int
   state_file:
     default: /var/lib/selfhost-backup/restic-repositories.json
 extends_documentation_fragment:
