@@ -21,6 +21,7 @@ class Schedule:
     on_calendar: str = 'daily'
     randomized_delay_sec: int = 0
     persistent: bool = True
+    fixed_random_delay: bool = False
 
 
 def job_options_from_settings(spec: _job_script.ScriptSpec, settings: t.Mapping[str, t.Any], local_path: str | None,
@@ -30,7 +31,7 @@ def job_options_from_settings(spec: _job_script.ScriptSpec, settings: t.Mapping[
     return job_options(
         spec,
         Schedule(on_calendar=schedule['on_calendar'], randomized_delay_sec=schedule['randomized_delay_sec'],
-                 persistent=schedule['persistent']),
+                 persistent=schedule['persistent'], fixed_random_delay=schedule['fixed_random_delay']),
         read_write_paths=([local_path] if local_path else []) + list(settings['writable_paths']),
         extra_jobs=[('check', check['on_calendar'])] if check_enabled else [],
         nice=limits.get('nice'),
@@ -68,6 +69,7 @@ def drill_job_options(spec: _job_script.ScriptSpec, settings: t.Mapping[str, t.A
         'on_calendar': drill['on_calendar'],
         'randomized_delay_sec': drill['randomized_delay_sec'],
         'persistent': settings['schedule']['persistent'],
+        'fixed_random_delay': settings['schedule']['fixed_random_delay'],
         'extra_jobs': [],
         'timeout_sec': drill['timeout'],
     }
@@ -123,6 +125,7 @@ def job_options(spec: _job_script.ScriptSpec, schedule: Schedule, *, read_write_
         'on_calendar': schedule.on_calendar,
         'randomized_delay_sec': schedule.randomized_delay_sec,
         'persistent': schedule.persistent,
+        'fixed_random_delay': schedule.fixed_random_delay,
         'restore_script': {'name': layout.restore_script, 'content': _job_script.render_script(spec)},
         'extra_jobs': [
             {'suffix': name, 'on_calendar': calendar, 'exec_start': [['/bin/bash', layout.script_path, name]],
