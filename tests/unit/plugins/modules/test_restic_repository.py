@@ -299,8 +299,8 @@ def test_a_server_certificate_of_another_ca_is_a_tls_error_and_nothing_is_initia
     # The right CA: probed and initialised with it.
     result, calls = run_list(monkeypatch, [MISSING, (0, 'created', '')], [dict(check, cacert='/etc/ssl/ca.pem')])
     assert result['changed'] is True
-    assert [call['argv'][-3:] for call in calls] == [['/etc/ssl/ca.pem', 'cat', 'config'],
-                                                      ['--cacert', '/etc/ssl/ca.pem', 'init']]
+    assert [call['argv'][-3:] for call in calls] == [
+        ['/etc/ssl/ca.pem', 'cat', 'config'], ['--cacert', '/etc/ssl/ca.pem', 'init']]
 
 
 def test_every_failing_repository_is_named(monkeypatch, files):
