@@ -87,7 +87,10 @@ customise_root() {
               systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
+  # Every container its own machine ID (timers' FixedRandomDelay= hashes it): an empty /etc/machine-id, and no
+  # /var/lib/dbus/machine-id, which systemd would copy at boot, giving every container of the image one ID.
   : >"$root/etc/machine-id"
+  rm -f "$root/var/lib/dbus/machine-id"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/lib/apt/periodic/update-success-stamp
   # ansible.builtin.apt's cache_valid_time reads the age of the lists from this directory's mtime: emptied just
   # now it would look fresh, and an image younger than cache_valid_time would never fetch any list.
