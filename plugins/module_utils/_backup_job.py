@@ -61,6 +61,7 @@ JOB_SPEC: dict[str, dict[str, t.Any]] = {
     'on_calendar': {'type': 'str', 'default': 'daily'},
     'persistent': {'type': 'bool', 'default': True},
     'randomized_delay_sec': {'type': 'int', 'default': 0},
+    'fixed_random_delay': {'type': 'bool', 'default': False},
     'timer_enabled': {'type': 'bool', 'default': True},
     'restore_script': {'type': 'dict', 'options': {
         'name': {'type': 'str', 'required': True},
@@ -179,6 +180,7 @@ def _timer(name: str, description: str, params: dict[str, t.Any], on_calendar: s
     return units.TimerSpec(
         description=f'Timer of {description}', unit=f'{name}.service', on_calendar=on_calendar,
         persistent=params['persistent'], randomized_delay_sec=params['randomized_delay_sec'],
+        fixed_random_delay=params['fixed_random_delay'],
     )
 
 

@@ -21,6 +21,7 @@ class Schedule:
     on_calendar: str = 'daily'
     randomized_delay_sec: int = 0
     persistent: bool = True
+    fixed_random_delay: bool = False
 
 
 def job_options_from_settings(spec: _job_script.ScriptSpec, settings: t.Mapping[str, t.Any], local_path: str | None,
@@ -30,7 +31,7 @@ def job_options_from_settings(spec: _job_script.ScriptSpec, settings: t.Mapping[
     return job_options(
         spec,
         Schedule(on_calendar=schedule['on_calendar'], randomized_delay_sec=schedule['randomized_delay_sec'],
-                 persistent=schedule['persistent']),
+                 persistent=schedule['persistent'], fixed_random_delay=schedule['fixed_random_delay']),
         read_write_paths=([local_path] if local_path else []) + list(settings['writable_paths']),
         extra_jobs=[('check', check['on_calendar'])] if check_enabled else [],
         nice=limits.get('nice'),
@@ -60,7 +61,8 @@ def drill_job_options(spec: _job_script.ScriptSpec, settings: t.Mapping[str, t.A
                             read_write_paths=[local_path] if local_path else [],
                             schedule=Schedule(on_calendar=drill['on_calendar'],
                                               randomized_delay_sec=drill['randomized_delay_sec'],
-                                              persistent=settings['schedule']['persistent']))
+                                              persistent=settings['schedule']['persistent'],
+                                              fixed_random_delay=settings['schedule']['fixed_random_delay']))
     options['timeout_sec'] = drill['timeout']
     # Only a finish hook: the drill's metrics and a failed drill's ping. Nothing to reset before it, and no /start
     # ping: the monitor's check follows the backups.
@@ -88,6 +90,7 @@ def _unit_options(spec: _job_script.ScriptSpec, *, name: str, subcommand: t.Sequ
         'on_calendar': schedule.on_calendar,
         'randomized_delay_sec': schedule.randomized_delay_sec,
         'persistent': schedule.persistent,
+        'fixed_random_delay': schedule.fixed_random_delay,
         'extra_jobs': [],
     }
 

@@ -75,8 +75,8 @@ def stdin_path(backup_name: str) -> str:
 
 
 def global_args(version: Version, lock_wait: int = 0, upload_kib: int | None = None,
-                download_kib: int | None = None) -> list[str]:
-    args = []
+                download_kib: int | None = None, cacert: str | None = None) -> list[str]:
+    args = cacert_args(cacert)
     if lock_wait and supports_retry_lock(version):
         args += ['--retry-lock', f'{lock_wait}s']
     if upload_kib:
@@ -84,6 +84,11 @@ def global_args(version: Version, lock_wait: int = 0, upload_kib: int | None = N
     if download_kib:
         args += ['--limit-download', str(download_kib)]
     return args
+
+
+def cacert_args(cacert: str | None) -> list[str]:
+    """The CA certificates restic trusts for an https repository instead of the system's (settings.cacert)."""
+    return ['--cacert', cacert] if cacert else []
 
 
 def backup_args(version: Version, instance: str, backup_name: str, host: str) -> list[str]:
@@ -152,6 +157,12 @@ _MISSING = ('unable to open config file', 'Is there a repository at the followin
 _REFUSED = ('signature we calculated does not match', 'SignatureDoesNotMatch', 'InvalidAccessKeyId',
             'Access Key Id you provided does not exist', 'Access Denied', 'AccessDenied', '401 Unauthorized',
             '403 Forbidden')
+# A TLS certificate restic does not trust (Go's crypto/tls and crypto/x509 messages). restic < 0.17 also prints
+# "Is there a repository at the following location?": never read as missing, and named before a timeout.
+_TLS = ('x509: ', 'tls: failed to verify certificate', 'certificate signed by unknown authority',
+        'tls: first record does not look like a TLS handshake', 'remote error: tls:')
+_TLS_HINT = ('the TLS certificate of the repository\'s server is not trusted (give the CA that signed it in '
+             'settings.cacert, a PEM file on the host)')
 # coreutils' timeout ended restic: restic >= 0.17 retries a refusing or unreachable backend for up to 15 minutes and
 # prints "Is there a repository ..." when it is stopped, which says nothing about the repository.
 TIMED_OUT = 124
@@ -163,6 +174,8 @@ def probe_state(rc: int, stderr: str, timeout: int | None = None) -> str:
     if rc == 0:
         return 'present'
     text = stderr or ''
+    if any(marker in text for marker in _TLS):
+        _raise_tls(text)
     if rc == TIMED_OUT:
         within = f'within {timeout} s' if timeout else 'in time'
         raise ResticError(f'restic did not answer {within} (rc={rc}): the repository is out of reach or refuses '
@@ -173,6 +186,11 @@ def probe_state(rc: int, stderr: str, timeout: int | None = None) -> str:
     if rc == 10 or any(marker in text for marker in _MISSING):
         return 'absent'
     raise ResticError(f'restic cannot open the repository (rc={rc}): {text.strip()}')
+
+
+def _raise_tls(stderr: str) -> t.NoReturn:
+    lines = [line.strip() for line in stderr.splitlines() if any(marker in line for marker in _TLS)]
+    raise ResticError(f'{_TLS_HINT}; restic said: {lines[-1] if lines else _last_error(stderr)}')
 
 
 def _last_error(stderr: str) -> str:
@@ -271,7 +289,8 @@ def plan(instance: str, request: t.Mapping[str, t.Any], settings: t.Mapping[str,
         backup_name=request['backup_name'],
         host=job_host,
         global_args=tuple(global_args(t.cast(Version, the_version), settings['lock_wait'],
-                                      limits.get('upload_kib'), limits.get('download_kib'))),
+                                      limits.get('upload_kib'), limits.get('download_kib'),
+                                      settings.get('cacert'))),
         retention=_retention.tuple_or_none(forget_args(instance, job_host, settings['retention'])),
         check=tuple(check_args(check.get('read_data_subset'))) if check['enabled'] else None,
     )

@@ -140,6 +140,7 @@ class Repository:
         self.module = module
         self.name = spec.get('name') or ''
         self.reinitialise = bool(spec.get('reinitialise'))
+        self.cacert = spec.get('cacert')
         if spec.get('passphrase') is not None:
             self.password = _value(spec['passphrase'])
         else:
@@ -174,7 +175,7 @@ class Repository:
     def run(self, args: list[str]) -> tuple[int, str, str]:
         # The passphrase goes to stdin: restic reads it from there when stdin is not a terminal.
         argv = ['timeout', str(self.module.params['timeout'])] + self.prefix
-        argv += [self.module.params['restic'], '--no-cache', '--quiet'] + args
+        argv += [self.module.params['restic'], '--no-cache', '--quiet'] + _restic.cacert_args(self.cacert) + args
         return self.module.run_command(argv, data=self.password, environ_update=self.environ, cwd='/')
 
     def local_fingerprint(self) -> str | None:

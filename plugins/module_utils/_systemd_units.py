@@ -79,6 +79,8 @@ class TimerSpec:
     on_calendar: str
     persistent: bool = True
     randomized_delay_sec: int = 0
+    # FixedRandomDelay= (systemd >= 247): the delay is drawn once from the machine ID and the unit name.
+    fixed_random_delay: bool = False
 
 
 def _check_single_line(value: str, what: str) -> str:
@@ -197,8 +199,10 @@ def render_timer(spec: TimerSpec) -> str:
         ('OnCalendar', escape_specifiers(_check_single_line(spec.on_calendar, 'on_calendar'))),
         ('Persistent', 'true' if spec.persistent else 'false'),
         ('RandomizedDelaySec', str(spec.randomized_delay_sec)),
-        ('Unit', spec.unit),
     ]
+    if spec.fixed_random_delay:
+        timer.append(('FixedRandomDelay', 'true'))
+    timer.append(('Unit', spec.unit))
     lines = [MANAGED_HEADER] + _section('Unit', _unit_settings(spec.description))
     lines += [''] + _section('Timer', timer) + [''] + _section('Install', [('WantedBy', 'timers.target')])
     return '\n'.join(lines) + '\n'

@@ -154,6 +154,12 @@ options:
           - C(RandomizedDelaySec=) of every timer of the job, in seconds.
         type: int
         default: 0
+      fixed_random_delay:
+        description:
+          - C(FixedRandomDelay=) of every timer of the job (systemd 247 or later); the random delay is drawn once
+            from the machine ID and the timer's name and stays the same across reboots and reloads.
+        type: bool
+        default: false
       timer_enabled:
         description:
           - Whether the timers are enabled and started (V(true)) or stopped and disabled (V(false)).
@@ -178,7 +184,8 @@ options:
         description:
           - Maintenance jobs (check, prune) rendered as C(<name>-<suffix>.service) and C(<name>-<suffix>.timer).
           - They share the main job's O(jobs[].environment), O(jobs[].credentials), scheduling, O(jobs[].hardening), O(jobs[].read_write_paths),
-            O(jobs[].cache_directory), O(jobs[].after), O(jobs[].wants), O(jobs[].persistent) and O(jobs[].randomized_delay_sec).
+            O(jobs[].cache_directory), O(jobs[].after), O(jobs[].wants), O(jobs[].persistent),
+            O(jobs[].randomized_delay_sec) and O(jobs[].fixed_random_delay).
         type: list
         elements: dict
         default: []

@@ -55,6 +55,11 @@ options:
       - Unix user that runs restic and owns a local repository.
     type: str
     default: root
+  cacert:
+    description:
+      - Path of a PEM file of the CA certificates restic trusts for an https repository (C(restic --cacert)),
+        instead of the system's. A server certificate it does not trust fails the check with a message naming TLS.
+    type: path
   repositories:
     description:
       - Several repositories, each with the options of a single one. Mutually exclusive with O(password_file).
@@ -100,6 +105,10 @@ options:
             repository in its place). The role sets it for the instances in C(restic_reinitialise_repositories).
         type: bool
         default: false
+      cacert:
+        description:
+          - As O(cacert).
+        type: path
   init:
     description:
       - Initialise the repositories that do not exist yet. With V(false) they are only checked (see the
@@ -230,6 +239,7 @@ REPOSITORY_SPEC = {
     'passphrase': {'type': 'str', 'no_log': True},
     'environment': {'type': 'dict', 'no_log': True},
     'reinitialise': {'type': 'bool', 'default': False},
+    'cacert': {'type': 'path'},
 }
 
 ARGUMENT_SPEC = {
@@ -237,6 +247,7 @@ ARGUMENT_SPEC = {
     'environment_files': {'type': 'dict', 'default': {}},
     'repository': {'type': 'str'},
     'user': {'type': 'str', 'default': 'root'},
+    'cacert': {'type': 'path'},
     'repositories': {'type': 'list', 'elements': 'dict', 'options': REPOSITORY_SPEC},
     'init': {'type': 'bool', 'default': True},
     'restic': {'type': 'path', 'default': _restic.DEFAULT_BINARY},

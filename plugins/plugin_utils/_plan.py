@@ -73,9 +73,13 @@ def _restic_steps(plans: t.Mapping[str, t.Any], valid: t.Mapping[str, t.Mapping[
             check['repository'] = environment.pop('RESTIC_REPOSITORY')
         if password_file in contents:
             check['passphrase'] = contents[password_file]
+        repository = {'name': name, 'user': valid[name]['request']['user'], 'password_file': password_file,
+                      'environment_files': dict(plan.env_files), 'reinitialise': name in reinitialise}
+        cacert = valid[name]['settings'].get('cacert')
+        if cacert:
+            check['cacert'] = repository['cacert'] = cacert
         checks.append(check)
-        repositories.append({'name': name, 'user': valid[name]['request']['user'], 'password_file': password_file,
-                             'environment_files': dict(plan.env_files), 'reinitialise': name in reinitialise})
+        repositories.append(repository)
     return {'repository_checks': checks, 'repositories': repositories}
 
 

@@ -3,7 +3,9 @@
 #
 # No container registry is reachable here, so images are bootstrapped with
 # debootstrap from the apt mirror this machine already uses and imported with
-# `docker import`. Images that already exist are kept unless --rebuild is given.
+# `docker import`. An image that exists is kept while it was built by this recipe (its label
+# selfhost-backup.recipe holds the SHA-256 of this script and make-rshared.service); one built by another
+# recipe is built again, and --rebuild builds every image again.
 #
 # usage: tests/images/build-images.sh [--rebuild] [SUITE...]   (default: bookworm trixie)
 set -euo pipefail
@@ -44,11 +46,20 @@ debian_mirror() {
   printf '%s\n' "${uri%/}"
 }
 
+# What the images are made from: a change of it (e.g. the machine ID handling) must reach images built before.
+recipe_hash() {
+  cat "$HERE/build-images.sh" "$HERE/make-rshared.service" | sha256sum | cut -d' ' -f1
+}
+
 build_one() {
-  local suite="$1" mirror="$2" tag="$IMAGE_REPO:$1" root
-  if ! $rebuild && docker image inspect "$tag" >/dev/null 2>&1; then
-    echo "image $tag exists; skipping (use --rebuild to force)"
-    return 0
+  local suite="$1" mirror="$2" tag="$IMAGE_REPO:$1" recipe root built
+  recipe=$(recipe_hash)
+  if ! $rebuild && built=$(docker image inspect --format '{{ index .Config.Labels "selfhost-backup.recipe" }}' "$tag" 2>/dev/null); then
+    if [ "$built" = "$recipe" ]; then
+      echo "image $tag exists, built by this recipe; skipping (use --rebuild to force)"
+      return 0
+    fi
+    echo "image $tag was built by another recipe (${built:-none}); building it again"
   fi
   root=$(mktemp -d "/var/tmp/selfhost-backup-$suite.XXXXXX")
   build_root="$root"
@@ -61,6 +72,7 @@ build_one() {
   tar -C "$root" -c . | docker import \
     -c 'CMD ["/lib/systemd/systemd"]' \
     -c 'ENV container=docker' \
+    -c "LABEL selfhost-backup.recipe=$recipe" \
     - "$tag"
   rm -rf "$root"
   build_root=""
@@ -87,7 +99,10 @@ customise_root() {
               systemd-modules-load.service sys-kernel-config.mount sys-kernel-debug.mount; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
+  # Every container its own machine ID (timers' FixedRandomDelay= hashes it): an empty /etc/machine-id, and no
+  # /var/lib/dbus/machine-id, which systemd would copy at boot, giving every container of the image one ID.
   : >"$root/etc/machine-id"
+  rm -f "$root/var/lib/dbus/machine-id"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/lib/apt/periodic/update-success-stamp
   # ansible.builtin.apt's cache_valid_time reads the age of the lists from this directory's mtime: emptied just
   # now it would look fresh, and an image younger than cache_valid_time would never fetch any list.

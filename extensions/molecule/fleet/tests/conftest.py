@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+from pathlib import Path
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent
 
 
 class Box:
@@ -22,3 +27,12 @@ class Box:
 
     def journal(self, unit: str) -> str:
         return self.run(f"journalctl --no-pager -o cat -n 60 -u {unit}").stdout.decode()
+
+
+def playbook(name: str, limit: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+    """``ansible-playbook`` of one of the scenario's playbooks on the molecule inventory, with extra variables."""
+    argv = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", limit]
+    if extra is not None:
+        argv += ["-e", json.dumps(extra)]
+    return subprocess.run(argv + [str(SCENARIO_DIR / name)], capture_output=True, text=True, timeout=1800,
+                          check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"))

@@ -10,16 +10,22 @@ import shlex
 
 import pytest
 
-from conftest import Box
+from conftest import Box, playbook
 
 SERVER = Box("fleet-server")
-# client -> (provider, database)
+# client -> (provider, database); molecule.yml's groups say the same.
 CLIENTS = {
     "fleet-a13": ("restic", "postgresql"),
     "fleet-b12": ("restic", "sqlite"),
     "fleet-c12": ("borg", "postgresql"),
     "fleet-d13": ("borg", "sqlite"),
+    "fleet-e12": ("restic", "sqlite"),
+    "fleet-f13": ("borg", "sqlite"),
+    "fleet-g13": ("restic", "sqlite"),
+    "fleet-h12": ("borg", "sqlite"),
 }
+# What the last tests drop from backup_server_clients and list again: one client of each tool.
+DROPPED = ("fleet-b12", "fleet-d13")
 SQLITE = "/var/lib/fleetapp/app.db"
 KEEP_LAST = 2  # vars.yml: fleet_retention
 
@@ -125,13 +131,23 @@ def test_a_borg_client_reaches_its_own_repository_only(client: str):
     assert line.startswith(f'command="borg serve --append-only --restrict-to-repository /srv/borg/{client}/app",restrict ')
 
 
-@pytest.mark.parametrize("client", sorted(CLIENTS))
-def test_server_side_retention_keeps_the_newest(client: str):
-    while len(snapshots(client)) < KEEP_LAST + 2:
-        backup(client)
-    before = [snapshot["id"] for snapshot in snapshots(client)]
+@pytest.fixture(name="maintained", scope="module")
+def fixture_maintained() -> dict[str, list[str]]:
+    """Every client with at least KEEP_LAST + 2 snapshots, then one run of the server's maintenance (it goes through
+    every client instance): each client's snapshot ids from before it."""
+    before = {}
+    for client in sorted(CLIENTS):
+        while len(snapshots(client)) < KEEP_LAST + 2:
+            backup(client)
+        before[client] = [snapshot["id"] for snapshot in snapshots(client)]
     result = SERVER.run("systemctl start --wait selfhost-backup-server-maintenance.service")
     assert result.returncode == 0, SERVER.journal("selfhost-backup-server-maintenance.service")
+    return before
+
+
+@pytest.mark.parametrize("client", sorted(CLIENTS))
+def test_server_side_retention_keeps_the_newest(client: str, maintained: dict[str, list[str]]):
+    before = maintained[client]
     after = [snapshot["id"] for snapshot in snapshots(client)]
     assert after == before[-KEEP_LAST:]
     # The kept snapshot still restores.
@@ -152,17 +168,52 @@ def test_the_server_holds_its_credentials_root_only():
     assert "fleet-passphrase-of" not in held
 
 
-def test_finally_a_client_no_longer_listed_loses_access():
-    """What the role does when backup_server_clients no longer lists a client (its task, run here directly): that
-    client's backups fail, the listed ones go on."""
-    listed = ["fleet-a13", "fleet-c12"]
-    removed = SERVER.ok("/usr/local/lib/selfhost-backup/server-maintenance.sh prune-clients "
-                        "/etc/restic-rest-server/users.htpasswd /var/lib/borg/.ssh/authorized_keys " + " ".join(listed))
-    assert "removed htpasswd user fleet-b12" in removed and "removed borg key borg-backup-app@fleet-d13" in removed
-    SERVER.ok("systemctl kill --signal=HUP restic-rest-server.service")
-    for client in listed:
+def _converge(limit: str, extra: dict | None = None) -> str:
+    run = playbook("converge.yml", limit, extra)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    assert "fleet-passphrase-of" not in output
+    return output
+
+
+@pytest.fixture(name="history", scope="module")
+def fixture_history() -> dict[str, list[str]]:
+    """The snapshot ids of the dropped clients before they are dropped."""
+    return {client: [snapshot["id"] for snapshot in snapshots(client)] for client in DROPPED}
+
+
+def test_finally_a_client_no_longer_listed_loses_access(history: dict[str, list[str]]):
+    """The server converged alone with backup_server_clients without two clients: their backups fail, the listed
+    ones go on, and their repositories stay on the server."""
+    listed = sorted(set(CLIENTS) - set(DROPPED))
+    assert all(history.values())
+    output = _converge("fleet-server", {"fleet_listed_clients": listed})
+    assert "Remove the access of clients no longer listed" in output
+    assert "borg-backup-app@fleet-d13" not in SERVER.ok("cat /var/lib/borg/.ssh/authorized_keys")
+    assert SERVER.run("grep -q '^fleet-b12:' /etc/restic-rest-server/users.htpasswd").returncode != 0
+    for client in ("fleet-a13", "fleet-c12"):
         backup(client)
-    for client in ("fleet-b12", "fleet-d13"):
+    for client in DROPPED:
         provider = CLIENTS[client][0]
         assert Box(client).run(f"systemctl start --wait {provider}-backup-app.service").returncode != 0
     SERVER.ok("test -f /srv/restic/fleet-b12/app/config && test -f /srv/borg/fleet-d13/app/config")
+
+
+@pytest.mark.parametrize("client", DROPPED)
+def test_finally_a_client_listed_again_gets_its_access_and_history_back(client: str, history: dict[str, list[str]]):
+    """Listed again, the server and the client converged: the client's key or user is back before its repository
+    check reaches the server (borg: the check ran with a key the server had dropped, and the converge stopped), a
+    backup and a restore work, and the snapshots from before are still there."""
+    if client == DROPPED[0]:
+        _converge(",".join(("fleet-server",) + DROPPED))
+    provider = CLIENTS[client][0]
+    sql(client, "UPDATE fleet SET v = 'listed again' WHERE k = 'host'")
+    written = rows(client)
+    backup(client)
+    ids = [snapshot["id"] for snapshot in snapshots(client)]
+    assert ids[:len(history[client])] == history[client]
+    assert len(ids) == len(history[client]) + 1
+    sql(client, "DROP TABLE fleet")
+    restore = Box(client).run(f"{provider}-restore-app restore latest")
+    assert restore.returncode == 0, restore.stderr.decode()[-3000:]
+    assert rows(client) == written

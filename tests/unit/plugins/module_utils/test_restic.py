@@ -72,6 +72,12 @@ def test_global_args(version, lock_wait, up, down, expected):
     assert _restic.global_args(version, lock_wait, up, down) == expected
 
 
+def test_global_args_trust_the_given_ca_first():
+    assert _restic.global_args((0, 18, 0), 30, cacert='/etc/ssl/ca.pem') == [
+        '--cacert', '/etc/ssl/ca.pem', '--retry-lock', '30s']
+    assert _restic.cacert_args(None) == [] and _restic.cacert_args('') == []
+
+
 def test_forget_args_are_scoped_to_the_instance_tag():
     args = _restic.forget_args('app', 'h1', {'keep_last': 3, 'keep_daily': 7, 'keep_within': '30d'})
     assert args == ['forget', '--tag', 'selfhost-backup:app', '--host', 'h1', '--group-by', 'host,tags', '--keep-last', '3',
@@ -154,6 +160,45 @@ def test_probe_state_a_probe_stopped_by_its_timeout_is_no_missing_repository():
     assert message.endswith(S3_RETRY_0_18.strip()) and 'context canceled' not in message
     with pytest.raises(_restic.ResticError, match=r'did not answer in time \(rc=124\).*\(no output\)'):
         _restic.probe_state(124, '')
+
+
+# A rest-server whose certificate another CA signed: restic 0.14 fails at once (and names a missing repository too),
+# restic 0.18 retries until coreutils' timeout stops it.
+TLS_0_14 = ('Fatal: unable to open config file: Stat: Head "https://fleet-tls:8000/fleet-g13/tls/config": x509: '
+            'certificate signed by unknown authority\nIs there a repository at the following location?\n'
+            'rest:https://fleet-g13:***@fleet-tls:8000/fleet-g13/tls/\n')
+TLS_RETRY_0_18 = ('Stat(<config/>) returned error, retrying after 1.5s: Head "https://fleet-tls:8000/fleet-g13/tls/config": '
+                  'tls: failed to verify certificate: x509: certificate signed by unknown authority\n')
+
+
+@pytest.mark.parametrize('rc, stderr', [
+    (1, TLS_0_14),
+    (124, TLS_RETRY_0_18 * 3 + 'Fatal: unable to open config file: context canceled\n'
+     'Is there a repository at the following location?\n'),
+    (1, 'Fatal: unable to open config file: Stat: Head "https://s3:9000/b/config": x509: certificate has expired or '
+        'is not yet valid\n'),
+])
+def test_probe_state_an_untrusted_certificate_is_a_tls_error_never_a_missing_repository(rc, stderr):
+    with pytest.raises(_restic.ResticError) as info:
+        _restic.probe_state(rc, stderr, 120)
+    message = str(info.value)
+    assert message.startswith("the TLS certificate of the repository's server is not trusted (give the CA that "
+                              'signed it in settings.cacert')
+    # restic's own words: the x509 line.
+    assert 'x509: certificate' in message and 'Is there a repository' not in message
+
+
+def test_plan_trusts_the_ca_of_settings_cacert():
+    plan = _restic.plan('app', REQUEST, settings(repository={'url': 'rest:https://u:p@server:8000/app/'},
+                                                 cacert='/etc/ssl/private-ca.pem'), (0, 18, 0), 'db1')
+    data = job_data(plan.timer['restore_script']['content'])
+    assert data['RESTIC_ARGS'][:2] == ['--cacert', '/etc/ssl/private-ca.pem']
+
+
+def test_settings_cacert_must_be_an_absolute_path():
+    schema = _contract.load_provider_schema('restic')
+    assert 'cacert' in schema['properties'] and schema['properties']['cacert']['pattern'].startswith('^/')
+    assert 'cacert' not in settings()
 
 
 @pytest.mark.parametrize('stderr', [

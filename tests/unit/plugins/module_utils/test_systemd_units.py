@@ -90,6 +90,14 @@ def test_render_timer_exactly():
     assert units.render_timer(spec) == EXPECTED_TIMER
 
 
+def test_render_timer_with_a_fixed_random_delay():
+    spec = units.TimerSpec(description='Timer of restic backup of app', unit='restic-backup-app.service',
+                           on_calendar='*-*-* 02:30:00', persistent=False, randomized_delay_sec=900,
+                           fixed_random_delay=True)
+    assert units.render_timer(spec) == EXPECTED_TIMER.replace(
+        'RandomizedDelaySec=900\n', 'RandomizedDelaySec=900\nFixedRandomDelay=true\n')
+
+
 def test_minimal_service_without_hardening_has_no_optional_lines():
     text = units.render_service(units.ServiceSpec(description='d', exec_start=(('/bin/true',),), hardening=False))
     assert text == (units.MANAGED_HEADER + '\n[Unit]\nDescription=d\nStartLimitIntervalSec=0\n\n'

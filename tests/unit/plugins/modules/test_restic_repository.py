@@ -282,6 +282,27 @@ def test_the_check_uses_the_secrets_given_and_initialises_nothing(monkeypatch, f
     assert 'the-new-one' not in str(result) and 'aws-secret-9' not in str(result)
 
 
+def test_a_server_certificate_of_another_ca_is_a_tls_error_and_nothing_is_initialised(monkeypatch, files):
+    check = {'name': 'tls', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw',
+             'cacert': '/etc/ssl/other-ca.pem',
+             'environment': {'RESTIC_REPOSITORY': 'rest:https://db1:rest-pw-5@server:8000/db1/tls/'}}
+    untrusted = (1, '', 'Fatal: unable to open config file: Stat: Head "https://server:8000/db1/tls/config": x509: '
+                        'certificate signed by unknown authority\nIs there a repository at the following location?\n')
+    result, calls = run_list(monkeypatch, [untrusted], [check])
+    assert result['failed'] is True and result['changed'] is False
+    assert result['msg'].startswith("restic_instances.tls: the TLS certificate of the repository's server is not "
+                                    'trusted')
+    assert 'x509: certificate signed by unknown authority' in result['msg']
+    assert len(calls) == 1  # probed with the CA given, never initialised
+    assert calls[0]['argv'][-4:] == ['--cacert', '/etc/ssl/other-ca.pem', 'cat', 'config']
+    assert 'rest-pw-5' not in str(result)
+    # The right CA: probed and initialised with it.
+    result, calls = run_list(monkeypatch, [MISSING, (0, 'created', '')], [dict(check, cacert='/etc/ssl/ca.pem')])
+    assert result['changed'] is True
+    assert [call['argv'][-3:] for call in calls] == [
+        ['/etc/ssl/ca.pem', 'cat', 'config'], ['--cacert', '/etc/ssl/ca.pem', 'init']]
+
+
 def test_every_failing_repository_is_named(monkeypatch, files):
     checks = [{'name': name, 'user': getpass.getuser(), 'password_file': str(files / 'pass'),
                'passphrase': 'new', 'environment': {'RESTIC_REPOSITORY': f'/srv/{name}'}} for name in ('a', 'b', 'c')]

@@ -35,7 +35,8 @@ def test_defaults_are_filled_in():
     assert result['encryption'] == 'repokey-blake2'
     assert result['compression'] == 'zstd,3'
     assert result['lock_wait'] == 300
-    assert result['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'persistent': True}
+    assert result['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'fixed_random_delay': True,
+                                  'persistent': True}
     assert result['check'] == {'enabled': False, 'on_calendar': 'Sun *-*-* 04:00:00', 'verify_data': False}
     assert result['retention'] == {} and result['limits'] == {'timeout': 43200}
     assert result['restore'] == {'stop_units': []}

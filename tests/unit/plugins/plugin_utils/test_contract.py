@@ -317,7 +317,8 @@ def test_restic_settings_defaults_and_required():
     schema = _contract.load_provider_schema('restic')
     filled = _contract.validate_settings({'repository': {'url': 'sftp:u@h:/r'}, 'passphrase_file': '/etc/p'}, schema)
     assert filled['enable'] is True and filled['lock_wait'] == 300
-    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'persistent': True}
+    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'fixed_random_delay': True,
+                                  'persistent': True}
     assert filled['restore'] == {'stop_units': []}
     with pytest.raises(_contract.ContractViolation) as info:
         _contract.validate_settings({'repository': {}}, schema)

@@ -102,6 +102,22 @@ def test_restic_checks_carry_the_secrets_about_to_be_written_and_init_holds_path
         assert secret not in str(planned['repositories']) and secret not in str(planned['backup_jobs']['jobs'])
 
 
+def test_restic_checks_and_init_trust_the_ca_of_settings_cacert():
+    tls = instance(repository={'url': 'rest:https://u:restpw@h:8000/x/'}, cacert='/etc/ssl/ca.pem')
+    planned = _plan.plan('restic', {'app': instance(), 'tls': tls}, 'restic 0.18.0', 'h1')
+    assert [check.get('cacert') for check in planned['repository_checks']] == [None, '/etc/ssl/ca.pem']
+    assert [item.get('cacert') for item in planned['repositories']] == [None, '/etc/ssl/ca.pem']
+
+
+def test_backup_timers_keep_their_random_delay_by_default():
+    planned = _plan.plan('restic', {'app': instance(), 'moving': instance(schedule={'fixed_random_delay': False})},
+                         'restic 0.18.0', 'h1')
+    jobs = {job['name']: job for job in planned['backup_jobs']['jobs']}
+    assert (jobs['restic-backup-app']['fixed_random_delay'], jobs['restic-backup-app']['randomized_delay_sec']) == (
+        True, 3600)
+    assert jobs['restic-backup-moving']['fixed_random_delay'] is False
+
+
 def test_borg_checks_ssh_keys_and_pinned_host_keys():
     remote = instance(passphrase=None, passphrase_file='/root/pw', provider='borg', **REMOTE)
     del remote['settings']['passphrase']

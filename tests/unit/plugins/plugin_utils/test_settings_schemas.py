@@ -140,7 +140,8 @@ def test_a_provider_file_passed_as_settings_schema_takes_the_shared_blocks(provi
     assert by_file.value.violations == by_name.value.violations == [
         'app.settings.monitoring.ping_timeout: 0 is less than the minimum of 1 (rule: minimum)']
     filled = _contract.validate_settings({'repository': {'path': '/srv/r'}, 'passphrase': 'pw'}, raw(provider))
-    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'persistent': True}
+    assert filled['schedule'] == {'on_calendar': 'daily', 'randomized_delay_sec': 3600, 'fixed_random_delay': True,
+                                  'persistent': True}
 
 
 def property_blocks(schema, path=''):
