@@ -276,6 +276,23 @@ retarget_dump() {
 
 # restore --into: the dump of the database $1 into the new database SELFHOST_BACKUP_INTO, never one that exists.
 readonly CREATED="selfhost-backup: created $$.$RANDOM"
+
+# The database restore_into is making (into_pending) until it is complete, and the client's output file that says
+# whether the client made it (CREATED): at exit, after a failure or a signal (Ctrl-C, a dropped ssh session), it
+# is dropped again. MariaDB's DDL is not transactional: a killed restore would leave it half restored, and the
+# retry would then refuse its name.
+into_pending=''
+into_progress=''
+drop_unfinished_into() {
+  local name="$into_pending"
+  into_pending=''
+  [ -n "$name" ] && grep -qxF -- "$CREATED" "$into_progress" 2>/dev/null || return 0
+  if ! client --batch --execute "DROP DATABASE \`$name\`"; then
+    printf '%s: dropping the half-restored database %s failed (above): drop it by hand\n' "$SCRIPT" "$name" >&2
+    return 1
+  fi
+}
+
 restore_into() {
   local source="$1" into errors progress rc=0
   into="${SELFHOST_BACKUP_INTO:-}"
@@ -291,17 +308,21 @@ restore_into() {
   errors="$(mktemp)"
   progress="$(mktemp)"
   at_exit rm -f -- "$errors" "$progress"
+  into_progress="$progress"
+  into_pending="$into"
+  at_exit drop_unfinished_into
   { printf 'SET SESSION lock_wait_timeout = %s;\n' "$lock_wait_timeout"
     decompress | retarget_dump "$source" "$into" | require_complete; } \
     | client --batch --skip-column-names 2>"$errors" >"$progress" || rc=$?
   grep -E '^(ERROR|mariadb:|mysql:|Warning)' "$errors" >&2 || true
   if [ "$rc" -eq 0 ]; then
+    into_pending=''
     printf '%s: database %s restored into the new database %s\n' "$SCRIPT" "$source" "$into" >&2
     return 0
   fi
   if grep -qxF -- "$CREATED" "$progress"; then
-    client --batch --execute "DROP DATABASE \`$into\`" \
-      || fail "restore into $into failed (the error is above), and dropping the half-restored $into failed too: drop it"
+    drop_unfinished_into \
+      || fail "restore into $into failed (the errors are above)"
     fail "restore into $into failed (the error is above); the database $into it had created was dropped again"
   fi
   fail "restore into $into failed before it created the database (the error is above): nothing changed"

@@ -9,8 +9,11 @@ anything changes, and the original is never touched. The contract molecule scena
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,17 @@ def test_sqlite_restore_into_refuses_a_path_it_does_not_take(sqlite_world, into)
     assert 'nothing was restored' in result.stderr.decode()
     assert sorted(p.name for p in live.parent.iterdir()) == before
     assert not Path('/tmp/selfhost-owned').exists()
+
+
+@pytest.mark.parametrize('suffix', ['-journal', '-wal', '-shm'])
+def test_sqlite_restore_into_refuses_the_live_databases_journal_and_wal_names(sqlite_world, suffix):
+    """A new file where SQLite looks for the live database's journal or WAL would be taken for it (review of 19)."""
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    result = sqlite_into(sqlite_world, f'{live}{suffix}')
+    assert result.returncode == 1
+    assert 'where SQLite keeps the journal or WAL' in result.stderr.decode()
+    assert sorted(p.name for p in live.parent.iterdir()) == before
 
 
 def test_sqlite_restore_into_from_a_cut_dump_creates_nothing(sqlite_world):
@@ -262,6 +276,32 @@ def test_mariadb_restore_into_that_fails_drops_only_the_database_it_created(mari
     assert 'the database app_copy it had created was dropped again' in result.stderr
 
 
+def test_mariadb_restore_into_killed_half_way_drops_the_database_it_created(mariadb):
+    """MariaDB's DDL is not transactional: a restore --into stopped by a signal (Ctrl-C, a dropped ssh session) after
+    the client made the database drops it again, or the retry refuses its name (review of issue 19)."""
+    script, env = mariadb
+    fake = Path(env['FAKE'])
+    (fake / 'mode').write_text('hang')
+    process = subprocess.Popen([str(script), 'restore-into', 'app'], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), start_new_session=True)
+    assert process.stdin is not None
+    try:
+        # Up to its CREATE DATABASE, and comment lines enough for the helper's awk filters to read and pass it on.
+        head = MARIADB_ONE[:MARIADB_ONE.index('\nUSE `app`;') + 1]
+        process.stdin.write(head.encode() + b'--\n' * 100000)
+        process.stdin.flush()
+        for dummy in range(200):
+            if (fake / 'created').exists():
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) != 0
+    finally:
+        process.stdin.close()
+    assert (fake / 'dropped').read_text() == 'DROP DATABASE `app_copy`\n'
+
+
 @pytest.mark.parametrize('into', HOSTILE + ['app'])
 def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
     script, env = mariadb
@@ -270,3 +310,161 @@ def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
     assert result.returncode == 1
     assert not (Path(env['FAKE']) / 'stream.sql').exists()
     assert not Path('/tmp/selfhost-owned').exists()
+
+
+# Review of issue 19 (hostile operator): the in-place swap of restore --database, a database that is gone, what a
+# killed restore leaves, and the database's own properties.
+
+def pg_helper_started(pg_world, *args: str, **names: str) -> subprocess.Popen:
+    """The helper as the request's user, its stdin open: the test feeds the dump (and can stop half way)."""
+    script, env, dumps, world, psql = pg_world
+    command = ['runuser', '-u', 'nobody', '--', 'env', *[f'{k}={v}' for k, v in dict(env, **names).items()],
+               str(script), *args]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd='/',
+                            start_new_session=True)
+
+
+def wait_for_database(pg_world, prefix: str) -> str:
+    for dummy in range(200):
+        found = [name for name in databases(pg_world) if name.startswith(prefix)]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f'no database {prefix}* appeared')
+
+
+# Comment lines after the fixture's \\connect, passed on to psql: enough for awk to read past them (mawk reads its
+# input in blocks) and make the work copy from the dump's CREATE DATABASE in that section.
+PADDING = b'--\n' * 40000
+
+
+def into_the_fixture_section(cluster: bytes) -> int:
+    return cluster.index(b'\\connect fixture\n') + len(b'\\connect fixture\n')
+
+
+def test_postgresql_in_place_swap_never_leaves_the_database_dropped_when_another_session_is_on_the_copy(pg_world):
+    """A monitoring agent (or an administrator) connected to the restore's temporary database makes the rename fail
+    after the original was dropped: the live database is gone by its name (an outage until someone renames by hand).
+    The swap must check the copy before it drops the original (or rename the original aside first)."""
+    script, env, dumps, world, psql = pg_world
+    before = pg(pg_world, 'fixture', VALUES)
+    cluster = dumps['cluster']
+    process = pg_helper_started(pg_world, 'restore-database', 'cluster', SELFHOST_BACKUP_DATABASE='fixture')
+    assert process.stdin is not None
+    agent = None
+    try:
+        half = into_the_fixture_section(cluster)
+        process.stdin.write(cluster[:half] + PADDING)
+        process.stdin.flush()
+        temporary = wait_for_database(pg_world, 'selfhost_backup_restore_')
+        agent = subprocess.Popen(['runuser', '-u', 'nobody', '--', 'env', *[f'{k}={v}' for k, v in env.items()],
+                                  *psql, '-d', temporary, '-c', 'SELECT pg_sleep(20)'],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd='/')
+        for dummy in range(100):
+            if pg(pg_world, 'postgres', f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{temporary}'") != '0\n':
+                break
+            time.sleep(0.05)
+        process.stdin.write(cluster[half:])
+        process.stdin.close()
+        process.wait(timeout=60)
+        stderr = process.stderr.read().decode() if process.stderr else ''
+        assert 'fixture' in databases(pg_world), f'the live database was dropped and left under another name: {stderr}'
+        assert pg(pg_world, 'fixture', VALUES) == before
+    finally:
+        if agent:
+            agent.kill()
+            agent.wait()
+        for name in databases(pg_world):
+            if name.startswith('selfhost_backup_restore_'):
+                pg(pg_world, 'postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+                                         f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+                time.sleep(0.5)
+                if 'fixture' not in databases(pg_world):
+                    pg(pg_world, 'postgres', f'ALTER DATABASE "{name}" RENAME TO fixture')
+                else:
+                    drop(pg_world, name)
+
+
+@pytest.mark.parametrize('names', [{'SELFHOST_BACKUP_DATABASE': 'fixture'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'killed_copy'}])
+def test_postgresql_killed_restore_of_one_database_leaves_no_database_it_created(pg_world, names):
+    """Stopped half way (TERM to its process group: an operator's Ctrl-C, a dropped ssh session): the database it
+    created (the temporary copy, or the --into target, empty after the rollback) is dropped, as on a failure; a
+    left --into target makes the next 'restore --into' of the same name fail with 'exists'."""
+    listed = databases(pg_world)
+    process = pg_helper_started(pg_world, 'restore-database', 'cluster', **names)
+    assert process.stdin is not None
+    try:
+        cluster = pg_world[2]['cluster']
+        process.stdin.write(cluster[:into_the_fixture_section(cluster)] + PADDING)
+        process.stdin.flush()
+        # Both restore into a work copy of their own first (an --into target gets its name only at the end).
+        wait_for_database(pg_world, 'selfhost_backup_restore_')
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        process.stdin.close()
+        time.sleep(0.5)
+        assert databases(pg_world) == listed, process.stderr.read().decode() if process.stderr else ''
+    finally:
+        for name in databases(pg_world):
+            if name not in listed:
+                drop(pg_world, name)
+
+
+def test_postgresql_one_database_that_is_gone_can_be_restored_by_its_name(pg_world):
+    """The 3 a.m. case: a database was dropped by mistake. Today 'restore --database gone' says 'give --into <name>',
+    and '--database gone --into gone' says 'leave --into out': no way to get it back under its own name."""
+    pg(pg_world, 'postgres', 'CREATE DATABASE gone')
+    pg(pg_world, 'gone', "CREATE TABLE g (x int); INSERT INTO g VALUES (7)")
+    try:
+        cluster = helper(pg_world, 'dump', 'cluster', dump=b'').stdout
+        drop(pg_world, 'gone')
+        result = helper(pg_world, 'restore-database', 'cluster', dump=cluster, SELFHOST_BACKUP_DATABASE='gone')
+        if result.returncode != 0:
+            result = helper(pg_world, 'restore-database', 'cluster', dump=cluster, SELFHOST_BACKUP_DATABASE='gone',
+                            SELFHOST_BACKUP_INTO='gone')
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'gone', 'SELECT x FROM g') == '7\n'
+    finally:
+        drop(pg_world, 'gone')
+
+
+@pytest.mark.parametrize('names', [{'SELFHOST_BACKUP_DATABASE': 'latin'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'latin', 'SELFHOST_BACKUP_INTO': 'latin_copy'}])
+def test_postgresql_one_database_keeps_its_encoding_and_connection_limit(pg_world, names):
+    """The dump's CREATE DATABASE (encoding, locale, tablespace, connection limit) is dropped and the database made
+    with createdb --template=template0: a LATIN1 database restored in its place silently becomes UTF8 (with another
+    locale, its collation changes too). A whole-cluster restore keeps them."""
+    pg(pg_world, 'postgres', "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                             'CONNECTION LIMIT 7')
+    pg(pg_world, 'latin', "CREATE TABLE l (v text); INSERT INTO l VALUES ('caf\u00e9')")
+    target = names.get('SELFHOST_BACKUP_INTO', 'latin')
+    query = f"SELECT pg_encoding_to_char(encoding), datconnlimit FROM pg_database WHERE datname = '{target}'"
+    try:
+        cluster = helper(pg_world, 'dump', 'cluster', dump=b'').stdout
+        result = helper(pg_world, 'restore-database', 'cluster', dump=cluster, **names)
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', query) == 'LATIN1|7\n'
+        assert pg(pg_world, target, 'SELECT v FROM l') == 'caf\u00e9\n'
+    finally:
+        drop(pg_world, 'latin', 'latin_copy')
+
+
+@pytest.mark.parametrize('database', ['template1'])
+def test_postgresql_one_database_in_place_of_a_system_database_is_refused_before_restoring_and_leaves_nothing(
+        pg_world, database):
+    """'restore --database template1' restores the whole database into a copy, then fails to drop template1; the
+    copy got the dump's ALTER DATABASE template1 IS_TEMPLATE = true (aimed at the copy), so its own dropdb fails too
+    and an undroppable template database selfhost_backup_restore_<pid> stays, while the message says 'nothing
+    changed'. (postgres also restores in full before it fails, 'cannot drop the currently open database', but leaves nothing.)"""
+    listed = databases(pg_world)
+    try:
+        result = helper(pg_world, 'restore-database', 'cluster', dump=pg_world[2]['cluster'],
+                        SELFHOST_BACKUP_DATABASE=database)
+        assert result.returncode == 1
+        assert databases(pg_world) == listed, result.stderr.decode()
+    finally:
+        for name in databases(pg_world):
+            if name not in listed:
+                pg(pg_world, 'postgres', f'ALTER DATABASE "{name}" IS_TEMPLATE = false')
+                drop(pg_world, name)
