@@ -234,12 +234,72 @@ restore_into_database() {
   [ "$into" != "$source" ] || fail "restore --into $into: that is the database of this request; give another name"
   ! database_exists "$into" || fail "restore --into: database $into exists; a restore --into makes a new database and" \
     "never replaces one (drop it first, or give another name): nothing was restored"
+  names_checked
+  scratch_directory
+  exec {dump}< <(decompress)
+  local decompressing=$!
+  read_archive_head "$dump" "$SCRATCH/head"
   begin_work_copy
-  createdb --template=template0 -- "$WORK_COPY" || fail "cannot create database $WORK_COPY: nothing was restored"
-  decompress | pg_restore --exit-on-error --single-transaction --dbname="$WORK_COPY" \
+  create_as_dumped "$WORK_COPY" "$SCRATCH/head" || fail "cannot create database $WORK_COPY: nothing was restored"
+  { cat -- "$SCRATCH/head"; cat <&"$dump"; } | pg_restore --exit-on-error --single-transaction --dbname="$WORK_COPY" \
     || fail "restore into $into failed (the error is above); the database $WORK_COPY it had created was dropped again: nothing changed"
+  wait "$decompressing" || fail "restore into $into failed: the dump could not be read whole (the error is above);" \
+    "the database $WORK_COPY it had created was dropped again: nothing changed"
+  exec {dump}<&-
   name_work_copy "$into"
   printf '%s: database %s restored into the new database %s\n' "$SCRIPT" "$source" "$into" >&2
+}
+
+# The head of a custom-format archive (pg_dump --format=custom) from the file descriptor $1 into the file $2: at
+# least its table of contents, which pg_dump writes before the table data. Read in doubling pieces until
+# pg_restore can list it (or the dump ends: a small dump is read whole), at most ARCHIVE_HEAD_MAX bytes. The caller
+# restores the head and then the rest of the descriptor.
+readonly ARCHIVE_HEAD_MAX=$((256 * 1048576))
+read_archive_head() {
+  local from="$1" head="$2" piece=1048576 size
+  : >"$head"
+  while :; do
+    size="$(stat -c %s -- "$head")"
+    head -c "$piece" <&"$from" >>"$head" || fail "cannot read the dump: nothing was restored"
+    pg_restore --list -- "$head" >/dev/null 2>&1 && return 0
+    if [ "$(stat -c %s -- "$head")" -lt $((size + piece)) ]; then
+      pg_restore --list -- "$head" >/dev/null || true
+      fail "the dump is not a whole pg_dump archive (pg_restore cannot read its table of contents, above): nothing was restored"
+    fi
+    [ "$((size + piece))" -lt "$ARCHIVE_HEAD_MAX" ] \
+      || fail "the dump's table of contents is larger than $ARCHIVE_HEAD_MAX bytes: nothing was restored"
+    piece=$((piece * 2))
+  done
+}
+
+# The options the dump's own CREATE DATABASE gives its database (encoding, locale provider, LC_COLLATE and LC_CTYPE
+# or LOCALE, ICU locale, tablespace), from the archive head $1: what follows "WITH TEMPLATE = template0", which
+# pg_dump always writes first. Only KEY = 'literal', KEY = identifier or KEY = "identifier" pass; nothing when the
+# dump has no CREATE DATABASE (pg_dump --table and the like).
+readonly CREATE_OPTIONS_PATTERN="^( [A-Z_]+ = ('([^']|'')*'|[A-Za-z0-9_]+|\"([^\"]|\"\")*\"))*\$"
+dumped_create_options() {
+  local list create options
+  list="$(pg_restore --list --create -- "$1" | awk '!found && $4 == "DATABASE" && $5 == "-" { print; found = 1 }')" || return 1
+  [ -n "$list" ] || return 0
+  create="$(pg_restore --create --schema-only --use-list=<(printf '%s\n' "$list") --file=- -- "$1" \
+    | sed -n 's/^CREATE DATABASE .* WITH TEMPLATE = template0\(.*\);$/\1/p')" || return 1
+  options="${create%%$'\n'*}"
+  if ! [[ "$options" =~ $CREATE_OPTIONS_PATTERN ]]; then
+    printf "%s: the dump's CREATE DATABASE has options this does not take: %s\n" "$SCRIPT" "$options" >&2
+    return 1
+  fi
+  printf '%s\n' "$options"
+}
+
+# Create database $1 as the dump whose archive head is in $2 made it: from template0, with the dump's encoding,
+# locale and tablespace (a new database from the cluster's defaults would change a LATIN1 database to UTF8, or its
+# collation, and so its sort order, without a word).
+create_as_dumped() {
+  local options
+  options="$(dumped_create_options "$2")" || return 1
+  sql -v name="$1" -v options="$options" >/dev/null <<'SQL'
+CREATE DATABASE :"name" WITH TEMPLATE = template0 :options;
+SQL
 }
 
 # The one database $1 out of a pg_dumpall script on stdin, to be replayed with psql connected to postgres: the
@@ -322,6 +382,7 @@ restore_one_database() {
     fail "restore --into: database $into exists; a restore --into makes a new database and never replaces one" \
       "(drop it first, or give another name): nothing was restored"
   fi
+  names_checked
   begin_work_copy
   decompress | one_database "$database" | psql -X -q -v ON_ERROR_STOP=1 -v target="$WORK_COPY" -d postgres >/dev/null \
     || fail "restore of database $database out of the cluster dump failed (the error is above); the database $WORK_COPY" \

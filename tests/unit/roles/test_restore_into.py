@@ -468,3 +468,109 @@ def test_postgresql_one_database_in_place_of_a_system_database_is_refused_before
             if name not in listed:
                 pg(pg_world, 'postgres', f'ALTER DATABASE "{name}" IS_TEMPLATE = false')
                 drop(pg_world, name)
+
+
+# restore --into of a per-database request (pg_dump --format=custom): the new database is made from the dump's own
+# CREATE DATABASE (encoding, locale provider, LC_COLLATE, LC_CTYPE, ICU locale), not from the cluster's defaults.
+
+ATTRIBUTES = ("SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, coalesce(daticulocale, '-') "
+              "FROM pg_database WHERE datname = '{}'")
+# Non-ASCII values that exist in LATIN1, and an order that differs between C and a linguistic collation.
+ODD = ['caf\u00e9', '\u00c9t\u00e9', 'na\u00efve \u00fc\u00df', 'Zebra', 'apple', '\u00e5ngstr\u00f6m', "it's \"q\" \\"]
+
+
+@pytest.mark.parametrize('create', [
+    "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
+    "ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+    "ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C.UTF-8'",
+], ids=['latin1-c', 'libc-c.utf8', 'icu-de'])
+def test_postgresql_restore_into_keeps_the_dumped_databases_encoding_and_locale(pg_world, create):
+    """The copy was made by createdb --template=template0 (the cluster's UTF8 and C): a LATIN1 database, or one with
+    its own collation, came back with another encoding or sort order and no word said."""
+    drop(pg_world, 'odd', 'odd_copy')
+    pg(pg_world, 'postgres', f'CREATE DATABASE odd TEMPLATE template0 {create}')
+    try:
+        values = ', '.join("(" + str(i) + ", '" + v.replace("'", "''") + "')" for i, v in enumerate(ODD))
+        pg(pg_world, 'odd', f'CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o VALUES {values}')
+        sorted_values = 'SELECT json_agg(v ORDER BY v) FROM o'
+        before = [pg(pg_world, 'postgres', ATTRIBUTES.format('odd')), pg(pg_world, 'odd', 'SELECT json_agg(o ORDER BY id) FROM o'),
+                  pg(pg_world, 'odd', sorted_values)]
+        assert before[0] != pg(pg_world, 'postgres', ATTRIBUTES.format('postgres')), 'not a non-default database'
+        dump = helper(pg_world, 'dump', 'database', 'odd', dump=b'').stdout
+        result = helper(pg_world, 'restore-into', 'database', 'odd', dump=dump, SELFHOST_BACKUP_INTO='odd_copy')
+        assert result.returncode == 0, result.stderr.decode()
+        after = [pg(pg_world, 'postgres', ATTRIBUTES.format('odd_copy')), pg(pg_world, 'odd_copy', 'SELECT json_agg(o ORDER BY id) FROM o'),
+                 pg(pg_world, 'odd_copy', sorted_values)]
+        assert after == before
+        # Value by value, as the client reads them (UTF8 on the wire whatever the database keeps).
+        assert pg(pg_world, 'odd_copy', 'SELECT v FROM o ORDER BY id').splitlines() == [v for v in ODD]
+        assert pg(pg_world, 'odd', 'SELECT v FROM o ORDER BY id').splitlines() == [v for v in ODD]
+    finally:
+        drop(pg_world, 'odd', 'odd_copy')
+
+
+def test_postgresql_restore_into_reads_a_table_of_contents_larger_than_the_first_piece(pg_world):
+    """The archive head is read in doubling pieces until pg_restore can list it: a dump whose table of contents
+    (many objects with long comments) outgrows the first MiB still restores whole, into the dump's encoding."""
+    drop(pg_world, 'many', 'many_copy')
+    pg(pg_world, 'postgres', "CREATE DATABASE many TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        pg(pg_world, 'many', "DO $$ BEGIN FOR i IN 1..400 LOOP EXECUTE format('CREATE TABLE t%s (v text); "
+                             "COMMENT ON TABLE t%s IS %L; INSERT INTO t%s VALUES (%L)', i, i, repeat('\u00e9', 4000), i, "
+                             "'caf\u00e9 ' || i); END LOOP; END $$")
+        dump = helper(pg_world, 'dump', 'database', 'many', dump=b'').stdout
+        result = helper(pg_world, 'restore-into', 'database', 'many', dump=dump, SELFHOST_BACKUP_INTO='many_copy')
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('many_copy')).startswith('LATIN1|C|C|')
+        assert pg(pg_world, 'many_copy', 'SELECT v FROM t400') == 'caf\u00e9 400\n'
+        assert pg(pg_world, 'many_copy', "SELECT count(*) FROM pg_class WHERE relname ~ '^t[0-9]+$'") == '400\n'
+    finally:
+        drop(pg_world, 'many', 'many_copy')
+
+
+@pytest.mark.parametrize('cut', [10, 100, 1000])
+def test_postgresql_restore_into_from_a_cut_archive_creates_nothing(pg_world, cut):
+    listed = databases(pg_world)
+    dump = pg_world[2]['database fixture']
+    result = helper(pg_world, 'restore-into', 'database', 'fixture', dump=dump[:cut], SELFHOST_BACKUP_INTO='cut_copy')
+    assert result.returncode == 1
+    assert 'nothing was restored' in result.stderr.decode() or 'nothing changed' in result.stderr.decode()
+    assert databases(pg_world) == listed
+
+
+# The check the restore script runs before it opens the repository (SELFHOST_BACKUP_CHECK=1, no input): the same
+# refusals as the restore, exit 0 for names that pass, and nothing read or made either way.
+
+@pytest.mark.parametrize('args, names, message', [
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'fixture'}, 'that is the database of this request'),
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'template1'}, 'a system database is never restored'),
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': '/srv/x.db'}, 'is not a database name this takes'),
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'postgres'}, 'a system database is never restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'postgres'}, 'a system database is never restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'postgres'},
+     'a system database is never restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'fixture'},
+     'that is the database restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'x y'}, 'is not a database name this takes'),
+])
+def test_postgresql_check_only_refuses_as_the_restore_does(pg_world, args, names, message):
+    listed = databases(pg_world)
+    result = helper(pg_world, *args, dump=b'', SELFHOST_BACKUP_CHECK='1', **names)
+    assert result.returncode == 1
+    assert message in result.stderr.decode()
+    assert databases(pg_world) == listed
+
+
+@pytest.mark.parametrize('args, names', [
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'checked_copy'}),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture'}),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'checked_copy'}),
+])
+def test_postgresql_check_only_passes_good_names_and_reads_and_makes_nothing(pg_world, args, names):
+    listed = databases(pg_world)
+    # A dump on stdin that a restore would take: the check leaves it unread and makes nothing.
+    dump = pg_world[2]['database fixture' if args[0] == 'restore-into' else 'cluster']
+    result = helper(pg_world, *args, dump=dump, SELFHOST_BACKUP_CHECK='1', **names)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr == b''
+    assert databases(pg_world) == listed
