@@ -184,6 +184,9 @@ target_names() {
 check_restore_target() {
   local command="$1" what=''
   [ -n "$RESTORE_INTO$RESTORE_DATABASE" ] || return 0
+  # Once, before the lock: the run under the lock (with_instance_lock runs this script again) restores, and the
+  # command checks the names again there.
+  [ -z "${SELFHOST_BACKUP_LOCKED:-}" ] || return 0
   [ -z "$RESTORE_DATABASE" ] || what=" --database $RESTORE_DATABASE"
   [ -z "$RESTORE_INTO" ] || what="$what --into $RESTORE_INTO"
   target_names

@@ -124,6 +124,14 @@ restore_into() {
   fi
   [ -d "$(dirname -- "$into")" ] || fail "restore --into: no directory $(dirname -- "$into") for $into: nothing was restored"
   refuse_live_names "$original" "$(readlink -f -- "$into")" "$into"
+  # The temporary file's name (.<name>.restore.XXXXXXXX) must fit a file name (255 bytes).
+  local base="${into##*/}"
+  [ "${#base}" -le 230 ] || fail "restore --into: the file name of $into is too long (at most 230): nothing was restored"
+  if [ "${SELFHOST_BACKUP_CHECK:-}" = 1 ]; then
+    [ -w "$(dirname -- "$into")" ] && [ -x "$(dirname -- "$into")" ] \
+      || fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
+  fi
+  names_checked
   tmp="$(mktemp "$(dirname -- "$into")/.$(basename -- "$into").restore.XXXXXXXX")" \
     || fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
   at_exit rm -f -- "$tmp" "$tmp-journal"

@@ -574,3 +574,74 @@ def test_postgresql_check_only_passes_good_names_and_reads_and_makes_nothing(pg_
     assert result.returncode == 0, result.stderr.decode()
     assert result.stderr == b''
     assert databases(pg_world) == listed
+
+
+# The check mode of SQLite and MariaDB (SELFHOST_BACKUP_CHECK=1): the restore's refusals, nothing read or made.
+
+def test_sqlite_check_only_passes_a_good_path_and_makes_nothing(sqlite_world):
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    result = subprocess.run([str(script), 'restore-into', str(live)], input=dump, capture_output=True, check=False,
+                            env=dict(env, SELFHOST_BACKUP_INTO=str(live.parent / 'copy.db'), SELFHOST_BACKUP_CHECK='1'))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b''
+    assert sorted(p.name for p in live.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize('into, message', [
+    ('relative.db', 'is not a file path this takes'),
+    ('{live}', 'exists; a restore --into makes a new file and never replaces one'),
+    ('{live}-wal', 'where SQLite keeps the journal or WAL'),
+    ('/tmp/' + 'x' * 240, 'is too long (at most 230)'),
+    ('/nowhere/x.db', 'no directory /nowhere'),
+])
+def test_sqlite_check_only_refuses_as_the_restore_does(sqlite_world, into, message):
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    target = into.format(live=live, dir=live.parent)
+    result = subprocess.run([str(script), 'restore-into', str(live)], input=b'', capture_output=True, check=False,
+                            env=dict(env, SELFHOST_BACKUP_INTO=target, SELFHOST_BACKUP_CHECK='1'))
+    assert result.returncode == 1
+    assert message in result.stderr.decode()
+    assert sorted(p.name for p in live.parent.iterdir()) == before
+
+
+def test_mariadb_check_only_passes_a_new_name_and_sends_nothing(mariadb):
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=MARIADB_ONE, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO='app_copy', SELFHOST_BACKUP_CHECK='1'), check=False)
+    assert result.returncode == 0, result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+@pytest.mark.parametrize('into, exists, message', [
+    ('app', False, 'that is the database of this request'),
+    ('app_copy', True, 'database app_copy exists'),
+    ('x`y', False, 'is not a database name this takes'),
+])
+def test_mariadb_check_only_refuses_as_the_restore_does(mariadb, into, exists, message):
+    script, env = mariadb
+    if exists:
+        (Path(env['FAKE']) / 'exists').write_text('1\n')
+    result = subprocess.run([str(script), 'restore-into', 'app'], input='', capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO=into, SELFHOST_BACKUP_CHECK='1'), check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+@pytest.mark.parametrize('check', ['1', ''])
+@pytest.mark.parametrize('names', [{'SELFHOST_BACKUP_INTO': 'shop_copy'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'shop'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'shop', 'SELFHOST_BACKUP_INTO': 'shop_copy'}])
+def test_mariadb_one_database_of_a_dump_of_several_is_refused_naming_why(mariadb, names, check):
+    """A request of several databases publishes restore_into_cmd and restore_database_cmd that refuse, naming why
+    (no transactional DDL and no RENAME DATABASE for a swap; cross-database references), in the check too."""
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-several'], input=MARIADB_DUMP, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_CHECK=check, **names), check=False)
+    assert result.returncode == 1
+    assert "this request's dump holds several MariaDB databases, and one is not restored out of it alone" in result.stderr
+    assert 'no transactional DDL, no RENAME DATABASE' in result.stderr
+    assert 'Nothing was restored' in result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
