@@ -144,7 +144,6 @@ class PostgresCluster(Dialect):
                "timeout 60 sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.5; done'")
 
 
-
 class PostgresDatabase(PostgresCluster):
     instance = "pg_db"
     atomic_restore = True  # pg_restore --single-transaction into the existing database
@@ -185,7 +184,6 @@ class MariaDB(Dialect):
 
     def repair(self, box):
         box.ok("systemctl start mariadb.service")
-
 
 
 class MariaDBDatabase(MariaDB):
