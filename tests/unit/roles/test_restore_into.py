@@ -503,8 +503,8 @@ def test_postgresql_restore_into_keeps_the_dumped_databases_encoding_and_locale(
                  pg(pg_world, 'odd_copy', sorted_values)]
         assert after == before
         # Value by value, as the client reads them (UTF8 on the wire whatever the database keeps).
-        assert pg(pg_world, 'odd_copy', 'SELECT v FROM o ORDER BY id').splitlines() == [v for v in ODD]
-        assert pg(pg_world, 'odd', 'SELECT v FROM o ORDER BY id').splitlines() == [v for v in ODD]
+        assert pg(pg_world, 'odd_copy', 'SELECT v FROM o ORDER BY id').splitlines() == ODD
+        assert pg(pg_world, 'odd', 'SELECT v FROM o ORDER BY id').splitlines() == ODD
     finally:
         drop(pg_world, 'odd', 'odd_copy')
 
