@@ -128,8 +128,9 @@ restore_into() {
   local base="${into##*/}"
   [ "${#base}" -le 230 ] || fail "restore --into: the file name of $into is too long (at most 230): nothing was restored"
   if [ "${SELFHOST_BACKUP_CHECK:-}" = 1 ]; then
-    [ -w "$(dirname -- "$into")" ] && [ -x "$(dirname -- "$into")" ] \
-      || fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
+    if ! [ -w "$(dirname -- "$into")" ] || ! [ -x "$(dirname -- "$into")" ]; then
+      fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
+    fi
   fi
   names_checked
   tmp="$(mktemp "$(dirname -- "$into")/.$(basename -- "$into").restore.XXXXXXXX")" \
