@@ -235,17 +235,11 @@ restore_into_database() {
   ! database_exists "$into" || fail "restore --into: database $into exists; a restore --into makes a new database and" \
     "never replaces one (drop it first, or give another name): nothing was restored"
   names_checked
-  scratch_directory
-  exec {dump}< <(decompress)
-  local decompressing=$!
-  read_archive_head "$dump" "$SCRATCH/head"
+  open_archive
   begin_work_copy
   create_as_dumped "$WORK_COPY" "$SCRATCH/head" || fail "cannot create database $WORK_COPY: nothing was restored"
-  { cat -- "$SCRATCH/head"; cat <&"$dump"; } | pg_restore --exit-on-error --single-transaction --dbname="$WORK_COPY" \
+  restore_archive "$WORK_COPY" \
     || fail "restore into $into failed (the error is above); the database $WORK_COPY it had created was dropped again: nothing changed"
-  wait "$decompressing" || fail "restore into $into failed: the dump could not be read whole (the error is above);" \
-    "the database $WORK_COPY it had created was dropped again: nothing changed"
-  exec {dump}<&-
   name_work_copy "$into"
   printf '%s: database %s restored into the new database %s\n' "$SCRIPT" "$source" "$into" >&2
 }
@@ -270,6 +264,26 @@ read_archive_head() {
       || fail "the dump's table of contents is larger than $ARCHIVE_HEAD_MAX bytes: nothing was restored"
     piece=$((piece * 2))
   done
+}
+
+# The dump on stdin, a custom-format archive, opened for a restore into a database this run creates: its head (with
+# the table of contents) read into $SCRATCH/head for create_as_dumped, the rest left on the descriptor archive_fd.
+archive_fd=''
+archive_reader=''
+open_archive() {
+  scratch_directory
+  exec {archive_fd}< <(decompress)
+  archive_reader=$!
+  read_archive_head "$archive_fd" "$SCRATCH/head"
+}
+
+# The archive opened by open_archive restored into the database $1 in one transaction (head, then the rest): fails
+# when pg_restore fails or the dump could not be read whole.
+restore_archive() {
+  { cat -- "$SCRATCH/head"; cat <&"$archive_fd"; } | pg_restore --exit-on-error --single-transaction --dbname="$1" \
+    || return 1
+  wait "$archive_reader" || { printf '%s: the dump could not be read whole (above)\n' "$SCRIPT" >&2; return 1; }
+  exec {archive_fd}<&-
 }
 
 # The options the dump's own CREATE DATABASE gives its database (encoding, locale provider, LC_COLLATE and LC_CTYPE
@@ -577,8 +591,8 @@ SQL
 }
 
 # A database that exists is restored in one transaction: an error or a truncated dump changes nothing. One
-# that does not is created (owned by the restoring user, from template0) and dropped again if the restore
-# fails: only a database this run made is ever dropped. Other sessions on an existing database are looked
+# that does not is created (owned by the restoring user, from template0, with the dump's encoding and locale) and
+# dropped again if the restore fails: only a database this run made is ever dropped. Other sessions on an existing database are looked
 # for first: pg_restore --clean would wait for their locks without end (its lock_timeout is 0).
 restore_database() {
   local name="$1" count
@@ -589,8 +603,10 @@ restore_database() {
     decompress | pg_restore --exit-on-error --single-transaction --clean --if-exists --dbname="$name"
     return
   fi
-  createdb --template=template0 -- "$name" || fail "cannot create database $name"
-  if ! decompress | pg_restore --exit-on-error --single-transaction --dbname="$name"; then
+  # Made as the dump made it (encoding, locale), not with the server's defaults.
+  open_archive
+  create_as_dumped "$name" "$SCRATCH/head" || fail "cannot create database $name"
+  if ! restore_archive "$name"; then
     dropdb -- "$name" || true
     fail "restore of database $name failed; the database this restore created was dropped again"
   fi

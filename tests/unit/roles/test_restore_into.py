@@ -645,3 +645,27 @@ def test_mariadb_one_database_of_a_dump_of_several_is_refused_naming_why(mariadb
     assert 'no transactional DDL, no RENAME DATABASE' in result.stderr
     assert 'Nothing was restored' in result.stderr
     assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+def test_postgresql_restore_of_a_database_that_is_gone_makes_it_again_with_its_encoding_and_locale(pg_world):
+    """'restore latest' of a per-database request after the database was dropped creates it again: from the dump's
+    own CREATE DATABASE (LATIN1, C here), not the server's UTF8 defaults."""
+    drop(pg_world, 'gone_latin')
+    pg(pg_world, 'postgres', "CREATE DATABASE gone_latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        values = ', '.join("(" + str(i) + ", '" + v.replace("'", "''") + "')" for i, v in enumerate(ODD))
+        pg(pg_world, 'gone_latin', f'CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o VALUES {values}')
+        before = pg(pg_world, 'postgres', ATTRIBUTES.format('gone_latin'))
+        dump = helper(pg_world, 'dump', 'database', 'gone_latin', dump=b'').stdout
+        drop(pg_world, 'gone_latin')
+        result = helper(pg_world, 'restore', 'database', 'gone_latin', dump=dump)
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('gone_latin')) == before == 'LATIN1|C|C|c|-\n'
+        assert pg(pg_world, 'gone_latin', 'SELECT v FROM o ORDER BY id').splitlines() == ODD
+        # A cut dump of a gone database leaves no database behind.
+        drop(pg_world, 'gone_latin')
+        result = helper(pg_world, 'restore', 'database', 'gone_latin', dump=dump[:-200])
+        assert result.returncode == 1
+        assert 'gone_latin' not in databases(pg_world)
+    finally:
+        drop(pg_world, 'gone_latin')
