@@ -20,6 +20,8 @@
 #                    dump's CREATE DATABASE and USE of NAME are aimed at it, CREATE DATABASE without IF NOT EXISTS,
 #                    so a database that exists is never replaced, and NAME is never touched. A dump of another
 #                    database is refused; a failed or cut restore drops the database it created.
+#   restore-several  restore --into and --database of a request of several databases: refused, naming why (see
+#                    refuse_several)
 #   drill            the restore drill: the dump restored as restore does, into a scratch server of its own
 #                    (mariadb-install-db and mariadbd in a private temporary directory, a unix socket there, no
 #                    network, no option file read), each --check DATABASE QUERY run there (it must return true:
@@ -59,6 +61,7 @@ usage: $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] dump [--datab
        $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] restore [--terminate-sessions] [--lock-wait-timeout SECONDS]
                 [--databases NAME...]
        SELFHOST_BACKUP_INTO=NEW $SCRIPT [--option-file FILE] [--compression none|gzip|zstd] restore-into NAME
+       $SCRIPT restore-several   (refuses restore --into/--database of a dump of several databases, naming why)
        $SCRIPT [--compression none|gzip|zstd] drill [--check DATABASE QUERY]...
 USAGE
 }
@@ -276,6 +279,23 @@ retarget_dump() {
 
 # restore --into: the dump of the database $1 into the new database SELFHOST_BACKUP_INTO, never one that exists.
 readonly CREATED="selfhost-backup: created $$.$RANDOM"
+
+# The database restore_into is making (into_pending) until it is complete, and the client's output file that says
+# whether the client made it (CREATED): at exit, after a failure or a signal (Ctrl-C, a dropped ssh session), it
+# is dropped again. MariaDB's DDL is not transactional: a killed restore would leave it half restored, and the
+# retry would then refuse its name.
+into_pending=''
+into_progress=''
+drop_unfinished_into() {
+  local name="$into_pending"
+  into_pending=''
+  [ -n "$name" ] && grep -qxF -- "$CREATED" "$into_progress" 2>/dev/null || return 0
+  if ! client --batch --execute "DROP DATABASE \`$name\`"; then
+    printf '%s: dropping the half-restored database %s failed (above): drop it by hand\n' "$SCRIPT" "$name" >&2
+    return 1
+  fi
+}
+
 restore_into() {
   local source="$1" into errors progress rc=0
   into="${SELFHOST_BACKUP_INTO:-}"
@@ -288,23 +308,45 @@ restore_into() {
     fail "restore --into: database $into exists; a restore --into makes a new database and never replaces one" \
       "(drop it first, or give another name): nothing was restored"
   fi
+  names_checked
   errors="$(mktemp)"
   progress="$(mktemp)"
   at_exit rm -f -- "$errors" "$progress"
+  into_progress="$progress"
+  into_pending="$into"
+  at_exit drop_unfinished_into
   { printf 'SET SESSION lock_wait_timeout = %s;\n' "$lock_wait_timeout"
     decompress | retarget_dump "$source" "$into" | require_complete; } \
     | client --batch --skip-column-names 2>"$errors" >"$progress" || rc=$?
   grep -E '^(ERROR|mariadb:|mysql:|Warning)' "$errors" >&2 || true
   if [ "$rc" -eq 0 ]; then
+    into_pending=''
     printf '%s: database %s restored into the new database %s\n' "$SCRIPT" "$source" "$into" >&2
     return 0
   fi
   if grep -qxF -- "$CREATED" "$progress"; then
-    client --batch --execute "DROP DATABASE \`$into\`" \
-      || fail "restore into $into failed (the error is above), and dropping the half-restored $into failed too: drop it"
+    drop_unfinished_into \
+      || fail "restore into $into failed (the errors are above)"
     fail "restore into $into failed (the error is above); the database $into it had created was dropped again"
   fi
   fail "restore into $into failed before it created the database (the error is above): nothing changed"
+}
+
+# restore --database and --into of a request of several databases (--databases with more than one, or every
+# database): refused, naming why, before anything is read (the restore script asks in its check, before it opens the
+# repository). One database is not cut out of such a dump: MariaDB has no transactional DDL and no RENAME DATABASE,
+# so a restore in place cannot be made in a copy and swapped in as PostgreSQL's is (a failed or cut one would leave
+# that database half replaced), and views, triggers, routines and foreign keys of one database may name the
+# tables of the others (`other`.`t`): restored alone, above all --into a copy, they would read and write the live
+# databases. A request of one database (mariadb_databasebackup_databases: [NAME]) restores --into.
+refuse_several() {
+  local refused="restore --into ${SELFHOST_BACKUP_INTO:-}"
+  [ -z "${SELFHOST_BACKUP_DATABASE:-}" ] || refused="restore --database ${SELFHOST_BACKUP_DATABASE}${SELFHOST_BACKUP_INTO:+ --into $SELFHOST_BACKUP_INTO}"
+  fail "$refused: this request's dump holds several MariaDB databases, and one is not restored out of it alone:" \
+    "MariaDB cannot restore a database in a copy and swap it in (no transactional DDL, no RENAME DATABASE), and its" \
+    "views, triggers and routines may name the other databases' tables. Nothing was restored. Give the database a" \
+    "request of its own (mariadb_databasebackup_databases: [NAME]) to restore it alone or --into another name, or" \
+    "take the whole dump to a file (the restore script's dump subcommand)"
 }
 
 # The first of the programs $@ found on PATH or in the server's directories (not on a user's PATH on Debian).
@@ -425,6 +467,9 @@ main() {
     restore-into)
       if [ "$#" -ne 2 ] || [ -z "$2" ]; then usage >&2; exit 2; fi
       restore_into "$2" ;;
+    restore-several)
+      [ "$#" -eq 1 ] || { usage >&2; exit 2; }
+      refuse_several ;;
     drill)
       shift
       while [ "${1:-}" = --check ]; do

@@ -130,23 +130,199 @@ database_exists() {
   [ "$count" = 1 ]
 }
 
-# restore --into: the dump of database $1 restored into the new database SELFHOST_BACKUP_INTO (created here,
-# dropped again when the restore fails); the database $1 is never touched, and one that exists is never replaced.
+# The database restores of one database (restore --into, restore --database) work in a database of their own,
+# WORK_COPY, and give it its name only at the end (ALTER DATABASE ... RENAME, which fails when the name exists:
+# a database that exists is never replaced by --into, however late it appeared). In place, the original is
+# renamed ASIDE first and dropped only once the copy has its name: the data always exists under a name the
+# messages state. A failure or a signal (at_exit) drops the work copy and puts the original back.
+readonly WORK_COPY="selfhost_backup_restore_$$"
+readonly ASIDE="selfhost_backup_old_$$"
+copy_made=0
+aside_of=''
+
+# The system databases are never restored alone: postgres is the helper's own connection, template0 takes no
+# connection, and template1's dump makes its copy a template database (and a template cannot be dropped).
+refuse_system_database() {
+  case "$1" in
+    postgres|template0|template1)
+      fail "$2 $1: a system database is never restored alone (restore the whole cluster instead): nothing was restored" ;;
+  esac
+}
+
+# Drop database $1, a template or not, whoever is on it: only for the work copy and the aside original.
+drop_database() {
+  sql -v name="$1" >/dev/null <<'SQL'
+SET client_min_messages = warning;
+UPDATE pg_catalog.pg_database SET datistemplate = false WHERE datname = :'name';
+DROP DATABASE IF EXISTS :"name" WITH (FORCE);
+SQL
+}
+
+# Rename database $1 to $2. With $3 = end, the other sessions on $1 are ended first (PostgreSQL refuses the
+# rename while there are any): for the work copy, which is ours (a monitoring agent connects to every database),
+# and for the original with --terminate-sessions. Ending is asynchronous and an agent may reconnect: a few tries.
+rename_database() {
+  local from="$1" to="$2" end="${3:-}" tries=0 error
+  while :; do
+    error="$(sql -v from="$from" -v to="$to" -v terminate="$([ "$end" = end ] && echo on || echo off)" 2>&1 >/dev/null <<'SQL'
+SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
+ WHERE :'terminate' = 'on' AND datname = :'from' AND pid <> pg_catalog.pg_backend_pid();
+ALTER DATABASE :"from" RENAME TO :"to";
+SQL
+)" && return 0
+    tries=$((tries + 1))
+    if [ "$end" != end ] || [ "$tries" -ge 25 ]; then
+      printf '%s\n' "$error" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# at_exit of the restores of one database: the original back under its name, the work copy dropped. Loud when
+# either fails: then the messages say where the data is.
+undo_one_database() {
+  if [ -n "$aside_of" ]; then
+    if rename_database "$ASIDE" "$aside_of"; then
+      printf '%s: database %s was put back as it was\n' "$SCRIPT" "$aside_of" >&2
+    else
+      printf '%s: DATABASE %s IS NOW NAMED %s: rename it back (ALTER DATABASE %s RENAME TO %s) before it is used\n' \
+        "$SCRIPT" "$aside_of" "$ASIDE" "$ASIDE" "$aside_of" >&2
+    fi
+  fi
+  if [ "$copy_made" = 1 ] && ! drop_database "$WORK_COPY"; then
+    printf '%s: the database %s this restore created could not be dropped (above): drop it by hand\n' \
+      "$SCRIPT" "$WORK_COPY" >&2
+  fi
+}
+
+# Start a restore into the work copy: cleanup first, then whatever makes the copy.
+begin_work_copy() {
+  at_exit undo_one_database
+  copy_made=1
+}
+
+# The work copy, restored, gets the name $1 (a new database: it fails when $1 exists).
+name_work_copy() {
+  rename_database "$WORK_COPY" "$1" end \
+    || fail "could not give the restored database the name $1 (the error is above): it was dropped again, nothing changed"
+  copy_made=0
+}
+
+# In place: the original $1 renamed aside, the work copy renamed to $1, and only then the original dropped.
+# Sessions on the original stop it before any change (or with --terminate-sessions are ended).
+swap_in_work_copy() {
+  local name="$1"
+  check_sessions "$name" || fail "the restore of database $name stopped before it replaced it (the error is above): nothing changed"
+  rename_database "$name" "$ASIDE" "$([ "$terminate_sessions" = 1 ] && echo end)" \
+    || fail "could not rename database $name aside to put its restored copy in its place (the error is above): nothing changed"
+  aside_of="$name"
+  rename_database "$WORK_COPY" "$name" end \
+    || fail "could not give the restored copy $WORK_COPY the name $name (the error is above)"
+  copy_made=0
+  aside_of=''
+  drop_database "$ASIDE" || printf '%s: database %s was restored, but its old copy, now named %s, could not be dropped (above): drop it by hand\n' \
+    "$SCRIPT" "$name" "$ASIDE" >&2
+}
+
+# restore --into: the dump of database $1 restored into the new database SELFHOST_BACKUP_INTO, through the work
+# copy (created here from template0, restored without --clean, then named); the database $1 is never touched.
 restore_into_database() {
   local source="$1" into
   into="$(name_from SELFHOST_BACKUP_INTO "restore into another database")"
+  refuse_system_database "$into" "restore --into"
   [ "$into" != "$source" ] || fail "restore --into $into: that is the database of this request; give another name"
   ! database_exists "$into" || fail "restore --into: database $into exists; a restore --into makes a new database and" \
     "never replaces one (drop it first, or give another name): nothing was restored"
-  restore_database "$into"
+  names_checked
+  open_archive
+  begin_work_copy
+  create_as_dumped "$WORK_COPY" "$SCRATCH/head" || fail "cannot create database $WORK_COPY: nothing was restored"
+  restore_archive "$WORK_COPY" \
+    || fail "restore into $into failed (the error is above); the database $WORK_COPY it had created was dropped again: nothing changed"
+  name_work_copy "$into"
+  printf '%s: database %s restored into the new database %s\n' "$SCRIPT" "$source" "$into" >&2
 }
 
-# The one database $1 out of a pg_dumpall script on stdin, to be replayed with psql connected to the new database
-# that the psql variable "target" names: its part of the script after its \connect (no DROP or CREATE DATABASE,
-# no other \connect), its database-level statements (owner, comment, settings, grants) aimed at :"target",
-# all in one transaction that is committed only when the dump is complete (its section and the whole script end
-# with their closing comments): a cut dump changes nothing. Table data (COPY ... FROM stdin; up to \.) is passed
-# through unchanged and never taken for a statement.
+# The head of a custom-format archive (pg_dump --format=custom) from the file descriptor $1 into the file $2: at
+# least its table of contents, which pg_dump writes before the table data. Read in doubling pieces until
+# pg_restore can list it (or the dump ends: a small dump is read whole), at most ARCHIVE_HEAD_MAX bytes. The caller
+# restores the head and then the rest of the descriptor.
+readonly ARCHIVE_HEAD_MAX=$((256 * 1048576))
+read_archive_head() {
+  local from="$1" head="$2" piece=1048576 size
+  : >"$head"
+  while :; do
+    size="$(stat -c %s -- "$head")"
+    head -c "$piece" <&"$from" >>"$head" || fail "cannot read the dump: nothing was restored"
+    pg_restore --list -- "$head" >/dev/null 2>&1 && return 0
+    if [ "$(stat -c %s -- "$head")" -lt $((size + piece)) ]; then
+      pg_restore --list -- "$head" >/dev/null || true
+      fail "the dump is not a whole pg_dump archive (pg_restore cannot read its table of contents, above): nothing was restored"
+    fi
+    [ "$((size + piece))" -lt "$ARCHIVE_HEAD_MAX" ] \
+      || fail "the dump's table of contents is larger than $ARCHIVE_HEAD_MAX bytes: nothing was restored"
+    piece=$((piece * 2))
+  done
+}
+
+# The dump on stdin, a custom-format archive, opened for a restore into a database this run creates: its head (with
+# the table of contents) read into $SCRATCH/head for create_as_dumped, the rest left on the descriptor archive_fd.
+archive_fd=''
+archive_reader=''
+open_archive() {
+  scratch_directory
+  exec {archive_fd}< <(decompress)
+  archive_reader=$!
+  read_archive_head "$archive_fd" "$SCRATCH/head"
+}
+
+# The archive opened by open_archive restored into the database $1 in one transaction (head, then the rest): fails
+# when pg_restore fails or the dump could not be read whole.
+restore_archive() {
+  { cat -- "$SCRATCH/head"; cat <&"$archive_fd"; } | pg_restore --exit-on-error --single-transaction --dbname="$1" \
+    || return 1
+  wait "$archive_reader" || { printf '%s: the dump could not be read whole (above)\n' "$SCRIPT" >&2; return 1; }
+  exec {archive_fd}<&-
+}
+
+# The options the dump's own CREATE DATABASE gives its database (encoding, locale provider, LC_COLLATE and LC_CTYPE
+# or LOCALE, ICU locale, tablespace), from the archive head $1: what follows "WITH TEMPLATE = template0", which
+# pg_dump always writes first. Only KEY = 'literal', KEY = identifier or KEY = "identifier" pass; nothing when the
+# dump has no CREATE DATABASE (pg_dump --table and the like).
+readonly CREATE_OPTIONS_PATTERN="^( [A-Z_]+ = ('([^']|'')*'|[A-Za-z0-9_]+|\"([^\"]|\"\")*\"))*\$"
+dumped_create_options() {
+  local list create options
+  list="$(pg_restore --list --create -- "$1" | awk '!found && $4 == "DATABASE" && $5 == "-" { print; found = 1 }')" || return 1
+  [ -n "$list" ] || return 0
+  create="$(pg_restore --create --schema-only --use-list=<(printf '%s\n' "$list") --file=- -- "$1" \
+    | sed -n 's/^CREATE DATABASE .* WITH TEMPLATE = template0\(.*\);$/\1/p')" || return 1
+  options="${create%%$'\n'*}"
+  if ! [[ "$options" =~ $CREATE_OPTIONS_PATTERN ]]; then
+    printf "%s: the dump's CREATE DATABASE has options this does not take: %s\n" "$SCRIPT" "$options" >&2
+    return 1
+  fi
+  printf '%s\n' "$options"
+}
+
+# Create database $1 as the dump whose archive head is in $2 made it: from template0, with the dump's encoding,
+# locale and tablespace (a new database from the cluster's defaults would change a LATIN1 database to UTF8, or its
+# collation, and so its sort order, without a word).
+create_as_dumped() {
+  local options
+  options="$(dumped_create_options "$2")" || return 1
+  sql -v name="$1" -v options="$options" >/dev/null <<'SQL'
+CREATE DATABASE :"name" WITH TEMPLATE = template0 :options;
+SQL
+}
+
+# The one database $1 out of a pg_dumpall script on stdin, to be replayed with psql connected to postgres: the
+# dump's own CREATE DATABASE for it (encoding, locale, tablespace are fixed at creation) aimed at the new database
+# that the psql variable "target" names (template0 when the dump has none), a \connect to it, then its part of
+# the script after its \connect (no DROP DATABASE, no other \connect), its database-level statements (owner,
+# comment, settings, grants) aimed at :"target", all in one transaction that is committed only when the dump is
+# complete (its section and the whole script end with their closing comments): a cut dump changes nothing. Table
+# data (COPY ... FROM stdin; up to \.) is passed through unchanged and never taken for a statement.
 one_database() {
   # shellcheck disable=SC2016 # the awk program's $ are awk's
   awk -v want="$1" -v trailer="$CLUSTER_TRAILER" -v script="$SCRIPT" '
@@ -173,10 +349,15 @@ one_database() {
     }
     $0 == trailer { if (state == "body") state = "done" }
     state == "pre" && /^ALTER DATABASE .* OWNER TO .*;$/ { owner = retarget($0) }
+    state == "pre" && /^CREATE DATABASE .*;$/ { create = retarget($0) }
     state == "pre" && /^\\connect / {
       state = "body"
+      print (create != "" ? create : "CREATE DATABASE :\"target\" WITH TEMPLATE = template0;")
+      print "\\connect :\"target\""
       print "BEGIN;"
       if (owner != "") print owner
+      # The work copy exists from now on (a pipe is block-buffered): what it waits for is the data.
+      fflush()
       next
     }
     state == "body" && /^\\connect / { next }
@@ -198,49 +379,35 @@ one_database() {
     }'
 }
 
-# restore-database: the database SELFHOST_BACKUP_DATABASE out of a cluster dump, into the new database
-# SELFHOST_BACKUP_INTO, or in place of itself: then it is restored into a new database of its own first, and only
-# a complete restore replaces the old one (other sessions on it stop that before the swap, or with
-# --terminate-sessions are ended). The other databases and the roles are never touched.
+# restore-database: the database SELFHOST_BACKUP_DATABASE out of a cluster dump, restored into the work copy
+# (made from the dump's own CREATE DATABASE: encoding, locale, tablespace), then named SELFHOST_BACKUP_INTO, or
+# put in place of the database (swap_in_work_copy), or given its name when no database has it (one dropped by
+# mistake). The other databases and the roles are never touched.
 restore_one_database() {
-  local database into target
+  local database into
   database="$(name_from SELFHOST_BACKUP_DATABASE "restore one database")"
-  into=''
+  into="$database"
   [ -z "${SELFHOST_BACKUP_INTO:-}" ] || into="$(name_from SELFHOST_BACKUP_INTO "restore one database into another")"
-  if [ -n "$into" ]; then
+  refuse_system_database "$database" "restore --database"
+  refuse_system_database "$into" "restore --into"
+  if [ -n "${SELFHOST_BACKUP_INTO:-}" ] && database_exists "$into"; then
     [ "$into" != "$database" ] || fail "restore --into $into: that is the database restored; leave --into out to" \
       "restore it in its place, or give another name"
-    ! database_exists "$into" || fail "restore --into: database $into exists; a restore --into makes a new database" \
-      "and never replaces one (drop it first, or give another name): nothing was restored"
-    target="$into"
-  else
-    database_exists "$database" || fail "restore --database $database: no database $database on this server to" \
-      "restore in place (give --into <name> to restore it as a new database): nothing was restored"
-    target="selfhost_backup_restore_$$"
+    fail "restore --into: database $into exists; a restore --into makes a new database and never replaces one" \
+      "(drop it first, or give another name): nothing was restored"
   fi
-  createdb --template=template0 -- "$target" || fail "cannot create database $target: nothing was restored"
-  if ! decompress | one_database "$database" | psql -X -q -v ON_ERROR_STOP=1 -v target="$target" -d "$target" >/dev/null; then
-    dropdb -- "$target" || true
-    fail "restore of database $database out of the cluster dump failed (the error is above); the database $target" \
+  names_checked
+  begin_work_copy
+  decompress | one_database "$database" | psql -X -q -v ON_ERROR_STOP=1 -v target="$WORK_COPY" -d postgres >/dev/null \
+    || fail "restore of database $database out of the cluster dump failed (the error is above); the database $WORK_COPY" \
       "it had created was dropped again: nothing else changed"
+  if [ "$into" = "$database" ] && database_exists "$database"; then
+    swap_in_work_copy "$database"
+    printf '%s: database %s of the cluster dump restored in its place\n' "$SCRIPT" "$database" >&2
+  else
+    name_work_copy "$into"
+    printf '%s: database %s of the cluster dump restored as the new database %s\n' "$SCRIPT" "$database" "$into" >&2
   fi
-  if [ -n "$into" ]; then
-    printf '%s: database %s of the cluster dump restored into the new database %s\n' "$SCRIPT" "$database" "$into" >&2
-    return 0
-  fi
-  if ! check_sessions "$database"; then
-    dropdb -- "$target" || true
-    fail "the restore of database $database stopped before it replaced it (the error is above): nothing changed"
-  fi
-  if ! sql -v old="$database" -v force="$([ "$terminate_sessions" = 1 ] && echo ' WITH (FORCE)')" \
-      <<<'DROP DATABASE :"old" :force;' >/dev/null; then
-    dropdb -- "$target" || true
-    fail "could not drop database $database to put its restored copy in its place (the error is above): nothing changed"
-  fi
-  sql -v old="$database" -v new="$target" <<<'ALTER DATABASE :"new" RENAME TO :"old";' >/dev/null \
-    || fail "partially restored: database $database was dropped, and its restored copy is database $target: rename" \
-      "it (ALTER DATABASE $target RENAME TO $database) before the database is used"
-  printf '%s: database %s of the cluster dump restored in its place\n' "$SCRIPT" "$database" >&2
 }
 
 sql() {
@@ -424,8 +591,8 @@ SQL
 }
 
 # A database that exists is restored in one transaction: an error or a truncated dump changes nothing. One
-# that does not is created (owned by the restoring user, from template0) and dropped again if the restore
-# fails: only a database this run made is ever dropped. Other sessions on an existing database are looked
+# that does not is created (owned by the restoring user, from template0, with the dump's encoding and locale) and
+# dropped again if the restore fails: only a database this run made is ever dropped. Other sessions on an existing database are looked
 # for first: pg_restore --clean would wait for their locks without end (its lock_timeout is 0).
 restore_database() {
   local name="$1" count
@@ -436,8 +603,10 @@ restore_database() {
     decompress | pg_restore --exit-on-error --single-transaction --clean --if-exists --dbname="$name"
     return
   fi
-  createdb --template=template0 -- "$name" || fail "cannot create database $name"
-  if ! decompress | pg_restore --exit-on-error --single-transaction --dbname="$name"; then
+  # Made as the dump made it (encoding, locale), not with the server's defaults.
+  open_archive
+  create_as_dumped "$name" "$SCRATCH/head" || fail "cannot create database $name"
+  if ! restore_archive "$name"; then
     dropdb -- "$name" || true
     fail "restore of database $name failed; the database this restore created was dropped again"
   fi

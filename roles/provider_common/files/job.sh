@@ -167,6 +167,34 @@ restore_arguments() {
     || usage_error "restore: missing the $SNAPSHOT_WORD (latest, or one listed by '$SCRIPT snapshots')"
 }
 
+# The names of --into and --database as env(1) arguments for the restore command: set when given, else unset (an
+# inherited SELFHOST_BACKUP_INTO never reaches it).
+TARGET_NAMES=()
+target_names() {
+  TARGET_NAMES=(-u SELFHOST_BACKUP_INTO -u SELFHOST_BACKUP_DATABASE -u SELFHOST_BACKUP_CHECK)
+  [ -z "$RESTORE_INTO" ] || TARGET_NAMES+=("SELFHOST_BACKUP_INTO=$RESTORE_INTO")
+  [ -z "$RESTORE_DATABASE" ] || TARGET_NAMES+=("SELFHOST_BACKUP_DATABASE=$RESTORE_DATABASE")
+}
+
+# A restore --into or --database asks the request's command ($1) first whether it takes the names: run as the
+# request's user with SELFHOST_BACKUP_CHECK=1 and no input, it checks them as its restore would (a name it does not
+# take, a system database, the request's own database, a target that exists) and exits 0 without reading or
+# changing anything, or refuses, naming why. This runs before the tool: a refusal takes no instance lock, lists no
+# snapshot, reads no secret and opens no repository (a large remote one takes minutes to start a dump).
+check_restore_target() {
+  local command="$1" what=''
+  [ -n "$RESTORE_INTO$RESTORE_DATABASE" ] || return 0
+  # Once, before the lock: the run under the lock (with_instance_lock runs this script again) restores, and the
+  # command checks the names again there.
+  [ -z "${SELFHOST_BACKUP_LOCKED:-}" ] || return 0
+  [ -z "$RESTORE_DATABASE" ] || what=" --database $RESTORE_DATABASE"
+  [ -z "$RESTORE_INTO" ] || what="$what --into $RESTORE_INTO"
+  target_names
+  as_user env "${TARGET_NAMES[@]}" SELFHOST_BACKUP_CHECK=1 /bin/sh -c "$command" </dev/null \
+    || fail "restore$what: refused by the request's restore command (the reason is above), before the repository" \
+      "was opened: nothing was read, stopped or restored"
+}
+
 # The command a restore streams the dump into: restore_cmd, or the request's restore_into_cmd or
 # restore_database_cmd for --into and --database. A request without the one needed is refused before anything
 # is read, stopped or restored.
@@ -364,9 +392,9 @@ snapshot_list() {
 # nothing: the original and its applications go on. The names of --into and --database reach the command in its
 # environment only (SELFHOST_BACKUP_INTO, SELFHOST_BACKUP_DATABASE; unset when not given).
 restore_arriving_dump() {
-  local first names=(-u SELFHOST_BACKUP_INTO -u SELFHOST_BACKUP_DATABASE)
-  [ -z "$RESTORE_INTO" ] || names+=("SELFHOST_BACKUP_INTO=$RESTORE_INTO")
-  [ -z "$RESTORE_DATABASE" ] || names+=("SELFHOST_BACKUP_DATABASE=$RESTORE_DATABASE")
+  local first names
+  target_names
+  names=("${TARGET_NAMES[@]}")
   first="$(mktemp)"
   dd bs=1 count=1 of="$first" status=none
   if ! [ -s "$first" ]; then
@@ -834,7 +862,7 @@ exec_tool() {
 }
 
 main() {
-  local subcommand
+  local subcommand command
   [ "$#" -gt 0 ] || usage_error "missing the subcommand (snapshots, restore, dump, drill, exec or help)"
   subcommand="$1"
   shift
@@ -867,7 +895,8 @@ main() {
       restore_arguments "$@"
       in_unit || require_root
       check_snapshot_arg "$RESTORE_SNAPSHOT"
-      restore_command >/dev/null
+      command="$(restore_command)" || exit
+      check_restore_target "$command"
       with_instance_lock "$subcommand" "$@"
       restore "$RESTORE_SNAPSHOT"
       ;;

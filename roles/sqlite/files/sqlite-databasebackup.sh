@@ -94,6 +94,17 @@ restore() {
   mv -f -- "$restore_tmp" "$path"
 }
 
+# The live database $1 and the names SQLite keeps beside it (its rollback journal, WAL and shared-memory index):
+# a new file $2 (resolved; $3 as given) there would be taken for the live database's own journal or WAL.
+refuse_live_names() {
+  case "$2" in
+    "$1") fail "restore --into: $3 is the database of this request" ;;
+    "$1-journal"|"$1-wal"|"$1-shm")
+      fail "restore --into: $3 is where SQLite keeps the journal or WAL of the database of this request; give" \
+        "another path: nothing was restored" ;;
+  esac
+}
+
 # restore --into: a new file SELFHOST_BACKUP_INTO from the dump, built beside it and checked, then linked into
 # place with ln, which never replaces a file that exists (also one made meanwhile). The database $1 is only read
 # for its mode and group.
@@ -112,7 +123,16 @@ restore_into() {
       "first, or give another path): nothing was restored"
   fi
   [ -d "$(dirname -- "$into")" ] || fail "restore --into: no directory $(dirname -- "$into") for $into: nothing was restored"
-  [ "$(readlink -f -- "$into")" != "$original" ] || fail "restore --into: $into is the database of this request"
+  refuse_live_names "$original" "$(readlink -f -- "$into")" "$into"
+  # The temporary file's name (.<name>.restore.XXXXXXXX) must fit a file name (255 bytes).
+  local base="${into##*/}"
+  [ "${#base}" -le 230 ] || fail "restore --into: the file name of $into is too long (at most 230): nothing was restored"
+  if [ "${SELFHOST_BACKUP_CHECK:-}" = 1 ]; then
+    if ! [ -w "$(dirname -- "$into")" ] || ! [ -x "$(dirname -- "$into")" ]; then
+      fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
+    fi
+  fi
+  names_checked
   tmp="$(mktemp "$(dirname -- "$into")/.$(basename -- "$into").restore.XXXXXXXX")" \
     || fail "restore --into: cannot write in $(dirname -- "$into") as $(id -un): nothing was restored"
   at_exit rm -f -- "$tmp" "$tmp-journal"

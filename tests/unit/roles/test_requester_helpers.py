@@ -44,6 +44,12 @@ for arg in "$@"; do
     "DROP DATABASE "*) echo "$arg" >> "$FAKE/dropped"; exit 0 ;;
   esac
 done
+if [ "$(cat "$FAKE/mode" 2>/dev/null)" = hang ]; then   # a restore --into stopped half way: CREATED, then it waits
+  while IFS= read -r line; do
+    case "$line" in "SELECT 'selfhost-backup: created "*) line="${line#SELECT \'}"; echo "${line%\';}"; touch "$FAKE/created" ;; esac
+  done
+  exit 0
+fi
 input="$(cat)"
 if [[ "$input" == *PROCESSLIST* ]]; then
   cat "$FAKE/sessions" 2>/dev/null

@@ -9,8 +9,11 @@ anything changes, and the original is never touched. The contract molecule scena
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,17 @@ def test_sqlite_restore_into_refuses_a_path_it_does_not_take(sqlite_world, into)
     assert 'nothing was restored' in result.stderr.decode()
     assert sorted(p.name for p in live.parent.iterdir()) == before
     assert not Path('/tmp/selfhost-owned').exists()
+
+
+@pytest.mark.parametrize('suffix', ['-journal', '-wal', '-shm'])
+def test_sqlite_restore_into_refuses_the_live_databases_journal_and_wal_names(sqlite_world, suffix):
+    """A new file where SQLite looks for the live database's journal or WAL would be taken for it (review of 19)."""
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    result = sqlite_into(sqlite_world, f'{live}{suffix}')
+    assert result.returncode == 1
+    assert 'where SQLite keeps the journal or WAL' in result.stderr.decode()
+    assert sorted(p.name for p in live.parent.iterdir()) == before
 
 
 def test_sqlite_restore_into_from_a_cut_dump_creates_nothing(sqlite_world):
@@ -262,6 +276,32 @@ def test_mariadb_restore_into_that_fails_drops_only_the_database_it_created(mari
     assert 'the database app_copy it had created was dropped again' in result.stderr
 
 
+def test_mariadb_restore_into_killed_half_way_drops_the_database_it_created(mariadb):
+    """MariaDB's DDL is not transactional: a restore --into stopped by a signal (Ctrl-C, a dropped ssh session) after
+    the client made the database drops it again, or the retry refuses its name (review of issue 19)."""
+    script, env = mariadb
+    fake = Path(env['FAKE'])
+    (fake / 'mode').write_text('hang')
+    process = subprocess.Popen([str(script), 'restore-into', 'app'], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=dict(env, SELFHOST_BACKUP_INTO='app_copy'), start_new_session=True)
+    assert process.stdin is not None
+    try:
+        # Up to its CREATE DATABASE, and comment lines enough for the helper's awk filters to read and pass it on.
+        head = MARIADB_ONE[:MARIADB_ONE.index('\nUSE `app`;') + 1]
+        process.stdin.write(head.encode() + b'--\n' * 100000)
+        process.stdin.flush()
+        for dummy in range(200):
+            if (fake / 'created').exists():
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) != 0
+    finally:
+        process.stdin.close()
+    assert (fake / 'dropped').read_text() == 'DROP DATABASE `app_copy`\n'
+
+
 @pytest.mark.parametrize('into', HOSTILE + ['app'])
 def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
     script, env = mariadb
@@ -270,3 +310,362 @@ def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
     assert result.returncode == 1
     assert not (Path(env['FAKE']) / 'stream.sql').exists()
     assert not Path('/tmp/selfhost-owned').exists()
+
+
+# Review of issue 19 (hostile operator): the in-place swap of restore --database, a database that is gone, what a
+# killed restore leaves, and the database's own properties.
+
+def pg_helper_started(pg_world, *args: str, **names: str) -> subprocess.Popen:
+    """The helper as the request's user, its stdin open: the test feeds the dump (and can stop half way)."""
+    script, env, dumps, world, psql = pg_world
+    command = ['runuser', '-u', 'nobody', '--', 'env', *[f'{k}={v}' for k, v in dict(env, **names).items()],
+               str(script), *args]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd='/',
+                            start_new_session=True)
+
+
+def wait_for_database(pg_world, prefix: str) -> str:
+    for dummy in range(200):
+        found = [name for name in databases(pg_world) if name.startswith(prefix)]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f'no database {prefix}* appeared')
+
+
+# Comment lines after the fixture's \\connect, passed on to psql: enough for awk to read past them (mawk reads its
+# input in blocks) and make the work copy from the dump's CREATE DATABASE in that section.
+PADDING = b'--\n' * 40000
+
+
+def into_the_fixture_section(cluster: bytes) -> int:
+    return cluster.index(b'\\connect fixture\n') + len(b'\\connect fixture\n')
+
+
+def test_postgresql_in_place_swap_never_leaves_the_database_dropped_when_another_session_is_on_the_copy(pg_world):
+    """A monitoring agent (or an administrator) connected to the restore's temporary database makes the rename fail
+    after the original was dropped: the live database is gone by its name (an outage until someone renames by hand).
+    The swap must check the copy before it drops the original (or rename the original aside first)."""
+    script, env, dumps, world, psql = pg_world
+    before = pg(pg_world, 'fixture', VALUES)
+    cluster = dumps['cluster']
+    process = pg_helper_started(pg_world, 'restore-database', 'cluster', SELFHOST_BACKUP_DATABASE='fixture')
+    assert process.stdin is not None
+    agent = None
+    try:
+        half = into_the_fixture_section(cluster)
+        process.stdin.write(cluster[:half] + PADDING)
+        process.stdin.flush()
+        temporary = wait_for_database(pg_world, 'selfhost_backup_restore_')
+        agent = subprocess.Popen(['runuser', '-u', 'nobody', '--', 'env', *[f'{k}={v}' for k, v in env.items()],
+                                  *psql, '-d', temporary, '-c', 'SELECT pg_sleep(20)'],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd='/')
+        for dummy in range(100):
+            if pg(pg_world, 'postgres', f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{temporary}'") != '0\n':
+                break
+            time.sleep(0.05)
+        process.stdin.write(cluster[half:])
+        process.stdin.close()
+        process.wait(timeout=60)
+        stderr = process.stderr.read().decode() if process.stderr else ''
+        assert 'fixture' in databases(pg_world), f'the live database was dropped and left under another name: {stderr}'
+        assert pg(pg_world, 'fixture', VALUES) == before
+    finally:
+        if agent:
+            agent.kill()
+            agent.wait()
+        for name in databases(pg_world):
+            if name.startswith('selfhost_backup_restore_'):
+                pg(pg_world, 'postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+                                         f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+                time.sleep(0.5)
+                if 'fixture' not in databases(pg_world):
+                    pg(pg_world, 'postgres', f'ALTER DATABASE "{name}" RENAME TO fixture')
+                else:
+                    drop(pg_world, name)
+
+
+@pytest.mark.parametrize('names', [{'SELFHOST_BACKUP_DATABASE': 'fixture'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'killed_copy'}])
+def test_postgresql_killed_restore_of_one_database_leaves_no_database_it_created(pg_world, names):
+    """Stopped half way (TERM to its process group: an operator's Ctrl-C, a dropped ssh session): the database it
+    created (the temporary copy, or the --into target, empty after the rollback) is dropped, as on a failure; a
+    left --into target makes the next 'restore --into' of the same name fail with 'exists'."""
+    listed = databases(pg_world)
+    process = pg_helper_started(pg_world, 'restore-database', 'cluster', **names)
+    assert process.stdin is not None
+    try:
+        cluster = pg_world[2]['cluster']
+        process.stdin.write(cluster[:into_the_fixture_section(cluster)] + PADDING)
+        process.stdin.flush()
+        # Both restore into a work copy of their own first (an --into target gets its name only at the end).
+        wait_for_database(pg_world, 'selfhost_backup_restore_')
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        process.stdin.close()
+        time.sleep(0.5)
+        assert databases(pg_world) == listed, process.stderr.read().decode() if process.stderr else ''
+    finally:
+        for name in databases(pg_world):
+            if name not in listed:
+                drop(pg_world, name)
+
+
+def test_postgresql_one_database_that_is_gone_can_be_restored_by_its_name(pg_world):
+    """The 3 a.m. case: a database was dropped by mistake. Today 'restore --database gone' says 'give --into <name>',
+    and '--database gone --into gone' says 'leave --into out': no way to get it back under its own name."""
+    pg(pg_world, 'postgres', 'CREATE DATABASE gone')
+    pg(pg_world, 'gone', "CREATE TABLE g (x int); INSERT INTO g VALUES (7)")
+    try:
+        cluster = helper(pg_world, 'dump', 'cluster', dump=b'').stdout
+        drop(pg_world, 'gone')
+        result = helper(pg_world, 'restore-database', 'cluster', dump=cluster, SELFHOST_BACKUP_DATABASE='gone')
+        if result.returncode != 0:
+            result = helper(pg_world, 'restore-database', 'cluster', dump=cluster, SELFHOST_BACKUP_DATABASE='gone',
+                            SELFHOST_BACKUP_INTO='gone')
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'gone', 'SELECT x FROM g') == '7\n'
+    finally:
+        drop(pg_world, 'gone')
+
+
+@pytest.mark.parametrize('names', [{'SELFHOST_BACKUP_DATABASE': 'latin'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'latin', 'SELFHOST_BACKUP_INTO': 'latin_copy'}])
+def test_postgresql_one_database_keeps_its_encoding_and_connection_limit(pg_world, names):
+    """The dump's CREATE DATABASE (encoding, locale, tablespace, connection limit) is dropped and the database made
+    with createdb --template=template0: a LATIN1 database restored in its place silently becomes UTF8 (with another
+    locale, its collation changes too). A whole-cluster restore keeps them."""
+    pg(pg_world, 'postgres', "CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                             'CONNECTION LIMIT 7')
+    pg(pg_world, 'latin', "CREATE TABLE l (v text); INSERT INTO l VALUES ('caf\u00e9')")
+    target = names.get('SELFHOST_BACKUP_INTO', 'latin')
+    query = f"SELECT pg_encoding_to_char(encoding), datconnlimit FROM pg_database WHERE datname = '{target}'"
+    try:
+        cluster = helper(pg_world, 'dump', 'cluster', dump=b'').stdout
+        result = helper(pg_world, 'restore-database', 'cluster', dump=cluster, **names)
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', query) == 'LATIN1|7\n'
+        assert pg(pg_world, target, 'SELECT v FROM l') == 'caf\u00e9\n'
+    finally:
+        drop(pg_world, 'latin', 'latin_copy')
+
+
+@pytest.mark.parametrize('database', ['template1'])
+def test_postgresql_one_database_in_place_of_a_system_database_is_refused_before_restoring_and_leaves_nothing(
+        pg_world, database):
+    """'restore --database template1' restores the whole database into a copy, then fails to drop template1; the
+    copy got the dump's ALTER DATABASE template1 IS_TEMPLATE = true (aimed at the copy), so its own dropdb fails too
+    and an undroppable template database selfhost_backup_restore_<pid> stays, while the message says 'nothing
+    changed'. (postgres also restores in full before it fails, 'cannot drop the currently open database', but leaves nothing.)"""
+    listed = databases(pg_world)
+    try:
+        result = helper(pg_world, 'restore-database', 'cluster', dump=pg_world[2]['cluster'],
+                        SELFHOST_BACKUP_DATABASE=database)
+        assert result.returncode == 1
+        assert databases(pg_world) == listed, result.stderr.decode()
+    finally:
+        for name in databases(pg_world):
+            if name not in listed:
+                pg(pg_world, 'postgres', f'ALTER DATABASE "{name}" IS_TEMPLATE = false')
+                drop(pg_world, name)
+
+
+# restore --into of a per-database request (pg_dump --format=custom): the new database is made from the dump's own
+# CREATE DATABASE (encoding, locale provider, LC_COLLATE, LC_CTYPE, ICU locale), not from the cluster's defaults.
+
+ATTRIBUTES = ("SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, coalesce(daticulocale, '-') "
+              "FROM pg_database WHERE datname = '{}'")
+# Non-ASCII values that exist in LATIN1, and an order that differs between C and a linguistic collation.
+ODD = ['caf\u00e9', '\u00c9t\u00e9', 'na\u00efve \u00fc\u00df', 'Zebra', 'apple', '\u00e5ngstr\u00f6m', "it's \"q\" \\"]
+
+
+@pytest.mark.parametrize('create', [
+    "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
+    "ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+    "ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C.UTF-8'",
+], ids=['latin1-c', 'libc-c.utf8', 'icu-de'])
+def test_postgresql_restore_into_keeps_the_dumped_databases_encoding_and_locale(pg_world, create):
+    """The copy was made by createdb --template=template0 (the cluster's UTF8 and C): a LATIN1 database, or one with
+    its own collation, came back with another encoding or sort order and no word said."""
+    drop(pg_world, 'odd', 'odd_copy')
+    pg(pg_world, 'postgres', f'CREATE DATABASE odd TEMPLATE template0 {create}')
+    try:
+        values = ', '.join("(" + str(i) + ", '" + v.replace("'", "''") + "')" for i, v in enumerate(ODD))
+        pg(pg_world, 'odd', f'CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o VALUES {values}')
+        sorted_values = 'SELECT json_agg(v ORDER BY v) FROM o'
+        before = [pg(pg_world, 'postgres', ATTRIBUTES.format('odd')), pg(pg_world, 'odd', 'SELECT json_agg(o ORDER BY id) FROM o'),
+                  pg(pg_world, 'odd', sorted_values)]
+        assert before[0] != pg(pg_world, 'postgres', ATTRIBUTES.format('postgres')), 'not a non-default database'
+        dump = helper(pg_world, 'dump', 'database', 'odd', dump=b'').stdout
+        result = helper(pg_world, 'restore-into', 'database', 'odd', dump=dump, SELFHOST_BACKUP_INTO='odd_copy')
+        assert result.returncode == 0, result.stderr.decode()
+        after = [pg(pg_world, 'postgres', ATTRIBUTES.format('odd_copy')), pg(pg_world, 'odd_copy', 'SELECT json_agg(o ORDER BY id) FROM o'),
+                 pg(pg_world, 'odd_copy', sorted_values)]
+        assert after == before
+        # Value by value, as the client reads them (UTF8 on the wire whatever the database keeps).
+        assert pg(pg_world, 'odd_copy', 'SELECT v FROM o ORDER BY id').splitlines() == ODD
+        assert pg(pg_world, 'odd', 'SELECT v FROM o ORDER BY id').splitlines() == ODD
+    finally:
+        drop(pg_world, 'odd', 'odd_copy')
+
+
+def test_postgresql_restore_into_reads_a_table_of_contents_larger_than_the_first_piece(pg_world):
+    """The archive head is read in doubling pieces until pg_restore can list it: a dump whose table of contents
+    (many objects with long comments) outgrows the first MiB still restores whole, into the dump's encoding."""
+    drop(pg_world, 'many', 'many_copy')
+    pg(pg_world, 'postgres', "CREATE DATABASE many TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        pg(pg_world, 'many', "DO $$ BEGIN FOR i IN 1..400 LOOP EXECUTE format('CREATE TABLE t%s (v text); "
+                             "COMMENT ON TABLE t%s IS %L; INSERT INTO t%s VALUES (%L)', i, i, repeat('\u00e9', 4000), i, "
+                             "'caf\u00e9 ' || i); END LOOP; END $$")
+        dump = helper(pg_world, 'dump', 'database', 'many', dump=b'').stdout
+        result = helper(pg_world, 'restore-into', 'database', 'many', dump=dump, SELFHOST_BACKUP_INTO='many_copy')
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('many_copy')).startswith('LATIN1|C|C|')
+        assert pg(pg_world, 'many_copy', 'SELECT v FROM t400') == 'caf\u00e9 400\n'
+        assert pg(pg_world, 'many_copy', "SELECT count(*) FROM pg_class WHERE relname ~ '^t[0-9]+$'") == '400\n'
+    finally:
+        drop(pg_world, 'many', 'many_copy')
+
+
+@pytest.mark.parametrize('cut', [10, 100, 1000])
+def test_postgresql_restore_into_from_a_cut_archive_creates_nothing(pg_world, cut):
+    listed = databases(pg_world)
+    dump = pg_world[2]['database fixture']
+    result = helper(pg_world, 'restore-into', 'database', 'fixture', dump=dump[:cut], SELFHOST_BACKUP_INTO='cut_copy')
+    assert result.returncode == 1
+    assert 'nothing was restored' in result.stderr.decode() or 'nothing changed' in result.stderr.decode()
+    assert databases(pg_world) == listed
+
+
+# The check the restore script runs before it opens the repository (SELFHOST_BACKUP_CHECK=1, no input): the same
+# refusals as the restore, exit 0 for names that pass, and nothing read or made either way.
+
+@pytest.mark.parametrize('args, names, message', [
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'fixture'}, 'that is the database of this request'),
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'template1'}, 'a system database is never restored'),
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': '/srv/x.db'}, 'is not a database name this takes'),
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'postgres'}, 'a system database is never restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'postgres'}, 'a system database is never restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'postgres'},
+     'a system database is never restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'fixture'},
+     'that is the database restored'),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'x y'}, 'is not a database name this takes'),
+])
+def test_postgresql_check_only_refuses_as_the_restore_does(pg_world, args, names, message):
+    listed = databases(pg_world)
+    result = helper(pg_world, *args, dump=b'', SELFHOST_BACKUP_CHECK='1', **names)
+    assert result.returncode == 1
+    assert message in result.stderr.decode()
+    assert databases(pg_world) == listed
+
+
+@pytest.mark.parametrize('args, names', [
+    (['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'checked_copy'}),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture'}),
+    (['restore-database', 'cluster'], {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'checked_copy'}),
+])
+def test_postgresql_check_only_passes_good_names_and_reads_and_makes_nothing(pg_world, args, names):
+    listed = databases(pg_world)
+    # A dump on stdin that a restore would take: the check leaves it unread and makes nothing.
+    dump = pg_world[2]['database fixture' if args[0] == 'restore-into' else 'cluster']
+    result = helper(pg_world, *args, dump=dump, SELFHOST_BACKUP_CHECK='1', **names)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr == b''
+    assert databases(pg_world) == listed
+
+
+# The check mode of SQLite and MariaDB (SELFHOST_BACKUP_CHECK=1): the restore's refusals, nothing read or made.
+
+def test_sqlite_check_only_passes_a_good_path_and_makes_nothing(sqlite_world):
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    result = subprocess.run([str(script), 'restore-into', str(live)], input=dump, capture_output=True, check=False,
+                            env=dict(env, SELFHOST_BACKUP_INTO=str(live.parent / 'copy.db'), SELFHOST_BACKUP_CHECK='1'))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b''
+    assert sorted(p.name for p in live.parent.iterdir()) == before
+
+
+@pytest.mark.parametrize('into, message', [
+    ('relative.db', 'is not a file path this takes'),
+    ('{live}', 'exists; a restore --into makes a new file and never replaces one'),
+    ('{live}-wal', 'where SQLite keeps the journal or WAL'),
+    ('/tmp/' + 'x' * 240, 'is too long (at most 230)'),
+    ('/nowhere/x.db', 'no directory /nowhere'),
+])
+def test_sqlite_check_only_refuses_as_the_restore_does(sqlite_world, into, message):
+    script, live, scratch, env, dump = sqlite_world
+    before = sorted(p.name for p in live.parent.iterdir())
+    target = into.format(live=live, dir=live.parent)
+    result = subprocess.run([str(script), 'restore-into', str(live)], input=b'', capture_output=True, check=False,
+                            env=dict(env, SELFHOST_BACKUP_INTO=target, SELFHOST_BACKUP_CHECK='1'))
+    assert result.returncode == 1
+    assert message in result.stderr.decode()
+    assert sorted(p.name for p in live.parent.iterdir()) == before
+
+
+def test_mariadb_check_only_passes_a_new_name_and_sends_nothing(mariadb):
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-into', 'app'], input=MARIADB_ONE, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO='app_copy', SELFHOST_BACKUP_CHECK='1'), check=False)
+    assert result.returncode == 0, result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+@pytest.mark.parametrize('into, exists, message', [
+    ('app', False, 'that is the database of this request'),
+    ('app_copy', True, 'database app_copy exists'),
+    ('x`y', False, 'is not a database name this takes'),
+])
+def test_mariadb_check_only_refuses_as_the_restore_does(mariadb, into, exists, message):
+    script, env = mariadb
+    if exists:
+        (Path(env['FAKE']) / 'exists').write_text('1\n')
+    result = subprocess.run([str(script), 'restore-into', 'app'], input='', capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_INTO=into, SELFHOST_BACKUP_CHECK='1'), check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+@pytest.mark.parametrize('check', ['1', ''])
+@pytest.mark.parametrize('names', [{'SELFHOST_BACKUP_INTO': 'shop_copy'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'shop'},
+                                   {'SELFHOST_BACKUP_DATABASE': 'shop', 'SELFHOST_BACKUP_INTO': 'shop_copy'}])
+def test_mariadb_one_database_of_a_dump_of_several_is_refused_naming_why(mariadb, names, check):
+    """A request of several databases publishes restore_into_cmd and restore_database_cmd that refuse, naming why
+    (no transactional DDL and no RENAME DATABASE for a swap; cross-database references), in the check too."""
+    script, env = mariadb
+    result = subprocess.run([str(script), 'restore-several'], input=MARIADB_DUMP, capture_output=True, text=True,
+                            env=dict(env, SELFHOST_BACKUP_CHECK=check, **names), check=False)
+    assert result.returncode == 1
+    assert "this request's dump holds several MariaDB databases, and one is not restored out of it alone" in result.stderr
+    assert 'no transactional DDL, no RENAME DATABASE' in result.stderr
+    assert 'Nothing was restored' in result.stderr
+    assert not (Path(env['FAKE']) / 'stream.sql').exists()
+
+
+def test_postgresql_restore_of_a_database_that_is_gone_makes_it_again_with_its_encoding_and_locale(pg_world):
+    """'restore latest' of a per-database request after the database was dropped creates it again: from the dump's
+    own CREATE DATABASE (LATIN1, C here), not the server's UTF8 defaults."""
+    drop(pg_world, 'gone_latin')
+    pg(pg_world, 'postgres', "CREATE DATABASE gone_latin TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        values = ', '.join("(" + str(i) + ", '" + v.replace("'", "''") + "')" for i, v in enumerate(ODD))
+        pg(pg_world, 'gone_latin', f'CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o VALUES {values}')
+        before = pg(pg_world, 'postgres', ATTRIBUTES.format('gone_latin'))
+        dump = helper(pg_world, 'dump', 'database', 'gone_latin', dump=b'').stdout
+        drop(pg_world, 'gone_latin')
+        result = helper(pg_world, 'restore', 'database', 'gone_latin', dump=dump)
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('gone_latin')) == before == 'LATIN1|C|C|c|-\n'
+        assert pg(pg_world, 'gone_latin', 'SELECT v FROM o ORDER BY id').splitlines() == ODD
+        # A cut dump of a gone database leaves no database behind.
+        drop(pg_world, 'gone_latin')
+        result = helper(pg_world, 'restore', 'database', 'gone_latin', dump=dump[:-200])
+        assert result.returncode == 1
+        assert 'gone_latin' not in databases(pg_world)
+    finally:
+        drop(pg_world, 'gone_latin')

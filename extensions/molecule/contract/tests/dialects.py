@@ -70,22 +70,43 @@ class Dialect:
     def repair(self, box) -> None:
         raise NotImplementedError
 
+    def _literal(self, value: str | bytes, kind: str) -> str:
+        """The database's literal for a value that is not None: kind txt (text) or bin (binary)."""
+        raise NotImplementedError
+
+    def _inserts(self, table: str, rows: list[Row]) -> list[str]:
+        """One INSERT a row, each value a literal of the database's own (NULL for None)."""
+        def literal(value, kind: str) -> str:
+            return "NULL" if value is None else self._literal(value, kind)
+        return [f"INSERT INTO {table} VALUES ({i}, {literal(txt, 'txt')}, {literal(blob, 'bin')}, "
+                f"{'NULL' if num is None else num});" for i, txt, blob, num in rows]
+
+    # The database servers' dialects: the attribute that holds the client's command line, how that line names the
+    # database ({} for fixture, or another), and the command that drops another database ({} its quoted name).
+    client_attribute = ""
+    names_database = ""
+    drop_database = ""
+
     def at(self, target: str) -> "Dialect":
         """The same dialect reading and writing another database (a file for SQLite): a restore --into's copy."""
-        raise NotImplementedError
+        other = copy.copy(self)
+        command = getattr(self, self.client_attribute)
+        setattr(other, self.client_attribute, command.replace(self.names_database.format("fixture"),
+                                                              self.names_database.format(shlex.quote(target))))
+        return other
 
     def remove(self, box, target: str) -> None:
         """Remove the other database (or file) ``target`` if it is there."""
-        raise NotImplementedError
+        box.ok(self.drop_database.format(shlex.quote(target)))
 
 
 class PostgresCluster(Dialect):
     instance = "pg_cluster"
     psql = "PGCLIENTENCODING=UTF8 runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d fixture"
+    client_attribute, names_database = "psql", " -d {}"
+    drop_database = "cd / && runuser -u postgres -- dropdb --if-exists {}"
 
-    def _value(self, value, kind: str) -> str:
-        if value is None:
-            return "NULL"
+    def _literal(self, value, kind: str) -> str:
         if kind == "txt":
             return f"convert_from('\\x{_hex(value)}'::bytea, 'UTF8')"
         return f"'\\x{_hex(value)}'::bytea"
@@ -100,9 +121,7 @@ class PostgresCluster(Dialect):
                "CREATE TABLE fixture (id int PRIMARY KEY, txt text, bin bytea, num bigint);"]
         sql += [f"INSERT INTO lookalikes VALUES (convert_from('\\x{_hex(line)}'::bytea, 'UTF8'));"
                 for line in self.LOOKALIKES]
-        for i, txt, blob, num in rows:
-            sql.append(f"INSERT INTO fixture VALUES ({i}, {self._value(txt, 'txt')}, {self._value(blob, 'bin')}, "
-                       f"{'NULL' if num is None else num});")
+        sql += self._inserts("fixture", rows)
         box.ok(f"cd / && {self.psql}", "\n".join(sql).encode())
 
     def read(self, box):
@@ -124,14 +143,6 @@ class PostgresCluster(Dialect):
         box.ok("systemctl start postgresql.service && "
                "timeout 60 sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.5; done'")
 
-    def at(self, target):
-        other = copy.copy(self)
-        other.psql = self.psql.replace(" -d fixture", f" -d {shlex.quote(target)}")
-        return other
-
-    def remove(self, box, target):
-        box.ok(f"cd / && runuser -u postgres -- dropdb --if-exists {shlex.quote(target)}")
-
 
 class PostgresDatabase(PostgresCluster):
     instance = "pg_db"
@@ -141,10 +152,11 @@ class PostgresDatabase(PostgresCluster):
 class MariaDB(Dialect):
     instance = "mariadb"
     client = "mariadb --default-character-set=utf8mb4 --max-allowed-packet=1G fixture"
+    client_attribute, names_database = "client", " {}"
+    # The restore --into names are plain (letters, digits, _ . -): quoted for the shell, then in backquotes.
+    drop_database = "mariadb -e 'DROP DATABASE IF EXISTS `'{}'`'"
 
-    def _value(self, value, kind: str) -> str:
-        if value is None:
-            return "NULL"
+    def _literal(self, value, kind: str) -> str:
         if not value:
             return "''" if kind == "txt" else "X''"
         if kind == "txt":
@@ -155,9 +167,7 @@ class MariaDB(Dialect):
         sql = ["DROP TABLE IF EXISTS t;",
                "CREATE TABLE t (id INT PRIMARY KEY, txt LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin, "
                "bin LONGBLOB, num BIGINT) ENGINE=InnoDB;"]
-        for i, txt, blob, num in rows:
-            sql.append(f"INSERT INTO t VALUES ({i}, {self._value(txt, 'txt')}, {self._value(blob, 'bin')}, "
-                       f"{'NULL' if num is None else num});")
+        sql += self._inserts("t", rows)
         box.ok(self.client, "\n".join(sql).encode())
 
     def read(self, box):
@@ -175,14 +185,6 @@ class MariaDB(Dialect):
     def repair(self, box):
         box.ok("systemctl start mariadb.service")
 
-    def at(self, target):
-        other = copy.copy(self)
-        other.client = self.client.replace(" fixture", f" {shlex.quote(target)}")
-        return other
-
-    def remove(self, box, target):
-        box.ok(f"mariadb -e 'DROP DATABASE IF EXISTS `{target}`'")
-
 
 class MariaDBDatabase(MariaDB):
     instance = "mariadb_db"
@@ -197,17 +199,13 @@ class SQLite(Dialect):
         self.user = user
         self.sqlite = f"cd / && runuser -u {user} -- sqlite3 -bail -batch {shlex.quote(path)}"
 
-    def _value(self, value, kind: str) -> str:
-        if value is None:
-            return "NULL"
+    def _literal(self, value, kind: str) -> str:
         return f"CAST(X'{_hex(value)}' AS TEXT)" if kind == "txt" else f"X'{_hex(value)}'"
 
     def write(self, box, rows):
         sql = ["BEGIN;", "DROP TABLE IF EXISTS t;",
                "CREATE TABLE t (id INTEGER PRIMARY KEY, txt TEXT, bin BLOB, num INTEGER);"]
-        for i, txt, blob, num in rows:
-            sql.append(f"INSERT INTO t VALUES ({i}, {self._value(txt, 'txt')}, {self._value(blob, 'bin')}, "
-                       f"{'NULL' if num is None else num});")
+        sql += self._inserts("t", rows)
         sql.append("COMMIT;")
         box.ok(self.sqlite, "\n".join(sql).encode())
 

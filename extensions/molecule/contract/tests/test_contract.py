@@ -772,6 +772,76 @@ def test_restore_into_another_target_leaves_the_original_untouched(release: str,
         dialect.remove(box, into)
 
 
+# A per-database dump restored --into keeps the source database's encoding and locale (the dump's own CREATE
+# DATABASE), not the cluster's defaults. The request's database fixture is made LATIN1 with the C locale for this test
+# and made again as the converge makes it afterwards.
+LATIN_VALUES = ["caf\u00e9", "\u00c9t\u00e9 \u00e0 l'h\u00f4tel", "na\u00efve \u00fc\u00df \u00f1", "Zebra", "apple",
+                "\u00e5ngstr\u00f6m \u00b5 \u00b0 \u00bd \u00ff", "quotes ' \" ` \\ $HOME"]
+PG_ATTRIBUTES = ("SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype || '|' || datlocprovider "
+                 "FROM pg_database WHERE datname = :'name'")
+PG_CASES = [case for case in INTO_CASES if case[1] == "pg_db"]
+
+
+def _pg(box: Box, database: str, sql: str, **variables: str) -> str:
+    names = " ".join(f"-v {key}={shlex.quote(value)}" for key, value in variables.items())
+    return box.ok(f"cd / && PGCLIENTENCODING=UTF8 runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 {names} "
+                  f"-d {shlex.quote(database)}", sql.encode())
+
+
+@pytest.mark.parametrize("release, instance, provider", PG_CASES, ids=["-".join(case) for case in PG_CASES])
+def test_restore_into_keeps_the_databases_encoding_and_locale(release: str, instance: str, provider: str):
+    box = Box(f"contract-{release}")
+    into = "fixture_latin_copy"
+    DIALECTS[instance].remove(box, into)
+    box.ok("cd / && runuser -u postgres -- dropdb --force fixture && "
+           "runuser -u postgres -- createdb --template=template0 --encoding=LATIN1 --lc-collate=C --lc-ctype=C fixture")
+    try:
+        values = ", ".join(f"({i}, convert_from('\\x{v.encode().hex()}'::bytea, 'UTF8'))" for i, v in enumerate(LATIN_VALUES))
+        _pg(box, "fixture", f"CREATE TABLE latin (id int PRIMARY KEY, v text); INSERT INTO latin VALUES {values};")
+        backup_ok(box, provider, instance)
+        _pg(box, "fixture", "INSERT INTO latin VALUES (100, 'after the backup \u00e9');")
+        # Refused before the repository is opened: the request's own database, a system database.
+        for name, reason in (("fixture", "that is the database of this request"),
+                             ("template1", "a system database is never restored alone")):
+            refused = box.run(f"{provider}-restore-{instance} restore latest --into {name}")
+            assert refused.returncode == 1, refused.stderr.decode()
+            assert reason in refused.stderr.decode() and "before the repository was opened" in refused.stderr.decode()
+        result = box.run(f"{provider}-restore-{instance} restore latest --into {into}")
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+        assert _pg(box, "postgres", PG_ATTRIBUTES + ";", name=into) == _pg(box, "postgres", PG_ATTRIBUTES + ";", name="fixture") \
+            == "LATIN1|C|C|c\n"
+        # Value by value, by id and in the collation's order; the original keeps the row written after the backup.
+        for order in ("id", "v"):
+            copied = json.loads(_pg(box, into, f"SELECT json_agg(v ORDER BY {order}) FROM latin;"))
+            assert copied == [LATIN_VALUES[i] for i in json.loads(_pg(box, into, f"SELECT json_agg(id ORDER BY {order}) FROM latin;"))]
+        assert json.loads(_pg(box, into, "SELECT json_agg(v ORDER BY id) FROM latin;")) == LATIN_VALUES
+        assert json.loads(_pg(box, "fixture", "SELECT json_agg(v ORDER BY id) FROM latin;")) == \
+            LATIN_VALUES + ["after the backup \u00e9"]
+    finally:
+        DIALECTS[instance].remove(box, into)
+        box.ok("cd / && runuser -u postgres -- dropdb --force fixture && runuser -u postgres -- createdb fixture")
+
+
+MARIADB_SEVERAL = [case for case in ONE_PROVIDER_EACH if case[1] == "mariadb"]
+
+
+@pytest.mark.parametrize("release, instance, provider", MARIADB_SEVERAL, ids=["-".join(case) for case in MARIADB_SEVERAL])
+def test_one_database_of_a_mariadb_dump_of_several_is_refused_naming_why(release: str, instance: str, provider: str):
+    """A request of several MariaDB databases refuses --database and --into, naming why, before the repository is
+    opened; the database is untouched."""
+    box = Box(f"contract-{release}")
+    dialect = DIALECTS[instance]
+    dialect.write(box, STATE_1)
+    for args in ("--database fixture", "--database fixture --into fixture_copy", "--into fixture_copy"):
+        refused = box.run(f"{provider}-restore-{instance} restore latest {args}")
+        stderr = refused.stderr.decode()
+        assert refused.returncode == 1, stderr
+        assert "holds several MariaDB databases, and one is not restored out of it alone" in stderr, stderr
+        assert "before the repository was opened" in stderr, stderr
+    assert dialect.read(box) == expected(STATE_1)
+    assert box.run("mariadb -N -B -e \"SHOW DATABASES LIKE 'fixture_copy'\"").stdout.strip() == b""
+
+
 @pytest.mark.parametrize("release, provider", sorted({(case[0], case[2]) for case in CASES}), ids="-".join)
 def test_one_database_out_of_the_cluster_dump_leaves_the_others_untouched(release: str, provider: str):
     """restore --database fixture of the whole-cluster request puts the database fixture back as it was in the

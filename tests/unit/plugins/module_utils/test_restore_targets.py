@@ -154,6 +154,63 @@ def test_a_failing_restore_into_cmd_fails_the_restore(provider):
     assert 'target exists' in result.stderr and 'restored latest' not in result.stderr
 
 
+# The check before the repository is opened: the request's command runs once with SELFHOST_BACKUP_CHECK=1 and no
+# input; a refusal there ends the restore before the tool is run at all (no lock, no listing, no secret read).
+REFUSE_ON_CHECK = ('if [ "$SELFHOST_BACKUP_CHECK" = 1 ]; then echo "restore --into $SELFHOST_BACKUP_INTO: a system '
+                   'database is never restored alone" >&2; exit 1; fi; cat > {world}/{name}.data')
+# What the check saw: its names, its input, and how many tool calls had been made by then.
+RECORD_CHECK = ('if [ "$SELFHOST_BACKUP_CHECK" = 1 ]; then printf "into=%s database=%s input=%s calls=%s\\n" '
+                '"${{SELFHOST_BACKUP_INTO--}}" "${{SELFHOST_BACKUP_DATABASE--}}" "$(cat | wc -c)" '
+                '"$(cat {world}/store/log 2>/dev/null | wc -l)" >> {world}/{name}.check; exit 0; fi; '
+                'printf "check=%s\\n" "${{SELFHOST_BACKUP_CHECK-unset}}" > {world}/{name}.env; cat > {world}/{name}.data')
+
+
+@needs_root
+@pytest.mark.parametrize('args, key', [
+    (['--into', 'template1'], 'restore_into_cmd'),
+    (['--database', 'shop', '--into', 'template1'], 'restore_database_cmd'),
+    (['--database', 'shop'], 'restore_database_cmd'),
+])
+def test_a_target_the_requests_command_refuses_is_refused_before_the_tool_runs(provider, args, key):
+    path = backed_up(provider, **{key: REFUSE_ON_CHECK.format(world=provider.world, name='target')})
+    before = provider.tool_calls()
+    result = provider.run(path, 'restore', 'latest', *args, unit=False)
+    assert result.returncode == 1
+    assert 'a system database is never restored alone' in result.stderr
+    assert ("refused by the request's restore command (the reason is above), before the repository was opened: "
+            'nothing was read, stopped or restored') in result.stderr
+    assert provider.tool_calls() == before
+    assert not (provider.world / 'target.data').exists()
+
+
+@needs_root
+@pytest.mark.parametrize('args, key, seen', [
+    (['--into', 'copy'], 'restore_into_cmd', 'into=copy database=-'),
+    (['--database', 'shop'], 'restore_database_cmd', 'into=- database=shop'),
+    (['--into', 'copy', '--database', 'shop'], 'restore_database_cmd', 'into=copy database=shop'),
+])
+def test_the_check_runs_first_without_input_then_the_restore_without_the_check_flag(provider, args, key, seen):
+    path = backed_up(provider, **{key: RECORD_CHECK.format(world=provider.world, name='target')})
+    before = provider.tool_calls()
+    result = provider.run(path, 'restore', 'latest', *args, unit=False, PATH=restic_tests.fake_systemctl(provider.world),
+                          SELFHOST_BACKUP_CHECK='1')
+    assert result.returncode == 0, result.stderr
+    # Once, with no input, before any tool call; the restore itself never sees the flag (an inherited one neither).
+    assert (provider.world / 'target.check').read_text() == f'{seen} input=0 calls={before}\n', result.stderr
+    assert (provider.world / 'target.env').read_text() == 'check=unset\n'
+    assert (provider.world / 'target.data').read_text() == 'dump-data'
+    assert provider.tool_calls() > before
+
+
+@needs_root
+def test_a_plain_restore_runs_no_check(provider):
+    path = backed_up(provider, restore_cmd=RECORD_CHECK.format(world=provider.world, name='target'))
+    result = provider.run(path, 'restore', 'latest', unit=False, PATH=restic_tests.fake_systemctl(provider.world))
+    assert result.returncode == 0, result.stderr
+    assert not (provider.world / 'target.check').exists()
+    assert (provider.world / 'target.data').read_text() == 'dump-data'
+
+
 def on_a_terminal(provider, path, *args, **env):
     """The script by hand with stderr on a pty, stdout to a file: the result and what the terminal showed."""
     controller, terminal = pty.openpty()
