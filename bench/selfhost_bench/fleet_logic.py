@@ -69,7 +69,7 @@ def span(runs: list[tuple[float, float]]) -> float:
     """The wall time of jobs that ran at the same time: from the first start to the last end."""
     if not runs:
         raise ValueError("no runs")
-    return max(end for _, end in runs) - min(start for start, _ in runs)
+    return max(run[1] for run in runs) - min(run[0] for run in runs)
 
 
 def peak_cores(samples: list[tuple[float, int]], window: float = 1.0) -> float:
