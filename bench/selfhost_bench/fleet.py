@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -90,6 +91,19 @@ def playbook(path: Path, inventory: Path, forks: int, provider: str, timings: Pa
         raise RuntimeError(f"{path.name} ({provider}, forks {forks}) failed: see {timings.with_suffix('.log')}\n"
                            + proc.stdout[-3000:])
     return seconds, proc.stdout
+
+
+def cpu_nanoseconds(names: list[str]) -> int:
+    """CPU time used so far by these containers (cgroup v1 cpuacct, read from this machine), 0 when not found."""
+    ids = run(["docker", "inspect", "--format", "{{.Id}}", *names]).stdout.split()
+    paths = [Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage") for cid in ids]
+    return sum(int(path.read_text(encoding="utf-8")) for path in paths if path.exists())
+
+
+def controller_cpu_seconds() -> float:
+    """CPU time used so far by the finished children of this process (ansible-playbook and its forks)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def top_tasks(timings: Path, limit: int = 8) -> dict[str, float]:
@@ -201,9 +215,15 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
         inventory = workdir / f"fleet-{count}.json"
         inventory.write_text(json.dumps(logic.inventory(count, provider), indent=1), encoding="utf-8")
         playbook(PREPARE, inventory, count + 1, provider, workdir / f"prepare-{count}.json")
+        names = [logic.SERVER, *logic.client_names(count)]
         for run_name in ("first", "second"):
             note_load()
+            hosts_cpu, controller_cpu = cpu_nanoseconds(names), controller_cpu_seconds()
             seconds, out = playbook(PLAYBOOK, inventory, count, provider, workdir / f"{run_name}-{count}.json")
+            samples[f"fleet.converge.{count}.{run_name}.hosts_cpu_seconds"].append(
+                (cpu_nanoseconds(names) - hosts_cpu) / 1e9)
+            samples[f"fleet.converge.{count}.{run_name}.controller_cpu_seconds"].append(
+                controller_cpu_seconds() - controller_cpu)
             note_load()
             changed = sum(host["changed"] for host in logic.recap(out).values())
             samples[f"fleet.converge.{count}.{run_name}.seconds"].append(seconds)

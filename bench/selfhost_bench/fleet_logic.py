@@ -167,6 +167,13 @@ def _cell(values: list[float], digits: int = 1, scale: float = 1.0) -> str:
     return f"{mid:.{digits}f}" if len(values) == 1 else f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
+def _cpu(samples: dict[str, list[float]], count: int, run: str) -> str:
+    """The CPU a converge used in the containers and on the controller, 'hosts + controller'."""
+    hosts = samples.get(f"fleet.converge.{count}.{run}.hosts_cpu_seconds")
+    controller = samples.get(f"fleet.converge.{count}.{run}.controller_cpu_seconds")
+    return f"{median(hosts):.0f} + {median(controller):.0f}" if hosts and controller else "-"
+
+
 def costs(samples: dict[str, list[float]], counts: list[int]) -> Costs | None:
     """The model's inputs from the samples, or None when a part was not measured."""
     needed = ["fleet.backup.alone.seconds", "fleet.backup.all.seconds", "fleet.backup.all.server.added_bytes"]
@@ -199,15 +206,16 @@ def markdown(meta: dict[str, object], samples: dict[str, list[float]], counts: l
                       "machine: compare ratios, not seconds."]
     base = {run: samples.get(f"fleet.converge.1.{run}.seconds") for run in ("first", "second")}
     lines += ["", "## Converge: N clients at forks N against 1 client", "",
-              "| clients (= forks) | first converge, s | ratio to 1 | second converge, s | ratio to 1 | "
-              "changed in the second |", "| --- | --- | --- | --- | --- | --- |"]
+              "| clients (= forks) | first converge, s | ratio to 1 | CPU s: containers + controller | "
+              "second converge, s | ratio to 1 | CPU s: containers + controller | changed in the second |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for count in counts:
         row = [str(count)]
         for run in ("first", "second"):
             values = samples.get(f"fleet.converge.{count}.{run}.seconds", [])
             one = base[run]
             row += [_cell(values) if values else "-",
-                    f"{median(values) / median(one):.2f}x" if values and one else "-"]
+                    f"{median(values) / median(one):.2f}x" if values and one else "-", _cpu(samples, count, run)]
         changed = samples.get(f"fleet.converge.{count}.second.changed", [])
         row.append(f"{median(changed):.0f}" if changed else "-")
         lines.append("| " + " | ".join(row) + " |")

@@ -126,6 +126,8 @@ def samples(counts=(1, 8)):
         out[f'fleet.converge.{count}.first.seconds'] = [60.0 * (1 + count / 8)]
         out[f'fleet.converge.{count}.second.seconds'] = [30.0 * (1 + count / 8)]
         out[f'fleet.converge.{count}.second.changed'] = [0.0]
+        out[f'fleet.converge.{count}.first.hosts_cpu_seconds'] = [50.0 * count / 8]
+        out[f'fleet.converge.{count}.first.controller_cpu_seconds'] = [30.0 * count / 8]
     return out
 
 
@@ -144,7 +146,7 @@ def test_costs_come_from_the_medians_and_need_every_part():
 def test_markdown_states_the_load_the_ratios_and_the_model():
     text = logic.markdown({'cores': 2}, samples(), [1, 8], {'first-8': {'apt : install': 40.0}})
     assert 'loaded machine' in text and '3.00 to 5.50' in text
-    assert '| 8 | 120.0 | 1.78x | 60.0 | 1.78x | 0 |' in text
+    assert '| 8 | 120.0 | 1.78x | 50 + 30 | 60.0 | 1.78x | - | 0 |' in text
     assert '8 at once / 1 alone, per round: 3.50 (3.00-4.00)x' in text
     assert 'first-8: apt : install 40.0' in text
     assert '## Model: 1000 hosts' in text
