@@ -12,6 +12,7 @@ PREFIX = "bench-fleet"
 SERVER = f"{PREFIX}-server"
 NETWORK = f"{PREFIX}-net"
 IMAGE = "selfhost-backup/debian-systemd:{suite}"
+DEFAULT_SPREAD = 3600  # schedule.randomized_delay_sec of the restic and borg roles
 
 
 def client_names(count: int) -> list[str]:
@@ -94,6 +95,7 @@ class Costs:
     concurrency: int
     bytes_per_backup: float  # what one backup adds to the server's repositories
     server_cpu_seconds: float  # CPU the server container used for the concurrency backups together
+    controller_cpu_per_host: float = 0.0  # ansible's CPU on the controller per host of a first converge
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,14 @@ class Plan:
     hosts_per_server: int
     spread_seconds: int
     expected_concurrent: float
+    concurrent_999: int  # the 99.9th percentile of the jobs running at once on a server
     server_cpu_share: float
     megabytes_per_second: float
     lines: list[str]
 
 
 def plan(costs: Costs, hosts: int = 1000, window_hours: float = 6.0, server_cores: int = 2,
-         max_concurrent: int | None = None) -> Plan:
+         max_concurrent: int | None = None, controller_cores: int = 2) -> Plan:
     """How many servers and what spread keep hosts' nightly backups inside window_hours, and how long a converge
     of all of them takes at the largest measured forks; lines: the arithmetic, for the README and fleet.md.
 
@@ -139,6 +142,7 @@ def plan(costs: Costs, hosts: int = 1000, window_hours: float = 6.0, server_core
     concurrent = on_each * backup / spread
     cpu_share = on_each * cpu_per_backup / (server_cores * window)
     rate = on_each * costs.bytes_per_backup / window / 1e6
+    default = hosts * backup / DEFAULT_SPREAD
     lines = [
         f"- converge: {forks} hosts at forks {forks} took {per_batch:.0f} s, so {hosts} hosts take "
         f"ceil({hosts} / {forks}) x {per_batch:.0f} s = {converge:.0f} s = {converge / 3600:.1f} h",
@@ -150,10 +154,31 @@ def plan(costs: Costs, hosts: int = 1000, window_hours: float = 6.0, server_core
         f"- per server by CPU: {cpu_per_backup:.2f} CPU s per backup on the server; half of {server_cores} cores "
         f"for {window:.0f} s: floor(0.5 x {server_cores} x {window:.0f} / {cpu_per_backup:.2f}) = {by_cpu} hosts",
         f"- servers: ceil({hosts} / {per_server}) = {servers}, {on_each} hosts each: on average {concurrent:.2f} "
-        f"jobs at once, {100 * cpu_share:.1f}% of the server's CPU, {rate:.2f} MB/s into its disks",
+        f"jobs at once (Poisson, 99.9th percentile: {poisson_quantile(concurrent, 0.999)}), {100 * cpu_share:.1f}% "
+        f"of the server's CPU, {rate:.2f} MB/s into its disks",
+        f"- with the roles' default spread ({DEFAULT_SPREAD} s) instead: {hosts} x {backup:.1f} / {DEFAULT_SPREAD} = "
+        f"{default:.2f} jobs at once on one server (99.9th percentile: {poisson_quantile(default, 0.999)})",
     ]
-    return Plan(hosts, window_hours, forks, converge / 3600, servers, per_server, spread, concurrent, cpu_share,
-                rate, lines)
+    if costs.controller_cpu_per_host:
+        floor_s = hosts * costs.controller_cpu_per_host / controller_cores
+        lines.append(f"- the controller alone: {costs.controller_cpu_per_host:.1f} CPU s per host (ansible's forks, "
+                     f"measured at forks {forks}), so {hosts} hosts need at least {hosts} x "
+                     f"{costs.controller_cpu_per_host:.1f} / {controller_cores} cores = {floor_s:.0f} s = "
+                     f"{floor_s / 3600:.1f} h of a {controller_cores}-core controller, whatever the forks")
+    return Plan(hosts, window_hours, forks, converge / 3600, servers, per_server, spread, concurrent,
+                poisson_quantile(concurrent, 0.999), cpu_share, rate, lines)
+
+
+def poisson_quantile(mean: float, q: float) -> int:
+    """The smallest k with P(X <= k) >= q for X ~ Poisson(mean): how many jobs run at once on a server, at most,
+    in all but 1 - q of the moments, when they start independently and uniformly over the spread."""
+    k, term = 0, math.exp(-mean)
+    total = term
+    while total < q:
+        k += 1
+        term *= mean / k
+        total += term
+    return k
 
 
 def median(values: list[float]) -> float:
@@ -185,7 +210,9 @@ def costs(samples: dict[str, list[float]], counts: list[int]) -> Costs | None:
                  backup_seconds=median(samples["fleet.backup.alone.seconds"]),
                  concurrent_seconds=median(samples["fleet.backup.all.seconds"]), concurrency=most,
                  bytes_per_backup=median(samples["fleet.backup.all.server.added_bytes"]) / most,
-                 server_cpu_seconds=median(samples.get("fleet.backup.all.server.cpu_seconds") or [0.0]))
+                 server_cpu_seconds=median(samples.get("fleet.backup.all.server.cpu_seconds") or [0.0]),
+                 controller_cpu_per_host=median(
+                     samples.get(f"fleet.converge.{most}.first.controller_cpu_seconds") or [0.0]) / most)
 
 
 def markdown(meta: dict[str, object], samples: dict[str, list[float]], counts: list[int],

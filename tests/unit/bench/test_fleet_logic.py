@@ -156,3 +156,18 @@ def test_markdown_without_backups_has_no_model():
     partial = {k: v for k, v in samples().items() if not k.startswith('fleet.backup')}
     text = logic.markdown({}, partial, [1, 8], {})
     assert 'Backups:' not in text and 'Model' not in text
+
+
+def test_poisson_quantile():
+    assert logic.poisson_quantile(0.0, 0.999) == 0
+    # Poisson(1): P(X <= 4) = 0.9963, P(X <= 5) = 0.9994.
+    assert logic.poisson_quantile(1.0, 0.999) == 5
+    assert logic.poisson_quantile(1.0, 0.5) == 1
+
+
+def test_plan_states_the_default_spread_and_the_controller_floor():
+    answer = logic.plan(costs(controller_cpu_per_host=3.0))
+    assert any('1000 x 20.0 / 3600 = 5.56 jobs at once' in line for line in answer.lines)
+    assert any('1000 x 3.0 / 2 cores = 1500 s' in line for line in answer.lines)
+    assert answer.concurrent_999 == logic.poisson_quantile(answer.expected_concurrent, 0.999)
+    assert not any('controller alone' in line for line in logic.plan(costs()).lines)
