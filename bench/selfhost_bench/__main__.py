@@ -119,19 +119,28 @@ def fleet_phase(runs: int) -> None:
         "fleet": f"1 server (Debian 13) + up to {max(counts)} clients (Debian 13 and 12 alternating), {provider}, "
                  f"SQLite {size} MB of new rows per client per backup round, {runs} backup rounds"}
     log(f"fleet: counts {counts}, {provider}, {size} MB per client")
+
+    def save(samples: Samples, where: dict[str, dict[str, float]]) -> None:
+        meta["date, end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        write_fleet(meta, samples, [c for c in counts if f"fleet.converge.{c}.first.seconds" in samples], where)
+
     try:
-        samples, where = fleet.measure(counts, runs, provider, size, workdir, log)
+        fleet.measure(counts, runs, provider, size, workdir, log, save)
     finally:
         if setting("BENCH_FLEET_KEEP", "0") != "1":
             fleet.destroy()
-    meta["date, end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    log(f"results in {RESULTS}/fleet.md and fleet.json")
+
+
+def write_fleet(meta: dict[str, object], samples: Samples, counts: list[int],
+                where: dict[str, dict[str, float]]) -> None:
+    """fleet.json (meta, samples, the slowest tasks, the model's answer) and fleet.md from it."""
     measured = fleet_logic.costs(samples, counts)
     document = {**meta, "counts": counts, "samples": samples, "converge_top_tasks": where,
                 "plan": None if measured is None else {
                     k: v for k, v in vars(fleet_logic.plan(measured)).items() if k != "lines"}}
     (RESULTS / "fleet.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     (RESULTS / "fleet.md").write_text(fleet_logic.markdown(meta, samples, counts, where), encoding="utf-8")
-    log(f"results in {RESULTS}/fleet.md and fleet.json")
 
 
 def main() -> None:

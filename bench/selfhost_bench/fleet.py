@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from . import fleet_logic as logic
@@ -198,10 +199,11 @@ def backups(clients: list[str], provider: str, size_mb: int) -> tuple[list[tuple
     return [(float(out[1]), float(out[2])) for out in outs], server
 
 
-def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: Path,
-            log: Log) -> tuple[Samples, dict[str, dict[str, float]]]:
-    """For each count: fresh containers, the first converge and a second one at forks = count; after the largest
-    count, runs rounds of one client backing up alone and of every client at once."""
+def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: Path, log: Log,
+            save: Callable[[Samples, dict[str, dict[str, float]]], None]) -> tuple[Samples, dict[str, dict[str, float]]]:
+    """For each count, smallest and largest first (logic.order): fresh containers, the first converge and a second
+    one at forks = count; right after the largest count, runs rounds of one client backing up alone and of every
+    client at once. save gets what is measured so far after every step (a stopped run keeps it)."""
     samples: Samples = defaultdict(list)
     where: dict[str, dict[str, float]] = {}
 
@@ -209,7 +211,7 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
         samples["fleet.load1"].append(load())
         samples["fleet.other_containers"].append(float(busy_containers()))
 
-    for count in counts:
+    for count in logic.order(counts):
         log(f"fleet {count}: creating the server and {count} clients")
         create(count)
         inventory = workdir / f"fleet-{count}.json"
@@ -230,7 +232,16 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
             samples[f"fleet.converge.{count}.{run_name}.changed"].append(float(changed))
             where[f"{run_name}-{count}"] = top_tasks(workdir / f"{run_name}-{count}.json")
             log(f"fleet {count}: {run_name} converge {seconds:.1f} s at forks {count}, {changed} changed")
-    clients = logic.client_names(max(counts))
+            save(samples, where)
+        if count == max(counts):
+            backup_rounds(samples, logic.client_names(count), runs, provider, size_mb, log, note_load)
+            save(samples, where)
+    return samples, where
+
+
+def backup_rounds(samples: Samples, clients: list[str], runs: int, provider: str, size_mb: int, log: Log,
+                  note_load: Callable[[], None]) -> None:
+    """runs rounds of the first client backing up alone and of every client at once."""
     for turn in range(runs):
         # Alone first in even rounds, all first in odd ones: both see the machine's noise.
         for subject in (("alone", "all") if turn % 2 == 0 else ("all", "alone")):
@@ -242,4 +253,3 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
             for key, value in server.items():
                 samples[f"fleet.backup.{subject}.server.{key}"].append(value)
             log(f"fleet backup {turn + 1}/{runs} {subject} ({len(chosen)}): {logic.span(times):.1f} s")
-    return samples, where

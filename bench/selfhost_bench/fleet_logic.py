@@ -28,6 +28,13 @@ def suite_of(name: str) -> str:
     return "trixie" if int(name.rsplit("c", 1)[1]) % 2 else "bookworm"
 
 
+def order(counts: list[int]) -> list[int]:
+    """The order the counts run in: the smallest and the largest first (the ratio that has a goal, and the
+    backups, which run on the largest), then the others ascending."""
+    unique = sorted(set(counts))
+    return unique[:1] + unique[-1:] + unique[1:-1] if len(unique) > 1 else unique
+
+
 def inventory(count: int, provider: str) -> dict[str, object]:
     """The inventory of one server and count clients, in the groups extensions/molecule/fleet/converge.yml
     plays on: every client an SQLite client of provider (restic or borg), reached with docker exec."""

@@ -171,3 +171,10 @@ def test_plan_states_the_default_spread_and_the_controller_floor():
     assert any('1000 x 3.0 / 2 cores = 1500 s' in line for line in answer.lines)
     assert answer.concurrent_999 == logic.poisson_quantile(answer.expected_concurrent, 0.999)
     assert not any('controller alone' in line for line in logic.plan(costs()).lines)
+
+
+def test_order_runs_the_smallest_and_the_largest_count_first():
+    assert logic.order([1, 4, 8]) == [1, 8, 4]
+    assert logic.order([8, 1, 2, 4, 1]) == [1, 8, 2, 4]
+    assert logic.order([4]) == [4]
+    assert logic.order([]) == []
