@@ -120,12 +120,21 @@ def fleet_phase(runs: int) -> None:
                  f"SQLite {size} MB of new rows per client per backup round, {runs} backup rounds"}
     log(f"fleet: counts {counts}, {provider}, {size} MB per client")
 
+    kept: tuple[Samples, dict[str, dict[str, float]]] = ({}, {})
+    every = counts
+    if setting("BENCH_FLEET_MERGE", "0") == "1":
+        old = json.loads((RESULTS / "fleet.json").read_text(encoding="utf-8"))
+        kept = fleet_logic.kept(old, counts)
+        every = sorted({*counts, *(int(key.split(".")[2]) for key in kept[0])})
+        meta["merged"] = (f"converges of {sorted(set(every) - set(counts))} from the run of {old.get('date')} "
+                          f"(load {min(old['samples']['fleet.load1']):.1f}-{max(old['samples']['fleet.load1']):.1f})")
+
     def save(samples: Samples, where: dict[str, dict[str, float]]) -> None:
         meta["date, end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        write_fleet(meta, samples, [c for c in counts if f"fleet.converge.{c}.first.seconds" in samples], where)
+        write_fleet(meta, samples, [c for c in every if f"fleet.converge.{c}.first.seconds" in samples], where)
 
     try:
-        fleet.measure(counts, runs, provider, size, workdir, log, save)
+        fleet.measure(counts, runs, provider, size, workdir, log, save, kept)
     finally:
         if setting("BENCH_FLEET_KEEP", "0") != "1":
             fleet.destroy()

@@ -200,12 +200,14 @@ def backups(clients: list[str], provider: str, size_mb: int) -> tuple[list[tuple
 
 
 def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: Path, log: Log,
-            save: Callable[[Samples, dict[str, dict[str, float]]], None]) -> tuple[Samples, dict[str, dict[str, float]]]:
+            save: Callable[[Samples, dict[str, dict[str, float]]], None],
+            kept: tuple[Samples, dict[str, dict[str, float]]] = ({}, {})) -> tuple[Samples, dict[str, dict[str, float]]]:
     """For each count, smallest and largest first (logic.order): fresh containers, the first converge and a second
-    one at forks = count; right after the largest count, runs rounds of one client backing up alone and of every
-    client at once. save gets what is measured so far after every step (a stopped run keeps it)."""
-    samples: Samples = defaultdict(list)
-    where: dict[str, dict[str, float]] = {}
+    one at forks = count; between the largest count's two converges, runs rounds of one client backing up alone and of every
+    client at once. save gets what is measured so far after every step (a stopped run keeps it); kept: the
+    samples of an earlier run to keep (BENCH_FLEET_MERGE)."""
+    samples: Samples = defaultdict(list, kept[0])
+    where: dict[str, dict[str, float]] = dict(kept[1])
 
     def note_load() -> None:
         samples["fleet.load1"].append(load())
@@ -216,9 +218,15 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
         create(count)
         inventory = workdir / f"fleet-{count}.json"
         inventory.write_text(json.dumps(logic.inventory(count, provider), indent=1), encoding="utf-8")
-        playbook(PREPARE, inventory, count + 1, provider, workdir / f"prepare-{count}.json")
         names = [logic.SERVER, *logic.client_names(count)]
+        booted(names)
+        playbook(PREPARE, inventory, count + 1, provider, workdir / f"prepare-{count}.json")
         for run_name in ("first", "second"):
+            if run_name == "second" and count == max(counts):
+                # The backups right after the first converge of the largest count: a run stopped by a deadline
+                # has them before the second converge.
+                backup_rounds(samples, logic.client_names(count), runs, provider, size_mb, log, note_load)
+                save(samples, where)
             note_load()
             hosts_cpu, controller_cpu = cpu_nanoseconds(names), controller_cpu_seconds()
             seconds, out = playbook(PLAYBOOK, inventory, count, provider, workdir / f"{run_name}-{count}.json")
@@ -233,10 +241,22 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
             where[f"{run_name}-{count}"] = top_tasks(workdir / f"{run_name}-{count}.json")
             log(f"fleet {count}: {run_name} converge {seconds:.1f} s at forks {count}, {changed} changed")
             save(samples, where)
-        if count == max(counts):
-            backup_rounds(samples, logic.client_names(count), runs, provider, size_mb, log, note_load)
-            save(samples, where)
     return samples, where
+
+
+def booted(names: list[str], limit: float = 600.0) -> None:
+    """Wait until systemd has booted in every container (running or degraded): on a busy machine `docker exec`
+    fails for a while after `docker run`, and the scenarios' prepare.yml does not retry it."""
+    deadline = time.monotonic() + limit
+    for name in names:
+        while True:
+            proc = subprocess.run(["docker", "exec", name, "systemctl", "is-system-running", "--wait"],
+                                  capture_output=True, text=True, check=False)
+            if proc.stdout.strip() in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not boot: {proc.stdout.strip()} {proc.stderr.strip()}")
+            time.sleep(2)
 
 
 def backup_rounds(samples: Samples, clients: list[str], runs: int, provider: str, size_mb: int, log: Log,

@@ -35,6 +35,20 @@ def order(counts: list[int]) -> list[int]:
     return unique[:1] + unique[-1:] + unique[1:-1] if len(unique) > 1 else unique
 
 
+def kept(old: dict[str, object], counts: list[int]) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """BENCH_FLEET_MERGE=1: the samples and slowest tasks of an earlier fleet.json that this run does not measure
+    again: the converges of the other counts (the backups and the load belong to this run)."""
+    samples = old.get("samples") or {}
+    where = old.get("converge_top_tasks") or {}
+    if not isinstance(samples, dict) or not isinstance(where, dict):
+        raise ValueError("not a fleet.json: samples and converge_top_tasks must be objects")
+    redone = tuple(f"fleet.converge.{count}." for count in counts)
+    keep = {key: list(values) for key, values in samples.items()
+            if key.startswith("fleet.converge.") and not key.startswith(redone)}
+    kept_counts = {key.split(".")[2] for key in keep}
+    return keep, {run: dict(tasks) for run, tasks in where.items() if run.split("-")[1] in kept_counts}
+
+
 def inventory(count: int, provider: str) -> dict[str, object]:
     """The inventory of one server and count clients, in the groups extensions/molecule/fleet/converge.yml
     plays on: every client an SQLite client of provider (restic or borg), reached with docker exec."""

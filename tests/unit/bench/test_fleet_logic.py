@@ -178,3 +178,14 @@ def test_order_runs_the_smallest_and_the_largest_count_first():
     assert logic.order([8, 1, 2, 4, 1]) == [1, 8, 2, 4]
     assert logic.order([4]) == [4]
     assert logic.order([]) == []
+
+
+def test_kept_keeps_the_converges_of_the_counts_not_run_again():
+    old = {'samples': samples(), 'converge_top_tasks': {'first-1': {'a': 1.0}, 'first-8': {'b': 2.0}}}
+    keep, where = logic.kept(old, [8])
+    assert set(keep) == {'fleet.converge.1.first.seconds', 'fleet.converge.1.second.seconds',
+                         'fleet.converge.1.second.changed', 'fleet.converge.1.first.hosts_cpu_seconds',
+                         'fleet.converge.1.first.controller_cpu_seconds'}
+    assert where == {'first-1': {'a': 1.0}}
+    with pytest.raises(ValueError):
+        logic.kept({'samples': []}, [8])
