@@ -188,4 +188,4 @@ def test_kept_keeps_the_converges_of_the_counts_not_run_again():
                          'fleet.converge.1.first.controller_cpu_seconds'}
     assert where == {'first-1': {'a': 1.0}}
     with pytest.raises(ValueError):
-        logic.kept({'samples': []}, [8])
+        logic.kept({'samples': [['fleet.converge.1.first.seconds', [1.0]]]}, [8])
