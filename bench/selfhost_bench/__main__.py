@@ -126,8 +126,11 @@ def fleet_phase(runs: int) -> None:
         old = json.loads((RESULTS / "fleet.json").read_text(encoding="utf-8"))
         kept = fleet_logic.kept(old, counts)
         every = sorted({*counts, *(int(key.split(".")[2]) for key in kept[0])})
-        meta["merged"] = (f"converges of {sorted(set(every) - set(counts))} from the run of {old.get('date')} "
-                          f"(load {min(old['samples']['fleet.load1']):.1f}-{max(old['samples']['fleet.load1']):.1f})")
+        loads = old["samples"]["fleet.load1"]
+        meta["merged"] = (f"converges of {sorted(set(every) - set(counts))} "
+                          + ("and the backups " if any(k.startswith("fleet.backup.") for k in kept[0]) else "")
+                          + f"from the run of {old.get('date')} (load {min(loads):.1f}-{max(loads):.1f}); "
+                          + (f"earlier: {old['merged']}" if old.get("merged") else ""))
 
     def save(samples: Samples, where: dict[str, dict[str, float]]) -> None:
         meta["date, end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -206,6 +206,9 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
     one at forks = count; between the largest count's two converges, runs rounds of one client backing up alone and of every
     client at once. save gets what is measured so far after every step (a stopped run keeps it); kept: the
     samples of an earlier run to keep (BENCH_FLEET_MERGE)."""
+    # The backups run on the largest count, unless a kept run had a larger one and its backups are kept.
+    earlier = {int(key.split(".")[2]) for key in kept[0] if key.startswith("fleet.converge.")}
+    backups_at = max(counts) if max(counts) >= max(earlier, default=0) else 0
     samples: Samples = defaultdict(list, kept[0])
     where: dict[str, dict[str, float]] = dict(kept[1])
 
@@ -222,7 +225,7 @@ def measure(counts: list[int], runs: int, provider: str, size_mb: int, workdir: 
         booted(names)
         playbook(PREPARE, inventory, count + 1, provider, workdir / f"prepare-{count}.json")
         for run_name in ("first", "second"):
-            if run_name == "second" and count == max(counts):
+            if run_name == "second" and count == backups_at:
                 # The backups right after the first converge of the largest count: a run stopped by a deadline
                 # has them before the second converge.
                 backup_rounds(samples, logic.client_names(count), runs, provider, size_mb, log, note_load)

@@ -37,15 +37,20 @@ def order(counts: list[int]) -> list[int]:
 
 def kept(old: dict[str, object], counts: list[int]) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """BENCH_FLEET_MERGE=1: the samples and slowest tasks of an earlier fleet.json that this run does not measure
-    again: the converges of the other counts (the backups and the load belong to this run)."""
+    again: the converges of the other counts, the load readings (this run's are added), and the backups unless
+    this run reaches the earlier run's largest count (the backups run on the largest)."""
     samples = old.get("samples") or {}
     where = old.get("converge_top_tasks") or {}
     if not isinstance(samples, dict) or not isinstance(where, dict):
         raise ValueError("not a fleet.json: samples and converge_top_tasks must be objects")
     redone = tuple(f"fleet.converge.{count}." for count in counts)
+    converged = {int(key.split(".")[2]) for key in samples if key.startswith("fleet.converge.")}
+    backups_again = max(counts, default=0) >= max(converged, default=0)
     keep = {key: list(values) for key, values in samples.items()
-            if key.startswith("fleet.converge.") and not key.startswith(redone)}
-    kept_counts = {key.split(".")[2] for key in keep}
+            if (key.startswith("fleet.converge.") and not key.startswith(redone))
+            or key in ("fleet.load1", "fleet.other_containers")
+            or (key.startswith("fleet.backup.") and not backups_again)}
+    kept_counts = {key.split(".")[2] for key in keep if key.startswith("fleet.converge.")}
     return keep, {run: dict(tasks) for run, tasks in where.items() if run.split("-")[1] in kept_counts}
 
 

@@ -185,7 +185,12 @@ def test_kept_keeps_the_converges_of_the_counts_not_run_again():
     keep, where = logic.kept(old, [8])
     assert set(keep) == {'fleet.converge.1.first.seconds', 'fleet.converge.1.second.seconds',
                          'fleet.converge.1.second.changed', 'fleet.converge.1.first.hosts_cpu_seconds',
-                         'fleet.converge.1.first.controller_cpu_seconds'}
+                         'fleet.converge.1.first.controller_cpu_seconds', 'fleet.load1', 'fleet.other_containers'}
     assert where == {'first-1': {'a': 1.0}}
+    # A run of the smaller count only keeps the largest count's converges and the backups made on it.
+    keep, where = logic.kept(old, [1])
+    assert 'fleet.converge.1.first.seconds' not in keep and 'fleet.converge.8.first.seconds' in keep
+    assert keep['fleet.backup.all.seconds'] == [20.0, 18.0]
+    assert where == {'first-8': {'b': 2.0}}
     with pytest.raises(ValueError):
         logic.kept({'samples': [['fleet.converge.1.first.seconds', [1.0]]]}, [8])
