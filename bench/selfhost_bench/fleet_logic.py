@@ -187,8 +187,8 @@ def plan(costs: Costs, hosts: int = 1000, window_hours: float = 6.0, server_core
     ]
     if costs.controller_cpu_per_host:
         floor_s = hosts * costs.controller_cpu_per_host / controller_cores
-        lines.append(f"- the controller alone: {costs.controller_cpu_per_host:.1f} CPU s per host (ansible's forks, "
-                     f"measured at forks {forks}), so {hosts} hosts need at least {hosts} x "
+        lines.append(f"- the controller alone: {costs.controller_cpu_per_host:.1f} CPU s per more host in a first "
+                     f"converge (ansible and its forks), so {hosts} hosts need at least {hosts} x "
                      f"{costs.controller_cpu_per_host:.1f} / {controller_cores} cores = {floor_s:.0f} s = "
                      f"{floor_s / 3600:.1f} h of a {controller_cores}-core controller, whatever the forks")
     return Plan(hosts, window_hours, forks, converge / 3600, servers, per_server, spread, concurrent,
@@ -237,8 +237,23 @@ def costs(samples: dict[str, list[float]], counts: list[int]) -> Costs | None:
                  concurrent_seconds=median(samples["fleet.backup.all.seconds"]), concurrency=most,
                  bytes_per_backup=median(samples["fleet.backup.all.server.added_bytes"]) / most,
                  server_cpu_seconds=median(samples.get("fleet.backup.all.server.cpu_seconds") or [0.0]),
-                 controller_cpu_per_host=median(
-                     samples.get(f"fleet.converge.{most}.first.controller_cpu_seconds") or [0.0]) / most)
+                 controller_cpu_per_host=controller_per_host(samples, counts))
+
+
+def controller_per_host(samples: dict[str, list[float]], counts: list[int]) -> float:
+    """The controller's CPU for one more host in a first converge: the slope between the smallest and the largest
+    count (the server's play is in both), or the largest count's CPU shared by its hosts when one count ran."""
+    def cpu(count: int) -> float | None:
+        values = samples.get(f"fleet.converge.{count}.first.controller_cpu_seconds")
+        return median(values) if values else None
+
+    low, high = min(counts), max(counts)
+    top, bottom = cpu(high), cpu(low)
+    if top is None:
+        return 0.0
+    if high > low and bottom is not None:
+        return max(0.0, (top - bottom) / (high - low))
+    return top / high
 
 
 def markdown(meta: dict[str, object], samples: dict[str, list[float]], counts: list[int],

@@ -194,3 +194,11 @@ def test_kept_keeps_the_converges_of_the_counts_not_run_again():
     assert where == {'first-8': {'b': 2.0}}
     with pytest.raises(ValueError):
         logic.kept({'samples': [['fleet.converge.1.first.seconds', [1.0]]]}, [8])
+
+
+def test_controller_cpu_per_host_is_the_slope_between_the_counts():
+    # samples(): 30 * count / 8 CPU s: 3.75 at 1, 30 at 8, so 3.75 per more host.
+    assert logic.controller_per_host(samples(), [1, 8]) == pytest.approx(3.75)
+    assert logic.controller_per_host(samples((8,)), [8]) == pytest.approx(30.0 / 8)
+    assert logic.controller_per_host({}, [1, 8]) == 0.0
+    assert logic.costs(samples(), [1, 8]).controller_cpu_per_host == pytest.approx(3.75)
