@@ -125,7 +125,7 @@ def fleet_phase(runs: int) -> None:
     if setting("BENCH_FLEET_MERGE", "0") == "1":
         old = json.loads((RESULTS / "fleet.json").read_text(encoding="utf-8"))
         kept = fleet_logic.kept(old, counts)
-        every = sorted({*counts, *(int(key.split(".")[2]) for key in kept[0])})
+        every = sorted({*counts, *(int(key.split(".")[2]) for key in kept[0] if key.startswith("fleet.converge."))})
         loads = old["samples"]["fleet.load1"]
         meta["merged"] = (f"converges of {sorted(set(every) - set(counts))} "
                           + ("and the backups " if any(k.startswith("fleet.backup.") for k in kept[0]) else "")
