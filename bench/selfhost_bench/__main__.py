@@ -136,6 +136,7 @@ def fleet_phase(runs: int) -> None:
         meta["date, end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         write_fleet(meta, samples, [c for c in every if f"fleet.converge.{c}.first.seconds" in samples], where)
 
+    meta["fleet"] = str(meta["fleet"]).replace(f"up to {max(counts)} clients", f"up to {max(every)} clients")
     try:
         fleet.measure(counts, runs, provider, size, workdir, log, save, kept)
     finally:
