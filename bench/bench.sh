@@ -7,7 +7,10 @@
 #         (python -m selfhost_bench). Results: bench/results/latest.{md,json,png}. Options: see bench/README.md;
 #         VENV: the project's virtualenv elsewhere (as tests/tools/setup-host.sh takes it), BENCH_PYTHON: a Python
 #         to run the rounds with instead of bench/.venv's (without matplotlib, latest.png is left as it was).
-#   down  remove the container and, with it, its database and repositories (the image stays cached)
+#         BENCH_PHASES=fleet alone starts no selfhost-backup-bench: the fleet phase makes and removes containers
+#         bench-fleet-* of its own (results: bench/results/fleet.{md,json}).
+#   down  remove the container and, with it, its database and repositories (the image stays cached), and any
+#         bench-fleet-* containers a stopped fleet phase left
 set -euo pipefail
 
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,13 +27,18 @@ bench_venv() {
 }
 
 run() {
-  local python="${BENCH_PYTHON:-$bench/.venv/bin/python}"
-  IMAGE_SUITES=trixie "$top/tests/tools/setup-host.sh" venv docker images collections
+  local python="${BENCH_PYTHON:-$bench/.venv/bin/python}" phases suites=trixie
+  read -r -a phases <<<"${BENCH_PHASES:-}"
+  # The fleet phase runs Debian 12 clients too, in containers of its own.
+  case " ${phases[*]} " in *" fleet "*) suites="bookworm trixie" ;; esac
+  IMAGE_SUITES=$suites "$top/tests/tools/setup-host.sh" venv docker images collections
   [ -n "${BENCH_PYTHON:-}" ] || bench_venv
   export PATH="${VENV:-$top/.venv}/bin:$PATH"
   export ANSIBLE_COLLECTIONS_PATH="$top/.cache/collections"
-  ansible-playbook -i "$bench/inventory.yml" "$bench/playbooks/container.yml"
-  ansible-playbook -i "$bench/inventory.yml" "$bench/playbooks/site.yml"
+  if [ "${phases[*]}" != fleet ]; then
+    ansible-playbook -i "$bench/inventory.yml" "$bench/playbooks/container.yml"
+    ansible-playbook -i "$bench/inventory.yml" "$bench/playbooks/site.yml"
+  fi
   cd "$bench"
   "$python" -m selfhost_bench
 }
@@ -42,6 +50,14 @@ down() {
   else
     echo "no container $CONTAINER: nothing to remove"
   fi
+  local fleet
+  fleet=$(docker ps --all --quiet --filter "name=^bench-fleet-")
+  if [ -n "$fleet" ]; then
+    # shellcheck disable=SC2086 # one id a word
+    docker rm -f $fleet >/dev/null
+    echo "removed the fleet containers bench-fleet-*"
+  fi
+  docker network rm bench-fleet-net >/dev/null 2>&1 || true
 }
 
 case "${1:-run}" in

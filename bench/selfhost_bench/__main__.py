@@ -2,7 +2,8 @@
 
 Configured by the environment (bench/README.md): BENCH_SIZE_MB, BENCH_RUNS, BENCH_PHASES,
 BENCH_CONVERGE_COUNTS, BENCH_CONVERGE_RUNS, BENCH_CONVERGE_PROVIDERS, BENCH_SEED, BENCH_MERGE,
-BENCH_BORG_CHUNKER_CANDIDATES.
+BENCH_BORG_CHUNKER_CANDIDATES; the fleet phase (bench/results/fleet.{md,json}): BENCH_FLEET_COUNTS,
+BENCH_FLEET_PROVIDER, BENCH_FLEET_DB_MB.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import container, converge, datagen, measure, report
+from . import container, converge, datagen, fleet, fleet_logic, measure, report
 from .commands import CHUNKER_CANDIDATES
 from .measure import Samples
 
@@ -105,11 +106,73 @@ def merged_note(phases: list[str], counts_done: list[int], runs: int) -> dict[st
     return note
 
 
+def fleet_phase(runs: int) -> None:
+    """The fleet phase: its own containers (not selfhost-backup-bench), its own results (fleet.md, fleet.json)."""
+    counts = [int(c) for c in setting("BENCH_FLEET_COUNTS", "1 4 8").split()]
+    provider, size = setting("BENCH_FLEET_PROVIDER", "restic"), int(setting("BENCH_FLEET_DB_MB", "20"))
+    workdir = RESULTS / "tmp"
+    workdir.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
+        "kernel": platform.release(), "collection": collection_version(),
+        "ansible-core": first_line(["ansible", "--version"]), "docker": first_line(["docker", "--version"]),
+        "fleet": f"1 server (Debian 13) + up to {max(counts)} clients (Debian 13 and 12 alternating), {provider}, "
+                 f"SQLite {size} MB of new rows per client per backup round, {runs} backup rounds"}
+    log(f"fleet: counts {counts}, {provider}, {size} MB per client")
+
+    kept: tuple[Samples, dict[str, dict[str, float]]] = ({}, {})
+    every = counts
+    if setting("BENCH_FLEET_MERGE", "0") == "1":
+        old = json.loads((RESULTS / "fleet.json").read_text(encoding="utf-8"))
+        kept = fleet_logic.kept(old, counts)
+        every = sorted({*counts, *(int(key.split(".")[2]) for key in kept[0] if key.startswith("fleet.converge."))})
+        loads = old["samples"]["fleet.load1"]
+        meta["merged"] = (f"converges of {sorted(set(every) - set(counts))} "
+                          + ("and the backups " if any(k.startswith("fleet.backup.") for k in kept[0]) else "")
+                          + f"from the run of {old.get('date')} (load {min(loads):.1f}-{max(loads):.1f}); "
+                          + (f"earlier: {old['merged']}" if old.get("merged") else ""))
+
+    def save(samples: Samples, where: dict[str, dict[str, float]]) -> None:
+        meta["date, end"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        write_fleet(meta, samples, [c for c in every if f"fleet.converge.{c}.first.seconds" in samples], where)
+
+    meta["fleet"] = str(meta["fleet"]).replace(f"up to {max(counts)} clients", f"up to {max(every)} clients")
+    try:
+        fleet.measure(counts, runs, provider, size, workdir, log, save, kept)
+    finally:
+        if setting("BENCH_FLEET_KEEP", "0") != "1":
+            fleet.destroy()
+    log(f"results in {RESULTS}/fleet.md and fleet.json")
+
+
+def write_fleet(meta: dict[str, object], samples: Samples, counts: list[int],
+                where: dict[str, dict[str, float]]) -> None:
+    """fleet.json (meta, samples, the slowest tasks, the model's answer) and fleet.md from it."""
+    measured = fleet_logic.costs(samples, counts)
+    document = {**meta, "counts": counts, "samples": samples, "converge_top_tasks": where,
+                "plan": None if measured is None else {
+                    k: v for k, v in vars(fleet_logic.plan(measured)).items() if k != "lines"}}
+    (RESULTS / "fleet.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    (RESULTS / "fleet.md").write_text(fleet_logic.markdown(meta, samples, counts, where), encoding="utf-8")
+
+
 def main() -> None:
-    """Every phase of BENCH_PHASES in turn; the results are written again after each one."""
+    """Every phase of BENCH_PHASES in turn; the results are written again after each one. The fleet phase, last,
+    writes its own."""
     size, runs = int(setting("BENCH_SIZE_MB", "300")), int(setting("BENCH_RUNS", "3"))
     seed = int(setting("BENCH_SEED", "7"))
     phases = setting("BENCH_PHASES", PHASES).split()
+    if "fleet" in phases:
+        phases.remove("fleet")
+        if phases:
+            others(size, runs, seed, phases)
+        fleet_phase(runs)
+    else:
+        others(size, runs, seed, phases)
+
+
+def others(size: int, runs: int, seed: int, phases: list[str]) -> None:
+    """The phases on selfhost-backup-bench: latest.{md,json,png}."""
     counts = [int(c) for c in setting("BENCH_CONVERGE_COUNTS", "1 10 50").split()]
     log(f"generating about {size} MB of rows")
     meta = machine(size, datagen.create(size, seed))
