@@ -26,7 +26,8 @@ JOB_DATA = (
     'PROVIDER', 'SCRIPT', 'INSTANCE', 'BACKUP_SERVICE', 'JOB_NAME', 'JOB_USER', 'BACKUP_NAME', 'BACKUP_CMD',
     'RESTORE_CMD', 'STOP_UNITS', 'ENV_SECRETS', 'SECRET_FILES', 'SNAPSHOT_PATTERN', 'SNAPSHOT_WORD', 'MAINTENANCE',
     'NOTES', 'NOTIFY_CMD', 'LATE_AFTER', 'METRICS_FILE', 'PING_URL_FILE', 'PING_TIMEOUT', 'PING_RETRIES', 'LIBRARY',
-    'DRILL_CMD', 'DRILL_SERVICE', 'LOCK_WAIT', 'RESTORE_INTO_CMD', 'RESTORE_DATABASE_CMD',
+    'DRILL_CMD', 'DRILL_SERVICE', 'LOCK_WAIT', 'RESTORE_INTO_CMD', 'RESTORE_DATABASE_CMD', 'DRILL_SPACE_FACTOR',
+    'DRILL_SPACE_BASE',
 )
 
 
@@ -50,6 +51,9 @@ class ScriptSpec:
     monitoring: _monitoring.Monitoring = _monitoring.Monitoring()
     library: str = _job_data.LIBRARY
     drill_cmd: str = ''  # the request's drill_cmd ('' without one: the drill subcommand refuses to run)
+    # The request's drill_space: the drill wants factor x the dump's size + base bytes free for its scratch copy.
+    drill_space_factor: int = 1
+    drill_space_base: int = 0
     restore_into_cmd: str = ''  # the request's restore_into_cmd ('' without one: restore --into refuses)
     restore_database_cmd: str = ''  # the request's restore_database_cmd ('' without one: restore --database refuses)
     lock_wait: int = 300  # seconds a backup, restore or drill waits for the instance lock another one holds
@@ -68,6 +72,8 @@ def instance_spec(layout: _layout.Layout, request: t.Mapping[str, t.Any], settin
         backup_cmd=request['backup_cmd'],
         restore_cmd=request['restore_cmd'],
         drill_cmd=request.get('drill_cmd') or '',
+        drill_space_factor=int((request.get('drill_space') or {}).get('factor', 1)),
+        drill_space_base=int((request.get('drill_space') or {}).get('base_bytes', 0)),
         restore_into_cmd=request.get('restore_into_cmd') or '',
         restore_database_cmd=request.get('restore_database_cmd') or '',
         lock_wait=settings['lock_wait'],
@@ -118,6 +124,8 @@ def script_data(spec: ScriptSpec) -> list[tuple[str, _job_data.Value]]:
         ('LOCK_WAIT', int(spec.lock_wait)),
         ('RESTORE_INTO_CMD', spec.restore_into_cmd),
         ('RESTORE_DATABASE_CMD', spec.restore_database_cmd),
+        ('DRILL_SPACE_FACTOR', int(spec.drill_space_factor)),
+        ('DRILL_SPACE_BASE', int(spec.drill_space_base)),
     ]
     return common + list(spec.provider_data)
 

@@ -34,6 +34,8 @@ options:
       - Keys are C(user) (unix user, default C(root)), C(backup_name) (plain file name, default C(dump)),
         C(backup_cmd) and C(restore_cmd) (required, non-blank shell commands), C(drill_cmd) (optional, a
         non-blank shell command that restores the dump from stdin into a scratch copy and checks it),
+        C(drill_space) (optional, a dict of C(factor) and C(base_bytes), whole numbers; the drill wants factor x the
+        dump's size + base_bytes bytes free for its scratch copy, factor 1 and base_bytes 0 by default),
         C(restore_into_cmd) (optional, restores the dump into the new target named by the environment variable
         C(SELFHOST_BACKUP_INTO)) and C(restore_database_cmd) (optional, restores the one database named by
         C(SELFHOST_BACKUP_DATABASE) out of a dump of several).

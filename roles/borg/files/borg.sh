@@ -125,13 +125,21 @@ provider_has_snapshot() {
   fi
 }
 
+# The name of the archive "latest" or $1 names, for the calls that follow (the drill sizes and extracts the one
+# archive it resolved once): nothing when this instance has no archive yet; a failed listing fails.
+provider_resolve() {
+  if [ "$1" = latest ]; then
+    borg_ "${BORG_LATEST[@]}" || fail "cannot list the archives of this instance"
+  else
+    printf '%s\n' "$1"
+  fi
+}
+
 # The archive "latest" or $1 names.
 archive_named() {
-  local archive="$1"
-  if [ "$archive" = latest ]; then
-    archive="$(borg_ "${BORG_LATEST[@]}")" || fail "cannot list the archives of this instance"
-    [ -n "$archive" ] || fail "instance $INSTANCE has no archive yet"
-  fi
+  local archive
+  archive="$(provider_resolve "$1")" || exit 1
+  [ -n "$archive" ] || fail "instance $INSTANCE has no archive yet"
   printf '%s\n' "$archive"
 }
 

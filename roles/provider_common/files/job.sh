@@ -19,10 +19,10 @@ umask 077
 readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BACKUP_NAME BACKUP_CMD RESTORE_CMD
   STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
   METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY DRILL_CMD DRILL_SERVICE LOCK_WAIT RESTORE_INTO_CMD
-  RESTORE_DATABASE_CMD)
+  RESTORE_DATABASE_CMD DRILL_SPACE_FACTOR DRILL_SPACE_BASE)
 # What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
-readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_dump
-  provider_dump_size provider_newest_json provider_snapshot_count provider_retention provider_exec)
+readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_resolve
+  provider_dump provider_dump_size provider_newest_json provider_snapshot_count provider_retention provider_exec)
 # And the variables it must set: EXEC_EXAMPLE, the tool arguments --help shows for exec (e.g. stats).
 readonly PROVIDER_VARIABLES=(EXEC_EXAMPLE)
 
@@ -411,7 +411,7 @@ restore_arriving_dump() {
 # checks it and removes it. Nothing is stopped and the live database is not touched. It runs under the instance
 # lock (main), so no backup changes "latest" or prunes the snapshot meanwhile.
 drill() {
-  local snapshot="$1" size tmp free dump_rc drill_rc started
+  local snapshot="$1" resolved size tmp free need dump_rc drill_rc started
   started="$(date +%s)"
   ! in_unit || rm -f -- "$DRILL_STATS_FILE"
   [ -n "$DRILL_CMD" ] || fail "the request of instance $INSTANCE has no drill_cmd: nothing to drill with"
@@ -423,24 +423,34 @@ drill() {
     provider_has_snapshot "$snapshot" \
       || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
   fi
-  size="$(provider_dump_size "$snapshot")" || size=''
+  # What the size and the dump both read: a tool that cannot name "latest" in each run (borg) resolves it once
+  # here (its failure's message is its own, above); nothing when there is no such snapshot.
+  resolved="$(provider_resolve "$snapshot")" || exit 1
+  [ -n "$resolved" ] \
+    || fail "no $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
+  size="$(provider_dump_size "$resolved")" || size=''
   if ! [[ "$size" =~ ^[0-9]+$ ]]; then
     [ "$snapshot" != latest ] || provider_has_snapshot latest \
       || fail "no $SNAPSHOT_WORD 'latest' of instance $INSTANCE (see '$SCRIPT snapshots'): nothing was drilled"
     fail "cannot read the size of the dump in $SNAPSHOT_WORD '$snapshot' of instance $INSTANCE"
   fi
-  # The scratch copy goes to the temporary directory (the unit's private /tmp): at least the dump must fit.
+  # The scratch copy goes to the temporary directory (the unit's private /tmp). A restored database is bigger
+  # than its dump: the request's drill_space says how much (factor x the dump's size + base bytes; without it
+  # the dump's size alone).
   tmp="${TMPDIR:-/tmp}"
+  need=$((size * DRILL_SPACE_FACTOR + DRILL_SPACE_BASE))
   free="$(df -P -B1 -- "$tmp" 2>/dev/null | awk 'NR == 2 { print $4 }')"
   [[ "$free" =~ ^[0-9]+$ ]] || fail "cannot read the free space of $tmp, where the drill's scratch copy goes"
-  if [ "$free" -lt "$size" ]; then
-    fail "not enough space for the drill's scratch copy in $tmp: $free bytes free, the dump of $SNAPSHOT_WORD" \
-      "'$snapshot' is $size bytes (free some space there, or give the drill another TMPDIR)"
+  if [ "$free" -lt "$need" ]; then
+    fail "not enough space for the drill's scratch copy in $tmp: $free bytes free, $need bytes needed (the dump" \
+      "of $SNAPSHOT_WORD '$snapshot' is $size bytes; the request's drill_space counts $DRILL_SPACE_FACTOR times" \
+      "that + $DRILL_SPACE_BASE bytes): free some space there, or give the drill another TMPDIR"
   fi
-  printf '%s: drill of %s %s of instance %s: %s bytes into drill_cmd\n' "$SCRIPT" "$SNAPSHOT_WORD" "$snapshot" \
-    "$INSTANCE" "$size" >&2
+  printf '%s: drill of %s %s%s of instance %s: %s bytes into drill_cmd (%s bytes free in %s, %s needed)\n' \
+    "$SCRIPT" "$SNAPSHOT_WORD" "$snapshot" "$([ "$resolved" = "$snapshot" ] || printf ' (%s)' "$resolved")" \
+    "$INSTANCE" "$size" "$free" "$tmp" "$need" >&2
   set +e
-  provider_dump "$snapshot" | as_user /bin/sh -c "$DRILL_CMD"
+  provider_dump "$resolved" | as_user /bin/sh -c "$DRILL_CMD"
   dump_rc="${PIPESTATUS[0]}" drill_rc="${PIPESTATUS[1]}"
   set -e
   # The tool's failure first (not its SIGPIPE, which drill_cmd's early exit causes): a snapshot removed or made

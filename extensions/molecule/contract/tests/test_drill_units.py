@@ -42,9 +42,12 @@ def drill(box: Box, provider: str, instance: str) -> tuple[int, str]:
     script = f"{provider}-restore-{instance}"
     last = f"-e '^{script}: drill of .* passed$' -e '^{script}: drill failed: ' -e '^{script}: no '"
     journal = f"journalctl --no-pager -o cat -u {unit} --after-cursor={shlex.quote(cursor)}"
-    log = box.ok(f"for i in $(seq 1 40); do {journal} >/root/drill.log; grep -q {last} /root/drill.log && break; "
-                 "sleep 0.5; done; cat /root/drill.log")
-    return result.returncode, " ".join(log.split())
+    lines = box.run(f"for i in $(seq 1 40); do {journal} >/root/drill.log; grep -q {last} /root/drill.log && break; "
+                    "sleep 0.5; done; cat /root/drill.log")
+    assert lines.returncode == 0, lines.stderr[-2000:]
+    # A cut dump can end inside a UTF-8 character, and the helper's error may quote that line (sqlite3 3.40 of
+    # Debian 12 does).
+    return result.returncode, " ".join(lines.stdout.decode(errors="replace").split())
 
 
 def metrics(box: Box, provider: str, instance: str) -> dict[str, int]:

@@ -602,11 +602,11 @@ def test_a_drill_of_latest_resolves_the_archive_sizes_and_streams_it(world):
     result = run(world, path, 'drill', 'latest')
     assert result.returncode == 0, result.stderr
     assert (world / 'drilled').read_text() == 'dump-data'
-    assert 'drill of archive latest of instance app: 9 bytes into drill_cmd' in result.stderr
+    assert f'drill of archive latest ({LATEST}) of instance app: 9 bytes into drill_cmd (' in result.stderr
     calls = [entry[1] for entry in log(world)]
-    # The size of the one item, then its extract: both of the archive latest names.
-    assert f'list --format {{size}}{{NL}} ::{LATEST} db.sql' in calls
-    assert calls[-1] == f'extract --stdout ::{LATEST} db.sql'
+    # latest resolved once, then the size of the one item and its extract, both of that archive.
+    assert [call for call in calls if '--last 1' in call] == [calls[-3]]
+    assert calls[-2:] == [f'list --format {{size}}{{NL}} ::{LATEST} db.sql', f'extract --stdout ::{LATEST} db.sql']
     assert not (world / 'restored').exists()
 
 
@@ -622,7 +622,10 @@ def test_a_drill_of_latest_lists_the_archives_no_more_than_needed_and_without_a_
     before = len(log(world))
     assert run(world, path, 'drill', 'latest').returncode == 0
     calls = [entry[1] for entry in log(world)[before:]]
-    assert len(calls) == 4, calls  # latest and the size, latest and the extract
+    # latest resolved once (borg list --last 1), the size and the extract of that archive: three runs, not four.
+    assert [call.split()[0] + (' --last 1' if '--last 1' in call else '') for call in calls] == \
+        ['list --last 1', 'list', 'extract'], calls
+    assert calls[1].endswith(f'::{LATEST} db.sql') and calls[2] == f'extract --stdout ::{LATEST} db.sql'
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='a drill by hand runs as root')
@@ -645,6 +648,18 @@ def test_a_failing_drill_and_a_missing_archive_fail_clearly(world):
     assert ("no archive 'app@h1-2025-01-01T00:00:00.000000' of instance app (see 'borg-restore-app snapshots'): "
             'nothing was drilled') in missing.stderr
     assert [entry[0] for entry in log(world)[before:]] == ['list']
+
+
+def test_a_drill_of_latest_in_an_empty_repository_says_there_is_none_and_extracts_nothing(world):
+    path = drill_script(world)
+    assert run(world, path, 'backup').returncode == 0
+    (world / 'store' / 'data').unlink()   # the repository is there, its one archive gone
+    before = len(log(world))
+    result = run(world, path, 'drill', 'latest')
+    assert result.returncode == 1
+    assert ("no archive 'latest' of instance app (see 'borg-restore-app snapshots'): nothing was drilled"
+            in result.stderr), result.stderr
+    assert commands_run(world)[before:] == ['list'] and not (world / 'drilled').exists()
 
 
 def test_a_drill_whose_extract_fails_fails(world):

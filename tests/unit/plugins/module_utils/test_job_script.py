@@ -38,6 +38,7 @@ readonly EXEC_EXAMPLE=info
 provider_has_snapshot() { :; }
 provider_dump() { :; }
 provider_dump_size() { :; }
+provider_resolve() { printf '%s\n' "$1"; }
 provider_newest_json() { :; }
 provider_snapshot_count() { :; }
 provider_retention() { :; }

@@ -36,6 +36,7 @@ readonly EXEC_EXAMPLE=stats
 provider_has_snapshot() { :; }
 provider_dump() { :; }
 provider_dump_size() { :; }
+provider_resolve() { printf '%s\n' "$1"; }
 provider_newest_json() { :; }
 provider_retention() { :; }
 provider_snapshot_count() { echo 7; }

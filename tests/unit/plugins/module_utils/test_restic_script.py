@@ -723,11 +723,40 @@ def test_a_drill_without_room_for_the_scratch_copy_fails_before_it_starts(world)
     assert run(world, path, 'backup').returncode == 0
     result = run(world, path, 'drill', 'latest', PATH=fake_df(world, 5), TMPDIR=str(world))
     assert result.returncode == 1
-    assert (f"not enough space for the drill's scratch copy in {world}: 5 bytes free, the dump of snapshot 'latest' "
-            'is 9 bytes (free some space there, or give the drill another TMPDIR)') in result.stderr
+    # A request without drill_space: the dump's size alone.
+    assert (f"not enough space for the drill's scratch copy in {world}: 5 bytes free, 9 bytes needed (the dump of "
+            "snapshot 'latest' is 9 bytes; the request's drill_space counts 1 times that + 0 bytes): free some space "
+            'there, or give the drill another TMPDIR') in result.stderr
     assert not (world / 'drilled').exists() and not any(' dump ' in line for line in log(world))
     # Room for exactly the dump is enough.
     assert run(world, path, 'drill', 'latest', PATH=fake_df(world, 9), TMPDIR=str(world)).returncode == 0
+
+
+@pytest.mark.parametrize('free, passes', [(40, False), (41, True)])
+def test_a_drill_wants_the_room_of_the_request_s_drill_space(world, free, passes):
+    """A restored database is bigger than its dump: the request's drill_space (factor 3, base 14 bytes here) asks
+    for 3 x 9 + 14 = 41 bytes, and the error names both numbers and the directory."""
+    spec = _job_script.instance_spec(
+        _layout.Layout('restic', 'app'),
+        {'user': getpass.getuser(), 'backup_name': 'db.sql', 'backup_cmd': 'printf dump-data', 'restore_cmd': 'cat',
+         'drill_cmd': drill_cmd(world), 'drill_space': {'factor': 3, 'base_bytes': 14}},
+        {'lock_wait': 300, 'restore': {'stop_units': []},
+         'monitoring': {'late_after': 0, 'ping_timeout': 10, 'ping_retries': 0}}, {}, (), env_names=())
+    assert (spec.drill_space_factor, spec.drill_space_base) == (3, 14)
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world), drill_space_factor=spec.drill_space_factor,
+                  drill_space_base=spec.drill_space_base)
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'drill', 'latest', PATH=fake_df(world, free), TMPDIR=str(world))
+    if passes:
+        assert result.returncode == 0, result.stderr
+        assert f"9 bytes into drill_cmd (41 bytes free in {world}, 41 needed)" in result.stderr
+        assert (world / 'drilled').read_text() == 'dump-data'
+    else:
+        assert result.returncode == 1
+        assert (f"not enough space for the drill's scratch copy in {world}: 40 bytes free, 41 bytes needed (the dump "
+                "of snapshot 'latest' is 9 bytes; the request's drill_space counts 3 times that + 14 bytes)") \
+            in result.stderr
+        assert not (world / 'drilled').exists() and not any(' dump ' in line for line in log(world))
 
 
 @pytest.mark.parametrize('snapshot, message', [

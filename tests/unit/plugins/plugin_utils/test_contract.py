@@ -44,6 +44,12 @@ def violations_of(document, name=None):
     # drill_cmd is optional: absent above, kept as given here.
     (request(drill_cmd="helper drill --check db 'SELECT 1'"),
      {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_cmd': "helper drill --check db 'SELECT 1'"}),
+    # drill_space is optional; given, its absent numbers come back as the plain dump's (factor 1, base 0).
+    (request(drill_space={'factor': 3, 'base_bytes': 134217728}),
+     {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_space': {'factor': 3, 'base_bytes': 134217728}}),
+    (request(drillSpace={'base_bytes': 5}),
+     {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_space': {'factor': 1, 'base_bytes': 5}}),
+    (request(drill_space={}), {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_space': {'factor': 1, 'base_bytes': 0}}),
 ])
 def test_valid_requests_come_back_with_defaults(document, expected):
     assert _contract.validate_request(document) == expected
@@ -75,6 +81,14 @@ INVALID = [
     ('list-drill-cmd', request(drill_cmd=['drill']), 'request.drill_cmd', 'type', "is not of type 'string'"),
     ('both-drill-cmd', request(drill_cmd='a', drillCmd='b'), 'request.drillCmd', 'x-aliases',
      "'drillCmd' and 'drill_cmd' are the same key"),
+    ('zero-drill-factor', request(drill_space={'factor': 0}), 'request.drill_space.factor', 'minimum',
+     '0 is less than the minimum of 1'),
+    ('float-drill-factor', request(drill_space={'factor': 2.5}), 'request.drill_space.factor', 'type',
+     "2.5 is not of type 'integer'"),
+    ('negative-drill-base', request(drill_space={'base_bytes': -1}), 'request.drill_space.base_bytes', 'minimum',
+     'less than the minimum of 0'),
+    ('unknown-drill-space-key', request(drill_space={'ratio': 2}), 'request.drill_space.ratio', 'additionalProperties',
+     'unknown key'),
     ('name-traversal', request(backup_name='../x'), 'request.backup_name', 'pattern', f"'../x' does not match {NAME_PATTERN}"),
     ('name-hidden', request(backup_name='.hidden'), 'request.backup_name', 'pattern', "'.hidden' does not match"),
     ('name-option', request(backup_name='-x.sql'), 'request.backup_name', 'pattern', "'-x.sql' does not match"),
