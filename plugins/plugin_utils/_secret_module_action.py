@@ -39,7 +39,8 @@ class SecretModuleAction(ActionBase):
         del args
         return msg
 
-    def _update_module_args(self, module_name, module_args, task_vars, ignore_unknown_opts: bool = False):
+    def _update_module_args(self, module_name: str, module_args: dict[str, t.Any], task_vars: dict[str, t.Any],
+                            ignore_unknown_opts: bool = False) -> None:
         super()._update_module_args(module_name, module_args, task_vars, ignore_unknown_opts=ignore_unknown_opts)
         if self._secret:
             module_args['_ansible_no_log'] = True
