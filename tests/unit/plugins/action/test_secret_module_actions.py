@@ -75,8 +75,10 @@ def test_the_borg_check_is_always_no_log_and_says_nothing_changed():
     assert failed['msg'] == f'selfhost.backup.borg_repository failed {UNCHANGED}'
 
 
-@pytest.mark.parametrize('secret_files, no_log', [([{'path': '/etc/x/passphrase', 'content': SECRET}], True),
-                                                   ([], False)])
+@pytest.mark.parametrize('secret_files, no_log', [
+    ([{'path': '/etc/x/passphrase', 'content': SECRET}], True),
+    ([], False),
+])
 def test_job_paths_is_no_log_when_it_writes_secrets(secret_files, no_log):
     args = {'directories': [], 'secret_files': secret_files, 'prune': {}}
     result, sent = run_action(job_paths, args, {'changed': True, 'diff': []})
