@@ -32,8 +32,10 @@ class ActionModule(ControllerAction):
             planned = _plan.plan(args['provider'], args['instances'], args['version'], host, args['binary'],
                                  args['reinitialise'], args['servers'])
         except _plan.PlanError as exc:
-            # Shown by the role's next task: the caller registers this result under no_log.
+            # The message alone (it never quotes a secret), shown as the task's failure.
             result.update(failed=True, changed=False, msg=str(exc))
             return result
-        result.update(changed=False, **planned)
+        # The plan holds the secrets about to be written: the success is no_log, without a no_log on the task
+        # that would hide a failure's message too.
+        result.update(changed=False, _ansible_no_log=True, **planned)
         return result

@@ -102,6 +102,10 @@ attributes:
     description: Linux with borg >= 1.2, C(setpriv) (util-linux) and, for remote repositories, ssh.
     support: full
     platforms: posix
+notes:
+  - Runs through an action plugin of the same name; the module runs with C(no_log) and a success is returned
+    with C(no_log); a failure shows its message (passphrases masked) followed by the sentence that nothing on the
+    host was changed. Do not set C(no_log) on the task, which would hide that message too.
 seealso:
   - module: selfhost.backup.restic_repository
 """
@@ -115,7 +119,6 @@ EXAMPLES = r"""
         repository: /srv/backup/app
         marker: /var/cache/borg-backup-app/selfhost-backup-initialised
         passphrase: "{{ vault_borg_app }}"
-  no_log: true
 """
 
 RETURN = r"""

@@ -126,6 +126,10 @@ attributes:
     support: full
     platforms: posix
 notes:
+  - Runs through an action plugin of the same name. With O(secret_files) the module runs with C(no_log) and a
+    success is returned with C(no_log) (the module's invocation would show a secret holding quotes escaped); a
+    failure shows its message, which names paths only. Do not set C(no_log) on the task, which would hide that
+    message too.
   - Run it as root to create files owned by other users.
 seealso:
   - module: selfhost.backup.backup_jobs

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: provider_instances
-short_description: Check every instance of a backup provider on the controller, before any host is touched
+short_description: Check every instance of a backup provider before any change
 version_added: 0.1.0
 description:
   - Checks the instances dict of a provider role (C(restic_instances), C(borg_instances)) as a whole, on the
@@ -21,6 +21,11 @@ description:
     that the shell or the job script own (C(PATH), C(UID), C(RESTIC_PASSWORD_FILE)), or a borg remote repository
     without a pinned host key of its server.
   - Every violation is reported at once, one per line, naming the field and the rule. Secrets are never quoted.
+  - With O(check_host), two reads on the host follow once the instances are valid; they change nothing. The
+    calendar expressions must be read by the host's own systemd (C(systemd-analyze calendar)), whose versions
+    differ. And an empty instances dict fails while the host has instances of this provider installed (a job
+    manifest in C(/var/lib/selfhost-backup) or a secrets directory in C(/etc/selfhost-backup/<provider>)),
+    unless O(remove_unlisted), so that a misspelt variable name never uninstalls every job.
 requirements:
   - jsonschema >= 4.18 on the controller
 author:
@@ -50,11 +55,24 @@ options:
         initialised again. Each must be an enabled instance of O(instances); a name that is not is a violation.
     type: raw
     default: []
+  check_host:
+    description:
+      - Also check the calendars with the host's systemd and refuse an empty O(instances) on a host with
+        installed instances (see above). Without it nothing runs on the host.
+    type: bool
+    default: false
+  remove_unlisted:
+    description:
+      - The role's C(<provider>_remove_unlisted); with it an empty O(instances) may remove the installed instances.
+    type: raw
+    default: false
 extends_documentation_fragment:
   - selfhost.backup.controller_only
 notes:
-  - The returned instances hold the secrets of the settings; set C(no_log) on the task and show RV(violations),
-    which never quote a secret, in a task of their own.
+  - The returned instances hold the secrets of the settings, so a success is returned with C(no_log); a failure
+    shows its message (every violation, one per line), which never quotes a secret. Do not set C(no_log) on the
+    task, which would hide that message too.
+  - With O(check_host) it reads the host (a connection is made), in check mode too.
 seealso:
   - module: selfhost.backup.databasebackup_contract
 """
@@ -64,14 +82,8 @@ EXAMPLES = r"""
   selfhost.backup.provider_instances:
     provider: restic
     instances: "{{ restic_instances }}"
+    check_host: true
   register: __restic_checked
-  failed_when: false
-  no_log: true
-
-- name: Stop on the first broken instance, showing every violation
-  ansible.builtin.fail:
-    msg: "{{ __restic_checked.violations | join('\n') }}"
-  when: __restic_checked.violations | length > 0
 """
 
 RETURN = r"""

@@ -62,7 +62,9 @@ options:
 extends_documentation_fragment:
   - selfhost.backup.controller_only
 notes:
-  - The result holds secrets (RV(secret_files), RV(repository_checks)); set C(no_log) on the task.
+  - The result holds secrets (RV(secret_files), RV(repository_checks)), so a success is returned with C(no_log);
+    a failure shows its message, which never quotes a secret. Do not set C(no_log) on the task, which would hide
+    that message too.
 seealso:
   - module: selfhost.backup.provider_instances
   - module: selfhost.backup.backup_jobs
@@ -76,7 +78,6 @@ EXAMPLES = r"""
     instances: "{{ __restic_checked.instances }}"
     version: "{{ __restic_version.stdout }}"
   register: __restic_plan
-  no_log: true
 
 - name: Install the backup services, timers and restore scripts
   selfhost.backup.backup_jobs:

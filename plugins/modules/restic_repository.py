@@ -142,6 +142,10 @@ attributes:
     support: full
     platforms: posix
 notes:
+  - Runs through an action plugin of the same name. With O(init=false) (the check with new secrets) the module
+    runs with C(no_log) and a success is returned with C(no_log); a failure shows its message (secrets masked)
+    followed by the sentence that nothing on the host was changed. Do not set C(no_log) on the task, which would
+    hide that message too.
   - A wrong passphrase is still found here whenever it changes, since a new passphrase does not match the
     recorded fingerprint and the repository is opened again.
   - Remote repositories are recorded as seen by a hash of their location without credentials.
@@ -180,7 +184,6 @@ EXAMPLES = r"""
         passphrase: "{{ vault_restic_app }}"
         environment:
           RESTIC_REPOSITORY: /srv/backup/app
-  no_log: true
 """
 
 RETURN = r"""
