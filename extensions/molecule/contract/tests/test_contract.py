@@ -781,7 +781,7 @@ def test_restore_into_another_target_leaves_the_original_untouched(release: str,
 # and made again as the converge makes it afterwards.
 LATIN_VALUES = ["caf\u00e9", "\u00c9t\u00e9 \u00e0 l'h\u00f4tel", "na\u00efve \u00fc\u00df \u00f1", "Zebra", "apple",
                 "\u00e5ngstr\u00f6m \u00b5 \u00b0 \u00bd \u00ff", "quotes ' \" ` \\ $HOME"]
-PG_ATTRIBUTES = ("SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype || '|' || datlocprovider "
+PG_ATTRIBUTES = ("SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype || '|' || datlocprovider::text "
                  "FROM pg_database WHERE datname = :'name'")
 PG_CASES = [case for case in INTO_CASES if case[1] == "pg_db"]
 

@@ -37,7 +37,9 @@ def drill(box: Box, provider: str, instance: str) -> tuple[int, str]:
     cursor = box.ok("journalctl -q -n 1 -o cat --show-cursor | sed -n 's/^-- cursor: //p'").strip()
     result = box.run(f"systemctl start --wait {unit}", timeout=900)
     # The finish hook (ExecStopPost=) has run once the unit is inactive or failed.
-    box.ok(f"for i in $(seq 1 120); do systemctl is-active --quiet {unit} || exit 0; sleep 0.5; done; exit 1")
+    # ("deactivating" is not inactive, but is-active says no to it too.)
+    box.ok(f"for i in $(seq 1 120); do case $(systemctl show -p ActiveState --value {unit}) in "
+           f"failed|inactive) exit 0 ;; esac; sleep 0.5; done; exit 1")
     # The run's lines, once journald has them all (job.sh's last line says passed or failed).
     script = f"{provider}-restore-{instance}"
     last = f"-e '^{script}: drill of .* passed$' -e '^{script}: drill failed: ' -e '^{script}: no '"
@@ -229,7 +231,9 @@ def test_a_drill_unit_killed_in_its_scratch_server_leaves_nothing_and_is_reporte
         box.ok(f"for i in $(seq 1 240); do for pid in $(pgrep -f '{SCRATCH_SERVER[instance]}'); do "
                f"grep -q '/{unit}$' /proc/$pid/cgroup && exit 0; done; sleep 0.5; done; exit 1")
         box.ok(f"systemctl kill -s KILL {unit}")
-        box.ok(f"for i in $(seq 1 60); do systemctl is-active --quiet {unit} || exit 0; sleep 0.5; done; exit 1")
+        # Until systemd has ended the whole unit: "deactivating" (still killing the scratch server) is not the end.
+        box.ok(f"for i in $(seq 1 120); do case $(systemctl show -p ActiveState --value {unit}) in "
+               f"failed|inactive) exit 0 ;; esac; sleep 0.5; done; exit 1")
     finally:
         box.ok(f"cat > /usr/local/bin/{provider}-restore-{instance}", original.encode())
     assert box.run(f"systemctl is-failed {unit}").stdout.decode().strip() == "failed"
