@@ -58,8 +58,11 @@ class ActionModule(ActionBase):
             return result
         # A backup server that dropped this host (its backup_server_clients): refused before any change, so that
         # this host does not register itself there again.
-        refusal = _servers.unlisted_refusal(args['provider'], checked.instances, host,
-                                            self._server_clients(checked.instances, task_vars))
+        try:
+            refusal = _servers.unlisted_refusal(args['provider'], checked.instances, host,
+                                                self._server_clients(checked.instances, task_vars))
+        except AnsibleError as exc:
+            refusal = f'{args["provider"]}_instances: {exc}'
         if refusal:
             result.update(failed=True, changed=False, violations=[refusal], msg=refusal)
             return result
@@ -82,7 +85,8 @@ class ActionModule(ActionBase):
     @staticmethod
     def _server_clients(instances: t.Mapping[str, t.Any], task_vars: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         """backup_server_clients of each backup server the instances name, as this host sees the server's host
-        variables (None when the server does not set it or is not in the inventory)."""
+        variables (None when the server does not set it or is not in the inventory); AnsibleError when it cannot be
+        templated."""
         hostvars = task_vars.get('hostvars') or {}
         found: dict[str, t.Any] = {}
         for valid in instances.values():
@@ -94,7 +98,7 @@ class ActionModule(ActionBase):
                 try:
                     found[name] = hostvars[name]['backup_server_clients']
                 except AnsibleError as exc:
-                    found[name] = f'not readable: {exc}'
+                    raise AnsibleError(f'backup_server_clients of server {name} cannot be read: {exc}') from None
         return found
 
     def _calendar_refusal(self, calendars: dict[str, list[str]]) -> str:
