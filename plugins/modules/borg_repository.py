@@ -80,7 +80,7 @@ options:
   pending_authorization:
     description:
       - The instances (O(repositories[].name)) whose job key is being authorized on their backup server in this
-        run. In check mode that did not happen, and the server would refuse the key: their check is V(unknown).
+        run. In check mode that did not happen, and the server would refuse the key - their check is V(unknown).
         Outside check mode ignored. The borg role gives the instances whose C(authorized_keys) line it would add.
     type: list
     elements: str
