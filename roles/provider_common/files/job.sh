@@ -19,7 +19,7 @@ umask 077
 readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BACKUP_NAME BACKUP_CMD RESTORE_CMD
   STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
   METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY DRILL_CMD DRILL_SERVICE LOCK_WAIT RESTORE_INTO_CMD
-  RESTORE_DATABASE_CMD DRILL_SPACE_FACTOR DRILL_SPACE_BASE)
+  RESTORE_DATABASE_CMD DRILL_SPACE_FACTOR DRILL_SPACE_BASE RESTORE_CHECKS_NAMES)
 # What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
 readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_resolve
   provider_dump provider_dump_size provider_newest_json provider_snapshot_count provider_retention provider_exec)
@@ -176,14 +176,18 @@ target_names() {
   [ -z "$RESTORE_DATABASE" ] || TARGET_NAMES+=("SELFHOST_BACKUP_DATABASE=$RESTORE_DATABASE")
 }
 
-# A restore --into or --database asks the request's command ($1) first whether it takes the names: run as the
-# request's user with SELFHOST_BACKUP_CHECK=1 and no input, it checks them as its restore would (a name it does not
-# take, a system database, the request's own database, a target that exists) and exits 0 without reading or
-# changing anything, or refuses, naming why. This runs before the tool: a refusal takes no instance lock, lists no
-# snapshot, reads no secret and opens no repository (a large remote one takes minutes to start a dump).
+# A restore --into or --database asks the request's command ($1) first whether it takes the names, when the request
+# says its commands know how (restore_checks_names, RESTORE_CHECKS_NAMES=1): run as the request's user with
+# SELFHOST_BACKUP_CHECK=1 and no input, it checks them as its restore would (a name it does not take, a system
+# database, the request's own database, a target that exists) and exits 0 without reading or changing anything, or
+# refuses, naming why. This runs before the tool: a refusal takes no instance lock, lists no snapshot, reads no
+# secret and opens no repository (a large remote one takes minutes to start a dump). A request without the key is
+# never asked: a command written before the flag existed would restore for real, with no input, during the "check"
+# (create the target, or drop the database it then restores); it checks the names at the restore itself.
 check_restore_target() {
   local command="$1" what=''
   [ -n "$RESTORE_INTO$RESTORE_DATABASE" ] || return 0
+  [ "$RESTORE_CHECKS_NAMES" = 1 ] || return 0
   # Once, before the lock: the run under the lock (with_instance_lock runs this script again) restores, and the
   # command checks the names again there.
   [ -z "${SELFHOST_BACKUP_LOCKED:-}" ] || return 0
