@@ -513,6 +513,9 @@ with_instance_lock() {
       "$LOCK_WAIT" >&2
   fi
   marker="$(mktemp -p "$JOB_CACHE" "$LOCK_MARKER.XXXXXXXXXX")"
+  # Gone also when this run is stopped while it waits: the cache directory holds only the user's files between runs.
+  # shellcheck disable=SC2064 # the marker's name now
+  trap "rm -f -- '$marker'" EXIT
   SELFHOST_BACKUP_LOCKED="$marker" flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" \
     || rc=$?
   if [ "$rc" -eq "$LOCK_TIMEOUT_EXIT" ] && [ -e "$marker" ]; then

@@ -894,6 +894,28 @@ def test_the_locking_run_hands_its_marker_over_and_leaves_none(world, step):
     assert not list((world / 'cache').glob('.selfhost-backup-lock-started.*'))
 
 
+def test_a_run_stopped_while_it_waits_for_the_lock_leaves_no_marker(world):
+    path = script(world, (0, 18, 0), lock_wait=30, drill_cmd=f'cat >/dev/null; touch {world}/drilling; sleep 6')
+    assert run(world, path, 'backup').returncode == 0
+    drill = start_drill(world, path, 6)
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'CREDENTIALS_DIRECTORY': str(world / 'creds'),
+           'CACHE_DIRECTORY': str(world / 'cache')}
+    waiting = subprocess.Popen(['bash', str(path), 'backup'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not list((world / 'cache').glob('.selfhost-backup-lock-started.*')):
+            assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
+            time.sleep(0.05)
+        os.killpg(waiting.pid, signal.SIGTERM)
+        waiting.communicate(timeout=20)
+    finally:
+        os.killpg(drill.pid, signal.SIGTERM)
+        drill.communicate()
+    assert waiting.returncode != 0
+    assert not list((world / 'cache').glob('.selfhost-backup-lock-started.*'))
+
+
 def test_the_lock_is_not_inherited_by_what_a_run_leaves_behind(world):
     # A drill_cmd that leaves a process running (a scratch server it failed to stop): the next run is not blocked.
     path = script(world, (0, 18, 0), lock_wait=0,
