@@ -31,15 +31,20 @@ def drill_unit(provider: str, instance: str) -> str:
     return f"{provider}-drill-{instance}.service"
 
 
+def wait_until_ended(box: Box, unit: str) -> None:
+    """Wait (up to 60 s) until the unit is inactive or failed: "deactivating" (systemd still stopping or killing its
+    processes, the finish hook not run yet) is not the end, though is-active says no to it too."""
+    box.ok(f"for i in $(seq 1 120); do case $(systemctl show -p ActiveState --value {unit}) in "
+           f"failed|inactive) exit 0 ;; esac; sleep 0.5; done; exit 1")
+
+
 def drill(box: Box, provider: str, instance: str) -> tuple[int, str]:
     """Start the drill unit and wait for its end; its journal of this run (the invocation's lines)."""
     unit = drill_unit(provider, instance)
     cursor = box.ok("journalctl -q -n 1 -o cat --show-cursor | sed -n 's/^-- cursor: //p'").strip()
     result = box.run(f"systemctl start --wait {unit}", timeout=900)
     # The finish hook (ExecStopPost=) has run once the unit is inactive or failed.
-    # ("deactivating" is not inactive, but is-active says no to it too.)
-    box.ok(f"for i in $(seq 1 120); do case $(systemctl show -p ActiveState --value {unit}) in "
-           f"failed|inactive) exit 0 ;; esac; sleep 0.5; done; exit 1")
+    wait_until_ended(box, unit)
     # The run's lines, once journald has them all (job.sh's last line says passed or failed).
     script = f"{provider}-restore-{instance}"
     last = f"-e '^{script}: drill of .* passed$' -e '^{script}: drill failed: ' -e '^{script}: no '"
@@ -231,9 +236,8 @@ def test_a_drill_unit_killed_in_its_scratch_server_leaves_nothing_and_is_reporte
         box.ok(f"for i in $(seq 1 240); do for pid in $(pgrep -f '{SCRATCH_SERVER[instance]}'); do "
                f"grep -q '/{unit}$' /proc/$pid/cgroup && exit 0; done; sleep 0.5; done; exit 1")
         box.ok(f"systemctl kill -s KILL {unit}")
-        # Until systemd has ended the whole unit: "deactivating" (still killing the scratch server) is not the end.
-        box.ok(f"for i in $(seq 1 120); do case $(systemctl show -p ActiveState --value {unit}) in "
-               f"failed|inactive) exit 0 ;; esac; sleep 0.5; done; exit 1")
+        # Until systemd has ended the whole unit, the scratch server included.
+        wait_until_ended(box, unit)
     finally:
         box.ok(f"cat > /usr/local/bin/{provider}-restore-{instance}", original.encode())
     assert box.run(f"systemctl is-failed {unit}").stdout.decode().strip() == "failed"
