@@ -17,9 +17,10 @@ import re
 import shlex
 import typing as t
 
+from ansible.errors import AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
-from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract, _instances
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract, _instances, _servers
 
 ARGUMENT_SPEC = {
     'provider': {'type': 'str', 'required': True, 'choices': sorted(_instances.PRECHECKS)},
@@ -55,6 +56,16 @@ class ActionModule(ActionBase):
             result.update(failed=True, changed=False, violations=checked.violations,
                           msg='\n'.join(checked.violations))
             return result
+        # A backup server that dropped this host (its backup_server_clients): refused before any change, so that
+        # this host does not register itself there again.
+        try:
+            refusal = _servers.unlisted_refusal(args['provider'], checked.instances, host,
+                                                self._server_clients(checked.instances, task_vars))
+        except AnsibleError as exc:
+            refusal = f'{args["provider"]}_instances: {exc}'
+        if refusal:
+            result.update(failed=True, changed=False, violations=[refusal], msg=refusal)
+            return result
         if args['check_host']:
             try:
                 refusal = self._calendar_refusal(checked.calendars)
@@ -70,6 +81,25 @@ class ActionModule(ActionBase):
         result.update(changed=False, instances=checked.instances, calendars=checked.calendars,
                       violations=checked.violations, _ansible_no_log=True)
         return result
+
+    @staticmethod
+    def _server_clients(instances: t.Mapping[str, t.Any], task_vars: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """backup_server_clients of each backup server the instances name, as this host sees the server's host
+        variables (None when the server does not set it or is not in the inventory); AnsibleError when it cannot be
+        templated."""
+        hostvars = task_vars.get('hostvars') or {}
+        found: dict[str, t.Any] = {}
+        for valid in instances.values():
+            name = _servers.server_name(valid['settings'])
+            if not name or name in found:
+                continue
+            found[name] = None
+            if name in hostvars and 'backup_server_clients' in hostvars[name]:
+                try:
+                    found[name] = hostvars[name]['backup_server_clients']
+                except AnsibleError as exc:
+                    raise AnsibleError(f'backup_server_clients of server {name} cannot be read: {exc}') from None
+        return found
 
     def _calendar_refusal(self, calendars: dict[str, list[str]]) -> str:
         """Why the host's systemd refuses a calendar expression, or ''."""

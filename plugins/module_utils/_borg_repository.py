@@ -217,6 +217,9 @@ def check_all(module: t.Any, specs: t.Sequence[t.Mapping[str, t.Any]],
                 spec.get('passphrase') is None and not os.path.exists(spec.get('password_file') or ''))):
             # A first run in check mode: borg (or the passphrase file) is not on the host yet.
             return {'changed': False, 'state': 'unknown'}
+        if module.check_mode and spec['name'] in (module.params.get('pending_authorization') or []):
+            # Check mode did not authorize the job's key on its server (a client listed again): not asked.
+            return {'changed': False, 'state': 'unknown'}
         return Repository(module, spec).check(opened)
 
     results: list[dict[str, t.Any]] = []

@@ -77,6 +77,14 @@ options:
             in C(borg_reinitialise_repositories).
         type: bool
         default: false
+  pending_authorization:
+    description:
+      - The instances (O(repositories[].name)) whose job key is being authorized on their backup server in this
+        run. In check mode that did not happen, and the server would refuse the key - their check is V(unknown).
+        Outside check mode ignored. The borg role gives the instances whose C(authorized_keys) line it would add.
+    type: list
+    elements: str
+    default: []
   borg:
     description:
       - Path of the borg binary.
@@ -91,7 +99,8 @@ attributes:
     description: Checks as in a normal run; a marker that would be removed is reported as a change.
     support: full
     details:
-      - When borg or a passphrase file is not on the host yet (a first run in check mode), nothing is checked.
+      - When borg or a passphrase file is not on the host yet (a first run in check mode), nothing is checked;
+        nor for the instances in O(pending_authorization).
   diff_mode:
     description: Nothing to diff.
     support: none
@@ -135,7 +144,8 @@ repositories:
       description:
         - V(present) (opened with the passphrase), V(absent) (not created yet, or just forgotten with
           O(repositories[].reinitialise)), V(unchecked) (a remote repository the job has not initialised yet) or
-          V(unknown) (check mode before borg or the passphrase file is on the host).
+          V(unknown) (check mode before borg or the passphrase file is on the host, or an instance in
+          O(pending_authorization)).
       type: str
     changed:
       description: Whether the marker was (or would be) removed.
@@ -162,6 +172,7 @@ REPOSITORY_SPEC = {
 
 ARGUMENT_SPEC = {
     'repositories': {'type': 'list', 'elements': 'dict', 'required': True, 'options': REPOSITORY_SPEC},
+    'pending_authorization': {'type': 'list', 'elements': 'str', 'default': []},
     'borg': {'type': 'path', 'default': _borg.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},
     'jobs': {'type': 'int'},

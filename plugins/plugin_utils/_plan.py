@@ -152,6 +152,9 @@ def plan(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], versio
         registration['client_password_file'] = planned.credentials['passphrase']
         if provider == 'borg':
             registration['ssh_key'] = planned.ssh_key
+            # The comment ssh-keygen gives the key (tasks/main.yml) and the server's line carries: the line is
+            # built and found by this planned comment, never by the one in the client's .pub file.
+            registration['key_comment'] = f'{planned.layout.job_name}@{host}'
     return {
         'instances': list(plans),
         'enabled': enabled,

@@ -209,10 +209,41 @@ def maintenance_data(provider: str, repository: str, owner: str, credential: str
     return '\n'.join(lines + [_job_data.assignment(name, value) for name, value in data]) + '\n'
 
 
+def unlisted_refusal(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], client: str,
+                     server_clients: t.Mapping[str, t.Any]) -> str:
+    """Why this client must not register on a backup server that dropped it, or ''.
+
+    ``server_clients``: server -> its ``backup_server_clients`` as the client sees it (None when not set). A server
+    whose list is set and not empty removes the access of every client it does not name; such a client registering
+    itself again at its own converge would undo that (and the fleet would never converge idempotently). Every
+    instance naming the server counts, enabled or not (the restic role registers this host's user for both)."""
+    found = []
+    for name, valid in sorted(instances.items()):
+        wanted = server_name(valid['settings'])
+        if not wanted or wanted not in server_clients:
+            continue
+        listed = server_clients[wanted]
+        if listed is None or (isinstance(listed, (list, tuple)) and not listed):
+            continue
+        if not isinstance(listed, (list, tuple)) or not all(isinstance(item, str) for item in listed):
+            found.append(f'{provider}_instances.{name}: backup_server_clients of server {wanted} is not a list of '
+                         'inventory hostnames')
+        elif client not in listed:
+            found.append(f'{provider}_instances.{name}: this host {client} is not in backup_server_clients of server '
+                         f'{wanted}, which removed (or removes) its access there; it does not register itself '
+                         f'again. Add {client} to backup_server_clients of {wanted} and converge {wanted} first, or '
+                         'point the instance at another repository.')
+    return '\n'.join(found)
+
+
 def resolve(provider: str, instances: t.Mapping[str, t.Mapping[str, t.Any]], client: str,
             servers: t.Mapping[str, t.Mapping[str, t.Any]]) -> tuple[dict[str, t.Any], list[dict[str, t.Any]]]:
     """The instances with every server repository turned into a URL the provider plans as any other remote
     one, and the registrations of the enabled ones on their servers (sorted by instance)."""
+    refusal = unlisted_refusal(provider, instances, client,
+                               {name: values.get('clients') for name, values in servers.items()})
+    if refusal:
+        raise ServerError(refusal)
     resolved: dict[str, t.Any] = {}
     registrations: list[dict[str, t.Any]] = []
     for name, valid in sorted(instances.items()):

@@ -10,7 +10,9 @@
 #   server-maintenance.sh prune-clients HTPASSWD AUTHORIZED_KEYS CLIENT...
 #                                              every other client loses access: its htpasswd user, its borg keys'
 #                                              lines, its maintenance data and credentials go (its repositories stay);
-#                                              prints what went, or "unchanged"
+#                                              prints what went ("removed ..."), or "unchanged"; and a line
+#                                              "not ours: ..." for each authorized_keys line selfhost.backup did not
+#                                              write (kept, for the admin to review)
 #
 # Each client instance has a data file in $DATA_DIR (readonly assignments, written by the client's provider role:
 # plugins/plugin_utils/_servers.py): TOOL, CLIENT, INSTANCE, REPOSITORY, OWNER (who owns the repository on this
@@ -146,8 +148,12 @@ rewrite() {
   rm -f -- "$new"
 }
 
+# The authorized_keys line of a job as the borg role writes it (roles/borg/tasks/server_authorize.yml): the forced
+# command restricted to one repository, restrict, one ed25519 key and the comment <job>@<client>.
+readonly OUR_KEY_LINE='^command="borg serve --append-only --restrict-to-repository [^"]+",restrict ssh-ed25519 [A-Za-z0-9+/]+=* [A-Za-z0-9._-]+@([A-Za-z0-9._-]+)$'
+
 prune_clients() {
-  local htpasswd=$1 keys=$2 line user who data removed=()
+  local htpasswd=$1 keys=$2 line user who data number removed=() foreign=()
   shift 2
   local -A keep=()
   for who in "$@"; do keep[$who]=1; done
@@ -166,14 +172,24 @@ prune_clients() {
   fi
   if [ -f "$keys" ]; then
     local kept=()
+    number=0
     while IFS= read -r line || [ -n "$line" ]; do
-      who=${line##* }
-      who=${who##*@}
-      # Only the lines the clients wrote (borg serve restricted to one repository); others are not ours.
-      if [[ $line != *"--restrict-to-repository"* ]] || [ -n "${keep[$who]:-}" ]; then
+      number=$((number + 1))
+      if [ -z "$line" ] || [ "${line:0:1}" = '#' ]; then
         kept+=("$line")
+      elif [[ $line =~ $OUR_KEY_LINE ]]; then
+        # Ours: its client is the host of the comment.
+        who=${BASH_REMATCH[1]}
+        if [ -n "${keep[$who]:-}" ]; then
+          kept+=("$line")
+        else
+          removed+=("borg key ${line##* }")
+        fi
       else
-        removed+=("borg key ${line##* }")
+        # Not written by selfhost.backup (the admin's own, or planted): kept, but said, never silently.
+        kept+=("$line")
+        [ "${#line}" -le 200 ] || line="${line:0:120}...${line: -60}"
+        foreign+=("not ours: $keys line $number, kept (review it): $line")
       fi
     done <"$keys"
     [ "${#kept[@]}" -eq 0 ] || printf '%s\n' "${kept[@]}" | rewrite "$keys" || :
@@ -191,6 +207,7 @@ prune_clients() {
   else
     printf 'removed %s\n' "${removed[@]}"
   fi
+  [ "${#foreign[@]}" -eq 0 ] || printf '%s\n' "${foreign[@]}"
 }
 
 case ${1:-} in

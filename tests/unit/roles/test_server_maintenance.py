@@ -178,7 +178,8 @@ def test_prune_clients_removes_every_other_client_s_access_and_keeps_the_reposit
     result = run(server, 'prune-clients', str(htpasswd), str(keys), 'db1', 'other')
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ['removed htpasswd user gone', 'removed borg key borg-backup-app@gone',
-                                          'removed maintenance of borg-gone-app']
+                                          'removed maintenance of borg-gone-app',
+                                          f'not ours: {keys} line 3, kept (review it): ssh-ed25519 CCCC admin@laptop']
     assert htpasswd.read_text() == 'db1:$2y$05$aaa\n' and oct(htpasswd.stat().st_mode & 0o777) == '0o640'
     assert keys.read_text().splitlines() == [
         'command="borg serve --append-only --restrict-to-repository /srv/borg/db1/x",restrict '
@@ -188,7 +189,39 @@ def test_prune_clients_removes_every_other_client_s_access_and_keeps_the_reposit
     assert (server / 'borgrepos' / 'gone' / 'app' / 'config').exists()  # the repository stays
     # Nothing left to remove: unchanged, and the files are not rewritten.
     again = run(server, 'prune-clients', str(htpasswd), str(keys), 'db1', 'other')
-    assert again.stdout.strip() == 'unchanged'
+    assert again.stdout.splitlines()[0] == 'unchanged'
+
+
+def test_prune_clients_treats_only_the_borg_roles_own_lines_as_clients_and_names_every_other_line(server):
+    """A line is a client's only as the borg role writes it (the forced append-only command restricted to one
+    repository, restrict, one ed25519 key, <job>@<client>). Any other line stays but is named: one a client planted
+    through an older release (an unrestricted key, or options of its own) as well as the admin's."""
+    htpasswd = server / 'users.htpasswd'
+    htpasswd.write_text('db1:$2y$05$aaa\n')
+    ours = ('command="borg serve --append-only --restrict-to-repository /srv/borg/db1/app",restrict '
+            'ssh-ed25519 AAAAC3Nz+/9= borg-backup-app@db1')
+    planted = [
+        'ssh-ed25519 EVIL borg-backup-app@db1',  # unrestricted, with a listed client's comment
+        'command="borg serve --restrict-to-repository /srv/borg/gone/app",restrict ssh-ed25519 NOAPPEND x@gone',
+        'command="borg serve --append-only --restrict-to-repository /srv/borg/gone/app" ssh-ed25519 NORESTRICT x@gone',
+        'command="borg serve --append-only --restrict-to-repository /srv/borg/gone/app",restrict ssh-rsa RSA x@gone',
+        'no-pty ' + ours.replace('db1', 'gone'),
+    ]
+    gone = ours.replace('db1', 'gone')
+    long_line = 'ssh-ed25519 ' + 'A' * 300 + ' admin@laptop'
+    keys = server / 'authorized_keys'
+    keys.write_text('\n'.join(['# the admin\'s', ours, gone] + planted + [long_line]) + '\n')
+    result = run(server, 'prune-clients', str(htpasswd), str(keys), 'db1')
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == 'removed borg key borg-backup-app@gone'
+    assert lines[1:] == [f'not ours: {keys} line {number}, kept (review it): {line}'
+                         for number, line in enumerate(planted, start=4)] + [
+        f'not ours: {keys} line 9, kept (review it): {long_line[:120]}...{long_line[-60:]}']
+    assert keys.read_text().splitlines() == ['# the admin\'s', ours] + planted + [long_line]
+    # Kept lines are named at every run, but only a removal is a change (the role's changed_when).
+    again = run(server, 'prune-clients', str(htpasswd), str(keys), 'db1')
+    assert again.stdout.splitlines()[0] == 'unchanged' and len(again.stdout.splitlines()) == 1 + len(planted) + 1
 
 
 def test_prune_clients_needs_at_least_one_client(server):

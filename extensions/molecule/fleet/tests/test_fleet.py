@@ -199,6 +199,34 @@ def test_finally_a_client_no_longer_listed_loses_access(history: dict[str, list[
     SERVER.ok("test -f /srv/restic/fleet-b12/app/config && test -f /srv/borg/fleet-d13/app/config")
 
 
+def test_finally_a_dropped_client_s_own_converge_fails_clearly_and_gains_no_access():
+    """The server and the dropped clients converged while the server's list still leaves them out: each client
+    stops at its validation, before any change, naming the server, the variable and itself; the server's
+    authorized_keys and htpasswd do not get them back (the fleet stays idempotent: no prune-then-re-add)."""
+    listed = sorted(set(CLIENTS) - set(DROPPED))
+    keys_before = SERVER.ok("cat /var/lib/borg/.ssh/authorized_keys")
+    users_before = SERVER.ok("cut -d: -f1 /etc/restic-rest-server/users.htpasswd")
+    run = playbook("converge.yml", ",".join(("fleet-server",) + DROPPED), {"fleet_listed_clients": listed})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-6000:]
+    for client in DROPPED:
+        provider = CLIENTS[client][0]
+        assert (f"{provider}_instances.app: this host {client} is not in backup_server_clients of server "
+                "fleet-server") in output, output[-6000:]
+    assert "fleet-passphrase-of" not in output
+    assert "changed=0" in next(line for line in output.splitlines() if line.startswith("fleet-server "))
+    for client in DROPPED:
+        recap = next(line for line in output.splitlines() if line.startswith(f"{client} "))
+        assert "changed=0" in recap and "failed=1" in recap, recap
+    assert SERVER.ok("cat /var/lib/borg/.ssh/authorized_keys") == keys_before
+    assert "borg-backup-app@fleet-d13" not in keys_before
+    assert SERVER.ok("cut -d: -f1 /etc/restic-rest-server/users.htpasswd") == users_before
+    assert "fleet-b12" not in users_before.split()
+    for client in DROPPED:
+        provider = CLIENTS[client][0]
+        assert Box(client).run(f"systemctl start --wait {provider}-backup-app.service").returncode != 0
+
+
 @pytest.mark.parametrize("client", DROPPED)
 def test_finally_a_client_listed_again_gets_its_access_and_history_back(client: str, history: dict[str, list[str]]):
     """Listed again, the server and the client converged: the client's key or user is back before its repository

@@ -8,6 +8,8 @@ from unittest import mock
 
 import pytest
 
+from ansible.errors import AnsibleError
+
 from ansible_collections.selfhost.backup.plugins.action.provider_instances import ActionModule
 
 REQUEST = {'user': 'postgres', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
@@ -68,6 +70,46 @@ def test_a_success_is_no_log_and_a_failure_shows_only_its_message():
     assert failed['failed'] is True and not failed.get('_ansible_no_log')
     assert failed['msg'] == '\n'.join(failed['violations'])
     assert 'instances' not in failed and SECRET not in repr(failed)
+
+
+class TemplatingHostVars(dict):
+    """A server's host variables as hostvars gives them: templated on access, which may fail."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+def test_a_client_its_server_no_longer_lists_fails_before_any_change(provider):
+    """The server's backup_server_clients, read from its host variables, does not name this host: refused before
+    the host is touched (run_action asserts that), naming the server, the variable and the host."""
+    instances = {'app': {'request': REQUEST, 'settings': {'repository': {'server': 'vault'}, 'passphrase': SECRET}}}
+    hostvars = {'vault': TemplatingHostVars(backup_server_clients=['db1', 'db2'])}
+    result = run_action({'provider': provider, 'instances': instances},
+                        task_vars={'inventory_hostname': 'db3', 'hostvars': hostvars})
+    assert result['failed'] is True and not result.get('_ansible_no_log')
+    assert result['msg'].startswith(f'{provider}_instances.app: this host db3 is not in backup_server_clients of '
+                                    'server vault')
+    assert result['violations'] == [result['msg']] and SECRET not in repr(result)
+    # Listed, or a server that does not set the variable (or not in the inventory): no refusal.
+    for task_vars in ({'inventory_hostname': 'db1', 'hostvars': hostvars},
+                      {'inventory_hostname': 'db3', 'hostvars': {'vault': TemplatingHostVars()}},
+                      {'inventory_hostname': 'db3', 'hostvars': {}},
+                      {'inventory_hostname': 'db3', 'hostvars': {'vault': TemplatingHostVars(backup_server_clients=[])}}):
+        assert not run_action({'provider': provider, 'instances': instances}, task_vars=task_vars).get('failed')
+
+
+def test_a_server_list_that_cannot_be_templated_fails_clearly():
+    instances = {'app': {'request': REQUEST, 'settings': {'repository': {'server': 'vault'}, 'passphrase': SECRET}}}
+    hostvars = {'vault': TemplatingHostVars(backup_server_clients=AnsibleError("'databases' is undefined"))}
+    result = run_action({'provider': 'restic', 'instances': instances},
+                        task_vars={'inventory_hostname': 'db3', 'hostvars': hostvars})
+    assert result['failed'] is True
+    assert result['msg'] == ("restic_instances: backup_server_clients of server vault cannot be read: 'databases' is "
+                             'undefined')
 
 
 def run_on_host(args, stderr='', rc=0, found=None, task_vars=None):

@@ -204,7 +204,65 @@ def test_parse_ssh_url_refuses(url):
 def test_authorized_keys_line():
     line = _borg_ssh.authorized_keys_line('ssh-ed25519 AAAA borg-backup-app\n', '/srv/borg/app')
     assert line == 'command="borg serve --restrict-to-path /srv/borg/app --append-only",restrict ssh-ed25519 AAAA borg-backup-app'
-    assert '--append-only' not in _borg_ssh.authorized_keys_line('k', '/x', append_only=False)
+    assert '--append-only' not in _borg_ssh.authorized_keys_line('ssh-ed25519 AAAA', '/x', append_only=False)
+
+
+@pytest.mark.parametrize('public_key', [
+    'ssh-ed25519 AAAA c\nssh-ed25519 BBBB unrestricted',  # a second line would reach the server unrestricted
+    'ssh-ed25519 AAAA c\rssh-ed25519 BBBB x',
+    'no-pty ssh-ed25519 AAAA c',  # options in front of the key
+    'command="sh" ssh-ed25519 AAAA c',
+    'k', '',
+])
+def test_authorized_keys_line_takes_one_key_line_without_options(public_key):
+    with pytest.raises(_borg_ssh.SshError, match='not one line'):
+        _borg_ssh.authorized_keys_line(public_key, '/srv/borg/app')
+    with pytest.raises(_borg_ssh.SshError, match='not one line'):
+        _borg_ssh.server_authorized_keys_line(public_key, '/srv/borg/db1/app')
+
+
+# A real ed25519 public key (ssh-keygen -t ed25519), and its key field.
+JOB_KEY = 'AAAAC3NzaC1lZDI1NTE5AAAAIHL6Nxht88rU8mbJuymhvn99fFxIHneZNHiTkUqXD1TX'
+OPTIONS = 'command="borg serve --append-only --restrict-to-repository /srv/borg/db1/app",restrict'
+
+
+def test_server_job_line_rebuilds_the_line_with_the_planned_comment():
+    # The file's own comment is not used: a client writing another host's comment cannot name that host's line.
+    for comment in ('borg-backup-app@db1', 'borg-backup-app@otherhost', 'anything'):
+        line = _borg_ssh.server_job_line(OPTIONS, f'ssh-ed25519 {JOB_KEY} {comment}\n', 'borg-backup-app@db1')
+        assert line == f'{OPTIONS} ssh-ed25519 {JOB_KEY} borg-backup-app@db1'
+    assert _borg_ssh.job_public_key(f'  ssh-ed25519 {JOB_KEY} c  \n\n') == f'ssh-ed25519 {JOB_KEY}'
+
+
+@pytest.mark.parametrize('content', [
+    f'ssh-ed25519 {JOB_KEY} borg-backup-app@db1\nssh-ed25519 {JOB_KEY} second',  # a second line
+    f'ssh-ed25519 {JOB_KEY} borg-backup-app@db1\n\ncommand="sh" ssh-ed25519 {JOB_KEY} x',
+    f'ssh-ed25519 {JOB_KEY} c\rssh-ed25519 {JOB_KEY} x',
+    f'no-pty ssh-ed25519 {JOB_KEY} c',  # options
+    f'ssh-ed25519 {JOB_KEY}',  # no comment (ssh-keygen always writes one)
+    f'ssh-ed25519 {JOB_KEY} two words',
+    f'ssh-rsa {JOB_KEY} c',  # another type
+    'ssh-ed25519 AAAA c',  # not an ed25519 key
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHL6Nxht88rU8mbJuymhvn99fFxIHneZNHiTkUqXD1TXAAAA c',  # too long
+    'ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7vbqajDRET c',  # an RSA blob named ed25519
+    'ssh-ed25519 !!!! c',
+    '',
+])
+def test_server_job_line_refuses_anything_but_one_ed25519_line(content):
+    with pytest.raises(_borg_ssh.SshError, match='not exactly one line "ssh-ed25519 <key> <comment>"'):
+        _borg_ssh.server_job_line(OPTIONS, content, 'borg-backup-app@db1')
+
+
+@pytest.mark.parametrize('options, comment, message', [
+    ('command="sh",restrict', 'borg-backup-app@db1', "not a backup server's borg serve command"),
+    ('', 'borg-backup-app@db1', "not a backup server's borg serve command"),
+    (OPTIONS, 'two words', 'not <job>@<host>'),
+    (OPTIONS, 'x\nssh-ed25519 K y', 'not <job>@<host>'),
+    (OPTIONS, '', 'not <job>@<host>'),
+])
+def test_server_job_line_refuses_bad_options_or_comments(options, comment, message):
+    with pytest.raises(_borg_ssh.SshError, match=message):
+        _borg_ssh.server_job_line(options, f'ssh-ed25519 {JOB_KEY} c', comment)
 
 
 def test_rsh_pins_the_host_key_and_uses_only_the_job_key():

@@ -234,6 +234,21 @@ def test_check_mode_without_borg_installed_checks_nothing(monkeypatch, tmp):
     assert calls == [] and result['repositories'][0]['state'] == 'unknown'
 
 
+def test_check_mode_does_not_ask_the_server_for_a_key_it_is_about_to_authorize(monkeypatch, tmp):
+    """A client the server dropped and lists again: in check mode its key was not put back on the server, which
+    would refuse it; the role names the instance in pending_authorization and the check is unknown. Outside check
+    mode (the key was authorized before the check) it is asked as always."""
+    initialise(tmp, 'ssh://borg@server/srv/borg/db1')
+    other = remote(tmp, name='other')
+    result, calls = run(monkeypatch, tmp, [(0, '', '')], [remote(tmp), other], check=True,
+                        pending_authorization=['app'])
+    assert result['repositories'] == [{'name': 'app', 'changed': False, 'state': 'unknown'},
+                                      {'name': 'other', 'changed': False, 'state': 'present'}]
+    assert len(calls) == 1  # only the other instance's repository was asked
+    result, calls = run(monkeypatch, tmp, [(0, '', '')], [remote(tmp)], pending_authorization=['app'])
+    assert result['repositories'][0]['state'] == 'present' and len(calls) == 1
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='runs borg as another user')
 def test_borg_runs_as_the_repositorys_user(monkeypatch, tmp):
     initialise(tmp)

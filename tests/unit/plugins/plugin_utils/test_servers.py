@@ -143,6 +143,8 @@ def test_plan_with_a_server_repository():
     assert registration['client_password_file'] == '/etc/selfhost-backup/borg/app/passphrase'
     assert registration['ssh_key'] == '/etc/selfhost-backup/borg/app/ssh_key'
     assert planned['ssh_keys'][0]['path'] == registration['ssh_key']
+    # The server's line carries (and is found by) the comment ssh-keygen gives the key: <job>@<this host>.
+    assert registration['key_comment'] == f"{planned['ssh_keys'][0]['comment']}@db1" == 'borg-backup-app@db1'
     assert planned['repository_checks'][0]['repository'] == 'ssh://borg@vault/srv/borg/db1/app'
     # The client's job never prunes: its data carries no prune command line.
     job = planned['backup_jobs']['jobs'][0]
@@ -168,3 +170,36 @@ def test_validation_accepts_a_server_and_refuses_it_beside_a_path_or_url(provide
     bad = _instances.check(provider, {'app': {'request': REQUEST, 'settings': {
         'repository': {'server': 'not a host'}, 'passphrase': 'x'}}}, 'db1')
     assert any('repository.server' in v for v in bad.violations)
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+def test_a_client_its_server_no_longer_lists_is_refused_naming_server_variable_and_host(provider):
+    """backup_server_clients set and not naming this host: the server removed its access, and its own converge must
+    not register it again (enabled instances or not: restic registers this host's user for both)."""
+    instances = {'app': instance(provider), 'off': instance(provider, enable=False),
+                 'local': instance(provider, repository={'path': '/srv/x'})}
+    refusal = _servers.unlisted_refusal(provider, instances, 'db3', {'vault': ['db1', 'db2']})
+    assert refusal.splitlines() == [
+        f'{provider}_instances.{name}: this host db3 is not in backup_server_clients of server vault, which removed '
+        '(or removes) its access there; it does not register itself again. Add db3 to backup_server_clients of vault '
+        'and converge vault first, or point the instance at another repository.' for name in ('app', 'off')]
+    with pytest.raises(_servers.ServerError, match='this host db3 is not in backup_server_clients of server vault'):
+        _servers.resolve(provider, instances, 'db3', {'vault': dict(SERVERS['vault'], clients=['db1', 'db2'])})
+    with pytest.raises(_plan.PlanError, match='this host db3 is not in backup_server_clients'):
+        _plan.plan(provider, instances, '', 'db3', None, (), {'vault': dict(SERVERS['vault'], clients=['db1'])})
+
+
+@pytest.mark.parametrize('clients', [None, [], ['db1', 'db3'], ('db3',)])
+def test_a_listed_client_or_a_server_without_a_list_is_not_refused(clients):
+    assert _servers.unlisted_refusal('borg', {'app': instance('borg')}, 'db3', {'vault': clients}) == ''
+    dummy, registrations = _servers.resolve('borg', {'app': instance('borg')}, 'db3',
+                                            {'vault': dict(SERVERS['vault'], clients=clients)})
+    assert [item['instance'] for item in registrations] == ['app']
+
+
+def test_only_the_servers_the_instances_name_count_and_a_bad_list_is_refused():
+    assert _servers.unlisted_refusal('restic', {'app': instance()}, 'db3', {'other': ['db1']}) == ''
+    assert _servers.unlisted_refusal('restic', {'app': instance()}, 'db3', {}) == ''
+    for bad in ('db1,db3', {'db3': 1}, [1, 2]):
+        assert _servers.unlisted_refusal('restic', {'app': instance()}, 'db3', {'vault': bad}) == \
+            'restic_instances.app: backup_server_clients of server vault is not a list of inventory hostnames'
