@@ -27,7 +27,7 @@ JOB_DATA = (
     'RESTORE_CMD', 'STOP_UNITS', 'ENV_SECRETS', 'SECRET_FILES', 'SNAPSHOT_PATTERN', 'SNAPSHOT_WORD', 'MAINTENANCE',
     'NOTES', 'NOTIFY_CMD', 'LATE_AFTER', 'METRICS_FILE', 'PING_URL_FILE', 'PING_TIMEOUT', 'PING_RETRIES', 'LIBRARY',
     'DRILL_CMD', 'DRILL_SERVICE', 'LOCK_WAIT', 'RESTORE_INTO_CMD', 'RESTORE_DATABASE_CMD', 'DRILL_SPACE_FACTOR',
-    'DRILL_SPACE_BASE',
+    'DRILL_SPACE_BASE', 'RESTORE_CHECKS_NAMES',
 )
 
 
@@ -56,6 +56,9 @@ class ScriptSpec:
     drill_space_base: int = 0
     restore_into_cmd: str = ''  # the request's restore_into_cmd ('' without one: restore --into refuses)
     restore_database_cmd: str = ''  # the request's restore_database_cmd ('' without one: restore --database refuses)
+    # The request's restore_checks_names: its restore_into_cmd and restore_database_cmd know SELFHOST_BACKUP_CHECK=1,
+    # and the restore script asks them about the names before it opens the repository. Without it, never.
+    restore_checks_names: bool = False
     lock_wait: int = 300  # seconds a backup, restore or drill waits for the instance lock another one holds
 
 
@@ -76,6 +79,7 @@ def instance_spec(layout: _layout.Layout, request: t.Mapping[str, t.Any], settin
         drill_space_base=int((request.get('drill_space') or {}).get('base_bytes', 0)),
         restore_into_cmd=request.get('restore_into_cmd') or '',
         restore_database_cmd=request.get('restore_database_cmd') or '',
+        restore_checks_names=request.get('restore_checks_names') is True,
         lock_wait=settings['lock_wait'],
         credentials=credentials,
         stop_units=stop_units(settings),
@@ -126,6 +130,7 @@ def script_data(spec: ScriptSpec) -> list[tuple[str, _job_data.Value]]:
         ('RESTORE_DATABASE_CMD', spec.restore_database_cmd),
         ('DRILL_SPACE_FACTOR', int(spec.drill_space_factor)),
         ('DRILL_SPACE_BASE', int(spec.drill_space_base)),
+        ('RESTORE_CHECKS_NAMES', 1 if spec.restore_checks_names else 0),
     ]
     return common + list(spec.provider_data)
 

@@ -157,12 +157,19 @@ _MISSING = ('unable to open config file', 'Is there a repository at the followin
 _REFUSED = ('signature we calculated does not match', 'SignatureDoesNotMatch', 'InvalidAccessKeyId',
             'Access Key Id you provided does not exist', 'Access Denied', 'AccessDenied', '401 Unauthorized',
             '403 Forbidden')
-# A TLS certificate restic does not trust (Go's crypto/tls and crypto/x509 messages). restic < 0.17 also prints
-# "Is there a repository at the following location?": never read as missing, and named before a timeout.
+# A TLS error (Go's crypto/tls and crypto/x509 messages). restic < 0.17 also prints "Is there a repository at the
+# following location?": never read as missing, and named before a timeout. What to tell depends on the cause:
+# - a certificate signed by a CA restic does not know: settings.cacert is the cure;
+# - any other x509 verdict (expired or not yet valid, issued for another name): the certificate itself is wrong,
+#   and another CA would not help;
+# - no certificate verdict at all (the server does not speak TLS, or refused the handshake).
 _TLS = ('x509: ', 'tls: failed to verify certificate', 'certificate signed by unknown authority',
         'tls: first record does not look like a TLS handshake', 'remote error: tls:')
+_TLS_UNKNOWN_AUTHORITY = ('certificate signed by unknown authority', 'unknown authority')
 _TLS_HINT = ('the TLS certificate of the repository\'s server is not trusted (give the CA that signed it in '
              'settings.cacert, a PEM file on the host)')
+_TLS_REJECTED = 'the TLS certificate of the repository\'s server was rejected'
+_TLS_FAILED = 'the TLS connection to the repository\'s server failed'
 # coreutils' timeout ended restic: restic >= 0.17 retries a refusing or unreachable backend for up to 15 minutes and
 # prints "Is there a repository ..." when it is stopped, which says nothing about the repository.
 TIMED_OUT = 124
@@ -189,8 +196,13 @@ def probe_state(rc: int, stderr: str, timeout: int | None = None) -> str:
 
 
 def _raise_tls(stderr: str) -> t.NoReturn:
-    lines = [line.strip() for line in stderr.splitlines() if any(marker in line for marker in _TLS)]
-    raise ResticError(f'{_TLS_HINT}; restic said: {lines[-1] if lines else _last_error(stderr)}')
+    """Name the TLS error restic printed: the hint that fits its cause, then restic's own line."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    for markers, words in ((_TLS_UNKNOWN_AUTHORITY, _TLS_HINT), (('x509: ',), _TLS_REJECTED), (_TLS, _TLS_FAILED)):
+        found = [line for line in lines if any(marker in line for marker in markers)]
+        if found:
+            raise ResticError(f'{words}; restic said: {found[-1]}')
+    raise ResticError(f'{_TLS_FAILED}; restic said: {_last_error(stderr)}')
 
 
 def _last_error(stderr: str) -> str:

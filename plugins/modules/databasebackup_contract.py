@@ -38,7 +38,9 @@ options:
         dump's size + base_bytes bytes free for its scratch copy, factor 1 and base_bytes 0 by default),
         C(restore_into_cmd) (optional, restores the dump into the new target named by the environment variable
         C(SELFHOST_BACKUP_INTO)) and C(restore_database_cmd) (optional, restores the one database named by
-        C(SELFHOST_BACKUP_DATABASE) out of a dump of several).
+        C(SELFHOST_BACKUP_DATABASE) out of a dump of several), and C(restore_checks_names) (optional boolean, false
+        when absent; true says both commands know C(SELFHOST_BACKUP_CHECK=1), and the restore script asks them about
+        the names before it opens the repository).
     type: dict
     required: true
   settings:

@@ -289,20 +289,51 @@ restore_archive() {
 # The options the dump's own CREATE DATABASE gives its database (encoding, locale provider, LC_COLLATE and LC_CTYPE
 # or LOCALE, ICU locale, tablespace), from the archive head $1: what follows "WITH TEMPLATE = template0", which
 # pg_dump always writes first. Only KEY = 'literal', KEY = identifier or KEY = "identifier" pass; nothing when the
-# dump has no CREATE DATABASE (pg_dump --table and the like).
+# dump has no CREATE DATABASE (pg_dump --table and the like). The statement is read whole, up to its closing ";"
+# outside quotes: a quoted value may hold a newline (an ICU locale, a LOCALE), and such a statement spans lines.
+# A dump whose table of contents has the database but no statement this reads fails here, before anything is
+# created (else the database would silently get the server's defaults: another encoding or collation).
 readonly CREATE_OPTIONS_PATTERN="^( [A-Z_]+ = ('([^']|'')*'|[A-Za-z0-9_]+|\"([^\"]|\"\")*\"))*\$"
 dumped_create_options() {
   local list create options
   list="$(pg_restore --list --create -- "$1" | awk '!found && $4 == "DATABASE" && $5 == "-" { print; found = 1 }')" || return 1
   [ -n "$list" ] || return 0
   create="$(pg_restore --create --schema-only --use-list=<(printf '%s\n' "$list") --file=- -- "$1" \
-    | sed -n 's/^CREATE DATABASE .* WITH TEMPLATE = template0\(.*\);$/\1/p')" || return 1
-  options="${create%%$'\n'*}"
+    | create_database_options)" || return 1
+  if [[ "$create" != options:* ]]; then
+    printf "%s: cannot read the dump's CREATE DATABASE (%s): nothing was created\n" "$SCRIPT" \
+      "its table of contents lists the database, but no whole 'CREATE DATABASE ... WITH TEMPLATE = template0 ...;'" >&2
+    return 1
+  fi
+  options="${create#options:}"
   if ! [[ "$options" =~ $CREATE_OPTIONS_PATTERN ]]; then
     printf "%s: the dump's CREATE DATABASE has options this does not take: %s\n" "$SCRIPT" "$options" >&2
     return 1
   fi
   printf '%s\n' "$options"
+}
+
+# The options of the first CREATE DATABASE statement on stdin: what follows " WITH TEMPLATE = template0" outside
+# quotes, up to the closing ";" outside quotes, over as many lines as its quoted values take, printed after
+# "options:". Nothing when there is no such whole statement. (A doubled quote inside a value closes and opens it.)
+create_database_options() {
+  awk '
+    !started && /^CREATE DATABASE / { started = 1 }
+    started { text = text (text == "" ? "" : "\n") $0 }
+    END {
+      with = " WITH TEMPLATE = template0"
+      n = length(text); quote = ""; at = 0
+      for (i = 1; i <= n; i++) {
+        c = substr(text, i, 1)
+        if (quote != "") { if (c == quote) quote = ""; continue }
+        if (c == "\047" || c == "\"") { quote = c; continue }
+        if (!at && substr(text, i, length(with)) == with) { at = i + length(with); i = at - 1; continue }
+        if (c == ";") {
+          if (at) printf "options:%s", substr(text, at, i - at)
+          exit 0
+        }
+      }
+    }'
 }
 
 # Create database $1 as the dump whose archive head is in $2 made it: from template0, with the dump's encoding,
@@ -338,6 +369,16 @@ one_database() {
       i = index(line, at)
       return substr(line, 1, i - 1) " DATABASE :\"target\"" substr(line, i + length(at))
     }
+    # Whether the statement text ends with its ";" outside quotes (a quoted value may hold a newline).
+    function whole(text,   i, c, quote) {
+      quote = ""
+      for (i = 1; i <= length(text); i++) {
+        c = substr(text, i, 1)
+        if (quote != "") { if (c == quote) quote = "" }
+        else if (c == "\047" || c == "\"") quote = c
+      }
+      return quote == "" && substr(text, length(text)) == ";"
+    }
     copy { if (state == "body") print; if ($0 == "\\.") copy = 0; next }
     /^COPY .* FROM stdin;$/ { copy = 1 }
     /^-- Database ".*" dump$/ {
@@ -349,10 +390,23 @@ one_database() {
     }
     $0 == trailer { if (state == "body") state = "done" }
     state == "pre" && /^ALTER DATABASE .* OWNER TO .*;$/ { owner = retarget($0) }
-    state == "pre" && /^CREATE DATABASE .*;$/ { create = retarget($0) }
+    # The CREATE DATABASE read whole, over as many lines as its quoted values take.
+    state == "pre" && creating {
+      creating = creating "\n" $0
+      if (whole(creating)) { create = retarget(creating); creating = "" }
+      next
+    }
+    state == "pre" && /^CREATE DATABASE / { if (whole($0)) create = retarget($0); else creating = $0; next }
     state == "pre" && /^\\connect / {
+      if (create == "") {
+        # Made with the defaults of the server it would silently get another encoding or collation.
+        printf "%s: cannot read the CREATE DATABASE of database %s in the cluster dump: nothing was created\n", script,
+          want > "/dev/stderr"
+        unreadable = 1
+        exit 3
+      }
       state = "body"
-      print (create != "" ? create : "CREATE DATABASE :\"target\" WITH TEMPLATE = template0;")
+      print create
       print "\\connect :\"target\""
       print "BEGIN;"
       if (owner != "") print owner
@@ -366,6 +420,7 @@ one_database() {
     state == "body" { print }
     $0 != "" && $0 != "--" && $0 !~ /^\\unrestrict / { last = $0 }
     END {
+      if (unreadable) exit 3
       if (found && complete && last == trailer) {
         print "COMMIT;"
         exit 0

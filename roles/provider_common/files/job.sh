@@ -19,7 +19,7 @@ umask 077
 readonly JOB_DATA=(PROVIDER SCRIPT INSTANCE BACKUP_SERVICE JOB_NAME JOB_USER BACKUP_NAME BACKUP_CMD RESTORE_CMD
   STOP_UNITS ENV_SECRETS SECRET_FILES SNAPSHOT_PATTERN SNAPSHOT_WORD MAINTENANCE NOTES NOTIFY_CMD LATE_AFTER
   METRICS_FILE PING_URL_FILE PING_TIMEOUT PING_RETRIES LIBRARY DRILL_CMD DRILL_SERVICE LOCK_WAIT RESTORE_INTO_CMD
-  RESTORE_DATABASE_CMD DRILL_SPACE_FACTOR DRILL_SPACE_BASE)
+  RESTORE_DATABASE_CMD DRILL_SPACE_FACTOR DRILL_SPACE_BASE RESTORE_CHECKS_NAMES)
 # What the provider's half must define. provider_<step> of every MAINTENANCE step (backup, check) too.
 readonly PROVIDER_INTERFACE=(provider_snapshots provider_snapshots_json provider_has_snapshot provider_resolve
   provider_dump provider_dump_size provider_newest_json provider_snapshot_count provider_retention provider_exec)
@@ -176,17 +176,21 @@ target_names() {
   [ -z "$RESTORE_DATABASE" ] || TARGET_NAMES+=("SELFHOST_BACKUP_DATABASE=$RESTORE_DATABASE")
 }
 
-# A restore --into or --database asks the request's command ($1) first whether it takes the names: run as the
-# request's user with SELFHOST_BACKUP_CHECK=1 and no input, it checks them as its restore would (a name it does not
-# take, a system database, the request's own database, a target that exists) and exits 0 without reading or
-# changing anything, or refuses, naming why. This runs before the tool: a refusal takes no instance lock, lists no
-# snapshot, reads no secret and opens no repository (a large remote one takes minutes to start a dump).
+# A restore --into or --database asks the request's command ($1) first whether it takes the names, when the request
+# says its commands know how (restore_checks_names, RESTORE_CHECKS_NAMES=1): run as the request's user with
+# SELFHOST_BACKUP_CHECK=1 and no input, it checks them as its restore would (a name it does not take, a system
+# database, the request's own database, a target that exists) and exits 0 without reading or changing anything, or
+# refuses, naming why. This runs before the tool: a refusal takes no instance lock, lists no snapshot, reads no
+# secret and opens no repository (a large remote one takes minutes to start a dump). A request without the key is
+# never asked: a command written before the flag existed would restore for real, with no input, during the "check"
+# (create the target, or drop the database it then restores); it checks the names at the restore itself.
 check_restore_target() {
   local command="$1" what=''
   [ -n "$RESTORE_INTO$RESTORE_DATABASE" ] || return 0
+  [ "$RESTORE_CHECKS_NAMES" = 1 ] || return 0
   # Once, before the lock: the run under the lock (with_instance_lock runs this script again) restores, and the
   # command checks the names again there.
-  [ -z "${SELFHOST_BACKUP_LOCKED:-}" ] || return 0
+  ! handed_over || return 0
   [ -z "$RESTORE_DATABASE" ] || what=" --database $RESTORE_DATABASE"
   [ -z "$RESTORE_INTO" ] || what="$what --into $RESTORE_INTO"
   target_names
@@ -494,10 +498,7 @@ record_drill() {
 readonly LOCK_TIMEOUT_EXIT=75
 with_instance_lock() {
   local marker holder rc=0
-  if [ -n "${SELFHOST_BACKUP_LOCKED:-}" ]; then
-    # The child of flock, which holds the lock: the marker tells the waiting parent that the run started.
-    rm -f -- "$SELFHOST_BACKUP_LOCKED"
-    unset SELFHOST_BACKUP_LOCKED
+  if handed_over; then
     return 0
   fi
   if [ ! -d "$JOB_CACHE" ]; then
@@ -511,7 +512,10 @@ with_instance_lock() {
     printf '%s: instance %s is busy: %s holds its lock; waiting up to %ss\n' "$SCRIPT" "$INSTANCE" "$holder" \
       "$LOCK_WAIT" >&2
   fi
-  marker="$(mktemp)"
+  marker="$(mktemp -p "$JOB_CACHE" "$LOCK_MARKER.XXXXXXXXXX")"
+  # Gone also when this run is stopped while it waits: the cache directory holds only the user's files between runs.
+  # shellcheck disable=SC2064 # the marker's name now
+  trap "rm -f -- '$marker'" EXIT
   SELFHOST_BACKUP_LOCKED="$marker" flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" \
     || rc=$?
   if [ "$rc" -eq "$LOCK_TIMEOUT_EXIT" ] && [ -e "$marker" ]; then
@@ -522,6 +526,35 @@ with_instance_lock() {
   fi
   rm -f -- "$marker"
   exit "$rc"
+}
+
+# Whether this run is the child of flock that with_instance_lock started, which holds the instance lock: the parent
+# hands it the marker it made (SELFHOST_BACKUP_LOCKED), and the child removes it, which tells the waiting parent that
+# the run started. The variable alone proves nothing (an environment can hold anything, and this runs as root): it
+# is trusted only when it names a marker as the parent makes them, a file of this run's user directly in the
+# instance's cache directory (JOB_CACHE, which only that user can write) named $LOCK_MARKER.<10 characters>, a plain
+# file with one link, not a symbolic link. Any other value ends the run before it reads, locks or removes anything:
+# taken on trust it would skip the lock and the check of restore --into, and remove the file it names.
+# Decided once a run (LOCK_HANDED_OVER: yes or no), and the variable is not passed on.
+readonly LOCK_MARKER=.selfhost-backup-lock-started
+LOCK_HANDED_OVER=''
+handed_over() {
+  local marker="${SELFHOST_BACKUP_LOCKED:-}"
+  if [ -z "$LOCK_HANDED_OVER" ]; then
+    LOCK_HANDED_OVER=no
+    if [ -n "$marker" ]; then
+      if [ "${marker%/*}" != "$JOB_CACHE" ] || ! [[ "${marker##*/}" =~ ^"$LOCK_MARKER."[A-Za-z0-9]{10}$ ]] \
+        || [ -L "$marker" ] || ! [ -f "$marker" ] || ! [ -O "$marker" ] \
+        || [ "$(stat -c %h -- "$marker" 2>/dev/null)" != 1 ]; then
+        fail "SELFHOST_BACKUP_LOCKED=$marker is not a lock marker of instance $INSTANCE (the restore script sets it" \
+          "for itself, under the instance lock): nothing was run; unset it and run the command again"
+      fi
+      rm -f -- "$marker"
+      LOCK_HANDED_OVER=yes
+    fi
+    unset SELFHOST_BACKUP_LOCKED
+  fi
+  [ "$LOCK_HANDED_OVER" = yes ]
 }
 
 # Who holds the instance lock: "<command> (pid N, <unit> or run by hand)", empty when nobody does. /proc/locks

@@ -669,3 +669,91 @@ def test_postgresql_restore_of_a_database_that_is_gone_makes_it_again_with_its_e
         assert 'gone_latin' not in databases(pg_world)
     finally:
         drop(pg_world, 'gone_latin')
+
+
+# A CREATE DATABASE that spans lines: a quoted value holds a newline (here the ICU locale, which PostgreSQL 15 keeps as
+# given). It was read by a one-line pattern, found nothing, and the database was silently made with the cluster's
+# defaults (UTF8, C, libc) instead of the dump's (review of issue 19).
+SPANNING = "ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE E'de-DE\\n' LOCALE 'C.UTF-8'"
+ICU_NEWLINE = "SELECT daticulocale = E'de-DE\\n' AND datlocprovider = 'i' FROM pg_database WHERE datname = '{}'"
+
+
+def spanning_database(pg_world, name: str) -> str:
+    drop(pg_world, name)
+    pg(pg_world, 'postgres', f'CREATE DATABASE {name} TEMPLATE template0 {SPANNING}')
+    pg(pg_world, name, "CREATE TABLE o (id int PRIMARY KEY, v text); INSERT INTO o VALUES (1, 'caf\u00e9')")
+    assert pg(pg_world, 'postgres', ICU_NEWLINE.format(name)) == 't\n'
+    return pg(pg_world, 'postgres', ATTRIBUTES.format(name))
+
+
+def test_postgresql_restore_into_reads_a_create_database_that_spans_lines(pg_world):
+    try:
+        before = spanning_database(pg_world, 'spans')
+        dump = helper(pg_world, 'dump', 'database', 'spans', dump=b'').stdout
+        head = as_pg_user('pg_restore', '--create', '--schema-only', '--file=-', env=pg_world[1], stdin=dump).stdout
+        assert b"ICU_LOCALE = 'de-DE\n';" in head, 'the dump no longer spans lines: the test tests nothing'
+        result = helper(pg_world, 'restore-into', 'database', 'spans', dump=dump, SELFHOST_BACKUP_INTO='spans_copy')
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('spans_copy')) == before
+        assert pg(pg_world, 'postgres', ICU_NEWLINE.format('spans_copy')) == 't\n'
+        assert pg(pg_world, 'spans_copy', 'SELECT v FROM o') == 'caf\u00e9\n'
+        # A plain restore of the request after its database was dropped makes it again the same way.
+        drop(pg_world, 'spans')
+        result = helper(pg_world, 'restore', 'database', 'spans', dump=dump)
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ICU_NEWLINE.format('spans')) == 't\n'
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('spans')) == before
+    finally:
+        drop(pg_world, 'spans', 'spans_copy')
+
+
+def test_postgresql_one_database_of_the_cluster_dump_reads_a_create_database_that_spans_lines(pg_world):
+    try:
+        before = spanning_database(pg_world, 'spans')
+        dump = helper(pg_world, 'dump', 'cluster', dump=b'').stdout
+        assert b"ICU_LOCALE = 'de-DE\n';" in dump, 'the dump no longer spans lines: the test tests nothing'
+        result = helper(pg_world, 'restore-database', 'cluster', dump=dump, SELFHOST_BACKUP_DATABASE='spans',
+                        SELFHOST_BACKUP_INTO='spans_copy')
+        assert result.returncode == 0, result.stderr.decode()
+        assert pg(pg_world, 'postgres', ATTRIBUTES.format('spans_copy')) == before
+        assert pg(pg_world, 'postgres', ICU_NEWLINE.format('spans_copy')) == 't\n'
+        assert pg(pg_world, 'spans_copy', 'SELECT v FROM o') == 'caf\u00e9\n'
+    finally:
+        drop(pg_world, 'spans', 'spans_copy')
+
+
+def test_postgresql_restore_into_fails_before_creating_anything_when_it_cannot_read_the_create_database(pg_world):
+    """A pg_restore that writes the CREATE DATABASE another way than this reads (a future format, say): the helper
+    says so and makes nothing, instead of a database with the server's defaults."""
+    script, env, dumps, world, psql = pg_world
+    wrapper = world / 'other-pg_restore'
+    wrapper.mkdir(exist_ok=True)
+    (wrapper / 'pg_restore').write_text(
+        '#!/bin/sh\n'
+        'case " $* " in *" --schema-only "*) ;; *) exec "$REAL_PG_RESTORE" "$@" ;; esac\n'
+        '"$REAL_PG_RESTORE" "$@" | sed "s/ WITH TEMPLATE = template0/ TEMPLATE template0/"\n')
+    (wrapper / 'pg_restore').chmod(0o755)
+    real = as_pg_user('sh', '-c', 'command -v pg_restore', env=env).stdout.decode().strip()
+    other = dict(env, PATH=f'{wrapper}:{env["PATH"]}', REAL_PG_RESTORE=real)
+    listed = databases(pg_world)
+    for args, names in ((['restore-into', 'database', 'fixture'], {'SELFHOST_BACKUP_INTO': 'unread_copy'}),
+                        (['restore', 'database', 'unread'], {})):
+        result = as_pg_user(str(script), *args, env=dict(other, **names), stdin=dumps['database fixture'], check=False)
+        assert result.returncode == 1, result.stderr.decode()
+        assert "cannot read the dump's CREATE DATABASE" in result.stderr.decode()
+        assert 'nothing was created' in result.stderr.decode()
+        assert databases(pg_world) == listed
+
+
+def test_postgresql_one_database_fails_before_creating_anything_when_it_cannot_read_the_create_database(pg_world):
+    dump = pg_world[2]['cluster']
+    assert b'\nCREATE DATABASE fixture ' in dump
+    unreadable = dump.replace(b'\nCREATE DATABASE fixture ', b'\nCREATE  DATABASE fixture ')
+    listed = databases(pg_world)
+    for names in ({'SELFHOST_BACKUP_DATABASE': 'fixture'},
+                  {'SELFHOST_BACKUP_DATABASE': 'fixture', 'SELFHOST_BACKUP_INTO': 'unread_copy'}):
+        result = helper(pg_world, 'restore-database', 'cluster', dump=unreadable, **names)
+        assert result.returncode == 1
+        assert 'cannot read the CREATE DATABASE of database fixture in the cluster dump: nothing was created' \
+            in result.stderr.decode()
+        assert databases(pg_world) == listed

@@ -833,6 +833,89 @@ def test_a_run_that_finds_the_lock_held_too_long_fails_naming_the_holder(world, 
     assert not (world / 'restored').exists()
 
 
+# SELFHOST_BACKUP_LOCKED is how the run under flock learns that it holds the lock. In root's environment by mistake it
+# skipped the lock (and restore --into's check) and removed the file it named (review of issue 19): it is trusted only
+# when it names a marker as the locking run makes them, a file of the run's user in the instance's cache directory.
+def stray_markers(world):
+    """What SELFHOST_BACKUP_LOCKED may name that is not this run's marker, each with the file that must survive."""
+    cache = world / 'cache'
+    victim = world / 'victim'
+    victim.write_text('keep me')
+    linked = cache / '.selfhost-backup-lock-started.AAAAAAAAAA'
+    linked.symlink_to(victim)
+    foreign = cache / '.selfhost-backup-lock-started.BBBBBBBBBB'
+    foreign.write_text('')
+    os.chown(foreign, 65534, 65534)
+    hardlinked = cache / '.selfhost-backup-lock-started.CCCCCCCCCC'
+    os.link(victim, hardlinked)
+    misnamed = cache / 'last-backup'
+    misnamed.write_text('seconds=1\n')
+    outside = world / '.selfhost-backup-lock-started.DDDDDDDDDD'
+    outside.write_text('')
+    return [(victim, victim), (linked, victim), (foreign, foreign), (hardlinked, victim), (misnamed, misnamed),
+            (outside, outside), (cache / '.selfhost-backup-lock-started.EEEEEEEEEE/../last-backup', misnamed)]
+
+
+@needs_root
+@pytest.mark.parametrize('step', ['backup', 'restore', 'drill'])
+def test_a_lock_marker_in_the_environment_is_trusted_only_when_the_locking_run_made_it(world, step):
+    path = script(world, (0, 18, 0), drill_cmd=f'cat >/dev/null; touch {world}/drilling; sleep 6',
+                  restore_into_cmd=f'echo "check=${{SELFHOST_BACKUP_CHECK-}}" >> {world}/into; cat >/dev/null',
+                  restore_checks_names=True)
+    assert run(world, path, 'backup').returncode == 0
+    markers = stray_markers(world)
+    drill = start_drill(world, path, 6)
+    try:
+        args = {'backup': ['backup'], 'restore': ['restore', 'latest', '--into', 'copy'], 'drill': ['drill', 'latest']}
+        before = log(world)
+        for marker, survivor in markers:
+            result = run(world, path, *args[step], SELFHOST_BACKUP_LOCKED=str(marker))
+            assert result.returncode == 1, (marker, result.stderr)
+            assert (f'SELFHOST_BACKUP_LOCKED={marker} is not a lock marker of instance app (the restore script sets '
+                    'it for itself, under the instance lock): nothing was run; unset it and run the command again') \
+                in result.stderr
+            assert survivor.exists() or survivor.is_symlink(), marker
+            # Nothing ran while the drill holds the lock: no tool call, not even the restore command's check.
+            assert log(world) == before
+            assert not (world / 'into').exists()
+    finally:
+        os.killpg(drill.pid, signal.SIGTERM)
+        drill.communicate()
+    assert (world / 'victim').read_text() == 'keep me'
+
+
+@pytest.mark.parametrize('step', ['backup', 'restore', 'drill'])
+def test_the_locking_run_hands_its_marker_over_and_leaves_none(world, step):
+    path = script(world, (0, 18, 0), drill_cmd=drill_cmd(world))
+    assert run(world, path, 'backup').returncode == 0
+    args = {'backup': ['backup'], 'restore': ['restore', 'latest'], 'drill': ['drill', 'latest']}[step]
+    result = run(world, path, *args)
+    assert result.returncode == 0, result.stderr
+    assert not list((world / 'cache').glob('.selfhost-backup-lock-started.*'))
+
+
+def test_a_run_stopped_while_it_waits_for_the_lock_leaves_no_marker(world):
+    path = script(world, (0, 18, 0), lock_wait=30, drill_cmd=f'cat >/dev/null; touch {world}/drilling; sleep 6')
+    assert run(world, path, 'backup').returncode == 0
+    drill = start_drill(world, path, 6)
+    env = {'PATH': os.environ['PATH'], 'FAKE_STORE': str(world / 'store'), 'CREDENTIALS_DIRECTORY': str(world / 'creds'),
+           'CACHE_DIRECTORY': str(world / 'cache')}
+    waiting = subprocess.Popen(['bash', str(path), 'backup'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not list((world / 'cache').glob('.selfhost-backup-lock-started.*')):
+            assert waiting.poll() is None and time.monotonic() < deadline, waiting.communicate()
+            time.sleep(0.05)
+        os.killpg(waiting.pid, signal.SIGTERM)
+        waiting.communicate(timeout=20)
+    finally:
+        os.killpg(drill.pid, signal.SIGTERM)
+        drill.communicate()
+    assert waiting.returncode != 0
+    assert not list((world / 'cache').glob('.selfhost-backup-lock-started.*'))
+
+
 def test_the_lock_is_not_inherited_by_what_a_run_leaves_behind(world):
     # A drill_cmd that leaves a process running (a scratch server it failed to stop): the next run is not blocked.
     path = script(world, (0, 18, 0), lock_wait=0,

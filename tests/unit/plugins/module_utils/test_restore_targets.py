@@ -15,6 +15,7 @@ import subprocess
 import pytest
 import test_borg_script as borg_tests
 import test_restic_script as restic_tests
+from ansible_collections.selfhost.backup.plugins.module_utils import _job_script, _layout
 from job_library import make_world, needs_root
 
 # What each command records: the names it found in its environment (unset: "-"), and the dump it read.
@@ -154,8 +155,9 @@ def test_a_failing_restore_into_cmd_fails_the_restore(provider):
     assert 'target exists' in result.stderr and 'restored latest' not in result.stderr
 
 
-# The check before the repository is opened: the request's command runs once with SELFHOST_BACKUP_CHECK=1 and no
-# input; a refusal there ends the restore before the tool is run at all (no lock, no listing, no secret read).
+# The check before the repository is opened (a request with restore_checks_names): the request's command runs once
+# with SELFHOST_BACKUP_CHECK=1 and no input; a refusal there ends the restore before the tool is run at all (no lock,
+# no listing, no secret read).
 REFUSE_ON_CHECK = ('if [ "$SELFHOST_BACKUP_CHECK" = 1 ]; then echo "restore --into $SELFHOST_BACKUP_INTO: a system '
                    'database is never restored alone" >&2; exit 1; fi; cat > {world}/{name}.data')
 # What the check saw: its names, its input, and how many tool calls had been made by then.
@@ -172,7 +174,8 @@ RECORD_CHECK = ('if [ "$SELFHOST_BACKUP_CHECK" = 1 ]; then printf "into=%s datab
     (['--database', 'shop'], 'restore_database_cmd'),
 ])
 def test_a_target_the_requests_command_refuses_is_refused_before_the_tool_runs(provider, args, key):
-    path = backed_up(provider, **{key: REFUSE_ON_CHECK.format(world=provider.world, name='target')})
+    path = backed_up(provider, **{key: REFUSE_ON_CHECK.format(world=provider.world, name='target')},
+                     restore_checks_names=True)
     before = provider.tool_calls()
     result = provider.run(path, 'restore', 'latest', *args, unit=False)
     assert result.returncode == 1
@@ -190,7 +193,8 @@ def test_a_target_the_requests_command_refuses_is_refused_before_the_tool_runs(p
     (['--into', 'copy', '--database', 'shop'], 'restore_database_cmd', 'into=copy database=shop'),
 ])
 def test_the_check_runs_first_without_input_then_the_restore_without_the_check_flag(provider, args, key, seen):
-    path = backed_up(provider, **{key: RECORD_CHECK.format(world=provider.world, name='target')})
+    path = backed_up(provider, **{key: RECORD_CHECK.format(world=provider.world, name='target')},
+                     restore_checks_names=True)
     before = provider.tool_calls()
     result = provider.run(path, 'restore', 'latest', *args, unit=False, PATH=restic_tests.fake_systemctl(provider.world),
                           SELFHOST_BACKUP_CHECK='1')
@@ -200,6 +204,59 @@ def test_the_check_runs_first_without_input_then_the_restore_without_the_check_f
     assert (provider.world / 'target.env').read_text() == 'check=unset\n'
     assert (provider.world / 'target.data').read_text() == 'dump-data'
     assert provider.tool_calls() > before
+
+
+# A command written to the earlier contract, which does not know SELFHOST_BACKUP_CHECK: each run restores for real.
+# It records every run: the flag it saw, its input, and how many tool calls had been made by then.
+UNAWARE = ('printf "check=%s input=%s calls=%s\\n" "${{SELFHOST_BACKUP_CHECK-unset}}" "$(cat | wc -c)" '
+           '"$(cat {world}/store/log 2>/dev/null | wc -l)" >> {world}/{name}.runs')
+
+
+@needs_root
+@pytest.mark.parametrize('args, key', [
+    (['--into', 'copy'], 'restore_into_cmd'),
+    (['--database', 'shop'], 'restore_database_cmd'),
+    (['--into', 'copy', '--database', 'shop'], 'restore_database_cmd'),
+])
+def test_without_restore_checks_names_the_command_runs_only_at_the_restore(provider, args, key):
+    path = backed_up(provider, **{key: UNAWARE.format(world=provider.world, name='target')})
+    before = provider.tool_calls()
+    result = provider.run(path, 'restore', 'latest', *args, unit=False, PATH=restic_tests.fake_systemctl(provider.world),
+                          SELFHOST_BACKUP_CHECK='1')
+    assert result.returncode == 0, result.stderr
+    # Once, after the repository was opened, with the dump: never with no input before the tool ran.
+    runs = (provider.world / 'target.runs').read_text().splitlines()
+    assert len(runs) == 1, runs
+    check, length, calls = runs[0].split()
+    assert (check, length) == ('check=unset', f'input={len("dump-data")}')
+    assert int(calls.removeprefix('calls=')) > before
+
+
+@needs_root
+def test_with_restore_checks_names_the_check_runs_before_the_repository_is_opened(provider):
+    path = backed_up(provider, restore_into_cmd=UNAWARE.format(world=provider.world, name='target'),
+                     restore_checks_names=True)
+    before = provider.tool_calls()
+    result = provider.run(path, 'restore', 'latest', '--into', 'copy', unit=False)
+    assert result.returncode == 0, result.stderr
+    assert (provider.world / 'target.runs').read_text().splitlines() == [
+        f'check=1 input=0 calls={before}', f'check=unset input={len("dump-data")} calls={provider.tool_calls()}']
+
+
+@pytest.mark.parametrize('request_keys, data', [
+    ({}, 0),
+    ({'restore_checks_names': False}, 0),
+    ({'restore_checks_names': True}, 1),
+])
+def test_restore_checks_names_reaches_the_job_data(request_keys, data):
+    request = {'user': 'postgres', 'backup_name': 'db.sql', 'backup_cmd': 'dump', 'restore_cmd': 'restore',
+               'restore_into_cmd': 'into', **request_keys}
+    settings = {'lock_wait': 300, 'restore': {'stop_units': []},
+                'monitoring': {'late_after': 0, 'ping_timeout': 10, 'ping_retries': 0}}
+    spec = _job_script.instance_spec(_layout.Layout('restic', 'app'), request, settings, {}, (), env_names=())
+    assert spec.restore_checks_names is bool(data)
+    assert ('RESTORE_CHECKS_NAMES', data) in _job_script.script_data(spec)
+    assert f'RESTORE_CHECKS_NAMES={data}' in _job_script.render_script(spec)
 
 
 @needs_root

@@ -50,6 +50,12 @@ def violations_of(document, name=None):
     (request(drillSpace={'base_bytes': 5}),
      {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_space': {'factor': 1, 'base_bytes': 5}}),
     (request(drill_space={}), {'user': 'root', 'backup_name': 'dump', **VALID, 'drill_space': {'factor': 1, 'base_bytes': 0}}),
+    # restore_checks_names is optional and has no default: absent above (the restore script then never asks the
+    # request's commands before the restore), kept as given here, under its camelCase alias too.
+    (request(restore_into_cmd='into', restore_checks_names=True),
+     {'user': 'root', 'backup_name': 'dump', **VALID, 'restore_into_cmd': 'into', 'restore_checks_names': True}),
+    (request(restoreDatabaseCmd='db', restoreChecksNames=False),
+     {'user': 'root', 'backup_name': 'dump', **VALID, 'restore_database_cmd': 'db', 'restore_checks_names': False}),
 ])
 def test_valid_requests_come_back_with_defaults(document, expected):
     assert _contract.validate_request(document) == expected
@@ -89,6 +95,14 @@ INVALID = [
      'less than the minimum of 0'),
     ('unknown-drill-space-key', request(drill_space={'ratio': 2}), 'request.drill_space.ratio', 'additionalProperties',
      'unknown key'),
+    ('string-checks-names', request(restore_checks_names='yes'), 'request.restore_checks_names', 'type',
+     "'yes' is not of type 'boolean'"),
+    ('int-checks-names', request(restore_checks_names=1), 'request.restore_checks_names', 'type',
+     "1 is not of type 'boolean'"),
+    ('null-checks-names', request(restore_checks_names=None), 'request.restore_checks_names', 'type',
+     "None is not of type 'boolean'"),
+    ('both-checks-names', request(restore_checks_names=True, restoreChecksNames=True), 'request.restoreChecksNames',
+     'x-aliases', "'restoreChecksNames' and 'restore_checks_names' are the same key"),
     ('name-traversal', request(backup_name='../x'), 'request.backup_name', 'pattern', f"'../x' does not match {NAME_PATTERN}"),
     ('name-hidden', request(backup_name='.hidden'), 'request.backup_name', 'pattern', "'.hidden' does not match"),
     ('name-option', request(backup_name='-x.sql'), 'request.backup_name', 'pattern', "'-x.sql' does not match"),
