@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.selfhost.backup.plugins.modules import borg_repository as host_module
 from ansible_collections.selfhost.backup.plugins.plugin_utils._secret_module_action import SecretModuleAction
 
 UNCHANGED = 'Nothing on this host was changed: the installed secrets, units and restore scripts stay as they are.'
@@ -16,6 +17,7 @@ UNCHANGED = 'Nothing on this host was changed: the installed secrets, units and 
 class ActionModule(SecretModuleAction):
 
     MODULE = 'selfhost.backup.borg_repository'
+    ARGUMENT_SPEC = host_module.ARGUMENT_SPEC
 
     def failure_message(self, args: dict[str, t.Any], msg: str) -> str:
         # The role checks the repositories before it replaces anything.

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import typing as t
 
+from ansible_collections.selfhost.backup.plugins.modules import job_paths as host_module
 from ansible_collections.selfhost.backup.plugins.plugin_utils._secret_module_action import SecretModuleAction
 
 
 class ActionModule(SecretModuleAction):
 
     MODULE = 'selfhost.backup.job_paths'
+    ARGUMENT_SPEC = host_module.ARGUMENT_SPEC
 
     def holds_secrets(self, args: dict[str, t.Any]) -> bool:
         return bool(args.get('secret_files'))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing as t
 
 from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.selfhost.backup.plugins.modules import restic_repository as host_module
 from ansible_collections.selfhost.backup.plugins.plugin_utils._secret_module_action import SecretModuleAction
 
 UNCHANGED = 'Nothing on this host was changed: the installed secrets, units and restore scripts stay as they are.'
@@ -17,6 +18,7 @@ UNCHANGED = 'Nothing on this host was changed: the installed secrets, units and 
 class ActionModule(SecretModuleAction):
 
     MODULE = 'selfhost.backup.restic_repository'
+    ARGUMENT_SPEC = host_module.ARGUMENT_SPEC
 
     def holds_secrets(self, args: dict[str, t.Any]) -> bool:
         # The check runs with the new secrets, before the role writes them; init reads them from their files.

@@ -130,6 +130,9 @@ notes:
     success is returned with C(no_log) (the module's invocation would show a secret holding quotes escaped); a
     failure shows its message, which names paths only. Do not set C(no_log) on the task, which would hide that
     message too.
+  - When the module crashes (a traceback, output that is not JSON), the failure keeps its output (C(module_stdout),
+    C(module_stderr), C(rc)) with every value of O(secret_files[].content) masked, also JSON-escaped, in a
+    Python repr or shell-quoted.
   - Run it as root to create files owned by other users.
 seealso:
   - module: selfhost.backup.backup_jobs

@@ -11,19 +11,90 @@ no_log and show its message in a second task. This action does both: the module 
 logs nothing to the host's journal; an option-level no_log masks a secret only where it appears verbatim), a
 success is returned with ``_ansible_no_log`` (its result may hold secrets), and a failure is returned as its
 message alone, which the modules write without any secret.
+
+A module that crashed (a traceback, output that is not JSON) masked nothing itself: its failure keeps what it
+printed (``module_stdout``, ``module_stderr``) and ``rc``, so the operator can read why, with every value of the
+task's no_log options (the module's argument spec) masked, also where it stands escaped or quoted.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import typing as t
 
 from ansible.plugins.action import ActionBase
 
+MASK = '********'
+# What a failed module's result keeps besides its message; the output is there only when the module crashed.
+KEPT_ON_FAILURE = ('module_stdout', 'module_stderr', 'rc')
+
+
+def secret_values(spec: t.Mapping[str, t.Any], params: t.Any) -> set[str]:
+    """The values of the options ``spec`` marks no_log, in its sub-options too, as Ansible collects them (every
+    string and number of a no_log option's value, of a dict's values or a list's items; a malformed value is
+    taken as it comes)."""
+    found: set[str] = set()
+    if not isinstance(params, t.Mapping):
+        return found
+    for name, option in spec.items():
+        value = params.get(name)
+        if option.get('no_log'):
+            found.update(_leaves(value))
+        elif 'options' in option:
+            for item in value if isinstance(value, list) else [value]:
+                found.update(secret_values(option['options'], item))
+    return found
+
+
+def _leaves(value: t.Any) -> t.Iterator[str]:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (str, int, float)):
+        if str(value):
+            yield str(value)
+    elif isinstance(value, t.Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, (list, tuple, set)):
+        for item in value:
+            yield from _leaves(item)
+
+
+def written_forms(secret: str) -> set[str]:
+    """How ``secret`` can stand in a program's output: as it is; JSON-escaped (non-ASCII kept or escaped); inside
+    a Python repr of the text, of its ASCII escape or of its UTF-8 bytes (between single quotes, where repr
+    escapes a ', and, without a " in it, between double quotes); shell-quoted (shlex.quote, as in a command line
+    a Python error message shows)."""
+    forms = {secret, shlex.quote(secret)}
+    forms.update(json.dumps(secret, ensure_ascii=ascii_only)[1:-1] for ascii_only in (True, False))
+    quotes = ('"', "'") if '"' not in secret else ('"',)
+    for quote in quotes:
+        # A " added makes repr quote with ' (escaping a ' of the secret); a ', with no " in the secret, with ".
+        # The added quote and the closing one are cut off again.
+        forms.add(repr(secret + quote)[1:-2])
+        forms.add(ascii(secret + quote)[1:-2])
+        forms.add(repr((secret + quote).encode('utf-8', 'surrogateescape'))[2:-2])
+    return {form for form in forms if form}
+
+
+def masker(secrets: t.Iterable[str]) -> t.Callable[[str], str]:
+    """A function that replaces every written form of each secret in a text with the mask, longest first."""
+    forms = sorted({form for secret in secrets for form in written_forms(secret)}, key=len, reverse=True)
+    if not forms:
+        return lambda text: text
+    pattern = re.compile('|'.join(re.escape(form) for form in forms))
+    return lambda text: pattern.sub(MASK, text)
+
 
 class SecretModuleAction(ActionBase):
-    """Run ``MODULE`` with the task's arguments; mask a success that holds secrets, show a failure's message."""
+    """Run ``MODULE`` with the task's arguments; mask a success that holds secrets, show a failure's message
+    (and a crash's output, the secrets of ``ARGUMENT_SPEC``'s no_log options masked)."""
 
     MODULE = ''
+    # The module's own argument spec: its no_log options name the task's secrets.
+    ARGUMENT_SPEC: t.Mapping[str, t.Any] = {}
     _secret = False
     TRANSFERS_FILES = False
     _supports_check_mode = True
@@ -54,9 +125,13 @@ class SecretModuleAction(ActionBase):
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         if module.get('failed'):
-            # The message alone: the rest of a failed result may hold what the module was given.
+            # The message, and what a crashed module printed, with the task's secrets masked: the rest of a
+            # failed result may hold what the module was given.
+            mask = masker(secret_values(self.ARGUMENT_SPEC, args))
             msg = self.failure_message(args, module.get('msg') or f'{self.MODULE} failed')
-            result.update(failed=True, changed=False, msg=msg)
+            result.update(failed=True, changed=False, msg=mask(str(msg)))
+            result.update((key, mask(value) if isinstance(value, str) else value)
+                          for key, value in module.items() if key in KEPT_ON_FAILURE)
             return result
         result.update(module)
         if self._secret:

@@ -7,12 +7,16 @@ message shown as it is (the roles used a no_log task and a fail task for each)."
 
 from __future__ import annotations
 
+import json
+import shlex
+import traceback
 from unittest import mock
 
 import pytest
 
 from ansible.plugins.action import ActionBase
 from ansible_collections.selfhost.backup.plugins.action import borg_repository, job_paths, provider_plan, restic_repository
+from ansible_collections.selfhost.backup.plugins.plugin_utils import _secret_module_action
 
 SECRET = 'p\'a"s\\s$w`o%rd'
 UNCHANGED = 'Nothing on this host was changed: the installed secrets, units and restore scripts stay as they are.'
@@ -95,3 +99,116 @@ def test_a_plan_is_returned_no_log_and_a_planning_failure_shows_its_message():
     with mock.patch.object(provider_plan._plan, 'plan', side_effect=provider_plan._plan.PlanError('no way')):
         failed = plugin.run(task_vars={'inventory_hostname': 'db1'})
     assert failed['failed'] is True and failed['msg'] == 'no way' and not failed.get('_ansible_no_log')
+
+
+# A module that crashed (a traceback, output that is not JSON) masked nothing: its output is kept, every value of
+# the task's no_log options masked however Python wrote it. Each secret carries a marker that every escaping leaves
+# as it is, so the marker's absence shows that no form of the secret is left.
+BOTH_QUOTES = 'Zq1both\'a"s\\s$w`o%rd ü€ Zq1both'
+SINGLE_QUOTE = "Zq2single'it\\s $HOME `id` 100% é Zq2single"
+DOUBLE_QUOTE = 'Zq3double"x\\n$1`%s` ß Zq3double'
+MARKERS = ('Zq1', 'Zq2', 'Zq3')
+SECRET_FILE = '/etc/selfhost-backup/restic/app/passphrase'
+
+
+def crash_output(secrets):
+    """stdout and stderr of a module that crashed holding ``secrets``: the start of a JSON result (escaped both
+    ways), then tracebacks whose messages hold each secret as Python writes it (as it is, in a repr between
+    either quote, as bytes, ASCII-escaped, shell-quoted)."""
+    stdout = ''.join('{"invocation": {"module_args": {"passphrase": %s, "content": %s, '
+                     % (json.dumps(secret), json.dumps(secret, ensure_ascii=False)) for secret in secrets)
+    stderr = []
+    for secret in secrets:
+        for exc in (KeyError(secret), KeyError(f"it's {secret}"), KeyError(f'say "{secret}"'),
+                    ValueError(f'cannot parse {secret} in {SECRET_FILE}'), ValueError(secret.encode()),
+                    ValueError(ascii(secret)), ValueError({'passphrase': secret}),
+                    RuntimeError(f'failed: {shlex.join(["restic", "--password", secret])}')):
+            try:
+                raise exc
+            except Exception:  # pylint: disable=broad-exception-caught
+                stderr.append(traceback.format_exc())
+    return stdout, ''.join(stderr)
+
+
+def crashed(secrets):
+    """The result ActionBase._execute_module returns for that crash (built by Ansible's own parser)."""
+    stdout, stderr = crash_output(secrets)
+    parser = ActionBase.__new__(restic_repository.ActionModule)
+    parser._used_interpreter = '#!/usr/bin/python3'
+    returned = parser._parse_returned_data({'rc': 1, 'stdout': stdout, 'stderr': stderr}, 'legacy')
+    assert returned['failed'] is True and returned['module_stderr'] == stderr
+    assert all(marker in stdout and marker in stderr for marker in MARKERS[:len(secrets)])
+    return returned
+
+
+def assert_kept_and_masked(result):
+    assert result['failed'] is True and result['changed'] is False and result['rc'] == 1
+    assert result['msg'].startswith('Module result deserialization failed')
+    assert result['module_stdout'].startswith('{"invocation": {"module_args": {"passphrase": "********"')
+    stderr = result['module_stderr']
+    assert stderr.startswith('Traceback (most recent call last):\n')
+    for kept in ("KeyError: '********'", "KeyError: \"it's ********\"", 'KeyError: \'say "********"\'',
+                 f'ValueError: cannot parse ******** in {SECRET_FILE}', "ValueError: b'********'",
+                 "ValueError: {'passphrase': '********'}", 'RuntimeError: failed: restic --password ********'):
+        assert kept in stderr, kept
+    text = json.dumps(result, ensure_ascii=False) + json.dumps(result) + str(result)
+    assert not [marker for marker in MARKERS if marker in text]
+
+
+def test_a_crashed_repository_check_keeps_its_output_with_every_secret_masked():
+    args = {'init': False, 'repositories': [
+        {'name': 'app', 'passphrase': BOTH_QUOTES, 'environment': {
+            'RESTIC_REPOSITORY': 's3:https://s3.example.org/app', 'AWS_SECRET_ACCESS_KEY': SINGLE_QUOTE}},
+        {'name': 'shop', 'passphrase': DOUBLE_QUOTE, 'environment': {'RESTIC_REPOSITORY': '/srv/shop'}}]}
+    result, dummy = run_action(restic_repository, args, crashed([BOTH_QUOTES, SINGLE_QUOTE, DOUBLE_QUOTE]))
+    assert_kept_and_masked(result)
+    assert result['msg'].endswith(UNCHANGED) and not result.get('_ansible_no_log')
+
+
+def test_a_crashed_borg_check_keeps_its_output_with_every_secret_masked():
+    args = {'repositories': [{'name': 'app', 'repository': '/srv/app', 'marker': '/x', 'passphrase': BOTH_QUOTES},
+                             {'name': 'b', 'repository': '/srv/b', 'marker': '/y', 'passphrase': SINGLE_QUOTE},
+                             {'name': 'c', 'repository': '/srv/c', 'marker': '/z', 'passphrase': DOUBLE_QUOTE}]}
+    result, dummy = run_action(borg_repository, args, crashed([BOTH_QUOTES, SINGLE_QUOTE, DOUBLE_QUOTE]))
+    assert_kept_and_masked(result)
+
+
+def test_a_crashed_job_paths_keeps_its_output_with_every_secret_file_masked_and_the_paths_shown():
+    args = {'directories': [], 'prune': {}, 'secret_files': [
+        {'path': SECRET_FILE, 'content': BOTH_QUOTES}, {'dest': '/etc/x/b', 'content': SINGLE_QUOTE},
+        {'path': '/etc/x/c', 'content': DOUBLE_QUOTE, 'mode': '0600'}]}
+    result, dummy = run_action(job_paths, args, crashed([BOTH_QUOTES, SINGLE_QUOTE, DOUBLE_QUOTE]))
+    assert_kept_and_masked(result)
+
+
+def test_without_secrets_a_crash_is_shown_as_it_is():
+    args = {'repositories': [{'name': 'app', 'password_file': SECRET_FILE}]}
+    returned = crashed([BOTH_QUOTES])
+    result, dummy = run_action(restic_repository, args, returned)
+    assert result['module_stdout'] == returned['module_stdout'] and result['module_stderr'] == returned['module_stderr']
+
+
+def test_a_module_s_own_failure_message_is_masked_where_it_left_a_secret_escaped():
+    args = {'init': False, 'repositories': [{'name': 'app', 'passphrase': SINGLE_QUOTE}]}
+    result, dummy = run_action(restic_repository, args, {'failed': True, 'msg': f'bad value {SINGLE_QUOTE!r}'})
+    assert result == {'failed': True, 'changed': False, 'msg': f'bad value "********" {UNCHANGED}'}
+
+
+@pytest.mark.parametrize('secret', [BOTH_QUOTES, SINGLE_QUOTE, DOUBLE_QUOTE, 'plain', '1234'])
+def test_every_written_form_of_a_secret_is_masked(secret):
+    mask = _secret_module_action.masker([secret])
+    for written in (secret, json.dumps(secret), json.dumps(secret, ensure_ascii=False), repr(secret),
+                    repr(secret.encode()), ascii(secret), shlex.quote(secret), repr([secret]), repr(f'{secret}"\'')):
+        assert 'Zq' not in mask(written) and secret not in mask(written), written
+        assert '********' in mask(written)
+
+
+def test_the_secrets_are_the_values_of_the_no_log_options_at_any_depth():
+    spec = restic_repository.ActionModule.ARGUMENT_SPEC
+    args = {'password_file': '/p', 'repositories': [
+        {'passphrase': 'one', 'environment': {'A': 'two', 'B': 3, 'C': True}, 'password_file': '/q'},
+        'malformed', {'name': 'n'}]}
+    assert _secret_module_action.secret_values(spec, args) == {'one', 'two', '3'}
+    assert _secret_module_action.secret_values(job_paths.ActionModule.ARGUMENT_SPEC, {'secret_files': [
+        {'path': '/a', 'content': 'four', 'mode': '0600'}], 'prune': {'keep': ['/k']}}) == {'four'}
+    assert _secret_module_action.masker([])('text') == 'text'
