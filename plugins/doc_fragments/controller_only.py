@@ -6,7 +6,11 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """The attributes of the collection's actions that run on the controller only and change nothing."""
+    """The attributes of the collection's actions that run on the controller and change nothing.
+
+    An action that also reads the host (platform_check's fact gathering, provider_instances with check_host)
+    overrides C(action) and C(platform) in its own C(attributes), which take precedence over the fragment's.
+    """
 
     DOCUMENTATION = r"""
 options: {}

@@ -11,7 +11,7 @@ short_description: Check every instance of a backup provider before any change
 version_added: 0.1.0
 description:
   - Checks the instances dict of a provider role (C(restic_instances), C(borg_instances)) as a whole, on the
-    Ansible controller only.
+    Ansible controller; only with O(check_host) does it read the host too (see below).
   - Every instance name must be a string matching C(^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$) as a whole (a trailing
     newline does not pass), and no two instances may own the same unit or restore script (C(web) with its check
     job C(web-check) next to an instance called C(web-check)).
@@ -68,11 +68,25 @@ options:
     default: false
 extends_documentation_fragment:
   - selfhost.backup.controller_only
+attributes:
+  action:
+    description:
+      - Runs as an action plugin on the controller. With O(check_host) it also runs, from there, a command
+        (C(systemd-analyze calendar)) and, for an empty O(instances), the module M(ansible.builtin.find) on the host.
+  check_mode:
+    description: It changes nothing (with O(check_host) it only reads the host), so it runs the same in check mode.
+  platform:
+    description:
+      - Without O(check_host) nothing runs on the host, whose platform does not matter.
+      - With O(check_host) the host needs systemd (C(systemd-analyze)) and, for an empty O(instances), Python for
+        M(ansible.builtin.find).
+    platforms: posix
 notes:
   - The returned instances hold the secrets of the settings, so a success is returned with C(no_log); a failure
     shows its message (every violation, one per line), which never quotes a secret. Do not set C(no_log) on the
     task, which would hide that message too.
-  - With O(check_host) it reads the host (a connection is made), in check mode too.
+  - With O(check_host) it reads the host (a connection is made), in check mode too; without it nothing runs on
+    the host.
 seealso:
   - module: selfhost.backup.databasebackup_contract
 """
