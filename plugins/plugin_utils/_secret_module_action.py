@@ -10,7 +10,8 @@ A task with no_log hides a failure's message too, so the roles used to register 
 no_log and show its message in a second task. This action does both: the module runs on the host with no_log (it
 logs nothing to the host's journal; an option-level no_log masks a secret only where it appears verbatim), a
 success is returned with ``_ansible_no_log`` (its result may hold secrets), and a failure is returned as its
-message alone, which the modules write without any secret.
+message, which the modules write without any secret (the rest of a failed result, which may hold what the module
+was given, is dropped).
 
 A module that crashed (a traceback, output that is not JSON) masked nothing itself: its failure keeps what it
 printed (``module_stdout``, ``module_stderr``) and ``rc``, so the operator can read why, with every value of the
