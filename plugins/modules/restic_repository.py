@@ -112,8 +112,8 @@ options:
   pending_authorization:
     description:
       - The instances (O(repositories[].name)) whose backup server does not accept this host's password yet and
-        would learn it in this run. In check mode that did not happen, and the server would refuse the password -
-        their repositories are not asked: RV(repositories[].state=unknown), no change. Outside check mode ignored.
+        would learn it in this run. In check mode that did not happen, and the server would refuse the password, so
+        their repositories are not asked (RV(repositories[].state=unknown), no change). Outside check mode ignored.
         The restic role gives the instances on the servers it would register this host on.
     type: list
     elements: str
