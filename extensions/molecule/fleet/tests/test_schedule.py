@@ -37,6 +37,8 @@ WINDOW = HOUR
 # no time of day, so no minute holds jobs of two kinds.
 MAX_STARTS_PER_MINUTE = 3
 MAINTENANCE = "selfhost-backup-server-maintenance.timer"
+# (client, kind) -> the next start of that client's timer of that kind (µs since the epoch).
+Starts = dict[tuple[str, str], int]
 
 
 def client_timers(client: str) -> dict[str, int]:
@@ -51,7 +53,7 @@ def unit_of(client: str, kind: str) -> str:
 
 
 @pytest.fixture(name="next_starts", scope="module")
-def fixture_next_starts() -> dict[tuple[str, str], int]:
+def fixture_next_starts() -> Starts:
     """(client, kind) -> the next start of that client's timer of that kind: every kind on every client, and no
     other timer of the tools (a new kind must be added to KINDS, with its window)."""
     starts = {}
@@ -70,8 +72,7 @@ def delay_of(start: int, kind: str) -> int:
 
 
 @pytest.mark.parametrize("client", sorted(CLIENTS))
-def test_every_timer_that_reaches_the_server_has_a_fixed_random_delay_of_an_hour(client: str,
-                                                                                  next_starts: dict[tuple[str, str], int]):
+def test_every_timer_that_reaches_the_server_has_a_fixed_random_delay_of_an_hour(client: str, next_starts: Starts):
     for kind, (dummy, calendar, dummy, dummy) in KINDS.items():
         unit = unit_of(client, kind)
         shown = Box(client).ok(f"systemctl show -p RandomizedDelayUSec -p FixedRandomDelay -p TimersCalendar {unit}")
@@ -94,8 +95,7 @@ def test_the_clients_have_their_own_machine_ids():
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_the_server_sees_at_most_a_few_jobs_of_a_kind_start_in_one_minute(kind: str,
-                                                                          next_starts: dict[tuple[str, str], int]):
+def test_the_server_sees_at_most_a_few_jobs_of_a_kind_start_in_one_minute(kind: str, next_starts: Starts):
     starts = {client: start for (client, of_kind), start in next_starts.items() if of_kind == kind}
     per_minute = collections.Counter(start // MINUTE for start in starts.values())
     assert max(per_minute.values()) <= MAX_STARTS_PER_MINUTE, sorted(starts.items(), key=lambda item: item[1])
@@ -103,7 +103,7 @@ def test_the_server_sees_at_most_a_few_jobs_of_a_kind_start_in_one_minute(kind: 
     assert len(per_minute) >= len(CLIENTS) - MAX_STARTS_PER_MINUTE
 
 
-def test_the_server_sees_at_most_a_few_jobs_of_all_kinds_start_in_one_minute(next_starts: dict[tuple[str, str], int]):
+def test_the_server_sees_at_most_a_few_jobs_of_all_kinds_start_in_one_minute(next_starts: Starts):
     # The kinds' windows [calendar time, + RandomizedDelaySec), which every timer has (the first test), share no time
     # of day: no minute holds jobs of two kinds, and the bound of one kind holds for all (compared by time of day: the
     # daily backups also run on the check's Sunday and the drill's Wednesday).
@@ -117,7 +117,7 @@ def test_the_server_sees_at_most_a_few_jobs_of_all_kinds_start_in_one_minute(nex
     assert len(per_minute) >= len(next_starts) - len(KINDS) * MAX_STARTS_PER_MINUTE
 
 
-def test_the_server_s_maintenance_starts_in_no_minute_of_a_client_job(next_starts: dict[tuple[str, str], int]):
+def test_the_server_s_maintenance_starts_in_no_minute_of_a_client_job(next_starts: Starts):
     """selfhost-backup-server-maintenance.timer: one job on the server (nothing to spread), at 05:00 with up to 10
     minutes of random delay (a new draw at each boot or reload: harmless for one timer), after the night's backups
     (00:00-01:00) and the Sunday checks' window (04:00-05:00), before the Wednesday drills' (05:30-06:30). No client
