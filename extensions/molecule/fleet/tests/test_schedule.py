@@ -42,10 +42,11 @@ Starts = dict[tuple[str, str], int]
 
 
 def client_timers(client: str) -> dict[str, int]:
-    """The client's timers of the backup tools (every one opens the server's repository here: the fleet's clients
-    have no other instance) with their next elapse time (µs since the epoch)."""
+    """The client's timers of its instance app, whose repository is on the server (tests/test_tls.py adds an instance
+    on another server), whatever their kind, with their next elapse time (µs since the epoch)."""
     listed = json.loads(Box(client).ok("systemctl list-timers --all --output=json"))
-    return {timer["unit"]: int(timer["next"]) for timer in listed if re.match(r"(restic|borg)-", timer["unit"])}
+    return {timer["unit"]: int(timer["next"]) for timer in listed
+            if re.fullmatch(r"(restic|borg)-[a-z]+-app(-[a-z]+)?\.timer", timer["unit"])}
 
 
 def unit_of(client: str, kind: str) -> str:
