@@ -247,13 +247,18 @@ def ensure(module: t.Any, spec: t.Mapping[str, t.Any], opened: Opened) -> dict[s
     """One repository, present afterwards (or, in check mode, reported as would be initialised).
 
     With ``init`` false (module option) nothing is initialised: the repository is only checked, and its
-    ``state`` (``present``, ``absent``, ``unknown``) returned.
+    ``state`` (``present``, ``absent``, ``unknown``) returned. In check mode a repository whose instance is in
+    ``pending_authorization`` (module option) is not asked: ``unknown``, no change.
     """
     init = module.params.get('init', True)
     if module.check_mode and (secret_files_missing(spec) or not os.path.exists(module.params['restic'])):
         # A first run in check mode: the role has not written the secrets (or installed restic) yet, so the
         # repository would be set up.
         return {'changed': init, 'initialized': init, 'state': 'unknown'}
+    if module.check_mode and spec.get('name') and spec['name'] in (module.params.get('pending_authorization') or []):
+        # Check mode did not register this host on the repository's backup server (a client listed again, or new
+        # to a server that runs already): the server would refuse the password, so it is not asked.
+        return {'changed': False, 'initialized': False, 'state': 'unknown'}
     return Repository(module, spec).ensure(opened, init)
 
 

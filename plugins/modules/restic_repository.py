@@ -109,6 +109,15 @@ options:
         description:
           - As O(cacert).
         type: path
+  pending_authorization:
+    description:
+      - The instances (O(repositories[].name)) whose backup server does not accept this host's password yet and
+        would learn it in this run. In check mode that did not happen, and the server would refuse the password, so
+        their repositories are not asked (RV(repositories[].state=unknown), no change). Outside check mode ignored.
+        The restic role gives the instances on the servers it would register this host on.
+    type: list
+    elements: str
+    default: []
   init:
     description:
       - Initialise the repositories that do not exist yet. With V(false) they are only checked (see the
@@ -131,6 +140,8 @@ attributes:
     details:
       - When the secret files of a repository or restic itself do not exist yet (a first run in check mode), it
         reports a change for it without probing (RV(repositories[].state=unknown)).
+      - The repositories of the instances in O(pending_authorization) are not probed either, and report no change
+        (RV(repositories[].state=unknown)).
   diff_mode:
     description: Nothing to diff.
     support: none
@@ -218,7 +229,7 @@ repositories:
     state:
       description:
         - What the probe found before anything was done, V(present) or V(absent); V(unknown) in check mode when
-          restic or the secret files are not there yet.
+          restic or the secret files are not there yet, or for an instance in O(pending_authorization).
       type: str
     user:
       description: The user restic ran as.
@@ -255,6 +266,7 @@ ARGUMENT_SPEC = {
     'user': {'type': 'str', 'default': 'root'},
     'cacert': {'type': 'path'},
     'repositories': {'type': 'list', 'elements': 'dict', 'options': REPOSITORY_SPEC},
+    'pending_authorization': {'type': 'list', 'elements': 'str', 'default': []},
     'init': {'type': 'bool', 'default': True},
     'restic': {'type': 'path', 'default': _restic.DEFAULT_BINARY},
     'timeout': {'type': 'int', 'default': 120},

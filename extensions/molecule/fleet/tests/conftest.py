@@ -29,9 +29,19 @@ class Box:
         return self.run(f"journalctl --no-pager -o cat -n 60 -u {unit}").stdout.decode()
 
 
-def playbook(name: str, limit: str, extra: dict | None = None) -> subprocess.CompletedProcess:
-    """``ansible-playbook`` of one of the scenario's playbooks on the molecule inventory, with extra variables."""
+def task_output(output: str, name: str) -> str:
+    """What ansible-playbook printed under every task whose name ends with ``name`` (an included task runs once per
+    include)."""
+    blocks = output.split("\nTASK [")[1:]
+    return "\n".join(block for block in blocks if block.split("]", 1)[0].endswith(name))
+
+
+def playbook(name: str, limit: str, extra: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """``ansible-playbook`` of one of the scenario's playbooks on the molecule inventory, with extra variables, in
+    check mode (``--check --diff``) when ``check``."""
     argv = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", limit]
+    if check:
+        argv += ["--check", "--diff"]
     if extra is not None:
         argv += ["-e", json.dumps(extra)]
     return subprocess.run(argv + [str(SCENARIO_DIR / name)], capture_output=True, text=True, timeout=1800,

@@ -6,11 +6,12 @@ The tests run in this file's order (round trips first: they make the first snaps
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
 
-from conftest import Box, playbook
+from conftest import Box, playbook, task_output
 
 SERVER = Box("fleet-server")
 # client -> (provider, database); molecule.yml's groups say the same.
@@ -131,6 +132,19 @@ def test_a_borg_client_reaches_its_own_repository_only(client: str):
     assert line.startswith(f'command="borg serve --append-only --restrict-to-repository /srv/borg/{client}/app",restrict ')
 
 
+@pytest.mark.parametrize("client", ["fleet-e12", "fleet-f13"])
+def test_a_client_s_check_and_drill_work_through_the_append_only_server(client: str):
+    """The other jobs that open the server's repository, enabled on every client (vars.yml; their timers' spread is
+    tests/test_schedule.py's): one client of each tool runs its own repository check and a restore drill of its
+    newest snapshot through the append-only server, and neither adds or removes a snapshot."""
+    provider = CLIENTS[client][0]
+    before = snapshots(client)
+    for unit in (f"{provider}-backup-app-check.service", f"{provider}-drill-app.service"):
+        result = Box(client).run(f"systemctl start --wait {unit}")
+        assert result.returncode == 0, Box(client).journal(unit)
+    assert snapshots(client) == before
+
+
 @pytest.fixture(name="maintained", scope="module")
 def fixture_maintained() -> dict[str, list[str]]:
     """Every client with at least KEEP_LAST + 2 snapshots, then one run of the server's maintenance (it goes through
@@ -222,6 +236,39 @@ def test_finally_a_dropped_client_s_own_converge_fails_clearly_and_gains_no_acce
     assert "borg-backup-app@fleet-d13" not in keys_before
     assert SERVER.ok("cut -d: -f1 /etc/restic-rest-server/users.htpasswd") == users_before
     assert "fleet-b12" not in users_before.split()
+    for client in DROPPED:
+        provider = CLIENTS[client][0]
+        assert Box(client).run(f"systemctl start --wait {provider}-backup-app.service").returncode != 0
+
+
+def test_finally_a_client_listed_again_in_check_mode_reports_the_access_it_would_get_and_changes_nothing():
+    """Listed again, the server and the dropped clients converged in check mode first (--check --diff, as an admin
+    does before the real run): the repository checks, which the server would refuse until the client's access is
+    back, are not asked and fail nothing; each client reports the access it would get back as a change (restic: its
+    rest-server user, borg: its authorized_keys line); the server's htpasswd and authorized_keys stay as they are, and
+    the clients' backups still fail until the real run."""
+    keys_before = SERVER.ok("cat /var/lib/borg/.ssh/authorized_keys")
+    users_before = SERVER.ok("cut -d: -f1 /etc/restic-rest-server/users.htpasswd")
+    run = playbook("converge.yml", ",".join(("fleet-server",) + DROPPED), check=True)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    for client in DROPPED:
+        recap = next(line for line in output.splitlines() if line.startswith(f"{client} "))
+        assert "failed=0" in recap, recap
+    restic_client, borg_client = (next(c for c in DROPPED if CLIENTS[c][0] == tool) for tool in ("restic", "borg"))
+    report = task_output(output, "Report the backup servers that would learn this host's user (check mode)")
+    assert f"changed: [{restic_client}] => (item=fleet-server)" in report, report
+    assert f"would authorize {restic_client} on the rest-server of fleet-server" in report, report
+    authorize = task_output(output, "Authorize each job's key on its server (append-only, its repository only)")
+    assert re.search(rf"changed: \[{borg_client} -> [^\]]+\] => \(item=fleet-server: app\)", authorize), authorize
+    checks = {restic_client: "Check the repositories with the new secrets before anything is replaced",
+              borg_client: "Check the repositories with the new passphrases before anything is replaced"}
+    for client, task in checks.items():
+        assert f"ok: [{client}]" in task_output(output, task), task_output(output, task)
+    password = Box(restic_client).ok("cat /etc/selfhost-backup/servers/fleet-server.restic-password").strip()
+    assert "fleet-passphrase-of" not in output and password not in output
+    assert SERVER.ok("cat /var/lib/borg/.ssh/authorized_keys") == keys_before
+    assert SERVER.ok("cut -d: -f1 /etc/restic-rest-server/users.htpasswd") == users_before
     for client in DROPPED:
         provider = CLIENTS[client][0]
         assert Box(client).run(f"systemctl start --wait {provider}-backup-app.service").returncode != 0

@@ -338,6 +338,35 @@ def test_check_mode_without_restic_installed_checks_nothing(monkeypatch, files):
     assert calls == [] and result['repositories'][0]['state'] == 'unknown' and result['changed'] is False
 
 
+def test_check_mode_does_not_ask_a_server_that_does_not_know_this_host_yet(monkeypatch, files):
+    """A client the backup server dropped and lists again (or a new one): check mode did not register its rest-server
+    user, and the server would refuse its password. The role names those instances in pending_authorization: neither
+    the check nor the init step asks their repositories (unknown, no change, no failure); the others are asked. Outside
+    check mode (the user was registered first) every repository is asked, and a refusal still fails."""
+    def remote(name):
+        return {'name': name, 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw-4',
+                'environment': {'RESTIC_REPOSITORY': f'rest:http://db1:rest-pw-3@server:8000/db1/{name}/'}}
+
+    result, calls = run_list(monkeypatch, [(0, '{}', '')], [remote('app'), remote('other')], check=True, init=False,
+                             pending_authorization=['app'])
+    assert result['failed'] is False and result['changed'] is False
+    assert [(item['name'], item['state'], item['changed']) for item in result['repositories']] == [
+        ('app', 'unknown', False), ('other', 'present', False)]
+    assert len(calls) == 1 and calls[0]['env']['RESTIC_REPOSITORY'].endswith('/db1/other/')
+    # The init step (the role hands it the instances the check did not find present): nothing would be initialised.
+    result, calls = run_list(monkeypatch, [], [remote('app')], check=True, pending_authorization=['app'])
+    assert calls == [] and result['changed'] is False
+    assert result['repositories'][0] | {'password_file': None} == {
+        'name': 'app', 'password_file': None, 'user': getpass.getuser(), 'changed': False, 'initialized': False,
+        'state': 'unknown'}
+    refused = (1, '', 'Fatal: unable to open config file: unexpected HTTP response (401): 401 Unauthorized\n'
+                      'Is there a repository at the following location?\n')
+    result, calls = run_list(monkeypatch, [refused], [remote('app')], init=False, pending_authorization=['app'])
+    assert result['failed'] is True and len(calls) == 1
+    assert result['msg'].startswith("restic_instances.app: the repository's server refused the credentials")
+    assert 'rest-pw-3' not in str(result) and 'pw-4' not in str(result)
+
+
 def test_a_local_path_is_named_and_remote_credentials_are_masked(monkeypatch, files):
     checks = [{'name': 'app', 'user': getpass.getuser(), 'password_file': str(files / 'pass'), 'passphrase': 'pw-1',
                'repository': '/srv/restic/app', 'environment': {}},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.selfhost.backup.plugins.module_utils import _backup_job
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract, _plan
 
 REQUEST = {'user': 'postgres', 'backup_name': 'dump', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
@@ -116,6 +117,39 @@ def test_backup_timers_keep_their_random_delay_by_default():
     assert (jobs['restic-backup-app']['fixed_random_delay'], jobs['restic-backup-app']['randomized_delay_sec']) == (
         True, 3600)
     assert jobs['restic-backup-moving']['fixed_random_delay'] is False
+
+
+@pytest.mark.parametrize('provider', ['restic', 'borg'])
+def test_every_timer_of_an_instance_is_spread_by_default(provider):
+    """What the fleet scenario reads from systemd (extensions/molecule/fleet/tests/test_schedule.py), from the unit
+    files themselves: with the check and the drill enabled and nothing else said about schedules, every timer of the
+    instance (backup, check, drill) has RandomizedDelaySec=3600 with FixedRandomDelay=true, each kind at its own
+    default calendar time; fixed_random_delay: false takes the fixed delay from every one of them."""
+    def timers(**settings):
+        spread = instance(provider=provider, repository={'path': '/srv/b'}, check={'enabled': True},
+                          drill={'enabled': True}, **settings)
+        spread['request']['drill_cmd'] = 'drill-it'
+        planned = _plan.plan(provider, {'app': spread}, {'restic': 'restic 0.18.0', 'borg': 'borg 1.4.0'}[provider], 'h1')
+        files = {}
+        for job in planned['backup_jobs']['jobs']:
+            params = {key: spec.get('default') for key, spec in _backup_job.JOB_SPEC.items()} | job | {
+                'unit_dir': '/etc/systemd/system', 'script_dir': '/usr/local/bin'}
+            params['extra_jobs'] = [{'description': None, 'user': None} | extra for extra in params['extra_jobs']]
+            files.update({item.path: item.content for item in _backup_job.build_job(params).files})
+        return {path.rsplit('/', 1)[1]: content for path, content in files.items() if path.endswith('.timer')}
+
+    rendered = timers()
+    assert sorted(rendered) == sorted([f'{provider}-backup-app.timer', f'{provider}-backup-app-check.timer',
+                                       f'{provider}-drill-app.timer'])
+    calendars = {}
+    for name, content in rendered.items():
+        assert 'RandomizedDelaySec=3600\n' in content and 'FixedRandomDelay=true\n' in content, (name, content)
+        calendars[name] = content.split('OnCalendar=', 1)[1].split('\n', 1)[0]
+    assert calendars == {f'{provider}-backup-app.timer': 'daily', f'{provider}-backup-app-check.timer': 'Sun *-*-* 04:00:00',
+                         f'{provider}-drill-app.timer': 'Wed *-*-* 05:30:00'}
+    moving = timers(schedule={'fixed_random_delay': False})
+    assert not any('FixedRandomDelay' in content for content in moving.values())
+    assert all('RandomizedDelaySec=3600\n' in content for content in moving.values())
 
 
 def test_borg_checks_ssh_keys_and_pinned_host_keys():
