@@ -15,11 +15,15 @@ was given, is dropped).
 
 A module that crashed (a traceback, output that is not JSON) masked nothing itself: its failure keeps what it
 printed (``module_stdout``, ``module_stderr``) and ``rc``, so the operator can read why, with every value of the
-task's no_log options (the module's argument spec) masked, also where it stands escaped or quoted.
+task's no_log options (the module's argument spec) masked, also where it stands escaped or quoted. A Python
+exception in the module, which ansible-core (2.19 and later) returns as ``exception`` (no msg, no output), gives the
+failure its message, and the summary is kept for Ansible to display (with its traceback where enabled), all masked
+the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -89,6 +93,33 @@ def masker(secrets: t.Iterable[str]) -> t.Callable[[str], str]:
     return lambda text: pattern.sub(MASK, text)
 
 
+def masked(value: t.Any, mask: t.Callable[[str], str]) -> t.Any:
+    """``value`` with every text in it masked: a string, a tuple's items, a dataclass's fields (ansible-core's
+    frozen error summary of a module's exception, its events and their chain), recursively; anything else as it
+    is."""
+    if type(value) is str:  # pylint: disable=unidiomatic-typecheck  # a str enum stays what it is
+        return mask(value)
+    if isinstance(value, tuple):
+        return tuple(masked(item, mask) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{field.name: masked(getattr(value, field.name), mask)
+                                             for field in dataclasses.fields(value) if field.init})
+    return value
+
+
+def exception_message(summary: t.Any) -> str:
+    """The message of a module's exception as ansible-core (2.19 and later) returns it (``exception``, an error
+    summary whose event chains to the event of its cause), each cause's message after it, or ''."""
+    parts: list[str] = []
+    event = getattr(summary, 'event', None)
+    while event is not None and isinstance(getattr(event, 'msg', None), str):
+        if not parts or event.msg not in parts[-1]:
+            parts.append(event.msg)
+        chain = getattr(event, 'chain', None)
+        event = chain.event if chain is not None and getattr(chain, 'follow', True) else None
+    return ': '.join(parts)
+
+
 class SecretModuleAction(ActionBase):
     """Run ``MODULE`` with the task's arguments; mask a success that holds secrets, show a failure's message
     (and a crash's output, the secrets of ``ARGUMENT_SPEC``'s no_log options masked)."""
@@ -129,7 +160,13 @@ class SecretModuleAction(ActionBase):
             # The message, and what a crashed module printed, with the task's secrets masked: the rest of a
             # failed result may hold what the module was given.
             mask = masker(secret_values(self.ARGUMENT_SPEC, args))
-            msg = self.failure_message(args, module.get('msg') or f'{self.MODULE} failed')
+            # A Python exception in the module (ansible-core >= 2.19 returns it as ``exception``, without a msg and
+            # without the module's output, and the module masked nothing in it): its message, and the summary
+            # itself (which Ansible displays, with the traceback where enabled), masked.
+            crash = module.get('exception') if not module.get('msg') else None
+            if crash is not None:
+                result['exception'] = masked(crash, mask)
+            msg = self.failure_message(args, module.get('msg') or exception_message(crash) or f'{self.MODULE} failed')
             result.update(failed=True, changed=False, msg=mask(str(msg)))
             result.update((key, mask(value) if isinstance(value, str) else value)
                           for key, value in module.items() if key in KEPT_ON_FAILURE)

@@ -212,3 +212,56 @@ def test_the_secrets_are_the_values_of_the_no_log_options_at_any_depth():
     assert _secret_module_action.secret_values(job_paths.ActionModule.ARGUMENT_SPEC, {'secret_files': [
         {'path': '/a', 'content': 'four', 'mode': '0600'}], 'prune': {'keep': ['/k']}}) == {'four'}
     assert _secret_module_action.masker([])('text') == 'text'
+
+
+def module_exception(exc, capsys):
+    """What ActionBase._execute_module returns when the module raised ``exc`` (ansible-core >= 2.19): the AnsiballZ
+    wrapper's own handler prints the error summary as the module's result, which Ansible's own parser reads."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible.module_utils._internal._ansiballz._loader import _handle_exception
+    try:
+        raise exc
+    except Exception as raised:  # pylint: disable=broad-exception-caught
+        with pytest.raises(SystemExit):
+            _handle_exception(raised, 'legacy')
+    parser = ActionBase.__new__(restic_repository.ActionModule)
+    parser._used_interpreter = '#!/usr/bin/python3'
+    returned = parser._parse_returned_data({'rc': 1, 'stdout': capsys.readouterr().out, 'stderr': ''}, 'legacy')
+    assert returned['failed'] is True and 'msg' not in returned and 'module_stderr' not in returned
+    return returned
+
+
+def chained(secret):
+    try:
+        raise ValueError(f'cannot parse {secret!r}')
+    except ValueError as cause:
+        try:
+            raise RuntimeError(f'reading {SECRET_FILE} failed') from cause
+        except RuntimeError as exc:
+            return exc
+
+
+def test_a_python_exception_in_the_module_shows_its_message_masked(capsys):
+    """ansible-core 2.19 returns a module's uncaught exception as an error summary, with no msg and no output: the
+    failure shows the exception's message (and its cause's), masked, instead of a bare '<module> failed'."""
+    args = {'init': False, 'repositories': [{'name': 'app', 'passphrase': SINGLE_QUOTE}]}
+    returned = module_exception(chained(SINGLE_QUOTE), capsys)
+    assert 'Zq2' in str(returned['exception'])
+    result, dummy = run_action(restic_repository, args, returned)
+    assert result['failed'] is True and result['changed'] is False
+    assert result['msg'] == f'reading {SECRET_FILE} failed: cannot parse "********" {UNCHANGED}'
+    assert type(result['exception']) is type(returned['exception'])  # pylint: disable=unidiomatic-typecheck
+    assert 'Zq2' not in str(result['exception']) and 'Zq2' not in str(result)
+    assert result['exception'].event.chain.event.msg == 'cannot parse "********"'
+    # Without secrets in the task the exception is shown as it is.
+    returned = module_exception(KeyError('plain'), capsys)
+    result, dummy = run_action(job_paths, {'directories': [], 'secret_files': [], 'prune': {}}, returned)
+    assert result['msg'] == "'plain'" and result['exception'] == returned['exception']
+
+
+def test_a_module_s_own_failure_keeps_its_message_only(capsys):
+    """fail_json inside an except block carries the exception too (ansible-core 2.19): the failure shows the module's
+    message alone, as before."""
+    returned = dict(module_exception(KeyError('detail'), capsys), msg='restic_instances.app: no way')
+    result, dummy = run_action(restic_repository, CHECK, returned)
+    assert result == {'failed': True, 'changed': False, 'msg': f'restic_instances.app: no way {UNCHANGED}'}
