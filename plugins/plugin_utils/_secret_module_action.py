@@ -85,8 +85,12 @@ def written_forms(secret: str) -> set[str]:
 
 
 def masker(secrets: t.Iterable[str]) -> t.Callable[[str], str]:
-    """A function that replaces every written form of each secret in a text with the mask, longest first."""
-    forms = sorted({form for secret in secrets for form in written_forms(secret)}, key=len, reverse=True)
+    """A function that replaces every written form of each secret in a text with the mask, longest first.
+
+    A secret is also masked without the line breaks at its end (the modules use a secret given inline so, as if read
+    from its file) and without the white space around it (as tools trim a secret file)."""
+    variants = {variant for secret in secrets for variant in (secret, secret.rstrip('\n'), secret.strip()) if variant}
+    forms = sorted({form for secret in variants for form in written_forms(secret)}, key=len, reverse=True)
     if not forms:
         return lambda text: text
     pattern = re.compile('|'.join(re.escape(form) for form in forms))

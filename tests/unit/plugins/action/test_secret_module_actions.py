@@ -265,3 +265,16 @@ def test_a_module_s_own_failure_keeps_its_message_only(capsys):
     returned = dict(module_exception(KeyError('detail'), capsys), msg='restic_instances.app: no way')
     result, dummy = run_action(restic_repository, CHECK, returned)
     assert result == {'failed': True, 'changed': False, 'msg': f'restic_instances.app: no way {UNCHANGED}'}
+
+
+def test_a_secret_is_masked_as_the_module_uses_it_without_its_trailing_line_break():
+    """restic_repository uses an inline secret without its trailing line breaks (as read from its file), and an
+    environment secret may end with one (a vault value encrypted from echo's output): what the module quotes of it
+    is masked too."""
+    args = {'init': False, 'repositories': [{'name': 'app', 'passphrase': 'pw', 'environment': {
+        'AWS_SECRET_ACCESS_KEY': 'Zq4key it\n', 'B': ' Zq5spaced\t'}}]}
+    stderr = "KeyError: 'Zq4key it'\nValueError: Zq5spaced\nValueError: ' Zq5spaced\\t'\n"
+    result, dummy = run_action(restic_repository, args, {'failed': True, 'msg': 'MODULE FAILURE', 'rc': 1,
+                                                         'module_stdout': '', 'module_stderr': stderr})
+    # (the first one shell-quoted: the quotes go with it)
+    assert result['module_stderr'] == "KeyError: ********\nValueError: ********\nValueError: '********'\n"
