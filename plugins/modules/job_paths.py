@@ -130,9 +130,10 @@ notes:
     success is returned with C(no_log) (the module's invocation would show a secret holding quotes escaped); a
     failure shows its message, which names paths only. Do not set C(no_log) on the task, which would hide that
     message too.
-  - When the module crashes (a traceback, output that is not JSON), the failure keeps its output (C(module_stdout),
-    C(module_stderr), C(rc)) with every value of O(secret_files[].content) masked, also JSON-escaped, in a
-    Python repr or shell-quoted.
+  - When the module crashes, its failure says why. A Python exception in the module gives it the exception's
+    message (the exception is kept for Ansible to display), and output that is not JSON is kept
+    (C(module_stdout), C(module_stderr), C(rc)). Every value of O(secret_files[].content) is masked there,
+    also JSON-escaped, in a Python repr or shell-quoted.
   - Run it as root to create files owned by other users.
 seealso:
   - module: selfhost.backup.backup_jobs

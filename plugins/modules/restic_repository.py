@@ -157,9 +157,10 @@ notes:
     runs with C(no_log) and a success is returned with C(no_log); a failure shows its message (secrets masked)
     followed by the sentence that nothing on the host was changed. Do not set C(no_log) on the task, which would
     hide that message too.
-  - When the module crashes (a traceback, output that is not JSON), the failure keeps its output (C(module_stdout),
-    C(module_stderr), C(rc)) with every value of O(repositories[].passphrase) and O(repositories[].environment)
-    masked, also JSON-escaped, in a Python repr or shell-quoted.
+  - When the module crashes, its failure says why. A Python exception in the module gives it the exception's
+    message (the exception is kept for Ansible to display), and output that is not JSON is kept
+    (C(module_stdout), C(module_stderr), C(rc)). Every value of O(repositories[].passphrase) and
+    O(repositories[].environment) is masked there, also JSON-escaped, in a Python repr or shell-quoted.
   - A wrong passphrase is still found here whenever it changes, since a new passphrase does not match the
     recorded fingerprint and the repository is opened again.
   - Remote repositories are recorded as seen by a hash of their location without credentials.
