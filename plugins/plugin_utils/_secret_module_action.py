@@ -101,7 +101,8 @@ def masked(value: t.Any, mask: t.Callable[[str], str]) -> t.Any:
     """``value`` with every text in it masked: a string, a tuple's items, a dataclass's fields (ansible-core's
     frozen error summary of a module's exception, its events and their chain), recursively; anything else as it
     is."""
-    if type(value) is str:  # pylint: disable=unidiomatic-typecheck  # a str enum stays what it is
+    # Exactly str: a str enum of the summary stays what it is.
+    if type(value) is str:  # pylint: disable=unidiomatic-typecheck
         return mask(value)
     if isinstance(value, tuple):
         return tuple(masked(item, mask) for item in value)
