@@ -115,9 +115,10 @@ notes:
   - Runs through an action plugin of the same name; the module runs with C(no_log) and a success is returned
     with C(no_log); a failure shows its message (passphrases masked) followed by the sentence that nothing on the
     host was changed. Do not set C(no_log) on the task, which would hide that message too.
-  - When the module crashes, its failure says why. A Python exception in the module gives it the exception's
-    message (the exception is kept for Ansible to display), and output that is not JSON is kept
-    (C(module_stdout), C(module_stderr), C(rc)). Every value of O(repositories[].passphrase) is masked there,
+  - When the module crashes, its failure says why. A Python exception in the module fails it with the
+    exception's type and message, every secret it knows masked (also those it read from files on the host); output
+    that is not JSON is kept (C(module_stdout),
+    C(module_stderr), C(rc)). Every value of O(repositories[].passphrase) is masked there,
     also JSON-escaped, in a Python repr or shell-quoted.
 seealso:
   - module: selfhost.backup.restic_repository
@@ -160,6 +161,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg
 from ansible_collections.selfhost.backup.plugins.module_utils import _borg_repository as repositories
+from ansible_collections.selfhost.backup.plugins.module_utils import _crash
 from ansible_collections.selfhost.backup.plugins.module_utils._restic_repository import Opened
 
 REPOSITORY_SPEC = {
@@ -186,6 +188,11 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    with _crash.reported(module):
+        run(module)
+
+
+def run(module: AnsibleModule) -> None:
     opened = Opened(module.params['state_file'])
     results, changed, errors = repositories.check_all(module, module.params['repositories'], opened)
     try:

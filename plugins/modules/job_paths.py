@@ -130,9 +130,10 @@ notes:
     success is returned with C(no_log) (the module's invocation would show a secret holding quotes escaped); a
     failure shows its message, which names paths only. Do not set C(no_log) on the task, which would hide that
     message too.
-  - When the module crashes, its failure says why. A Python exception in the module gives it the exception's
-    message (the exception is kept for Ansible to display), and output that is not JSON is kept
-    (C(module_stdout), C(module_stderr), C(rc)). Every value of O(secret_files[].content) is masked there,
+  - When the module crashes, its failure says why. A Python exception in the module fails it with the
+    exception's type and message, every secret it knows masked (also those it read from files on the host); output
+    that is not JSON is kept (C(module_stdout),
+    C(module_stderr), C(rc)). Every value of O(secret_files[].content) is masked there,
     also JSON-escaped, in a Python repr or shell-quoted.
   - Run it as root to create files owned by other users.
 seealso:
@@ -207,6 +208,7 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.selfhost.backup.plugins.module_utils import _crash
 from ansible_collections.selfhost.backup.plugins.module_utils import _job_paths as paths
 
 ARGUMENT_SPEC = {
@@ -241,17 +243,17 @@ def build_plan(params: dict[str, t.Any]) -> paths.PathChanges:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    acting = False
-    try:
-        the_plan = build_plan(module.params)
-        result = summary(the_plan, module._diff)
-        if the_plan.changed and not module.check_mode:
-            acting = True
-            paths.apply(module, the_plan)
-    except (paths.JobPathsError, OSError) as exc:
-        # Once applying started, some paths may already have changed.
-        module.fail_json(msg=str(exc), changed=acting)
-    module.exit_json(**result)
+    with _crash.reported(module) as progress:
+        try:
+            the_plan = build_plan(module.params)
+            result = summary(the_plan, module._diff)
+            if the_plan.changed and not module.check_mode:
+                progress.changed = True
+                paths.apply(module, the_plan)
+        except (paths.JobPathsError, OSError) as exc:
+            # Once applying started, some paths may already have changed.
+            module.fail_json(msg=str(exc), changed=progress.changed)
+        module.exit_json(**result)
 
 
 def summary(the_plan: paths.PathChanges, with_diff: bool) -> dict[str, t.Any]:

@@ -157,9 +157,10 @@ notes:
     runs with C(no_log) and a success is returned with C(no_log); a failure shows its message (secrets masked)
     followed by the sentence that nothing on the host was changed. Do not set C(no_log) on the task, which would
     hide that message too.
-  - When the module crashes, its failure says why. A Python exception in the module gives it the exception's
-    message (the exception is kept for Ansible to display), and output that is not JSON is kept
-    (C(module_stdout), C(module_stderr), C(rc)). Every value of O(repositories[].passphrase) and
+  - When the module crashes, its failure says why. A Python exception in the module fails it with the
+    exception's type and message, every secret it knows masked (also those it read from files on the host); output
+    that is not JSON is kept (C(module_stdout),
+    C(module_stderr), C(rc)). Every value of O(repositories[].passphrase) and
     O(repositories[].environment) is masked there, also JSON-escaped, in a Python repr or shell-quoted.
   - A wrong passphrase is still found here whenever it changes, since a new passphrase does not match the
     recorded fingerprint and the repository is opened again.
@@ -245,6 +246,7 @@ repositories:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.selfhost.backup.plugins.module_utils import _crash
 from ansible_collections.selfhost.backup.plugins.module_utils import _restic
 from ansible_collections.selfhost.backup.plugins.module_utils import _restic_repository as repositories
 
@@ -284,6 +286,11 @@ def main() -> None:
         required_one_of=[('password_file', 'repositories')],
         supports_check_mode=True,
     )
+    with _crash.reported(module):
+        run(module)
+
+
+def run(module: AnsibleModule) -> None:
     params = module.params
     opened = repositories.Opened(params['state_file'])
     if params['repositories'] is None:

@@ -16,6 +16,7 @@ import pytest
 
 from ansible.plugins.action import ActionBase
 from ansible_collections.selfhost.backup.plugins.action import borg_repository, job_paths, provider_plan, restic_repository
+from ansible_collections.selfhost.backup.plugins.module_utils import _masking
 from ansible_collections.selfhost.backup.plugins.plugin_utils import _secret_module_action
 
 SECRET = 'p\'a"s\\s$w`o%rd'
@@ -196,7 +197,7 @@ def test_a_module_s_own_failure_message_is_masked_where_it_left_a_secret_escaped
 
 @pytest.mark.parametrize('secret', [BOTH_QUOTES, SINGLE_QUOTE, DOUBLE_QUOTE, 'plain', '1234'])
 def test_every_written_form_of_a_secret_is_masked(secret):
-    mask = _secret_module_action.masker([secret])
+    mask = _masking.masker([secret])
     for written in (secret, json.dumps(secret), json.dumps(secret, ensure_ascii=False), repr(secret),
                     repr(secret.encode()), ascii(secret), shlex.quote(secret), repr([secret]), repr(f'{secret}"\'')):
         assert 'Zq' not in mask(written) and secret not in mask(written), written
@@ -211,7 +212,7 @@ def test_the_secrets_are_the_values_of_the_no_log_options_at_any_depth():
     assert _secret_module_action.secret_values(spec, args) == {'one', 'two', '3'}
     assert _secret_module_action.secret_values(job_paths.ActionModule.ARGUMENT_SPEC, {'secret_files': [
         {'path': '/a', 'content': 'four', 'mode': '0600'}], 'prune': {'keep': ['/k']}}) == {'four'}
-    assert _secret_module_action.masker([])('text') == 'text'
+    assert _masking.masker([])('text') == 'text'
 
 
 def module_exception(exc, capsys):
