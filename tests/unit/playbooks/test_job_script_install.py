@@ -44,6 +44,13 @@ def test_provider_common_installs_its_own_half_only():
     assert not [dest for dest in installed if dest.endswith(('/restic.sh', '/borg.sh'))]
 
 
+def test_job_sh_is_the_last_task_of_prepare_so_no_failure_splits_the_halves():
+    # The provider installs its half right after prepare (test below): nothing between the two copies can fail and
+    # leave a new job.sh beside an old <provider>.sh.
+    last = tasks('provider_common', 'prepare')[-1]
+    assert f'{LIBRARY}/job.sh' in copies([last])
+
+
 @pytest.mark.parametrize('provider', ['restic', 'borg'])
 def test_a_provider_installs_its_half_beside_job_sh_right_after_prepare(provider):
     steps = tasks(provider, 'main')
