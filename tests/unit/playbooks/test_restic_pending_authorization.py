@@ -18,11 +18,19 @@ from ansible_run import ansible_playbook
 
 ROLE = Path(__file__).resolve().parents[3] / 'roles' / 'restic'
 REPORT = "Report the backup servers that would learn this host's user (check mode)"
-# htpasswd -v on each server: srv-a accepts this host's password, srv-b and srv-c do not (a dropped client's user
-# is gone there, or the host is new).
-USERS = {'results': [{'item': 'srv-a', 'rc': 0}, {'item': 'srv-b', 'rc': 3}, {'item': 'srv-c', 'rc': 6}]}
+# htpasswd -v on each server: srv-a accepts this host's password, srv-b and srv-c do not (another password: a
+# dropped client's user came back with a new one; no such user: the host is new, or its user was dropped), srv-d
+# has no htpasswd file yet (rc 1: a server this play sets up, or no backup_server host at all).
+USERS = {'results': [{'item': 'srv-a', 'rc': 0}, {'item': 'srv-b', 'rc': 3}, {'item': 'srv-c', 'rc': 6},
+                     {'item': 'srv-d', 'rc': 1}]}
 REGISTRATIONS = [{'server': 'srv-a', 'instance': 'one'}, {'server': 'srv-b', 'instance': 'two'},
-                 {'server': 'srv-c', 'instance': 'three'}, {'server': 'srv-b', 'instance': 'four'}]
+                 {'server': 'srv-c', 'instance': 'three'}, {'server': 'srv-b', 'instance': 'four'},
+                 {'server': 'srv-d', 'instance': 'five'}]
+# What each report says of its server's htpasswd file.
+REASONS = {'srv-b': 'its htpasswd file holds another password for this host',
+           'srv-c': 'its htpasswd file does not know this host',
+           'srv-d': 'its htpasswd file could not be read: htpasswd -v exited 1; a real run fails there unless the '
+                    'backup_server role sets that server up first'}
 
 
 def report_task() -> dict:
@@ -31,7 +39,7 @@ def report_task() -> dict:
     return found[0]
 
 
-@pytest.mark.parametrize('check, pending', [(True, ['two', 'three', 'four']), (False, [])])
+@pytest.mark.parametrize('check, pending', [(True, ['two', 'three', 'four', 'five']), (False, [])])
 def test_check_mode_reports_the_servers_it_would_register_on_and_skips_their_checks(tmp_path, check, pending):
     play = [{
         'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
@@ -51,8 +59,10 @@ def test_check_mode_reports_the_servers_it_would_register_on_and_skips_their_che
     recap = next(line for line in output.splitlines() if line.startswith('localhost '))
     if check:
         # One report per server that does not accept the password, each a change (what the run would do).
-        assert [server for server in ('srv-a', 'srv-b', 'srv-c') if any(f' of {server} ' in line for line in reports)] \
-            == ['srv-b', 'srv-c']
+        assert [server for server in ('srv-a', 'srv-b', 'srv-c', 'srv-d')
+                if any(f' of {server} ' in line for line in reports)] == ['srv-b', 'srv-c', 'srv-d']
+        for server, reason in REASONS.items():
+            assert any(f' of {server} ({reason});' in line for line in reports), (server, reports)
         assert 'changed=1' in recap
     else:
         assert reports == [] and 'changed=0' in recap
