@@ -138,8 +138,10 @@ class SecretModuleAction(ActionBase):
             crash = module.get('exception') if not module.get('msg') else None
             if crash is not None:
                 result['exception'] = masked(crash, mask)
-            msg = self.failure_message(args, module.get('msg') or exception_message(crash) or f'{self.MODULE} failed')
-            result.update(failed=True, changed=False, msg=mask(str(msg)))
+            # The module's message is masked before this action's own sentence joins it, which a short secret (a
+            # region name given as a secret) would garble otherwise.
+            reason = mask(str(module.get('msg') or exception_message(crash) or f'{self.MODULE} failed'))
+            result.update(failed=True, changed=False, msg=self.failure_message(args, reason))
             result.update((key, mask(value) if isinstance(value, str) else value)
                           for key, value in module.items() if key in KEPT_ON_FAILURE)
             return result

@@ -195,6 +195,15 @@ def test_a_module_s_own_failure_message_is_masked_where_it_left_a_secret_escaped
     assert result == {'failed': True, 'changed': False, 'msg': f'bad value "********" {UNCHANGED}'}
 
 
+def test_a_short_secret_masks_the_module_s_message_but_not_the_sentence_this_action_adds():
+    # A region given as a backend secret, as the S3 recipe does: 'on' stands in the module's message and in the
+    # action's own sentence; only the module's message may be masked.
+    args = {'init': False,
+            'repositories': [{'name': 'app', 'passphrase': SECRET, 'environment': {'AWS_DEFAULT_REGION': 'on'}}]}
+    result, dummy = run_action(restic_repository, args, {'failed': True, 'msg': 'the server on port 9000 refused'})
+    assert result['msg'] == f'the server ******** port 9000 refused {UNCHANGED}'
+
+
 @pytest.mark.parametrize('secret', [BOTH_QUOTES, SINGLE_QUOTE, DOUBLE_QUOTE, 'plain', '1234'])
 def test_every_written_form_of_a_secret_is_masked(secret):
     mask = _masking.masker([secret])
