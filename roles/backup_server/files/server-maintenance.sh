@@ -55,6 +55,18 @@ load() {
   done
 }
 
+# How long the retention and the check wait for a lock that the client's check, drill or a late backup still holds,
+# as long as borg's --lock-wait 600: restic learned --retry-lock in 0.16.
+# Debian 12's restic 0.14 does not know it and refuses the flag, so there they run as before and fail at once on a
+# held lock (that instance's maintenance fails, the others go on; the next run tries again). Set once by run_all.
+RESTIC_LOCK_WAIT=()
+restic_lock_wait() {
+  local help
+  # The help text, not the version: it says what this binary knows (also a restic from another source).
+  help=$(restic --help 2>/dev/null) || return 0
+  [[ $help != *--retry-lock* ]] || RESTIC_LOCK_WAIT=(--retry-lock 10m)
+}
+
 # One instance, in a subshell (its data's names are readonly).
 maintain() {
   load "$1"
@@ -72,10 +84,10 @@ maintain() {
       export RESTIC_REPOSITORY=$REPOSITORY RESTIC_PASSWORD_FILE=$secret
       if [ "${#RETENTION[@]}" -gt 0 ]; then
         say "$what: restic ${RETENTION[*]}"
-        as_owner restic --no-cache "${RETENTION[@]}" || return 1
+        as_owner restic --no-cache "${RESTIC_LOCK_WAIT[@]}" "${RETENTION[@]}" || return 1
       fi
       say "$what: restic ${CHECK[*]}"
-      as_owner restic --no-cache "${CHECK[@]}" || return 1
+      as_owner restic --no-cache "${RESTIC_LOCK_WAIT[@]}" "${CHECK[@]}" || return 1
       ;;
     borg)
       export BORG_REPO=$REPOSITORY BORG_PASSCOMMAND="cat $secret" BORG_BASE_DIR=$BORG_BASE
@@ -94,6 +106,7 @@ maintain() {
 
 run_all() {
   local data failed=()
+  restic_lock_wait
   shopt -s nullglob
   for data in "$DATA_DIR"/*.sh; do
     if ! (maintain "$data"); then

@@ -19,13 +19,20 @@ from ansible_collections.selfhost.backup.plugins.plugin_utils import _contract, 
 
 SCRIPT = Path(__file__).resolve().parents[3] / 'roles' / 'backup_server' / 'files' / 'server-maintenance.sh'
 REQUEST = {'user': 'postgres', 'backup_name': 'dump', 'backup_cmd': 'pg_dumpall', 'restore_cmd': 'psql'}
-# Each fake tool logs its argv, and the secret it was handed, one line per call.
+# Each fake tool logs its argv, and the secret it was handed, one line per call. The fake restic's help (not logged)
+# names --retry-lock only when FAKE_RETRY_LOCK is set, as restic 0.16 and later do (Debian 12's 0.14 does not).
 FAKE_TOOL = '''#!/bin/bash
+if [ "$(basename "$0") $*" = "restic --help" ]; then
+  echo "Flags:"
+  echo "      --no-cache                   do not use a local cache"
+  [ -z "${FAKE_RETRY_LOCK:-}" ] || echo "      --retry-lock duration        retry to lock the repository if it is already locked"
+  exit 0
+fi
 secret=""
 [ -n "${RESTIC_PASSWORD_FILE:-}" ] && secret=$(cat "$RESTIC_PASSWORD_FILE")
 [ -n "${BORG_PASSCOMMAND:-}" ] && secret=$($BORG_PASSCOMMAND)
 echo "$(basename "$0") $* secret=$secret repo=${RESTIC_REPOSITORY:-${BORG_REPO:-}}" >> "$FAKE_LOG"
-case " $* " in *" $FAKE_FAIL "*) exit 1 ;; esac
+case " $* " in *" $FAKE_FAIL "*) echo "${FAKE_FAIL_MESSAGE:-failed}" >&2; exit 1 ;; esac
 if [ "$(basename "$0")" = restic ] && [ "$1 $2 $3" = "--no-cache --no-lock cat" ]; then
   [ "$secret" = "$(cat "$FAKE_OPENS" 2>/dev/null)" ] || exit 1
 fi
@@ -67,9 +74,11 @@ def register(server: Path, provider: str, client: str, retention: dict, reposito
     return registration
 
 
-def run(server: Path, *args: str, stdin: str = '', fail: str = 'never-matches') -> subprocess.CompletedProcess:
+def run(server: Path, *args: str, stdin: str = '', fail: str = 'never-matches', fail_message: str = 'failed',
+        retry_lock: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f'{server / "bin"}:{os.environ["PATH"]}', FAKE_LOG=str(server / 'log'),
-               FAKE_FAIL=fail, FAKE_OPENS=str(server / 'opens'),
+               FAKE_FAIL=fail, FAKE_FAIL_MESSAGE=fail_message, FAKE_RETRY_LOCK='1' if retry_lock else '',
+               FAKE_OPENS=str(server / 'opens'),
                SELFHOST_BACKUP_SERVER_DATA=str(server / 'instances'),
                SELFHOST_BACKUP_SERVER_BORG_BASE=str(server / 'borg'))
     return subprocess.run(['bash', str(SCRIPT), *args], input=stdin, capture_output=True, text=True, env=env,
@@ -97,6 +106,44 @@ def test_run_applies_retention_compact_and_check_with_the_server_s_credential(se
     assert calls[3].endswith(f'--keep-last 2 --prune secret=server-key repo={server}/restic/db1/app')
     assert calls[4] == f'restic --no-cache check secret=server-key repo={server}/restic/db1/app'
     assert 'every client instance is maintained' in result.stdout
+
+
+@pytest.mark.parametrize('retry_lock', [True, False], ids=['restic-0.16-or-later', 'restic-0.14'])
+def test_restic_waits_for_a_held_lock_where_it_knows_retry_lock(server, retry_lock):
+    """A client's check or drill may still hold the lock when the maintenance starts: restic 0.16+ waits for it as
+    long as borg (--lock-wait 600); Debian 12's restic 0.14 would refuse --retry-lock, so it gets no flag."""
+    register(server, 'restic', 'db1', {'keep_last': 2})
+    register(server, 'borg', 'db2', {'keep_daily': 7})
+    (server / 'credentials' / 'restic-db1-app').write_text('k')
+    (server / 'credentials' / 'borg-db2-app').write_text('p')
+    result = run(server, 'run', retry_lock=retry_lock)
+    assert result.returncode == 0, result.stderr
+    calls = [call.split(' secret=')[0] for call in log(server)]
+    wait = ' --retry-lock 10m' if retry_lock else ''
+    assert [call for call in calls if call.startswith('restic')] == [
+        f'restic --no-cache{wait} forget --tag selfhost-backup:app --host db1 --group-by host,tags --keep-last 2 --prune',
+        f'restic --no-cache{wait} check']
+    assert all(call.startswith('borg --lock-wait 600 ') for call in calls if call.startswith('borg'))
+    assert not any('--help' in call for call in calls)
+
+
+@pytest.mark.parametrize('step', ['forget', 'check'])
+def test_a_lock_held_past_the_wait_fails_that_instance_and_the_run(server, step):
+    """restic gives up after --retry-lock 10m: the instance fails with restic's message and names itself, the run
+    exits non-zero, and the other instances are still maintained."""
+    register(server, 'restic', 'db1', {'keep_last': 1})
+    register(server, 'borg', 'db2', {})
+    (server / 'credentials' / 'restic-db1-app').write_text('k')
+    (server / 'credentials' / 'borg-db2-app').write_text('p')
+    locked = 'Fatal: unable to create lock in backend: repository is already locked by PID 4242 on db1'
+    result = run(server, 'run', retry_lock=True, fail=f'10m {step}', fail_message=locked)
+    assert result.returncode == 1
+    assert locked in result.stderr and result.stderr.splitlines()[-1].endswith('failed: restic-db1-app')
+    assert 'every client instance is maintained' not in result.stdout
+    calls = [call.split(' secret=')[0] for call in log(server)]
+    assert calls[0] == 'borg --lock-wait 600 check'
+    assert calls[-1].startswith(f'restic --no-cache --retry-lock 10m {step}')
+    assert len(calls) == (2 if step == 'forget' else 3)  # a failed retention skips the check
 
 
 def test_without_retention_only_the_check_runs_and_a_missing_repository_is_skipped(server):
