@@ -41,11 +41,23 @@ dump_compressed() {
   esac
 }
 
-decompress() {
+# Run a command on the dump on stdin, decompressed as asked: decompressed COMMAND [ARG...]. With none the command
+# reads the helper's stdin itself: a plain dump is not copied through another process (a restore's time is mostly
+# its stream's).
+decompressed() {
+  if [ "$compression" = none ]; then
+    "$@"
+  else
+    decompressor | "$@"
+  fi
+}
+
+# The decompressing filter (stdin to stdout) of a compressed dump; with none there is none to run.
+decompressor() {
   case "$compression" in
-    none) cat ;;
     gzip) gzip -dc ;;
     zstd) zstd -qdc ;;
+    *) fail "no decompressor for compression '$compression'" ;;
   esac
 }
 
