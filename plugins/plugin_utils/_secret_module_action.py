@@ -132,9 +132,10 @@ class SecretModuleAction(ActionBase):
             # The message, and what a crashed module printed, with the task's secrets masked: the rest of a
             # failed result may hold what the module was given.
             mask = masker(secret_values(self.ARGUMENT_SPEC, args))
-            # A Python exception in the module (ansible-core >= 2.19 returns it as ``exception``, without a msg and
-            # without the module's output, and the module masked nothing in it): its message, and the summary
-            # itself (which Ansible displays, with the traceback where enabled), masked.
+            # A Python exception that escaped the module (its work runs in module_utils/_crash.reported, which fails
+            # it masked; this is what escapes that, e.g. while AnsibleModule is made): ansible-core >= 2.19 returns
+            # it as ``exception``, without a msg and without the module's output, and nothing in it is masked. Its
+            # message, and the summary itself (which Ansible displays, with the traceback where enabled), masked.
             crash = module.get('exception') if not module.get('msg') else None
             if crash is not None:
                 result['exception'] = masked(crash, mask)
