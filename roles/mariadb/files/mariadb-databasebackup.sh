@@ -34,7 +34,7 @@
 # password on a command line.
 set -euo pipefail
 
-# fail, --compression, dump_compressed and decompress (installed beside this helper).
+# fail, --compression, dump_compressed and decompressed (installed beside this helper).
 # shellcheck source=../../requester_common/files/databasebackup-lib.sh
 source "$(dirname -- "$(readlink -f -- "$0")")/databasebackup-lib.sh"
 
@@ -225,7 +225,7 @@ restore() {
   restore_progress="$(mktemp)"
   at_exit rm -f -- "$restore_errors" "$restore_progress"
   { printf 'SET SESSION lock_wait_timeout = %s;\nSELECT %s;\n' "$lock_wait_timeout" "$(sql_string "$STARTED")"
-    decompress | require_complete; } \
+    decompressed require_complete; } \
     | client --batch --skip-column-names 2>"$restore_errors" >"$restore_progress" || rc=$?
   grep -E '^(ERROR|mariadb:|mysql:|Warning)' "$restore_errors" >&2 || true
   [ "$rc" -ne 0 ] || return 0
@@ -316,7 +316,7 @@ restore_into() {
   into_pending="$into"
   at_exit drop_unfinished_into
   { printf 'SET SESSION lock_wait_timeout = %s;\n' "$lock_wait_timeout"
-    decompress | retarget_dump "$source" "$into" | require_complete; } \
+    decompressed retarget_dump "$source" "$into" | require_complete; } \
     | client --batch --skip-column-names 2>"$errors" >"$progress" || rc=$?
   grep -E '^(ERROR|mariadb:|mysql:|Warning)' "$errors" >&2 || true
   if [ "$rc" -eq 0 ]; then

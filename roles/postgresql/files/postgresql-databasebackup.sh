@@ -33,7 +33,8 @@
 # TCP port), and checked to be that cluster before anything is restored. It never connects to the live cluster.
 set -euo pipefail
 
-# fail, --compression, dump_compressed and decompress (installed beside this helper).
+# fail, --compression, dump_compressed, decompressed, dump_is_compressed and decompressor (installed beside this
+# helper).
 # shellcheck source=../../requester_common/files/databasebackup-lib.sh
 source "$(dirname -- "$(readlink -f -- "$0")")/databasebackup-lib.sh"
 
@@ -267,13 +268,18 @@ read_archive_head() {
 }
 
 # The dump on stdin, a custom-format archive, opened for a restore into a database this run creates: its head (with
-# the table of contents) read into $SCRATCH/head for create_as_dumped, the rest left on the descriptor archive_fd.
+# the table of contents) read into $SCRATCH/head for create_as_dumped, the rest left on the descriptor archive_fd
+# (stdin itself when the dump is not compressed; else a decompressor's output, whose process is archive_reader).
 archive_fd=''
 archive_reader=''
 open_archive() {
   scratch_directory
-  exec {archive_fd}< <(decompress)
-  archive_reader=$!
+  if dump_is_compressed; then
+    exec {archive_fd}< <(decompressor)
+    archive_reader=$!
+  else
+    exec {archive_fd}<&0
+  fi
   read_archive_head "$archive_fd" "$SCRATCH/head"
 }
 
@@ -282,7 +288,10 @@ open_archive() {
 restore_archive() {
   { cat -- "$SCRATCH/head"; cat <&"$archive_fd"; } | pg_restore --exit-on-error --single-transaction --dbname="$1" \
     || return 1
-  wait "$archive_reader" || { printf '%s: the dump could not be read whole (above)\n' "$SCRIPT" >&2; return 1; }
+  if [ -n "$archive_reader" ] && ! wait "$archive_reader"; then
+    printf '%s: the dump could not be read whole (above)\n' "$SCRIPT" >&2
+    return 1
+  fi
   exec {archive_fd}<&-
 }
 
@@ -453,7 +462,7 @@ restore_one_database() {
   fi
   names_checked
   begin_work_copy
-  decompress | one_database "$database" | psql -X -q -v ON_ERROR_STOP=1 -v target="$WORK_COPY" -d postgres >/dev/null \
+  decompressed one_database "$database" | psql -X -q -v ON_ERROR_STOP=1 -v target="$WORK_COPY" -d postgres >/dev/null \
     || fail "restore of database $database out of the cluster dump failed (the error is above); the database $WORK_COPY" \
       "it had created was dropped again: nothing else changed"
   if [ "$into" = "$database" ] && database_exists "$database"; then
@@ -598,7 +607,7 @@ dumpall_filter() {
 }
 
 restore_globals() {
-  decompress | guard_dumpall globals | psql -X -q -v ON_ERROR_STOP=1 -d postgres >/dev/null
+  decompressed guard_dumpall globals | psql -X -q -v ON_ERROR_STOP=1 -d postgres >/dev/null
 }
 
 # psql prints what it reached to the file progress: the line STARTED once the checks passed, and "You are now
@@ -608,7 +617,7 @@ restore_cluster() {
   local work rc=0
   work="$(mktemp -d)"
   at_exit rm -rf -- "$work"
-  decompress | guard_dumpall cluster "$work/databases" "$work/tail" \
+  decompressed guard_dumpall cluster "$work/databases" "$work/tail" \
     | env -u LC_ALL LC_MESSAGES=C LANGUAGE= psql -X -At -v ON_ERROR_STOP=1 -d postgres >"$work/progress" || rc=$?
   [ "$rc" -ne 0 ] || return 0
   [ "$drilling" = 0 ] || fail "drill failed: the dump does not restore into the scratch cluster (the error is above)"
@@ -655,7 +664,7 @@ restore_database() {
     || fail "cannot ask PostgreSQL whether database $name exists"
   if [ "$count" = 1 ]; then
     check_sessions "$name" || fail "the restore of database $name stopped before it changed anything (the error is above)"
-    decompress | pg_restore --exit-on-error --single-transaction --clean --if-exists --dbname="$name"
+    decompressed pg_restore --exit-on-error --single-transaction --clean --if-exists --dbname="$name"
     return
   fi
   # Made as the dump made it (encoding, locale), not with the server's defaults.
@@ -751,7 +760,7 @@ drill() {
     globals) restore_globals || fail "drill failed: the dump does not restore into the scratch cluster (the error is above)" ;;
     database)
       createdb --template=template0 -- "$name" || fail "drill: cannot create database $name in the scratch cluster"
-      decompress | pg_restore --exit-on-error --single-transaction --no-owner --no-privileges --no-tablespaces \
+      decompressed pg_restore --exit-on-error --single-transaction --no-owner --no-privileges --no-tablespaces \
         --no-subscriptions --dbname="$name" \
         || fail "drill failed: the dump of database $name does not restore into the scratch cluster (the error is above)" ;;
   esac

@@ -391,23 +391,22 @@ snapshot_list() {
 }
 
 # The restore's right-hand side: stops the stop_units and starts the restore command ($2) once the dump's first
-# byte has arrived. A dump that yields nothing (no snapshot of this instance, an unreachable repository, a
-# wrong passphrase) leaves every unit running and the database untouched. A restore --into another target stops
-# nothing: the original and its applications go on. The names of --into and --database reach the command in its
-# environment only (SELFHOST_BACKUP_INTO, SELFHOST_BACKUP_DATABASE; unset when not given).
+# data has arrived. A dump that yields nothing (no snapshot of this instance, an unreachable repository, a
+# wrong passphrase) leaves every unit running and the database untouched. dump_arrived.py waits for the data
+# without reading it, so the command reads the dump from this stdin itself, from its first byte (no copy through
+# another process). A restore --into another target stops nothing: the original and its applications go on. The
+# names of --into and --database reach the command in its environment only (SELFHOST_BACKUP_INTO,
+# SELFHOST_BACKUP_DATABASE; unset when not given).
 restore_arriving_dump() {
-  local first names
+  local names
   target_names
   names=("${TARGET_NAMES[@]}")
-  first="$(mktemp)"
-  dd bs=1 count=1 of="$first" status=none
-  if ! [ -s "$first" ]; then
-    rm -f -- "$first"
+  if ! python3 -I "$LIBRARY/dump_arrived.py"; then
     fail "no $SNAPSHOT_WORD '$1' of instance $INSTANCE could be read: nothing was stopped or restored (see '$SCRIPT snapshots')"
   fi
   trap start_units EXIT
   [ -n "$RESTORE_INTO" ] || stop_units
-  { cat -- "$first"; rm -f -- "$first"; cat; } | as_user env "${names[@]}" /bin/sh -c "$2"
+  as_user env "${names[@]}" /bin/sh -c "$2"
 }
 
 # The restore drill (the drill unit, or root by hand: the same steps): the dump of a snapshot streamed into the

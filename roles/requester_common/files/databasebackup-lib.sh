@@ -41,11 +41,28 @@ dump_compressed() {
   esac
 }
 
-decompress() {
+# Run a command on the dump on stdin, decompressed as asked: decompressed COMMAND [ARG...]. With none the command
+# reads the helper's stdin itself: a plain dump is not copied through another process (a restore's time is mostly
+# its stream's).
+decompressed() {
+  if dump_is_compressed; then
+    decompressor | "$@"
+  else
+    "$@"
+  fi
+}
+
+# Whether the dump is compressed, so that a decompressor must read it first.
+dump_is_compressed() {
+  [ "$compression" != none ]
+}
+
+# The decompressing filter (stdin to stdout) of a compressed dump; with none there is none to run.
+decompressor() {
   case "$compression" in
-    none) cat ;;
     gzip) gzip -dc ;;
     zstd) zstd -qdc ;;
+    *) fail "no decompressor for compression '$compression'" ;;
   esac
 }
 
@@ -70,11 +87,16 @@ run_at_exit() {
 
 # SCRATCH, the private directory of a drill's scratch copy: made by the request's user, mode 0700, in $TMPDIR
 # (a provider's unit gives the drill a private one), removed at exit. Not called in $(...): a subshell would
-# remove it at its own exit.
+# remove it at its own exit. Its removal is queued before it is made: a TERM that comes as mktemp returns (a
+# stopped drill unit) finds the trap set and the name assigned, so the directory never outlives the helper.
 SCRATCH=''
 scratch_directory() {
+  at_exit remove_scratch
   SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/selfhost-backup-drill.XXXXXXXX")" || fail "drill: cannot make a scratch directory"
-  at_exit rm -rf -- "$SCRATCH"
+}
+
+remove_scratch() {
+  [ -z "$SCRATCH" ] || rm -rf -- "$SCRATCH"
 }
 
 # The verdict of a drill check: its query ($1, in database $2 when given) printed $3, which must be one value

@@ -23,7 +23,7 @@
 #                  dump, a failed check (named) or any error.
 set -euo pipefail
 
-# fail, --compression, dump_compressed and decompress (installed beside this helper).
+# fail, --compression, dump_compressed and decompressed (installed beside this helper).
 # shellcheck source=../../requester_common/files/databasebackup-lib.sh
 source "$(dirname -- "$(readlink -f -- "$0")")/databasebackup-lib.sh"
 
@@ -70,7 +70,7 @@ SQL
 
 # A new database in the file $1 (empty) from the dump on stdin; a cut dump fails (require_commit).
 build() {
-  decompress | require_commit | sqlite3 -bail -batch "$1"
+  decompressed require_commit | sqlite3 -bail -batch "$1"
 }
 
 restore() {

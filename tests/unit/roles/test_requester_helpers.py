@@ -23,7 +23,7 @@ case " $* " in
   *" -c "*) echo postgres; exit 0 ;;                                   # quote_ident(current_user)
   *" names="*) [ -s "$FAKE/state" ] && cat "$FAKE/state" && exit 0; exit 2 ;;   # what the restore left
 esac
-cat > "$FAKE/stream.sql"
+dd status=none of="$FAKE/stream.sql"   # not cat: see no_bare_cat
 mode="$(cat "$FAKE/mode" 2>/dev/null)"
 if [ "$mode" = partial ]; then
   sed -n "s/^SELECT '\(selfhost-backup: restore started [^']*\)';$/\1/p" "$FAKE/stream.sql"
@@ -50,7 +50,7 @@ if [ "$(cat "$FAKE/mode" 2>/dev/null)" = hang ]; then   # a restore --into stopp
   done
   exit 0
 fi
-input="$(cat)"
+input="$(dd status=none)"   # not cat: see no_bare_cat
 if [[ "$input" == *PROCESSLIST* ]]; then
   cat "$FAKE/sessions" 2>/dev/null
   exit 0
@@ -316,15 +316,20 @@ BIG_DUMP = CLUSTER_DUMP.replace(
     + '\\\\connect evil\n' + BIG_ROWS + '\\.\n\n')
 
 
+def assert_passed_through(env: dict, dump: str) -> None:
+    """What psql got after the checks is the cluster dump from its first DROP DATABASE on, line for line."""
+    lines = sent(env)
+    started = next(i for i, line in enumerate(lines) if line.startswith("SELECT 'selfhost-backup: restore started "))
+    rest = [line for line in dump.splitlines() if line not in ('DROP ROLE IF EXISTS postgres;', 'CREATE ROLE postgres;')]
+    assert lines[started + 1:] == rest[rest.index('DROP DATABASE IF EXISTS "it\'s";'):]
+
+
 def test_cluster_restore_passes_a_large_dump_through_unchanged_and_checks_its_tail(postgresql):
     script, env = postgresql
     assert len(BIG_DUMP) > 3 * 1048576
     result = run(script, env, 'restore', 'cluster', dump=BIG_DUMP)
     assert result.returncode == 0, result.stderr
-    lines = sent(env)
-    started = next(i for i, line in enumerate(lines) if line.startswith("SELECT 'selfhost-backup: restore started "))
-    rest = [line for line in BIG_DUMP.splitlines() if line not in ('DROP ROLE IF EXISTS postgres;', 'CREATE ROLE postgres;')]
-    assert lines[started + 1:] == rest[rest.index('DROP DATABASE IF EXISTS "it\'s";'):]
+    assert_passed_through(env, BIG_DUMP)
 
 
 def cut_dump(cut: str) -> str:
@@ -357,3 +362,62 @@ def test_cluster_restore_of_a_large_dump_cut_anywhere_fails(postgresql, cut):
     result = run(script, env, 'restore', 'cluster', dump=cut_dump(cut))
     assert result.returncode != 0, cut
     assert 'the dump is incomplete' in result.stderr, result.stderr
+
+
+def no_bare_cat(env: dict) -> None:
+    """A cat on PATH that fails when it reads its stdin (no file operand): a plain dump copied through cat (the
+    helpers' decompression of compression none before) fails the restore. cat with files still works."""
+    real = shutil.which('cat', path=env['PATH'])
+    shim = Path(env['PATH'].split(':', 1)[0]) / 'cat'
+    shim.write_text(f'''#!/bin/bash
+for arg in "$@"; do [ "$arg" = - ] || [[ "$arg" == -* ]] || exec {real} "$@"; done
+echo "cat shim: a cat on stdin in the restore's pipeline" >&2
+exit 1
+''')
+    shim.chmod(0o755)
+
+
+@pytest.mark.parametrize('args', [['restore', 'cluster'], ['--compression', 'none', 'restore', 'cluster'],
+                                  ['restore', 'globals']])
+def test_postgresql_restore_of_a_plain_dump_reads_stdin_without_a_cat_in_between(postgresql, args):
+    script, env = postgresql
+    no_bare_cat(env)
+    result = run(script, env, *args, dump=BIG_DUMP)
+    assert result.returncode == 0, result.stderr
+    assert 'cat shim' not in result.stderr
+    if 'cluster' in args:
+        assert_passed_through(env, BIG_DUMP)
+
+
+def test_mariadb_restore_of_a_plain_dump_reads_stdin_without_a_cat_in_between(mariadb):
+    script, env = mariadb
+    no_bare_cat(env)
+    result = run(script, env, 'restore', dump=MARIADB_DUMP)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in sent(env)[2:] if not line.startswith('SELECT CONCAT(')] == MARIADB_DUMP.splitlines()
+
+
+def test_postgresql_restore_of_a_gzip_dump_still_decompresses_it(postgresql):
+    script, env = postgresql
+    no_bare_cat(env)
+    dump = subprocess.run(['gzip', '-c'], input=BIG_DUMP.encode(), capture_output=True, check=True).stdout
+    result = subprocess.run([str(script), '--compression', 'gzip', 'restore', 'cluster'], input=dump,
+                            capture_output=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert_passed_through(env, BIG_DUMP)
+
+
+def test_cluster_restore_from_a_regular_file_reads_it_whole_and_checks_its_tail(postgresql, tmp_path):
+    """stdin a file, not a pipe (restore cluster < dump.sql): the head's filter must leave the rest at its offset."""
+    script, env = postgresql
+    for dump, ok in ((BIG_DUMP, True), (cut_dump('data'), False)):
+        path = tmp_path / 'dump.sql'
+        path.write_text(dump)
+        with path.open() as stdin:
+            result = subprocess.run([str(script), 'restore', 'cluster'], stdin=stdin, capture_output=True, text=True,
+                                    env=env, check=False)
+        assert (result.returncode == 0) == ok, result.stderr
+        if ok:
+            assert_passed_through(env, dump)
+        else:
+            assert 'the dump is incomplete' in result.stderr

@@ -27,9 +27,11 @@ JOB_FILES = {
     'restic.sh': os.path.join(ROOT, 'roles', 'restic', 'files', 'restic.sh'),
     'borg.sh': os.path.join(ROOT, 'roles', 'borg', 'files', 'borg.sh'),
 }
-# What the job script runs beside them (not shell): the JSON listing of snapshots --json.
+# What the job script runs beside them (not shell): the JSON listing of snapshots --json, the restore's wait for
+# the dump's first data.
 HELPER_FILES = {
     'snapshots_json.py': os.path.join(ROOT, 'roles', 'provider_common', 'files', 'snapshots_json.py'),
+    'dump_arrived.py': os.path.join(ROOT, 'roles', 'provider_common', 'files', 'dump_arrived.py'),
 }
 
 

@@ -67,6 +67,8 @@ case "$args" in
   *" dump "*)
     # FAKE_DUMP_CUT: the repository fails after that many bytes (a pack that cannot be read).
     if [ -n "${FAKE_DUMP_CUT:-}" ]; then head -c "$FAKE_DUMP_CUT" "$store/data"; echo "Fatal: pack 0123abcd: unexpected EOF" >&2; exit 1; fi
+    # FAKE_DUMP_DELAY: the repository is slow to send the first byte (a remote one, a large index to load).
+    [ -z "${FAKE_DUMP_DELAY:-}" ] || { sleep "$FAKE_DUMP_DELAY"; echo "first byte sent" >>"$store/order"; }
     # A reader that left makes cat (and restic, which writes its stdout) die of SIGPIPE: its status is restic's.
     cat "$store/data" || exit "$?" ;;
   *" ls --json "*)
@@ -299,7 +301,7 @@ def fake_systemctl(world):
     """A systemctl on PATH for which running.service is active and idle.service is not; calls are recorded."""
     fake = world / 'bin' / 'systemctl'
     fake.parent.mkdir()
-    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
+    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\necho "$*" >>"$FAKE_STORE/order"\n'
                     'if [ "$1" = is-active ]; then [ "${!#}" = running.service ]; fi\n')
     fake.chmod(0o755)
     return f"{fake.parent}:{os.environ['PATH']}"
@@ -320,6 +322,28 @@ def test_restore_latest_without_a_snapshot_stops_nothing_and_restores_nothing(wo
     assert systemctl_calls(world) == []
     # One repository access: the dump of latest, scoped to this instance; no listing before it.
     assert [step.split(' --quiet ')[-1].split()[0] for step in steps_run(world)] == ['dump']
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_restore_waits_for_a_slow_first_byte_before_it_stops_anything(world):
+    path = script(world, (0, 18, 0), stop_units=('running.service',))
+    assert run(world, path, 'backup').returncode == 0
+    result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world), FAKE_DUMP_DELAY='1.5')
+    assert result.returncode == 0, result.stderr
+    order = (world / 'store' / 'order').read_text().splitlines()
+    assert order.index('first byte sent') < order.index('stop -- running.service') < order.index('start -- running.service')
+    # The restore command read the dump from its first byte: nothing was taken off it by the wait.
+    assert (world / 'restored').read_text() == 'dump-data'
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_restore_whose_dump_ends_late_without_data_stops_nothing(world):
+    path = script(world, (0, 18, 0), stop_units=('running.service',))
+    result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world), FAKE_DUMP_DELAY='0.5')
+    assert result.returncode != 0
+    assert "no snapshot 'latest' of instance app could be read: nothing was stopped or restored" in result.stderr
+    assert systemctl_calls(world) == []
+    assert not (world / 'restored').exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
@@ -432,7 +456,7 @@ def test_the_mark_of_a_step_running_beside_stays(world, check_running, kept):
     bin_dir = world / 'bin'
     bin_dir.mkdir()
     fake = bin_dir / 'systemctl'
-    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\n'
+    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\necho "$*" >>"$FAKE_STORE/order"\n'
                     f'[ "$1 $2 $3" = "is-active --quiet restic-backup-app-check.service" ] && {str(check_running).lower()}\n')
     fake.chmod(0o755)
     result = run(world, script(world, (0, 18, 0)), 'backup', PATH=f"{bin_dir}:{os.environ['PATH']}")
