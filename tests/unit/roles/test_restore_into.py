@@ -10,6 +10,7 @@ anything changes, and the original is never touched. The contract molecule scena
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import sqlite3
 import subprocess
@@ -318,10 +319,11 @@ def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
 def pg_helper_started(pg_world, *args: str, **names: str) -> subprocess.Popen:
     """The helper as the request's user, its stdin open: the test feeds the dump (and can stop half way)."""
     script, env, dumps, world, psql = pg_world
-    command = ['runuser', '-u', 'nobody', '--', 'env', *[f'{k}={v}' for k, v in dict(env, **names).items()],
-               str(script), *args]
-    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd='/',
-                            start_new_session=True)
+    # As the user itself, as a provider's unit runs it (setpriv): runuser would SIGKILL the helper 2 s after a
+    # TERM, in the middle of its cleanup when the machine is busy.
+    return subprocess.Popen([str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd='/', start_new_session=True, user='nobody', group=pwd.getpwnam('nobody').pw_gid,
+                            extra_groups=[], env=dict(os.environ, **env, **names))
 
 
 def wait_for_database(pg_world, prefix: str) -> str:
