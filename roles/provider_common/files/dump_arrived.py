@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import fcntl
 import select
+import signal
 import sys
 import termios
 
@@ -28,6 +29,9 @@ def arrived(fd: int) -> bool:
 
 
 def main() -> int:
+    # Ctrl-C while the restore waits (a slow repository) ends this as it ends the tool and the job script: by the
+    # signal, without a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         return 0 if arrived(0) else 1
     except OSError as exc:

@@ -8,6 +8,7 @@ stdin): it must tell data from the end of the input and leave every byte to the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,3 +88,20 @@ def test_stdin_that_cannot_be_asked_fails_with_a_message():
     stderr = helper.communicate(timeout=30)[1]
     assert helper.returncode == 2
     assert b'dump_arrived.py: cannot see whether the dump arrived on stdin: [Errno 25]' in stderr
+
+
+def test_an_interrupt_while_waiting_ends_it_by_the_signal_without_a_traceback():
+    read, write = os.pipe()
+    helper = start(read)
+    # Until it waits in poll (its signal handling is set up by then), at most 10 s.
+    wchan = Path(f'/proc/{helper.pid}/wchan')
+    for dummy in range(100):
+        if 'poll' in wchan.read_text():
+            break
+        time.sleep(0.1)
+    helper.send_signal(signal.SIGINT)
+    stderr = helper.communicate(timeout=30)[1]
+    os.close(write)
+    os.close(read)
+    assert helper.returncode == -signal.SIGINT
+    assert stderr == b''

@@ -10,6 +10,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -342,6 +343,27 @@ def test_restore_whose_dump_ends_late_without_data_stops_nothing(world):
     result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world), FAKE_DUMP_DELAY='0.5')
     assert result.returncode != 0
     assert "no snapshot 'latest' of instance app could be read: nothing was stopped or restored" in result.stderr
+    assert systemctl_calls(world) == []
+    assert not (world / 'restored').exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the restore runs as root')
+def test_restore_whose_wait_for_the_dump_fails_says_so_not_that_there_is_no_snapshot(world):
+    """The wait cannot run (its file not installed yet, mid-converge): the snapshot is there, and the message must
+    not send the operator to look for it; nothing stops either way."""
+    path = script(world, (0, 18, 0), stop_units=('running.service',))
+    assert run(world, path, 'backup').returncode == 0
+    library = job_library.make_library()
+    try:
+        os.remove(os.path.join(library, 'dump_arrived.py'))
+        (world / 'lib').unlink()
+        (world / 'lib').symlink_to(library)
+        result = run(world, path, 'restore', 'latest', unit=False, PATH=fake_systemctl(world))
+    finally:
+        shutil.rmtree(library)
+    assert result.returncode != 0
+    assert "cannot tell whether the dump of snapshot 'latest' arrived" in result.stderr
+    assert 'could be read' not in result.stderr
     assert systemctl_calls(world) == []
     assert not (world / 'restored').exists()
 
