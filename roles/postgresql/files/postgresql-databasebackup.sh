@@ -50,6 +50,9 @@ readonly STARTED="selfhost-backup: restore started $$.$RANDOM"
 # subscriptions). Without selfhost_backup.terminate = on, any of them stops the restore before it changes
 # anything, naming them; with it, the sessions are ended (pg_terminate_backend) and the rest still stops it.
 # Run in the restoring session itself (a DO block needs no psql meta-command, which \restrict forbids).
+# A client that has just quit (the helper's own question for its user name, an operator's psql) stays listed
+# while its backend exits, which on a busy machine can take a moment: sessions are looked at again, every 0.1 s
+# for up to 2 s (pg_stat_clear_snapshot: the view is otherwise read once a transaction), before they count.
 # shellcheck disable=SC2016
 readonly SESSIONS_SQL='DO $selfhost_backup$
 DECLARE
@@ -59,13 +62,20 @@ DECLARE
   sessions text;
   blockers text;
   r record;
+  looks integer := 0;
 BEGIN
-  SELECT pg_catalog.string_agg(pg_catalog.format($$%s (pid %s, user %s, application %s, client %s, %s)$$,
-           a.datname, a.pid, a.usename, coalesce(nullif(a.application_name, $$$$), $$-$$),
-           coalesce(pg_catalog.host(a.client_addr), $$local$$), coalesce(a.state, $$-$$)), $$; $$ ORDER BY a.datname, a.pid)
-    INTO sessions
-    FROM pg_catalog.pg_stat_activity a
-   WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.backend_type = $$client backend$$ AND a.datname::text = ANY (dbs);
+  LOOP
+    PERFORM pg_catalog.pg_stat_clear_snapshot();
+    SELECT pg_catalog.string_agg(pg_catalog.format($$%s (pid %s, user %s, application %s, client %s, %s)$$,
+             a.datname, a.pid, a.usename, coalesce(nullif(a.application_name, $$$$), $$-$$),
+             coalesce(pg_catalog.host(a.client_addr), $$local$$), coalesce(a.state, $$-$$)), $$; $$ ORDER BY a.datname, a.pid)
+      INTO sessions
+      FROM pg_catalog.pg_stat_activity a
+     WHERE a.pid <> pg_catalog.pg_backend_pid() AND a.backend_type = $$client backend$$ AND a.datname::text = ANY (dbs);
+    looks := looks + 1;
+    EXIT WHEN sessions IS NULL OR terminate OR looks > 20;
+    PERFORM pg_catalog.pg_sleep(0.1);
+  END LOOP;
   SELECT pg_catalog.string_agg(b.what, $$; $$ ORDER BY b.what) INTO blockers FROM (
     SELECT pg_catalog.format($$%s (prepared transaction %s of %s)$$, p.database, p.gid, p.owner) AS what
       FROM pg_catalog.pg_prepared_xacts p WHERE p.database::text = ANY (dbs)

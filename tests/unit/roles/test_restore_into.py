@@ -759,3 +759,53 @@ def test_postgresql_one_database_fails_before_creating_anything_when_it_cannot_r
         assert 'cannot read the CREATE DATABASE of database fixture in the cluster dump: nothing was created' \
             in result.stderr.decode()
         assert databases(pg_world) == listed
+
+
+def client_on(pg_world, database: str, seconds: float) -> subprocess.Popen:
+    """A client connected to the database for that long (an application's session), once the server lists it."""
+    script, env, dumps, world, psql = pg_world
+    client = subprocess.Popen([*psql, '-d', database, '-c', f'SELECT pg_sleep({seconds})'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd='/', user='nobody', group=pwd.getpwnam('nobody').pw_gid,
+                              extra_groups=[], env=dict(os.environ, **env))
+    for dummy in range(100):
+        if pg(pg_world, 'postgres', f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'") != '0\n':
+            return client
+        time.sleep(0.05)
+    client.kill()
+    raise AssertionError(f'the client on {database} never showed in pg_stat_activity')
+
+
+def test_postgresql_restore_in_place_waits_a_moment_for_a_session_that_is_ending(pg_world):
+    """A client that has just quit can stay listed while its backend exits (CI saw one on a busy machine): the
+    restore looks again for a moment instead of refusing at once."""
+    dumps = pg_world[2]
+    before = pg(pg_world, 'fixture', VALUES)
+    pg(pg_world, 'fixture', "INSERT INTO t VALUES (3, 'after the backup')")
+    client = client_on(pg_world, 'fixture', 0.5)
+    try:
+        result = helper(pg_world, 'restore-database', 'cluster', dump=dumps['cluster'], SELFHOST_BACKUP_DATABASE='fixture')
+    finally:
+        client.wait(timeout=30)
+    assert result.returncode == 0, result.stderr.decode()
+    assert pg(pg_world, 'fixture', VALUES) == before
+
+
+def test_postgresql_restore_in_place_still_stops_for_a_session_that_stays(pg_world):
+    dumps = pg_world[2]
+    pg(pg_world, 'fixture', "INSERT INTO t VALUES (4, 'kept')")
+    changed, listed = pg(pg_world, 'fixture', VALUES), databases(pg_world)
+    client = client_on(pg_world, 'fixture', 20)
+    try:
+        result = helper(pg_world, 'restore-database', 'cluster', dump=dumps['cluster'], SELFHOST_BACKUP_DATABASE='fixture')
+    finally:
+        client.kill()
+        client.wait(timeout=30)
+    assert result.returncode != 0
+    stderr = result.stderr.decode()
+    assert 'the restore stopped before it changed anything: other sessions use databases it would replace: fixture (pid' \
+        in stderr, stderr
+    assert 'application psql' in stderr
+    assert pg(pg_world, 'fixture', VALUES) == changed
+    time.sleep(0.5)
+    assert databases(pg_world) == listed
+    pg(pg_world, 'fixture', 'DELETE FROM t WHERE id = 4')
