@@ -319,11 +319,15 @@ def test_mariadb_restore_into_refuses_a_name_it_does_not_take(mariadb, into):
 def pg_helper_started(pg_world, *args: str, **names: str) -> subprocess.Popen:
     """The helper as the request's user, its stdin open: the test feeds the dump (and can stop half way)."""
     script, env, dumps, world, psql = pg_world
-    # As the user itself, as a provider's unit runs it (setpriv): runuser would SIGKILL the helper 2 s after a
-    # TERM, in the middle of its cleanup when the machine is busy.
     return subprocess.Popen([str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd='/', start_new_session=True, user='nobody', group=pwd.getpwnam('nobody').pw_gid,
-                            extra_groups=[], env=dict(os.environ, **env, **names))
+                            start_new_session=True, **as_nobody(env, **names))
+
+
+def as_nobody(env: dict, **names: str) -> dict:
+    """Popen's arguments for a process of the user itself, as a provider's unit starts it (setpriv): runuser would
+    SIGKILL it 2 s after a TERM, in the middle of its cleanup when the machine is busy."""
+    return {'cwd': '/', 'user': 'nobody', 'group': pwd.getpwnam('nobody').pw_gid, 'extra_groups': [],
+            'env': dict(os.environ, **env, **names)}
 
 
 def wait_for_database(pg_world, prefix: str) -> str:
@@ -359,13 +363,7 @@ def test_postgresql_in_place_swap_never_leaves_the_database_dropped_when_another
         process.stdin.write(cluster[:half] + PADDING)
         process.stdin.flush()
         temporary = wait_for_database(pg_world, 'selfhost_backup_restore_')
-        agent = subprocess.Popen(['runuser', '-u', 'nobody', '--', 'env', *[f'{k}={v}' for k, v in env.items()],
-                                  *psql, '-d', temporary, '-c', 'SELECT pg_sleep(20)'],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd='/')
-        for dummy in range(100):
-            if pg(pg_world, 'postgres', f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{temporary}'") != '0\n':
-                break
-            time.sleep(0.05)
+        agent = client_on(pg_world, temporary, 20)
         process.stdin.write(cluster[half:])
         process.stdin.close()
         process.wait(timeout=60)
@@ -765,8 +763,7 @@ def client_on(pg_world, database: str, seconds: float) -> subprocess.Popen:
     """A client connected to the database for that long (an application's session), once the server lists it."""
     script, env, dumps, world, psql = pg_world
     client = subprocess.Popen([*psql, '-d', database, '-c', f'SELECT pg_sleep({seconds})'], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, cwd='/', user='nobody', group=pwd.getpwnam('nobody').pw_gid,
-                              extra_groups=[], env=dict(os.environ, **env))
+                              stderr=subprocess.DEVNULL, **as_nobody(env))
     for dummy in range(100):
         if pg(pg_world, 'postgres', f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'") != '0\n':
             return client
