@@ -398,16 +398,16 @@ snapshot_list() {
 # names of --into and --database reach the command in its environment only (SELFHOST_BACKUP_INTO,
 # SELFHOST_BACKUP_DATABASE; unset when not given).
 restore_arriving_dump() {
-  local names arrived=0
+  local names wait_status=0
   target_names
   names=("${TARGET_NAMES[@]}")
   # 1: the dump ended without data; anything else is the wait's own failure (its message is above), which must
   # not be told as a missing snapshot.
-  python3 -I "$LIBRARY/dump_arrived.py" || arrived=$?
-  case "$arrived" in
+  python3 -I "$LIBRARY/dump_arrived.py" || wait_status=$?
+  case "$wait_status" in
     0) ;;
     1) fail "no $SNAPSHOT_WORD '$1' of instance $INSTANCE could be read: nothing was stopped or restored (see '$SCRIPT snapshots')" ;;
-    *) fail "cannot tell whether the dump of $SNAPSHOT_WORD '$1' arrived ($LIBRARY/dump_arrived.py exit $arrived; the" \
+    *) fail "cannot tell whether the dump of $SNAPSHOT_WORD '$1' arrived ($LIBRARY/dump_arrived.py exit $wait_status; the" \
          "error is above): nothing was stopped or restored" ;;
   esac
   trap start_units EXIT
