@@ -34,6 +34,7 @@ mkdir -p "$logs"
 declare -A started=() pid_of=()
 results=()
 failed=0
+failed_names=()
 
 # Runs one scenario in the background, its output to its log.
 launch() {
@@ -50,7 +51,13 @@ reap() {
   wait -n -p pid || rc=$?
   name="${pid_of[$pid]}"
   unset "pid_of[$pid]"
-  if [ "$rc" -eq 0 ]; then status=passed; else status=FAILED; failed=$((failed + 1)); fi
+  if [ "$rc" -eq 0 ]; then
+    status=passed
+  else
+    status=FAILED
+    failed=$((failed + 1))
+    failed_names+=("$name")
+  fi
   printf '\n===== molecule %s: %s (exit %s) =====\n' "$name" "$status" "$rc"
   cat -- "$logs/$name.log"
   results+=("$(printf '%-14s %-7s %5ss' "$name" "$status" $((SECONDS - started[$name])))")
@@ -61,6 +68,16 @@ for name in "${scenarios[@]}"; do
   launch "$name"
 done
 while [ "${#pid_of[@]}" -gt 0 ]; do reap; done
+
+# A CI page may keep only the end of a long output: repeat the lines that name why a scenario failed, so the
+# cause is there next to the summary and not only in the middle of that scenario's log.
+cause_lines() {
+  grep -n -E '^(fatal|failed): |^FAILED |^ERROR |^E   |CRITICAL|Error: |Traceback' -- "$1" | tail -n 40
+}
+for name in "${failed_names[@]}"; do
+  printf '\n===== why molecule %s failed (lines of %s) =====\n' "$name" "$logs/$name.log"
+  cause_lines "$logs/$name.log"
+done
 
 printf '\n===== molecule scenarios (%s at a time) =====\n' "$jobs"
 printf '%s\n' "${results[@]}"
