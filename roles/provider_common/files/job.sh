@@ -521,8 +521,13 @@ with_instance_lock() {
   # Gone also when this run is stopped while it waits: the cache directory holds only the user's files between runs.
   # shellcheck disable=SC2064 # the marker's name now
   trap "rm -f -- '$marker'" EXIT
-  SELFHOST_BACKUP_LOCKED="$marker" flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" \
-    || rc=$?
+  if in_unit; then
+    SELFHOST_BACKUP_LOCKED="$marker" flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" \
+      || rc=$?
+  else
+    SELFHOST_BACKUP_LOCKED="$marker" run_stopped_with_this \
+      flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" || rc=$?
+  fi
   if [ "$rc" -eq "$LOCK_TIMEOUT_EXIT" ] && [ -e "$marker" ]; then
     rm -f -- "$marker"
     holder="$(lock_holder)"
@@ -531,6 +536,48 @@ with_instance_lock() {
   fi
   rm -f -- "$marker"
   exit "$rc"
+}
+
+# A run by hand (restore, drill): a HUP, INT or TERM sent to this process alone (kill PID, sudo relaying it,
+# timeout(1)) must stop the locked run it waits for, and all that run started, as a unit's stop does; otherwise that
+# run goes on after its caller gave up, and a restore stops the units and restores. (systemd signals every process
+# of a unit itself: a unit's run needs none of this.) So the command (flock and the run it starts) gets a session of
+# its own, and a signal here passes on to that whole session as one TERM: exactly one, however many signals come
+# here, and a signal to this process's group (Ctrl-C) does not reach the session besides. A second TERM would kill
+# a run in the middle of its EXIT trap, which starts again the units a restore stopped. TERM, not INT: the command
+# is asynchronous, so its shells ignore INT. Its standard input stays this one (an asynchronous command's would be
+# /dev/null). The exit status is the command's (143 when it was stopped). SIGKILL cannot be passed on.
+LOCKED_RUN=''
+STOP_PENDING=''
+run_stopped_with_this() {
+  local rc=0
+  trap 'stop_locked_run HUP' HUP
+  trap 'stop_locked_run INT' INT
+  trap 'stop_locked_run TERM' TERM
+  setsid -w "$@" <&0 &
+  LOCKED_RUN=$!
+  # A signal that came before the line above knew the pid: pass it on now.
+  [ -z "$STOP_PENDING" ] || stop_locked_run "$STOP_PENDING"
+  wait "$LOCKED_RUN" || rc=$?
+  # A signal cuts the wait short: wait again for the run to end, and take its own status.
+  while [ -n "$STOP_PENDING" ]; do
+    STOP_PENDING=''
+    rc=0
+    wait "$LOCKED_RUN" || rc=$?
+  done
+  trap - HUP INT TERM
+  return "$rc"
+}
+
+LOCKED_RUN_STOPPED=''
+stop_locked_run() {
+  STOP_PENDING="$1"
+  [ -n "$LOCKED_RUN" ] && [ -z "$LOCKED_RUN_STOPPED" ] || return 0
+  LOCKED_RUN_STOPPED="$1"
+  printf '%s: got SIG%s: stopping the run it started (pid %s) and all that run started\n' "$SCRIPT" "$1" \
+    "$LOCKED_RUN" >&2
+  # setsid made the run the leader of its own process group; before it did, the run is that one process.
+  kill -s TERM -- "-$LOCKED_RUN" 2>/dev/null || kill -s TERM -- "$LOCKED_RUN" 2>/dev/null || true
 }
 
 # Whether this run is the child of flock that with_instance_lock started, which holds the instance lock: the parent

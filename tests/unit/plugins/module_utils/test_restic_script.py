@@ -962,6 +962,69 @@ def test_a_run_stopped_while_it_waits_for_the_lock_leaves_no_marker(world):
     assert not list((world / 'cache').glob('.selfhost-backup-lock-started.*'))
 
 
+def restore_by_hand(world, path):
+    """``restore latest`` by hand (as root), its own process group as a shell's job; returns once it holds the lock."""
+    env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache'),
+           'FAKE_DUMP_DELAY': '2'}
+    restore = subprocess.Popen(['bash', str(path), 'restore', 'latest'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 20
+    while not any(' dump ' in line for line in log(world)):
+        assert restore.poll() is None and time.monotonic() < deadline, restore.communicate()
+        time.sleep(0.05)
+    return restore
+
+
+def run_of_the_lock_is_free(world, path):
+    result = run(world, path, 'backup')
+    return result.returncode == 0 and 'is busy' not in result.stderr
+
+
+# A signal to the restore script's own process only (kill PID, sudo relaying it, timeout(1)) used to stop that
+# process and leave the locked run it started going on: it stopped the units and restored after the caller gave up.
+@needs_root
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda sig: sig.name)
+def test_a_signal_to_the_restore_script_alone_stops_the_restore_before_it_stops_anything(world, sig):
+    path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0)
+    assert run(world, path, 'backup').returncode == 0
+    restore = restore_by_hand(world, path)
+    os.kill(restore.pid, sig)
+    _, stderr = restore.communicate(timeout=20)
+    assert restore.returncode == 128 + signal.SIGTERM, stderr
+    assert f'got {sig.name}: stopping the run it started (pid ' in stderr
+    # The dump was still on its way (FAKE_DUMP_DELAY): it never arrives, nothing is stopped or restored, later too.
+    time.sleep(2.5)
+    order = world / 'store' / 'order'
+    assert not order.exists() or 'first byte sent' not in order.read_text()
+    assert systemctl_calls(world) == []
+    assert not (world / 'restored').exists()
+    assert run_of_the_lock_is_free(world, path)
+
+
+@needs_root
+@pytest.mark.parametrize('signals', [[signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]], ids=['ctrl-c', 'twice'])
+def test_a_restore_stopped_by_hand_mid_restore_starts_the_units_it_stopped_again(world, signals):
+    # Ctrl-C signals the script's whole process group; a second TERM would kill the run inside its EXIT trap.
+    path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
+                  restore_cmd=f'touch {world}/restoring; sleep 30; cat > {world}/restored')
+    assert run(world, path, 'backup').returncode == 0
+    restore = restore_by_hand(world, path)
+    deadline = time.monotonic() + 20
+    while not (world / 'restoring').exists():
+        assert restore.poll() is None and time.monotonic() < deadline, restore.communicate()
+        time.sleep(0.05)
+    for sig in signals:
+        (os.killpg if sig == signal.SIGINT else os.kill)(restore.pid, sig)
+        time.sleep(0.1)
+    _, stderr = restore.communicate(timeout=20)
+    assert restore.returncode != 0, stderr
+    assert systemctl_calls(world)[-1:] == ['start -- running.service'], stderr
+    assert 'stop -- running.service' in systemctl_calls(world)
+    assert not (world / 'restored').exists()
+    assert run_of_the_lock_is_free(world, path)
+
+
 def test_the_lock_is_not_inherited_by_what_a_run_leaves_behind(world):
     # A drill_cmd that leaves a process running (a scratch server it failed to stop): the next run is not blocked.
     path = script(world, (0, 18, 0), lock_wait=0,
