@@ -316,7 +316,10 @@ stop_units() {
 start_units() {
   local rc=$? unit
   for unit in "${STOPPED_UNITS[@]}"; do
-    printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2
+    # The message may fail (a terminal that went away: EIO; a `| tee` a Ctrl-C ended: SIGPIPE, ignored from here on):
+    # the unit is started all the same.
+    trap '' PIPE
+    printf '%s: starting %s\n' "$SCRIPT" "$unit" >&2 2>/dev/null || true
     systemctl start -- "$unit" || rc=1
   done
   exit "$rc"
@@ -574,10 +577,15 @@ stop_locked_run() {
   STOP_PENDING="$1"
   [ -n "$LOCKED_RUN" ] && [ -z "$LOCKED_RUN_STOPPED" ] || return 0
   LOCKED_RUN_STOPPED="$1"
-  printf '%s: got SIG%s: stopping the run it started (pid %s) and all that run started\n' "$SCRIPT" "$1" \
-    "$LOCKED_RUN" >&2
   # setsid made the run the leader of its own process group; before it did, the run is that one process.
+  # The TERM first, the message after, and the message may fail: the signal is often a terminal that went away (HUP)
+  # or a Ctrl-C that also ended a `| tee`, and a write that fails (EIO, under set -e) or raises SIGPIPE here would
+  # end this script before the run is stopped, leaving it to go on alone. (PIPE is ignored by this process only:
+  # the run has been started.)
   kill -s TERM -- "-$LOCKED_RUN" 2>/dev/null || kill -s TERM -- "$LOCKED_RUN" 2>/dev/null || true
+  trap '' PIPE
+  printf '%s: got SIG%s: stopping the run it started (pid %s) and all that run started\n' "$SCRIPT" "$1" \
+    "$LOCKED_RUN" >&2 2>/dev/null || true
 }
 
 # Whether this run is the child of flock that with_instance_lock started, which holds the instance lock: the parent

@@ -1028,6 +1028,34 @@ def test_a_restore_stopped_by_hand_mid_restore_starts_the_units_it_stopped_again
     assert run_of_the_lock_is_free(world, path)
 
 
+# The terminal went away (ssh dropped: a HUP, and every write to it fails) or a Ctrl-C also ended the `| tee` reading
+# the output (a write raises SIGPIPE): the script's message must not end it before it stops the run, and the run's
+# message must not end its EXIT trap before it starts the units again.
+@needs_root
+@pytest.mark.parametrize('mid_restore', [False, True], ids=['before-stop', 'mid-restore'])
+def test_a_restore_stopped_by_hand_whose_output_is_gone_stops_and_starts_the_units_again(world, mid_restore):
+    path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
+                  restore_cmd=f'touch {world}/restoring; sleep 30; cat > {world}/restored')
+    assert run(world, path, 'backup').returncode == 0
+    restore = restore_by_hand(world, path)
+    deadline = time.monotonic() + 20
+    while mid_restore and not (world / 'restoring').exists():
+        assert restore.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    restore.stdout.close()
+    restore.stderr.close()
+    os.kill(restore.pid, signal.SIGHUP)
+    restore.wait(timeout=20)
+    time.sleep(3)
+    assert not (world / 'restored').exists()
+    calls = systemctl_calls(world)
+    if mid_restore:
+        assert calls[-1:] == ['start -- running.service'], calls
+    else:
+        assert calls == [] and not (world / 'restoring').exists(), calls
+    assert run_of_the_lock_is_free(world, path)
+
+
 def test_the_lock_is_not_inherited_by_what_a_run_leaves_behind(world):
     # A drill_cmd that leaves a process running (a scratch server it failed to stop): the next run is not blocked.
     path = script(world, (0, 18, 0), lock_wait=0,
