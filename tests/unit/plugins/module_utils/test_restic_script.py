@@ -302,7 +302,8 @@ def fake_systemctl(world):
     """A systemctl on PATH for which running.service is active and idle.service is not; calls are recorded."""
     fake = world / 'bin' / 'systemctl'
     fake.parent.mkdir()
-    fake.write_text('#!/bin/bash\necho "$*" >>"$FAKE_STORE/systemctl"\necho "$*" >>"$FAKE_STORE/order"\n'
+    fake.write_text('#!/bin/bash\nif [ "$1" = start ]; then sleep "${FAKE_START_DELAY:-0}"; fi\n'
+                    'echo "$*" >>"$FAKE_STORE/systemctl"\necho "$*" >>"$FAKE_STORE/order"\n'
                     'if [ "$1" = is-active ]; then [ "${!#}" = running.service ]; fi\n')
     fake.chmod(0o755)
     return f"{fake.parent}:{os.environ['PATH']}"
@@ -968,7 +969,7 @@ def test_a_run_stopped_while_it_waits_for_the_lock_leaves_no_marker(world):
 def restore_by_hand(world, path):
     """``restore latest`` by hand (as root), its own process group as a shell's job; returns once it holds the lock."""
     env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache'),
-           'FAKE_DUMP_DELAY': '2'}
+           'FAKE_DUMP_DELAY': '2', 'FAKE_START_DELAY': os.environ.get('FAKE_START_DELAY', '0')}
     restore = subprocess.Popen(['bash', str(path), 'restore', 'latest'], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
                                start_new_session=True)
@@ -1053,6 +1054,31 @@ def test_a_restore_stopped_by_hand_whose_output_is_gone_stops_and_starts_the_uni
         assert calls[-1:] == ['start -- running.service'], calls
     else:
         assert calls == [] and not (world / 'restoring').exists(), calls
+    assert run_of_the_lock_is_free(world, path)
+
+
+# Known bug: the TERM reaches flock too, which dies at once: the script returns (timeout(1), sudo and the shell
+# with it), its status is flock's, and the lock is free while the run's EXIT trap is still starting the units.
+@needs_root
+@pytest.mark.xfail(strict=True, reason='the script returns before the stopped run has started the units again')
+def test_a_restore_stopped_by_hand_returns_only_after_the_units_started_again(world, monkeypatch):
+    monkeypatch.setenv('FAKE_START_DELAY', '2')
+    path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
+                  restore_cmd=f'touch {world}/restoring; sleep 30; cat > {world}/restored')
+    assert run(world, path, 'backup').returncode == 0
+    restore = restore_by_hand(world, path)
+    deadline = time.monotonic() + 20
+    while not (world / 'restoring').exists():
+        assert restore.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    os.kill(restore.pid, signal.SIGTERM)
+    restore.wait(timeout=20)
+    took = time.monotonic() - t0
+    calls = systemctl_calls(world)
+    time.sleep(3)
+    _, stderr = restore.communicate(timeout=20)
+    assert calls[-1:] == ['start -- running.service'], (took, calls, systemctl_calls(world), restore.returncode, stderr)
     assert run_of_the_lock_is_free(world, path)
 
 
