@@ -507,6 +507,10 @@ readonly LOCK_TIMEOUT_EXIT=75
 with_instance_lock() {
   local marker holder rc=0
   if handed_over; then
+    # By hand the restore script stops this run with one TERM to its whole session (run_locked_by_hand). Ended at
+    # once, this shell would end flock, and so free the lock and return the script, while the commands it waits for
+    # still run their EXIT traps (which start again the units a restore stopped). Trapped, the TERM waits for them.
+    in_unit || trap 'exit 143' TERM
     return 0
   fi
   if [ ! -d "$JOB_CACHE" ]; then
@@ -528,8 +532,7 @@ with_instance_lock() {
     SELFHOST_BACKUP_LOCKED="$marker" flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" \
       || rc=$?
   else
-    SELFHOST_BACKUP_LOCKED="$marker" run_stopped_with_this \
-      flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" /bin/bash "$0" "$@" || rc=$?
+    SELFHOST_BACKUP_LOCKED="$marker" run_locked_by_hand "$marker" "$@" || rc=$?
   fi
   if [ "$rc" -eq "$LOCK_TIMEOUT_EXIT" ] && [ -e "$marker" ]; then
     rm -f -- "$marker"
@@ -541,51 +544,109 @@ with_instance_lock() {
   exit "$rc"
 }
 
-# A run by hand (restore, drill): a HUP, INT or TERM sent to this process alone (kill PID, sudo relaying it,
-# timeout(1)) must stop the locked run it waits for, and all that run started, as a unit's stop does; otherwise that
-# run goes on after its caller gave up, and a restore stops the units and restores. (systemd signals every process
-# of a unit itself: a unit's run needs none of this.) So the command (flock and the run it starts) gets a session of
-# its own, and a signal here passes on to that whole session as one TERM: exactly one, however many signals come
-# here, and a signal to this process's group (Ctrl-C) does not reach the session besides. A second TERM would kill
-# a run in the middle of its EXIT trap, which starts again the units a restore stopped. TERM, not INT: the command
-# is asynchronous, so its shells ignore INT. Its standard input stays this one (an asynchronous command's would be
-# /dev/null). The exit status is the command's (143 when it was stopped). SIGKILL cannot be passed on.
+# A run by hand (restore, drill): a signal sent to this process alone (kill PID, sudo relaying it, timeout(1), a
+# closed terminal) must stop the locked run it waits for, and all that run started, as a unit's stop does; otherwise
+# that run goes on after its caller gave up, and a restore stops the units and restores. (systemd signals every
+# process of a unit itself: a unit's run needs none of this.) So:
+# - flock ignores the signals: it holds the lock until the run is over, EXIT traps included, and exits with the
+#   run's status. The run gets them back at their defaults (env --default-signal) in a session of its own (setsid),
+#   whose processes only this process signals: a signal to this process's group (Ctrl-C) does not reach them too.
+# - HUP, INT, QUIT or TERM here stops the run with one TERM to its session, what a unit's stop sends: exactly one,
+#   however many signals come, as a second TERM would kill the run inside its EXIT trap, which starts again the
+#   units a restore stopped. A run that has not taken the lock marker yet never will (handed_over): the marker is
+#   removed, and flock, which may still be waiting, is killed.
+# - TSTP (Ctrl-Z) stops the run's session and flock before this process, CONT (fg, bg) continues them.
+# - The run's standard input stays this one (an asynchronous command's would be /dev/null).
+# SIGKILL cannot be passed on: the run goes on under the lock.
+readonly STOP_SIGNALS=(HUP INT QUIT TERM)
 LOCKED_RUN=''
+LOCKED_RUN_MARKER=''
 STOP_PENDING=''
-run_stopped_with_this() {
-  local rc=0
-  trap 'stop_locked_run HUP' HUP
-  trap 'stop_locked_run INT' INT
-  trap 'stop_locked_run TERM' TERM
-  setsid -w "$@" <&0 &
+WAIT_CUT=''
+LOCKED_RUN_STOPPED=''
+LOCKED_RUN_KILLED=''
+run_locked_by_hand() {
+  local rc=0 sig
+  LOCKED_RUN_MARKER="$1"
+  shift
+  for sig in "${STOP_SIGNALS[@]}"; do
+    # shellcheck disable=SC2064 # the signal's name now
+    trap "stop_locked_run $sig" "$sig"
+  done
+  trap pause_locked_run TSTP
+  trap resume_locked_run CONT
+  (
+    trap '' "${STOP_SIGNALS[@]}" TSTP
+    exec flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" \
+      setsid env --default-signal="$(IFS=,; echo "${STOP_SIGNALS[*]},TSTP")" /bin/bash "$0" "$@"
+  ) <&0 &
   LOCKED_RUN=$!
   # A signal that came before the line above knew the pid: pass it on now.
   [ -z "$STOP_PENDING" ] || stop_locked_run "$STOP_PENDING"
   wait "$LOCKED_RUN" || rc=$?
-  # A signal cuts the wait short: wait again for the run to end, and take its own status.
-  while [ -n "$STOP_PENDING" ]; do
-    STOP_PENDING=''
+  # A trapped signal cuts the wait short: wait again until flock, and so the run, has ended; its status is theirs.
+  while [ -n "$WAIT_CUT" ]; do
+    WAIT_CUT=''
     rc=0
     wait "$LOCKED_RUN" || rc=$?
   done
-  trap - HUP INT TERM
+  trap - "${STOP_SIGNALS[@]}" TSTP CONT
+  # flock killed before the run began: stopped by a signal all the same (128 + TERM's 15, not KILL's 9).
+  [ -z "$LOCKED_RUN_KILLED" ] || rc=143
   return "$rc"
 }
 
-LOCKED_RUN_STOPPED=''
 stop_locked_run() {
+  local session
   STOP_PENDING="$1"
+  WAIT_CUT=yes
   [ -n "$LOCKED_RUN" ] && [ -z "$LOCKED_RUN_STOPPED" ] || return 0
   LOCKED_RUN_STOPPED="$1"
-  # setsid made the run the leader of its own process group; before it did, the run is that one process.
-  # The TERM first, the message after, and the message may fail: the signal is often a terminal that went away (HUP)
-  # or a Ctrl-C that also ended a `| tee`, and a write that fails (EIO, under set -e) or raises SIGPIPE here would
-  # end this script before the run is stopped, leaving it to go on alone. (PIPE is ignored by this process only:
-  # the run has been started.)
-  kill -s TERM -- "-$LOCKED_RUN" 2>/dev/null || kill -s TERM -- "$LOCKED_RUN" 2>/dev/null || true
+  # Whoever removes the marker first decides: this process (the run has not started and never will) or the run.
+  if rm -- "$LOCKED_RUN_MARKER" 2>/dev/null; then
+    kill -s KILL -- "$LOCKED_RUN" 2>/dev/null || true
+    LOCKED_RUN_KILLED=yes
+  else
+    session="$(locked_run_session)"
+    [ -z "$session" ] || kill -s TERM -- "-$session" 2>/dev/null || true
+  fi
+  # The message after the signal, and allowed to fail: the signal is often a terminal that went away (HUP: the write
+  # fails with EIO, which set -e would end this script on) or a Ctrl-C that also ended a `| tee` (SIGPIPE).
   trap '' PIPE
-  printf '%s: got SIG%s: stopping the run it started (pid %s) and all that run started\n' "$SCRIPT" "$1" \
-    "$LOCKED_RUN" >&2 2>/dev/null || true
+  printf '%s: got SIG%s: stopping the run it started and all that run started\n' "$SCRIPT" "$1" >&2 2>/dev/null \
+    || true
+}
+
+pause_locked_run() {
+  local session
+  WAIT_CUT=yes
+  session="$(locked_run_session)"
+  [ -z "$session" ] || kill -s STOP -- "-$session" 2>/dev/null || true
+  kill -s STOP -- "$LOCKED_RUN" "$$" 2>/dev/null || true
+}
+
+resume_locked_run() {
+  local session
+  WAIT_CUT=yes
+  kill -s CONT -- "$LOCKED_RUN" 2>/dev/null || true
+  session="$(locked_run_session)"
+  [ -z "$session" ] || kill -s CONT -- "-$session" 2>/dev/null || true
+}
+
+# The run's session: the child of flock (LOCKED_RUN), which setsid made the leader of a session with its own id;
+# nothing before flock has started it. From /proc/<pid>/stat: "pid (comm) state ppid pgrp session ...".
+locked_run_session() {
+  local stat fields ppid session
+  [ -n "$LOCKED_RUN" ] || return 0
+  for stat in /proc/[0-9]*/stat; do
+    read -r fields 2>/dev/null <"$stat" || continue
+    read -r _ ppid _ session _ <<<"${fields##*) }" || continue
+    if [ "$ppid" = "$LOCKED_RUN" ] && [ "$session" = "${fields%% *}" ]; then
+      echo "$session"
+      return 0
+    fi
+  done
+  return 0
 }
 
 # Whether this run is the child of flock that with_instance_lock started, which holds the instance lock: the parent
@@ -603,13 +664,20 @@ handed_over() {
   if [ -z "$LOCK_HANDED_OVER" ]; then
     LOCK_HANDED_OVER=no
     if [ -n "$marker" ]; then
+      if [ "${marker%/*}" = "$JOB_CACHE" ] && [[ "${marker##*/}" =~ ^"$LOCK_MARKER."[A-Za-z0-9]{10}$ ]] \
+        && ! [ -e "$marker" ] && ! [ -L "$marker" ]; then
+        fail "the lock marker $marker is gone: the restore script that made it was stopped before this run began" \
+          "(or SELFHOST_BACKUP_LOCKED is stray): nothing was run"
+      fi
       if [ "${marker%/*}" != "$JOB_CACHE" ] || ! [[ "${marker##*/}" =~ ^"$LOCK_MARKER."[A-Za-z0-9]{10}$ ]] \
         || [ -L "$marker" ] || ! [ -f "$marker" ] || ! [ -O "$marker" ] \
         || [ "$(stat -c %h -- "$marker" 2>/dev/null)" != 1 ]; then
         fail "SELFHOST_BACKUP_LOCKED=$marker is not a lock marker of instance $INSTANCE (the restore script sets it" \
           "for itself, under the instance lock): nothing was run; unset it and run the command again"
       fi
-      rm -f -- "$marker"
+      # Whoever removes it first decides (run_locked_by_hand's stop_locked_run): this run, or a stop before it began.
+      rm -- "$marker" 2>/dev/null \
+        || fail "the restore script that made the lock marker $marker was stopped as this run began: nothing was run"
       LOCK_HANDED_OVER=yes
     fi
     unset SELFHOST_BACKUP_LOCKED
