@@ -1004,7 +1004,7 @@ def test_a_signal_to_the_restore_script_alone_stops_the_restore_before_it_stops_
     assert run(world, path, 'backup').returncode == 0
     restore = restore_by_hand(world, path)
     os.kill(restore.pid, sig)
-    _, stderr = restore.communicate(timeout=20)
+    stderr = restore.communicate(timeout=20)[1]
     assert restore.returncode == 128 + signal.SIGTERM, stderr
     assert f'got {sig.name}: stopping the run it started and all that run started' in stderr
     # The dump was still on its way (FAKE_DUMP_DELAY): it never arrives, nothing is stopped or restored, later too.
@@ -1031,7 +1031,7 @@ def test_a_restore_stopped_by_hand_mid_restore_starts_the_units_it_stopped_again
     for sig in signals:
         (os.killpg if sig == signal.SIGINT else os.kill)(restore.pid, sig)
         time.sleep(0.1)
-    _, stderr = restore.communicate(timeout=20)
+    stderr = restore.communicate(timeout=20)[1]
     assert restore.returncode != 0, stderr
     assert systemctl_calls(world)[-1:] == ['start -- running.service'], stderr
     assert 'stop -- running.service' in systemctl_calls(world)
@@ -1086,7 +1086,7 @@ def test_a_restore_stopped_by_hand_returns_only_after_the_units_started_again(wo
     took = time.monotonic() - t0
     calls = systemctl_calls(world)
     time.sleep(3)
-    _, stderr = restore.communicate(timeout=20)
+    stderr = restore.communicate(timeout=20)[1]
     assert calls[-1:] == ['start -- running.service'], (took, calls, systemctl_calls(world), restore.returncode, stderr)
     assert run_of_the_lock_is_free(world, path)
 
@@ -1103,7 +1103,7 @@ def test_a_restore_stopped_by_hand_while_it_waits_for_the_lock_never_runs(world)
         time.sleep(0.3)  # flock waits for the lock the drill holds
         calls_before = len(log(world))
         os.kill(restore.pid, signal.SIGTERM)
-        _, stderr = restore.communicate(timeout=20)
+        stderr = restore.communicate(timeout=20)[1]
     finally:
         drill_out = drill.communicate(timeout=30)
     assert drill.returncode == 0, drill_out
@@ -1179,7 +1179,7 @@ def test_ctrl_z_pauses_a_restore_by_hand_and_fg_goes_on(world):
     time.sleep(1.5)
     assert not (world / 'restored').exists()  # paused: restore_cmd's sleep 1 would have ended
     os.killpg(restore.pid, signal.SIGCONT)  # fg
-    _, stderr = restore.communicate(timeout=20)
+    stderr = restore.communicate(timeout=20)[1]
     assert restore.returncode == 0, stderr
     assert (world / 'restored').read_text() == 'dump-data'
     assert systemctl_calls(world)[-1:] == ['start -- running.service']
