@@ -1024,10 +1024,7 @@ def test_a_restore_stopped_by_hand_mid_restore_starts_the_units_it_stopped_again
                   restore_cmd=f'touch {world}/restoring; sleep 30; cat > {world}/restored')
     assert run(world, path, 'backup').returncode == 0
     restore = restore_by_hand(world, path)
-    deadline = time.monotonic() + 20
-    while not (world / 'restoring').exists():
-        assert restore.poll() is None and time.monotonic() < deadline, restore.communicate()
-        time.sleep(0.05)
+    wait_for_file(restore, world / 'restoring')
     for sig in signals:
         (os.killpg if sig == signal.SIGINT else os.kill)(restore.pid, sig)
         time.sleep(0.1)
@@ -1049,10 +1046,8 @@ def test_a_restore_stopped_by_hand_whose_output_is_gone_stops_and_starts_the_uni
                   restore_cmd=f'touch {world}/restoring; sleep 30; cat > {world}/restored')
     assert run(world, path, 'backup').returncode == 0
     restore = restore_by_hand(world, path)
-    deadline = time.monotonic() + 20
-    while mid_restore and not (world / 'restoring').exists():
-        assert restore.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    if mid_restore:
+        wait_for_file(restore, world / 'restoring')
     restore.stdout.close()
     restore.stderr.close()
     os.kill(restore.pid, signal.SIGHUP)
@@ -1076,10 +1071,7 @@ def test_a_restore_stopped_by_hand_returns_only_after_the_units_started_again(wo
                   restore_cmd=f'touch {world}/restoring; sleep 30; cat > {world}/restored')
     assert run(world, path, 'backup').returncode == 0
     restore = restore_by_hand(world, path)
-    deadline = time.monotonic() + 20
-    while not (world / 'restoring').exists():
-        assert restore.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_file(restore, world / 'restoring')
     t0 = time.monotonic()
     os.kill(restore.pid, signal.SIGTERM)
     restore.wait(timeout=20)
