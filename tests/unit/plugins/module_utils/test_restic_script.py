@@ -972,9 +972,11 @@ def restore_by_hand(world, path, started=None, dump_delay='2'):
     (default: the dump has begun, so the run holds the lock)."""
     env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache'),
            'FAKE_DUMP_DELAY': dump_delay, 'FAKE_START_DELAY': os.environ.get('FAKE_START_DELAY', '0')}
-    restore = subprocess.Popen(['bash', str(path), 'restore', 'latest'], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+    # As a terminal's shell starts it: signals at their defaults, whatever the test runner inherited (nohup ignores
+    # HUP, a command started with & by a script ignores INT and QUIT, and so would the script's traps).
+    restore = subprocess.Popen(['env', '--default-signal=HUP,INT,QUIT,TERM,TSTP', 'bash', str(path), 'restore',
+                                'latest'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
     started = started or (lambda: any(' dump ' in line for line in log(world)))
     deadline = time.monotonic() + 20
     while not started():
