@@ -541,6 +541,12 @@ with_instance_lock() {
       "${holder:-another run (gone by now, or it cannot be named)}: $1 not run; run it again when that has finished"
   fi
   rm -f -- "$marker"
+  # Stopped by Ctrl-C: ended by SIGINT itself once all is done. A shell that ran this (a loop of restores, a script)
+  # stops at a command that SIGINT ended; one that exited 143 it takes as handled, and goes on with the next restore.
+  if [ "$LOCKED_RUN_STOPPED" = INT ]; then
+    trap - EXIT INT
+    kill -s INT "$$"
+  fi
   exit "$rc"
 }
 
@@ -553,11 +559,12 @@ with_instance_lock() {
 #   whose processes only this process signals: a signal to this process's group (Ctrl-C) does not reach them too.
 # - HUP, INT, QUIT or TERM here stops the run with one TERM to its session, what a unit's stop sends: exactly one,
 #   however many signals come, as a second TERM would kill the run inside its EXIT trap, which starts again the
-#   units a restore stopped. A run that has not taken the lock marker yet never will (handed_over): the marker is
-#   removed, and flock, which may still be waiting, is killed.
+#   units a restore stopped. The signals after the first are ignored (stop_locked_run). A run that has not taken
+#   the lock marker yet never will (handed_over): the marker is removed, and flock, which may still be waiting, is
+#   killed. The script then exits 143; after INT it ends by SIGINT (with_instance_lock), as a calling shell expects.
 # - TSTP (Ctrl-Z) stops the run's session and flock before this process, CONT (fg, bg) continues them.
 # - The run's standard input stays this one (an asynchronous command's would be /dev/null).
-# SIGKILL cannot be passed on: the run goes on under the lock.
+# SIGKILL cannot be passed on: the run goes on under the lock; a run that Ctrl-Z paused stays paused, lock held.
 readonly STOP_SIGNALS=(HUP INT QUIT TERM)
 LOCKED_RUN=''
 LOCKED_RUN_MARKER=''
@@ -583,12 +590,14 @@ run_locked_by_hand() {
   LOCKED_RUN=$!
   # A signal that came before the line above knew the pid: pass it on now.
   [ -z "$STOP_PENDING" ] || stop_locked_run "$STOP_PENDING"
-  wait "$LOCKED_RUN" || rc=$?
+  # The waits' messages to /dev/null: bash's "<pid> Killed  ( trap ...; exec flock ... )" about a flock that
+  # stop_locked_run killed is no news to the operator.
+  wait "$LOCKED_RUN" 2>/dev/null || rc=$?
   # A trapped signal cuts the wait short: wait again until flock, and so the run, has ended; its status is theirs.
   while [ -n "$WAIT_CUT" ]; do
     WAIT_CUT=''
     rc=0
-    wait "$LOCKED_RUN" || rc=$?
+    wait "$LOCKED_RUN" 2>/dev/null || rc=$?
   done
   trap - "${STOP_SIGNALS[@]}" TSTP CONT
   # flock killed before the run began: stopped by a signal all the same (128 + TERM's 15, not KILL's 9).
@@ -597,7 +606,10 @@ run_locked_by_hand() {
 }
 
 stop_locked_run() {
-  local session
+  # The first stop signal is the only one: the next ones are ignored, here and by what this starts (rm). Trapped, a
+  # second one (Ctrl-C twice, a key held down, TERM to this process then to its group) ran this again inside itself,
+  # and killed rm or the search for the run's session on its way: the run went on and this script returned at once.
+  trap '' "${STOP_SIGNALS[@]}"
   STOP_PENDING="$1"
   WAIT_CUT=yes
   [ -n "$LOCKED_RUN" ] && [ -z "$LOCKED_RUN_STOPPED" ] || return 0
@@ -607,8 +619,8 @@ stop_locked_run() {
     kill -s KILL -- "$LOCKED_RUN" 2>/dev/null || true
     LOCKED_RUN_KILLED=yes
   else
-    session="$(locked_run_session)"
-    [ -z "$session" ] || kill -s TERM -- "-$session" 2>/dev/null || true
+    locked_run_session
+    [ -z "$LOCKED_RUN_SESSION" ] || kill -s TERM -- "-$LOCKED_RUN_SESSION" 2>/dev/null || true
   fi
   # The message after the signal, and allowed to fail: the signal is often a terminal that went away (HUP: the write
   # fails with EIO, which set -e would end this script on) or a Ctrl-C that also ended a `| tee` (SIGPIPE).
@@ -618,31 +630,33 @@ stop_locked_run() {
 }
 
 pause_locked_run() {
-  local session
   WAIT_CUT=yes
-  session="$(locked_run_session)"
-  [ -z "$session" ] || kill -s STOP -- "-$session" 2>/dev/null || true
+  locked_run_session
+  [ -z "$LOCKED_RUN_SESSION" ] || kill -s STOP -- "-$LOCKED_RUN_SESSION" 2>/dev/null || true
   kill -s STOP -- "$LOCKED_RUN" "$$" 2>/dev/null || true
 }
 
 resume_locked_run() {
-  local session
   WAIT_CUT=yes
   kill -s CONT -- "$LOCKED_RUN" 2>/dev/null || true
-  session="$(locked_run_session)"
-  [ -z "$session" ] || kill -s CONT -- "-$session" 2>/dev/null || true
+  locked_run_session
+  [ -z "$LOCKED_RUN_SESSION" ] || kill -s CONT -- "-$LOCKED_RUN_SESSION" 2>/dev/null || true
 }
 
-# The run's session: the child of flock (LOCKED_RUN), which setsid made the leader of a session with its own id;
-# nothing before flock has started it. From /proc/<pid>/stat: "pid (comm) state ppid pgrp session ...".
+# The run's session in LOCKED_RUN_SESSION ('' while there is none): the child of flock (LOCKED_RUN), which setsid
+# made the leader of a session with its own id; nothing before flock has started it. From /proc/<pid>/stat: "pid
+# (comm) state ppid pgrp session ...". In this process, no subshell: a signal to this process group (Ctrl-C, Ctrl-Z)
+# would reach a subshell too, and kill or stop it before it told.
+LOCKED_RUN_SESSION=''
 locked_run_session() {
   local stat fields ppid session
+  LOCKED_RUN_SESSION=''
   [ -n "$LOCKED_RUN" ] || return 0
   for stat in /proc/[0-9]*/stat; do
     read -r fields 2>/dev/null <"$stat" || continue
     read -r _ ppid _ session _ <<<"${fields##*) }" || continue
     if [ "$ppid" = "$LOCKED_RUN" ] && [ "$session" = "${fields%% *}" ]; then
-      echo "$session"
+      LOCKED_RUN_SESSION="$session"
       return 0
     fi
   done
@@ -698,8 +712,10 @@ lock_holder() {
     printf 'pid %s, which is gone (a process it started still holds the lock)\n' "$pid"
     return 0
   fi
-  # flock -o -E 75 -w N <directory> /bin/bash <script> <subcommand> ...: the script and what it runs.
-  command="${command#*" $JOB_CACHE /bin/bash "}"
+  # flock -o -E 75 -w N <directory> /bin/bash <script> <subcommand> ... (by hand: <directory> setsid env
+  # --default-signal=... /bin/bash <script> ...): the script and what it runs.
+  command="${command#*" $JOB_CACHE "}"
+  command="${command#*"/bin/bash "}"
   unit="$(sed -n 's|^0::.*/\([^/]*\.service\)$|\1|p' "/proc/$pid/cgroup" 2>/dev/null)" || unit=''
   printf '%s (pid %s, %s)\n' "${command% }" "$pid" "${unit:-run by hand}"
 }

@@ -1007,7 +1007,8 @@ def test_a_signal_to_the_restore_script_alone_stops_the_restore_before_it_stops_
     restore = restore_by_hand(world, path)
     os.kill(restore.pid, sig)
     stderr = restore.communicate(timeout=20)[1]
-    assert restore.returncode == 128 + signal.SIGTERM, stderr
+    # Ctrl-C's SIGINT ends the script by SIGINT once all is done: a shell running it stops too (see the loop test).
+    assert restore.returncode == (-signal.SIGINT if sig == signal.SIGINT else 128 + signal.SIGTERM), stderr
     assert f'got {sig.name}: stopping the run it started and all that run started' in stderr
     # The dump was still on its way (FAKE_DUMP_DELAY): it never arrives, nothing is stopped or restored, later too.
     time.sleep(2.5)
@@ -1036,6 +1037,64 @@ def test_a_restore_stopped_by_hand_mid_restore_starts_the_units_it_stopped_again
     assert 'stop -- running.service' in systemctl_calls(world)
     assert not (world / 'restored').exists()
     assert run_of_the_lock_is_free(world, path)
+
+
+# A second signal while the script handled the first (Ctrl-C pressed twice or held down; timeout(1) signals its
+# command, then its process group) ran the handler again inside itself and killed the search for the run's session:
+# the script returned at once and the run went on, restored and started the units after the caller had gone.
+@needs_root
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=lambda sig: sig.name)
+def test_a_restore_stopped_twice_in_a_row_is_stopped_once_and_returns_after_it(world, sig):
+    path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
+                  restore_cmd=f'touch {world}/restoring; sleep 4; cat > {world}/restored')
+    assert run(world, path, 'backup').returncode == 0
+    restore = restore_by_hand(world, path)
+    wait_for_file(restore, world / 'restoring')
+    for _ in range(3):
+        os.killpg(restore.pid, sig)
+        time.sleep(0.005)
+    stderr = restore.communicate(timeout=20)[1]
+    calls = systemctl_calls(world)
+    assert calls[-1:] == ['start -- running.service'], (calls, stderr)
+    assert 'pop_var_context' not in stderr and stderr.count(f'got {sig.name}: stopping the run') == 1, stderr
+    time.sleep(4.5)
+    assert not (world / 'restored').exists()
+    assert systemctl_calls(world) == calls
+    assert run_of_the_lock_is_free(world, path)
+
+
+# Ctrl-C in a shell loop of restores: the shell stops only at a command that SIGINT ended; the script exiting 143 made
+# it go on with the next restore, which stopped the units and restored.
+@needs_root
+def test_ctrl_c_stops_a_loop_of_restores_by_hand(world):
+    path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
+                  restore_cmd=f'echo >> {world}/restores; sleep 30; cat > {world}/restored')
+    assert run(world, path, 'backup').returncode == 0
+    env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache')}
+    loop = subprocess.Popen(['bash', '-c', f'for i in 1 2; do bash {path} restore latest; done; touch {world}/loop-went-on'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    wait_for_file(loop, world / 'restores')
+    os.killpg(loop.pid, signal.SIGINT)
+    stderr = loop.communicate(timeout=20)[1]
+    assert loop.returncode == -signal.SIGINT, stderr
+    assert (world / 'restores').read_text() == '\n' and not (world / 'loop-went-on').exists()
+    assert systemctl_calls(world)[-1:] == ['start -- running.service']
+
+
+# A restore by hand runs its script under `setsid env ...`: the holder is named as for a unit's run all the same.
+@needs_root
+def test_a_run_that_waits_for_a_restore_by_hand_names_it(world):
+    path = script(world, (0, 18, 0), lock_wait=0, restore_cmd=f'touch {world}/restoring; sleep 3; cat > {world}/restored')
+    assert run(world, path, 'backup').returncode == 0
+    restore = restore_by_hand(world, path)
+    wait_for_file(restore, world / 'restoring')
+    backup = run(world, path, 'backup')
+    restore.communicate(timeout=20)
+    assert restore.returncode == 0
+    assert backup.returncode == 1
+    assert re.search(r'held by ' + re.escape(f'{path} restore latest') + r' \(pid [0-9]+, run by hand\): backup not run',
+                     backup.stderr), backup.stderr
 
 
 # The terminal went away (ssh dropped: a HUP, and every write to it fails) or a Ctrl-C also ended the `| tee` reading
