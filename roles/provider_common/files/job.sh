@@ -562,9 +562,11 @@ with_instance_lock() {
 #   units a restore stopped. The signals after the first are ignored (stop_locked_run). A run that has not taken
 #   the lock marker yet never will (handed_over): the marker is removed, and flock, which may still be waiting, is
 #   killed. The script then exits 143; after INT it ends by SIGINT (with_instance_lock), as a calling shell expects.
-# - TSTP (Ctrl-Z) stops the run's session and flock before this process, CONT (fg, bg) continues them.
+# - TSTP (Ctrl-Z) is ignored: a restore is not paused. (Stopping the run's session with this process took a CONT
+#   trap, which made bash drop a TERM that came with a CONT, as timeout(1) sends them, and a paused run whose script
+#   was then killed stayed paused, the units stopped and the lock held.)
 # - The run's standard input stays this one (an asynchronous command's would be /dev/null).
-# SIGKILL cannot be passed on: the run goes on under the lock; a run that Ctrl-Z paused stays paused, lock held.
+# SIGKILL cannot be passed on: the run goes on under the lock.
 readonly STOP_SIGNALS=(HUP INT QUIT TERM)
 LOCKED_RUN=''
 LOCKED_RUN_MARKER=''
@@ -580,8 +582,8 @@ run_locked_by_hand() {
     # shellcheck disable=SC2064 # the signal's name now
     trap "stop_locked_run $sig" "$sig"
   done
-  trap pause_locked_run TSTP
-  trap resume_locked_run CONT
+  # Ctrl-Z cannot pause the run, which is in another session: ignored here too rather than leave it going on alone.
+  trap '' TSTP
   (
     trap '' "${STOP_SIGNALS[@]}" TSTP
     exec flock -o -E "$LOCK_TIMEOUT_EXIT" -w "$LOCK_WAIT" "$JOB_CACHE" \
@@ -599,7 +601,7 @@ run_locked_by_hand() {
     rc=0
     wait "$LOCKED_RUN" 2>/dev/null || rc=$?
   done
-  trap - "${STOP_SIGNALS[@]}" TSTP CONT
+  trap - "${STOP_SIGNALS[@]}" TSTP
   # flock killed before the run began: stopped by a signal all the same (128 + TERM's 15, not KILL's 9).
   [ -z "$LOCKED_RUN_KILLED" ] || rc=143
   return "$rc"
@@ -627,20 +629,6 @@ stop_locked_run() {
   trap '' PIPE
   printf '%s: got SIG%s: stopping the run it started and all that run started\n' "$SCRIPT" "$1" >&2 2>/dev/null \
     || true
-}
-
-pause_locked_run() {
-  WAIT_CUT=yes
-  locked_run_session
-  [ -z "$LOCKED_RUN_SESSION" ] || kill -s STOP -- "-$LOCKED_RUN_SESSION" 2>/dev/null || true
-  kill -s STOP -- "$LOCKED_RUN" "$$" 2>/dev/null || true
-}
-
-resume_locked_run() {
-  WAIT_CUT=yes
-  kill -s CONT -- "$LOCKED_RUN" 2>/dev/null || true
-  locked_run_session
-  [ -z "$LOCKED_RUN_SESSION" ] || kill -s CONT -- "-$LOCKED_RUN_SESSION" 2>/dev/null || true
 }
 
 # The run's session in LOCKED_RUN_SESSION ('' while there is none): the child of flock (LOCKED_RUN), which setsid
