@@ -966,16 +966,24 @@ def test_a_run_stopped_while_it_waits_for_the_lock_leaves_no_marker(world):
     assert not list((world / 'cache').glob('.selfhost-backup-lock-started.*'))
 
 
+# A run by hand starts as a terminal's shell starts it: signals at their defaults, whatever the test runner inherited
+# (nohup ignores HUP, a command started with & by a script ignores INT and QUIT, and so would the script's traps).
+AT_DEFAULT_SIGNALS = ['env', '--default-signal=HUP,INT,QUIT,TERM,TSTP']
+
+
+def by_hand_env(world, **extra):
+    """The environment of a run by hand: the fake systemctl on PATH, the fake repository, the units' cache."""
+    return {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache'),
+            **extra}
+
+
 def restore_by_hand(world, path, started=None, dump_delay='2'):
     """``restore latest`` by hand (as root), its own process group as a shell's job; returns once ``started()``
     (default: the dump has begun, so the run holds the lock)."""
-    env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache'),
-           'FAKE_DUMP_DELAY': dump_delay, 'FAKE_START_DELAY': os.environ.get('FAKE_START_DELAY', '0')}
-    # As a terminal's shell starts it: signals at their defaults, whatever the test runner inherited (nohup ignores
-    # HUP, a command started with & by a script ignores INT and QUIT, and so would the script's traps).
-    restore = subprocess.Popen(['env', '--default-signal=HUP,INT,QUIT,TERM,TSTP', 'bash', str(path), 'restore',
-                                'latest'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+    env = by_hand_env(world, FAKE_DUMP_DELAY=dump_delay, FAKE_START_DELAY=os.environ.get('FAKE_START_DELAY', '0'))
+    restore = subprocess.Popen([*AT_DEFAULT_SIGNALS, 'bash', str(path), 'restore', 'latest'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
     started = started or (lambda: any(' dump ' in line for line in log(world)))
     deadline = time.monotonic() + 20
     while not started():
@@ -1069,8 +1077,8 @@ def test_ctrl_c_stops_a_loop_of_restores_by_hand(world):
     path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
                   restore_cmd=f'echo >> {world}/restores; sleep 30; cat > {world}/restored')
     assert run(world, path, 'backup').returncode == 0
-    env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache')}
-    loop = subprocess.Popen(['env', '--default-signal=HUP,INT,QUIT,TERM,TSTP', 'bash', '-c',
+    env = by_hand_env(world)
+    loop = subprocess.Popen([*AT_DEFAULT_SIGNALS, 'bash', '-c',
                              f'for i in 1 2; do bash {path} restore latest; done; touch {world}/loop-went-on'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -1207,11 +1215,9 @@ def test_timeout_stops_a_restore_by_hand(world, dump_delay):
     path = script(world, (0, 18, 0), stop_units=('running.service',), lock_wait=0,
                   restore_cmd=f'touch {world}/restoring; sleep 4; cat > {world}/restored')
     assert run(world, path, 'backup').returncode == 0
-    env = {'PATH': fake_systemctl(world), 'FAKE_STORE': str(world / 'store'), 'CACHE_DIRECTORY': str(world / 'cache'),
-           'FAKE_DUMP_DELAY': dump_delay}
-    result = subprocess.run(['env', '--default-signal=HUP,INT,QUIT,TERM,TSTP', 'timeout', '1.5', 'bash', str(path),
-                             'restore', 'latest'], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
-                            check=False, timeout=20)
+    result = subprocess.run([*AT_DEFAULT_SIGNALS, 'timeout', '1.5', 'bash', str(path), 'restore', 'latest'],
+                            capture_output=True, text=True, env=by_hand_env(world, FAKE_DUMP_DELAY=dump_delay),
+                            stdin=subprocess.DEVNULL, check=False, timeout=20)
     assert result.returncode == 124, result.stderr
     assert 'got SIGTERM: stopping the run it started' in result.stderr
     time.sleep(4)  # past the end restore_cmd would have reached
